@@ -1,0 +1,129 @@
+//! `devbox doctor`: is everything devbox needs in place on this machine?
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use crate::config::Config;
+
+struct Check {
+    ok: bool,
+    /// A failed optional check warns but does not fail the doctor.
+    required: bool,
+    what: String,
+}
+
+pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    let mut checks = Vec::new();
+    match &config.source {
+        Some(path) => checks.push(pass(format!("config {} is valid", path.display()))),
+        None => checks.push(pass("config: embedded default".into())),
+    }
+    checks.push(code_server(&config.code_server.binary));
+    checks.push(Check {
+        ok: true,
+        required: false,
+        what: format!("git: libgit2 {} built in", libgit2_version()),
+    });
+    checks.push(match Command::new("git").arg("--version").output() {
+        Ok(out) if out.status.success() => pass(format!("git CLI: {}", String::from_utf8_lossy(&out.stdout).trim())),
+        _ => Check {
+            ok: false,
+            required: false,
+            what: "git CLI not found (optional: clones use the built-in libgit2)".into(),
+        },
+    });
+    let range = config.server.code_server_port_range;
+    let free = (range.start..=range.end).filter(|p| bindable(*p)).count();
+    let total = usize::from(range.end - range.start) + 1;
+    checks.push(Check {
+        ok: free > 0,
+        required: true,
+        what: format!("port range {}-{}: {free} of {total} ports free", range.start, range.end),
+    });
+    let port = config.server.default_port;
+    checks.push(Check {
+        ok: bindable(port),
+        required: false,
+        what: format!("HTTP port {port} {}", if bindable(port) { "is free" } else { "is in use (another devbox running?)" }),
+    });
+    for dir in [&config.controller.specs_dir, &config.controller.state_dir] {
+        checks.push(writable(dir));
+    }
+    let vsix = config.vsix_dir();
+    checks.push(Check {
+        ok: vsix.is_dir(),
+        required: false,
+        what: format!("vsix folder {} {}", vsix.display(), if vsix.is_dir() { "exists" } else { "does not exist (only needed for .vsix extensions)" }),
+    });
+
+    let mut failed = false;
+    for check in &checks {
+        let mark = match (check.ok, check.required) {
+            (true, _) => "ok  ",
+            (false, true) => "FAIL",
+            (false, false) => "warn",
+        };
+        failed |= !check.ok && check.required;
+        println!("{mark} {}", check.what);
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn pass(what: String) -> Check {
+    Check { ok: true, required: true, what }
+}
+
+fn code_server(binary: &Path) -> Check {
+    let scratch = std::env::temp_dir().join(format!("devbox-doctor-{}", std::process::id()));
+    // `--version` would otherwise create ~/.config/code-server/config.yaml.
+    let output = Command::new(binary)
+        .arg("--version")
+        .env("XDG_CONFIG_HOME", &scratch)
+        .env("XDG_DATA_HOME", &scratch)
+        .output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    match output {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned();
+            Check {
+                ok: version.starts_with("4."),
+                required: true,
+                what: format!("code-server {} at {}", version, binary.display()),
+            }
+        }
+        Ok(out) => Check {
+            ok: false,
+            required: true,
+            what: format!("code-server at {} failed: {}", binary.display(), String::from_utf8_lossy(&out.stderr).trim()),
+        },
+        Err(err) => Check {
+            ok: false,
+            required: true,
+            what: format!(
+                "code-server not found at `{}` ({err}); run scripts/install-code-server.sh and set DEVBOX_CODE_SERVER",
+                binary.display()
+            ),
+        },
+    }
+}
+
+fn writable(dir: &PathBuf) -> Check {
+    let probe = dir.join(format!(".devbox-doctor-{}", std::process::id()));
+    let ok = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&probe, b"")).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    Check {
+        ok,
+        required: true,
+        what: format!("{} {}", dir.display(), if ok { "is writable" } else { "is not writable" }),
+    }
+}
+
+fn bindable(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+fn libgit2_version() -> String {
+    let (major, minor, patch) = git2::Version::get().libgit2_version();
+    format!("{major}.{minor}.{patch}")
+}

@@ -1,0 +1,94 @@
+//! `devbox get`: servers as the state directory records them, with the desired state
+//! from their spec files; works whether or not devbox is running.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use serde::Serialize;
+
+use super::OutputFormat;
+use crate::config::Config;
+use crate::controller::scan;
+use crate::spec::{DesiredState, DevServer};
+use crate::status::{self, ServerStatus};
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    /// What the spec file asks for; `None` when there is no (readable) spec.
+    desired: Option<DesiredState>,
+    #[serde(flatten)]
+    status: Option<ServerStatus>,
+}
+
+pub fn run(config: &Config, name: Option<&str>, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let statuses = status::load_all(&config.controller.state_dir)?;
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for file in scan::spec_files(&config.controller.specs_dir).unwrap_or_default() {
+        let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let desired = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| DevServer::from_yaml(&file, &text).ok())
+            .map(|s| s.spec.state);
+        rows.insert(stem.to_owned(), Row { name: stem.to_owned(), desired, status: None });
+    }
+    for (server, status) in statuses {
+        rows.entry(server.clone())
+            .or_insert_with(|| Row { name: server, desired: None, status: None })
+            .status = Some(status);
+    }
+    if let Some(name) = name {
+        rows.retain(|key, _| key == name);
+        if rows.is_empty() {
+            bail!(
+                "no server `{name}` (no spec in {} and no status in {})",
+                config.controller.specs_dir.display(),
+                config.controller.state_dir.display()
+            );
+        }
+    }
+    let rows: Vec<Row> = rows.into_values().collect();
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        OutputFormat::Yaml => print!("{}", crate::yaml::to_string(&rows)?),
+        OutputFormat::Table => print_table(&rows),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Row]) {
+    let mut lines = vec![[
+        "NAME".to_owned(),
+        "DESIRED".to_owned(),
+        "PHASE".to_owned(),
+        "PORT".to_owned(),
+        "PID".to_owned(),
+        "UPTIME".to_owned(),
+        "MESSAGE".to_owned(),
+    ]];
+    for row in rows {
+        let status = row.status.as_ref();
+        let dash = || "-".to_owned();
+        lines.push([
+            row.name.clone(),
+            row.desired.map_or_else(dash, |d| format!("{d:?}").to_lowercase()),
+            status.map_or_else(|| "pending".to_owned(), |s| format!("{:?}", s.phase).to_lowercase()),
+            status.and_then(|s| s.port).map_or_else(dash, |p| p.to_string()),
+            status.and_then(|s| s.process).map_or_else(dash, |p| p.pid.to_string()),
+            status
+                .and_then(ServerStatus::uptime_seconds)
+                .map_or_else(dash, |u| humantime::format_duration(std::time::Duration::from_secs(u as u64)).to_string()),
+            status
+                .and_then(|s| s.message.clone().or_else(|| s.spec_errors.first().map(ToString::to_string)))
+                .map_or_else(String::new, |m| m.lines().next().unwrap_or_default().to_owned()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    for line in lines {
+        let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}

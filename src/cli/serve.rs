@@ -1,0 +1,79 @@
+//! `devbox serve`: the controller plus the HTTP server, until SIGINT or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::runtime::process::ProcessRuntime;
+
+pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, bind))
+}
+
+async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
+    let address = SocketAddr::new(bind.unwrap_or(config.server.bind_address), config.server.default_port);
+    // Bind first: a taken port should fail before any server is touched.
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    match &config.source {
+        Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
+        None => tracing::info!("using the embedded default configuration"),
+    }
+    let controller = Controller::new(config, ProcessRuntime)?;
+    let ctx = controller.context();
+    let state = AppState {
+        config: ctx.config.clone(),
+        statuses: ctx.statuses.clone(),
+        logs: ctx.logs.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    let (stop_http, mut http_stopped) = watch::channel(false);
+    let http = tokio::spawn(async move {
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%address, "devbox listening");
+    controller.run(shutdown_signal()).await?;
+    let _ = stop_http.send(true);
+    http.await.context("HTTP server task failed")?.context("HTTP server failed")?;
+    tracing::info!("devbox stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = tokio::signal::ctrl_c();
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot listen for SIGTERM; only SIGINT stops devbox");
+            let _ = interrupt.await;
+        }
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("DEVBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

@@ -1,0 +1,605 @@
+//! The global configuration (`config/devbox.yaml`): its types, defaults, loading and checks.
+//!
+//! The file keeps every key of the original tool's `devbox.yaml` (extension groups, server
+//! ports, UI settings, packaged templates) with the same defaults, and adds the
+//! `code_server` and `controller` sections. A copy of the default file is embedded in the
+//! binary and used when no file is given. Command-line flags (which clap also fills from
+//! `DEVBOX_*` environment variables) override what the file says, through [`Overrides`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Diagnostic;
+use crate::duration::HumanDuration;
+use crate::yaml;
+
+/// The default configuration, as shipped in `config/devbox.yaml`.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/devbox.yaml");
+
+/// Settings JSON objects as VS Code reads them (`"editor.fontSize": 14`).
+pub type SettingsMap = serde_json::Map<String, serde_json::Value>;
+
+/// The whole `devbox.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "devbox configuration")]
+pub struct Config {
+    /// Reusable sets of extensions and user settings, by id (`python`, `jupyter`, …).
+    #[serde(default)]
+    pub extension_groups: BTreeMap<String, ExtensionGroup>,
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub ui: UiConfig,
+    /// Templates shown in the UI and used by `spec.template`.
+    #[serde(default)]
+    pub packaged_assets: PackagedAssets,
+    #[serde(default)]
+    pub code_server: CodeServerSettings,
+    #[serde(default)]
+    pub controller: ControllerSettings,
+    /// The file this was read from; `None` for the embedded default.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionGroup {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Marketplace ids (`publisher.name`, optionally `@version`) or `.vsix` files in the vsix folder.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub user_settings: SettingsMap,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Port of devbox's own HTTP server (API, UI, proxy).
+    pub default_port: u16,
+    /// Address devbox listens on; `0.0.0.0` to serve other machines (set an API token then).
+    pub bind_address: std::net::IpAddr,
+    /// Ports handed to code-server instances (both ends included).
+    pub code_server_port_range: PortRange,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            default_port: 8000,
+            bind_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            code_server_port_range: PortRange { start: 8010, end: 8100 },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Groups preselected in the UI's create form.
+    pub default_extension_groups: Vec<String>,
+    pub settings: UiSettings,
+    pub workspace: WorkspaceSettings,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            default_extension_groups: vec!["python".into(), "jupyter".into()],
+            settings: UiSettings::default(),
+            workspace: WorkspaceSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiSettings {
+    /// Milliseconds between refreshes of the server list.
+    pub auto_refresh_interval: u64,
+    pub show_advanced_options: bool,
+    pub enable_dark_mode: bool,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self {
+            auto_refresh_interval: 5000,
+            show_advanced_options: false,
+            enable_dark_mode: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkspaceSettings {
+    /// What the UI's create form starts with: `empty`, `github` or `zip`.
+    pub default_type: String,
+    pub max_upload_size_mb: u64,
+    pub supported_archive_types: Vec<String>,
+    /// URL schemes a git workspace may use; anything else is rejected.
+    pub allowed_git_schemes: Vec<String>,
+    /// Largest total uncompressed size of a zip workspace.
+    pub max_extracted_size_mb: u64,
+    /// Most entries a zip workspace may hold.
+    pub max_zip_entries: usize,
+    /// Longest a git clone may take.
+    pub git_timeout: HumanDuration,
+}
+
+impl Default for WorkspaceSettings {
+    fn default() -> Self {
+        Self {
+            default_type: "empty".into(),
+            max_upload_size_mb: 100,
+            supported_archive_types: vec![".zip".into()],
+            allowed_git_schemes: vec!["https".into(), "ssh".into()],
+            max_extracted_size_mb: 1024,
+            max_zip_entries: 100_000,
+            git_timeout: HumanDuration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PackagedAssets {
+    pub tabs: Vec<TemplateTab>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateTab {
+    pub name: String,
+    #[serde(default)]
+    pub items: Vec<TemplateItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateItem {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Extension groups this template installs (the original tool's spelling).
+    #[serde(default)]
+    pub extensions_groups: Vec<String>,
+    #[serde(default)]
+    pub thumbnail_url: String,
+    /// Repository cloned as the workspace; empty for none.
+    #[serde(default)]
+    pub github_url: String,
+    #[serde(default)]
+    pub icon_links: Vec<IconLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IconLink {
+    pub lucide_icon: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodeServerSettings {
+    /// The code-server executable: a path, or a name looked up on PATH.
+    pub binary: PathBuf,
+    /// Extra command-line arguments for every instance.
+    pub extra_args: Vec<String>,
+    /// Extra environment for every instance and extension install.
+    pub env: BTreeMap<String, String>,
+    /// JSON for code-server's `EXTENSIONS_GALLERY` (marketplace to install from); unset = Open VSX.
+    pub extension_gallery: Option<String>,
+    /// How long a start may take until `/healthz` answers.
+    pub start_timeout: HumanDuration,
+    /// How long a stop waits after SIGTERM before SIGKILL.
+    pub stop_timeout: HumanDuration,
+    /// How long one extension install may take.
+    pub extension_install_timeout: HumanDuration,
+    /// Extension installs running at once across all servers.
+    pub extension_install_concurrency: usize,
+}
+
+impl Default for CodeServerSettings {
+    fn default() -> Self {
+        Self {
+            binary: PathBuf::from("code-server"),
+            extra_args: Vec::new(),
+            env: BTreeMap::new(),
+            extension_gallery: None,
+            start_timeout: HumanDuration::from_secs(60),
+            stop_timeout: HumanDuration::from_secs(10),
+            extension_install_timeout: HumanDuration::from_secs(120),
+            extension_install_concurrency: 4,
+        }
+    }
+}
+
+/// What happens to running servers when devbox itself is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownPolicy {
+    /// Stop every server (no code-server outlives devbox).
+    #[default]
+    Stop,
+    /// Leave servers running; the next devbox adopts them.
+    Keep,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerSettings {
+    /// Directory of spec files (relative paths are from the working directory).
+    pub specs_dir: PathBuf,
+    /// Where devbox keeps status, per-server data, workspaces and logs.
+    pub state_dir: PathBuf,
+    /// Where `.vsix` extension references resolve; default `vsix/` beside the config file.
+    pub vsix_dir: Option<PathBuf>,
+    /// Full re-read of the specs directory, in case the file watcher missed something.
+    pub resync_interval: HumanDuration,
+    /// Quiet time after a file event before the specs are re-read.
+    pub debounce: HumanDuration,
+    /// How often a running server's health is checked.
+    pub health_interval: HumanDuration,
+    pub restart_backoff: Backoff,
+    /// Crashes in a row (without a healthy minute between) that mark a server `failed`.
+    pub crash_loop_threshold: u32,
+    pub on_shutdown: ShutdownPolicy,
+    /// Delete a server's workspace when its spec is deleted.
+    pub purge_workspace_on_delete: bool,
+    /// Size at which a server's log file is rotated (one old file is kept).
+    pub log_max_bytes: u64,
+    /// Log lines kept in memory per server.
+    pub log_buffer_lines: usize,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            specs_dir: PathBuf::from("specs"),
+            state_dir: PathBuf::from(".devbox"),
+            vsix_dir: None,
+            resync_interval: HumanDuration::from_secs(30),
+            debounce: HumanDuration::from_millis(100),
+            health_interval: HumanDuration::from_secs(5),
+            restart_backoff: Backoff::default(),
+            crash_loop_threshold: 5,
+            on_shutdown: ShutdownPolicy::Stop,
+            purge_workspace_on_delete: false,
+            log_max_bytes: 10 * 1024 * 1024,
+            log_buffer_lines: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backoff {
+    pub initial: HumanDuration,
+    pub max: HumanDuration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: HumanDuration::from_secs(1),
+            max: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before restart number `attempt` (1-based): initial · 2^(attempt-1), capped.
+    pub fn delay(&self, attempt: u32) -> std::time::Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.initial.get().saturating_mul(factor).min(self.max.get())
+    }
+}
+
+/// Values from the command line (or `DEVBOX_*` variables) that beat the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub port: Option<u16>,
+    pub specs_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub code_server: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config:\n{}", crate::diagnostic::join(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl Config {
+    /// Loads `path` (or the embedded default when `None`), applies `overrides`, validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(path, &text).map_err(ConfigError::Invalid)?
+            }
+            None => Self::embedded_default(),
+        };
+        config.apply(overrides);
+        Ok(config)
+    }
+
+    /// The default configuration embedded in the binary.
+    pub fn embedded_default() -> Self {
+        // The embedded file is checked by a unit test, so failing here is a build defect.
+        Self::parse(Path::new("<embedded config/devbox.yaml>"), DEFAULT_CONFIG_YAML)
+            .unwrap_or_else(|diags| panic!("embedded default config is invalid: {}", crate::diagnostic::join(&diags)))
+    }
+
+    /// Parses and validates the text of a config file; every problem found is returned.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, Vec<Diagnostic>> {
+        let mut config: Config = yaml::from_str(text).map_err(|err| vec![Diagnostic::from_yaml(file, err)])?;
+        let problems: Vec<Diagnostic> = config
+            .problems()
+            .into_iter()
+            .map(|(field, message)| Diagnostic::field(file, text, field, message))
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        config.source = Some(file.to_owned()).filter(|_| !file.starts_with("<"));
+        Ok(config)
+    }
+
+    fn apply(&mut self, overrides: &Overrides) {
+        if let Some(port) = overrides.port {
+            self.server.default_port = port;
+        }
+        if let Some(dir) = &overrides.specs_dir {
+            self.controller.specs_dir = dir.clone();
+        }
+        if let Some(dir) = &overrides.state_dir {
+            self.controller.state_dir = dir.clone();
+        }
+        if let Some(binary) = &overrides.code_server {
+            self.code_server.binary = binary.clone();
+        }
+    }
+
+    /// The folder `.vsix` references resolve in.
+    pub fn vsix_dir(&self) -> PathBuf {
+        let base = self
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        match &self.controller.vsix_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => base.join(dir),
+            None => base.join("vsix"),
+        }
+    }
+
+    /// The template item `name` in tab `tab`.
+    pub fn template(&self, tab: &str, name: &str) -> Option<&TemplateItem> {
+        self.packaged_assets
+            .tabs
+            .iter()
+            .filter(|t| t.name == tab)
+            .flat_map(|t| &t.items)
+            .find(|item| item.name == name)
+    }
+
+    /// Whether `url` uses one of the allowed git schemes (and cannot be read as an option).
+    pub fn check_git_url(&self, url: &str) -> Result<(), String> {
+        check_git_url(url, &self.ui.workspace.allowed_git_schemes)
+    }
+
+    /// Semantic checks, as (field, message) pairs.
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let range = self.server.code_server_port_range;
+        if range.start >= range.end {
+            problems.push((
+                "server.code_server_port_range".into(),
+                format!("start ({}) must be below end ({})", range.start, range.end),
+            ));
+        }
+        if range.start == 0 {
+            problems.push(("server.code_server_port_range.start".into(), "port 0 is not allowed".into()));
+        }
+        if range.contains(self.server.default_port) {
+            problems.push((
+                "server.default_port".into(),
+                format!(
+                    "{} lies inside code_server_port_range {}-{}",
+                    self.server.default_port, range.start, range.end
+                ),
+            ));
+        }
+        for (i, group) in self.ui.default_extension_groups.iter().enumerate() {
+            if !self.extension_groups.contains_key(group) {
+                problems.push((
+                    format!("ui.default_extension_groups[{i}]"),
+                    format!("unknown extension group `{group}`"),
+                ));
+            }
+        }
+        for (id, group) in &self.extension_groups {
+            for (i, ext) in group.extensions.iter().enumerate() {
+                if !is_extension_reference(ext) {
+                    problems.push((
+                        format!("extension_groups.{id}.extensions[{i}]"),
+                        format!("`{ext}` is neither an extension id (publisher.name) nor a .vsix file"),
+                    ));
+                }
+            }
+        }
+        let mut tab_names = BTreeSet::new();
+        for (t, tab) in self.packaged_assets.tabs.iter().enumerate() {
+            if !tab_names.insert(&tab.name) {
+                problems.push((format!("packaged_assets.tabs[{t}].name"), format!("duplicate tab `{}`", tab.name)));
+            }
+            let mut item_names = BTreeSet::new();
+            for (i, item) in tab.items.iter().enumerate() {
+                let at = format!("packaged_assets.tabs[{t}].items[{i}]");
+                if !item_names.insert(&item.name) {
+                    problems.push((format!("{at}.name"), format!("duplicate template `{}` in tab `{}`", item.name, tab.name)));
+                }
+                for (g, group) in item.extensions_groups.iter().enumerate() {
+                    if !self.extension_groups.contains_key(group) {
+                        problems.push((
+                            format!("{at}.extensions_groups[{g}]"),
+                            format!("unknown extension group `{group}`"),
+                        ));
+                    }
+                }
+                if !item.github_url.is_empty() {
+                    if let Err(message) = self.check_git_url(&item.github_url) {
+                        problems.push((format!("{at}.github_url"), message));
+                    }
+                }
+            }
+        }
+        if self.code_server.extension_install_concurrency == 0 {
+            problems.push(("code_server.extension_install_concurrency".into(), "must be at least 1".into()));
+        }
+        if self.controller.restart_backoff.initial > self.controller.restart_backoff.max {
+            problems.push(("controller.restart_backoff".into(), "initial must not exceed max".into()));
+        }
+        problems
+    }
+}
+
+/// `publisher.name`, `publisher.name@1.2.3`, or a file name ending in `.vsix`.
+pub fn is_extension_reference(reference: &str) -> bool {
+    reference.ends_with(".vsix") || crate::provision::extensions::is_valid_extension_id(reference)
+}
+
+/// Checks a git URL against a scheme allow-list. scp-like `git@host:path` counts as `ssh`,
+/// and local paths as `file`.
+pub fn check_git_url(url: &str, allowed: &[String]) -> Result<(), String> {
+    if url.starts_with('-') {
+        return Err(format!("git URL `{url}` looks like a command-line option"));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("git URL contains whitespace or control characters".into());
+    }
+    let scheme = match url.split_once("://") {
+        Some((scheme, _)) => scheme.to_ascii_lowercase(),
+        None if url.contains('@') && url.contains(':') => "ssh".into(),
+        None => "file".into(),
+    };
+    if allowed.iter().any(|s| s.eq_ignore_ascii_case(&scheme)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "git URL scheme `{scheme}` is not allowed (allowed: {})",
+            allowed.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_matches_rust_defaults() {
+        let config = Config::embedded_default();
+        assert_eq!(config.server, ServerSettings::default());
+        assert_eq!(config.ui, UiConfig::default());
+        assert_eq!(config.code_server, CodeServerSettings::default());
+        assert_eq!(config.controller, ControllerSettings::default());
+        assert!(config.extension_groups.contains_key("python"));
+        assert!(!config.packaged_assets.tabs.is_empty());
+    }
+
+    #[test]
+    fn overrides_win() {
+        let config = Config::load(
+            None,
+            &Overrides {
+                port: Some(9100),
+                specs_dir: Some("s".into()),
+                state_dir: Some("st".into()),
+                code_server: Some("/x/code-server".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(config.server.default_port, 9100);
+        assert_eq!(config.controller.specs_dir, PathBuf::from("s"));
+        assert_eq!(config.controller.state_dir, PathBuf::from("st"));
+        assert_eq!(config.code_server.binary, PathBuf::from("/x/code-server"));
+    }
+
+    #[test]
+    fn reports_every_problem_with_location() {
+        let text = "server:\n  default_port: 8050\n  code_server_port_range:\n    start: 8100\n    end: 8010\nui:\n  default_extension_groups: [nope]\n";
+        let errs = Config::parse(Path::new("c.yaml"), text).unwrap_err();
+        let fields: Vec<_> = errs.iter().filter_map(|d| d.field.as_deref()).collect();
+        assert!(fields.contains(&"server.code_server_port_range"), "{fields:?}");
+        assert!(fields.contains(&"ui.default_extension_groups[0]"), "{fields:?}");
+        let range = errs.iter().find(|d| d.field.as_deref() == Some("server.code_server_port_range")).unwrap();
+        assert_eq!(range.line, Some(3));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let errs = Config::parse(Path::new("c.yaml"), "server:\n  defualt_port: 1\n").unwrap_err();
+        assert!(errs[0].message.contains("defualt_port"), "{}", errs[0]);
+        assert_eq!(errs[0].line, Some(2));
+    }
+
+    #[test]
+    fn git_url_policy() {
+        let allowed = vec!["https".to_owned(), "ssh".to_owned()];
+        assert!(check_git_url("https://github.com/a/b.git", &allowed).is_ok());
+        assert!(check_git_url("git@github.com:a/b.git", &allowed).is_ok());
+        assert!(check_git_url("file:///tmp/repo", &allowed).is_err());
+        assert!(check_git_url("/tmp/repo", &allowed).is_err());
+        assert!(check_git_url("--upload-pack=touch /tmp/x", &allowed).is_err());
+        assert!(check_git_url("ext::sh -c touch", &allowed).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff {
+            initial: HumanDuration::from_millis(100),
+            max: HumanDuration::from_millis(500),
+        };
+        assert_eq!(b.delay(1).as_millis(), 100);
+        assert_eq!(b.delay(2).as_millis(), 200);
+        assert_eq!(b.delay(3).as_millis(), 400);
+        assert_eq!(b.delay(4).as_millis(), 500);
+        assert_eq!(b.delay(100).as_millis(), 500);
+    }
+}

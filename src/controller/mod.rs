@@ -1,0 +1,205 @@
+//! The controller: converges running code-server instances to the spec files.
+//!
+//! A file watcher (debounced) and a periodic resync trigger a full scan of the specs
+//! directory; the scan yields the desired state of every server, which is handed to
+//! that server's own reconciler task through a `watch` channel. Work for one server is
+//! serialised in its task; servers progress in parallel.
+
+pub mod decide;
+pub mod ports;
+pub mod reconciler;
+pub mod scan;
+pub mod watcher;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ShutdownPolicy};
+use crate::health::HealthClient;
+use crate::logs::LogHub;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use crate::status::{StatusError, StatusStore};
+use ports::PortAllocator;
+use scan::Desired;
+
+/// How often CPU and memory of running servers are sampled.
+const METRICS_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot create {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("cannot watch {path}: {source}")]
+    Watch { path: PathBuf, source: notify::Error },
+}
+
+/// What every reconciler task shares. Lives in an `Arc`; nothing in it is locked for
+/// long (see each field's type for its own locking).
+pub struct Context<R> {
+    pub config: Arc<Config>,
+    pub runtime: R,
+    pub statuses: StatusStore,
+    pub logs: LogHub,
+    pub metrics: Metrics,
+    pub ports: PortAllocator,
+    pub health: HealthClient,
+    /// Bounds concurrent extension installs across all servers.
+    pub install_permits: Semaphore,
+    /// Wakes the controller to rescan (a task freed a port another spec wants).
+    pub rescan: Arc<Notify>,
+    /// Turns `true` when devbox shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+struct ServerHandle {
+    desired: watch::Sender<Desired>,
+    task: JoinHandle<()>,
+}
+
+/// The reconcile loop. Build it with [`Controller::new`], read its shared state through
+/// [`Controller::context`], then [`Controller::run`] it.
+pub struct Controller<R: Runtime> {
+    ctx: Arc<Context<R>>,
+    servers: HashMap<String, ServerHandle>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl<R: Runtime> Controller<R> {
+    pub fn new(config: Config, runtime: R) -> Result<Self, ControllerError> {
+        let state_dir = config.controller.state_dir.clone();
+        for dir in [&state_dir, &config.controller.specs_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| ControllerError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let statuses = StatusStore::open(&state_dir)?;
+        let ports = PortAllocator::new(config.server.code_server_port_range);
+        // Ports recorded before a restart stay with their servers (adoption).
+        for status in statuses.list() {
+            if let Some(port) = status.port {
+                ports.claim(&status.name, port);
+            }
+        }
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let ctx = Context {
+            logs: LogHub::new(config.controller.log_buffer_lines, config.controller.log_max_bytes),
+            install_permits: Semaphore::new(config.code_server.extension_install_concurrency),
+            config: Arc::new(config),
+            runtime,
+            statuses,
+            metrics: Metrics::default(),
+            ports,
+            health: HealthClient::default(),
+            rescan: Arc::new(Notify::new()),
+            shutdown,
+        };
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            servers: HashMap::new(),
+            shutdown_tx,
+        })
+    }
+
+    pub fn context(&self) -> Arc<Context<R>> {
+        self.ctx.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then stops or leaves the servers as configured.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ControllerError> {
+        let specs_dir = self.ctx.config.controller.specs_dir.clone();
+        let _watcher = watcher::watch(&specs_dir, self.ctx.rescan.clone()).map_err(|source| ControllerError::Watch {
+            path: specs_dir.clone(),
+            source,
+        })?;
+        tokio::spawn(self.ctx.metrics.clone().run(METRICS_INTERVAL, {
+            let statuses = self.ctx.statuses.clone();
+            move || {
+                statuses
+                    .list()
+                    .into_iter()
+                    .filter_map(|s| Some((s.name, s.process?.pgid)))
+                    .collect()
+            }
+        }));
+
+        let controller = &self.ctx.config.controller;
+        let debounce = controller.debounce.get();
+        let mut resync = tokio::time::interval(controller.resync_interval.get());
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        tracing::info!(specs = %specs_dir.display(), state = %self.ctx.statuses.state_dir().display(), "controller started");
+        loop {
+            self.sync();
+            tokio::select! {
+                _ = self.ctx.rescan.notified() => {
+                    // Let a burst of events (an editor's save, a `git pull`) settle.
+                    tokio::time::sleep(debounce).await;
+                }
+                _ = resync.tick() => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        self.shut_down().await;
+        Ok(())
+    }
+
+    /// One pass: read the specs and hand each server its desired state.
+    fn sync(&mut self) {
+        let ctx = &self.ctx;
+        let mut desired = scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| ctx.ports.owner(port));
+        // Servers that have a status but no spec file (deleted while devbox was down).
+        for name in ctx.statuses.names() {
+            desired.entry(name).or_insert(Desired::Deleted);
+        }
+        self.servers.retain(|_, handle| !handle.task.is_finished());
+        for (name, wanted) in &desired {
+            match self.servers.get(name) {
+                Some(handle) => {
+                    handle.desired.send_if_modified(|current| {
+                        let changed = current != wanted;
+                        if changed {
+                            *current = wanted.clone();
+                        }
+                        changed
+                    });
+                }
+                None if *wanted == Desired::Deleted && ctx.statuses.get(name).is_none() => {}
+                None => {
+                    let (tx, rx) = watch::channel(wanted.clone());
+                    let task = tokio::spawn(reconciler::run(name.clone(), rx, ctx.clone()));
+                    self.servers.insert(name.clone(), ServerHandle { desired: tx, task });
+                }
+            }
+        }
+        for (name, handle) in &self.servers {
+            if !desired.contains_key(name) {
+                handle.desired.send_if_modified(|current| {
+                    let changed = *current != Desired::Deleted;
+                    *current = Desired::Deleted;
+                    changed
+                });
+            }
+        }
+    }
+
+    async fn shut_down(self) {
+        let policy = self.ctx.config.controller.on_shutdown;
+        tracing::info!(?policy, servers = self.servers.len(), "controller shutting down");
+        let _ = self.shutdown_tx.send(true);
+        for (_, handle) in self.servers {
+            let _ = handle.task.await;
+        }
+        if policy == ShutdownPolicy::Keep {
+            tracing::info!("servers left running for the next devbox to adopt");
+        }
+    }
+}

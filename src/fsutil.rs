@@ -1,0 +1,97 @@
+//! Atomic file replacement: every spec and status file devbox writes goes through here.
+//!
+//! A reader (the spec watcher, `devbox get`, a crash-restarted controller) must only ever
+//! see the old file or the new one, never a torn write. So we write a temporary file in
+//! the same directory, fsync it, rename it over the target and fsync the directory.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Replaces `path` with `contents` atomically. The parent directory must exist.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = parent_dir(path)?;
+    // A leading dot keeps watchers that only look at `*.yaml` from seeing the temp file.
+    let prefix = format!(
+        ".{}.",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let mut temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|err| err.error)?;
+    sync_dir(dir)
+}
+
+/// Creates `path` atomically only if it does not exist yet; `Ok(false)` when it did.
+/// Two racing creators of one name: exactly one wins.
+pub fn create_atomic(path: &Path, contents: &[u8]) -> io::Result<bool> {
+    let dir = parent_dir(path)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".devbox-new.")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    match temp.persist_noclobber(path) {
+        Ok(_) => {
+            sync_dir(dir)?;
+            Ok(true)
+        }
+        Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(err.error),
+    }
+}
+
+fn parent_dir(path: &Path) -> io::Result<&Path> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Ok(Path::new(".")),
+        Some(p) => Ok(p),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no parent directory", path.display()),
+        )),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes a file, treating "already gone" as success.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.yaml");
+        write_atomic(&target, b"one").unwrap();
+        write_atomic(&target, b"two").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.yaml")]);
+    }
+
+    #[test]
+    fn create_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("b.yaml");
+        assert!(create_atomic(&target, b"first").unwrap());
+        assert!(!create_atomic(&target, b"second").unwrap());
+        assert_eq!(fs::read(&target).unwrap(), b"first");
+    }
+}

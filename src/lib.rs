@@ -1,0 +1,34 @@
+//! devbox runs many code-server (VS Code in the browser) instances on one host and
+//! keeps them where their spec files say they should be.
+//!
+//! # Layout
+//!
+//! - [`config`]: the global `devbox.yaml` (extension groups, ports, UI, templates,
+//!   code-server and controller settings), embedded default and overrides.
+//! - [`spec`]: the `DevServer` spec file, its checks, and resolution against the config.
+//! - [`yaml`]: every YAML read and write (serde_yaml stays behind this one module).
+//! - [`diagnostic`]: one located problem in a file, worded the same everywhere.
+//! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
+//! - [`runtime`]: starting, stopping, observing and adopting processes, behind a trait.
+//! - [`provision`]: workspace (git, zip, folder), user settings and extensions.
+//! - [`status`]: observed status per server, persisted atomically in the state dir.
+//! - [`logs`]: per-server log files and in-memory rings; controller events.
+//! - [`health`]: code-server's `/healthz`.  [`metrics`]: CPU and memory per server.
+//! - [`api`]: the HTTP API (axum).  [`cli`]: the command line.
+//! - [`fsutil`]: atomic file writes.  [`duration`]: `30s`-style durations.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod diagnostic;
+pub mod duration;
+pub mod fsutil;
+pub mod health;
+pub mod logs;
+pub mod metrics;
+pub mod provision;
+pub mod runtime;
+pub mod spec;
+pub mod status;
+pub mod yaml;

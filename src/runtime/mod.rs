@@ -1,0 +1,101 @@
+//! The runtime: how a server's process is started, stopped, observed and adopted.
+//!
+//! The reconciler only talks to the [`Runtime`] trait, so a second backend (a
+//! Kubernetes Pod per server, say) can be added without touching it or the API. The one
+//! backend today, [`process::ProcessRuntime`], runs code-server as local processes.
+
+pub mod procfs;
+pub mod process;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::status::ProcessRecord;
+
+/// Everything needed to launch one instance.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    pub server: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Variables added to the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Inherited variables to remove.
+    pub env_remove: Vec<String>,
+    pub working_dir: PathBuf,
+    /// stdout and stderr are appended here.
+    pub log_file: PathBuf,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitInfo {
+    Code(i32),
+    Signal(i32),
+    /// An adopted process (not our child) vanished; its exit status is unknowable.
+    Unknown,
+}
+
+impl ExitInfo {
+    pub fn is_success(self) -> bool {
+        self == ExitInfo::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitInfo::Code(code) => write!(f, "exit code {code}"),
+            ExitInfo::Signal(signal) => write!(f, "signal {signal}"),
+            ExitInfo::Unknown => f.write_str("unknown exit status"),
+        }
+    }
+}
+
+/// A running instance: its identity and a receiver that turns `Some` when it exits.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub record: ProcessRecord,
+    pub exited: watch::Receiver<Option<ExitInfo>>,
+}
+
+impl Instance {
+    pub fn exit_status(&self) -> Option<ExitInfo> {
+        *self.exited.borrow()
+    }
+
+    /// Resolves when the instance has exited.
+    pub async fn wait(&mut self) -> ExitInfo {
+        match self.exited.wait_for(Option::is_some).await {
+            Ok(status) => status.unwrap_or(ExitInfo::Unknown),
+            // The watcher task is gone; so is anything it could tell us.
+            Err(_) => ExitInfo::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot open log file {path}: {source}")]
+    LogFile { path: PathBuf, source: std::io::Error },
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: PathBuf, source: std::io::Error },
+    #[error("process group {pgid} still alive after SIGKILL")]
+    Unkillable { pgid: u32 },
+}
+
+/// The narrow interface between the reconciler and whatever runs servers.
+pub trait Runtime: Send + Sync + 'static {
+    /// Starts an instance; returns once the process exists (not yet healthy).
+    fn start(&self, plan: &LaunchPlan) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
+
+    /// Stops an instance and everything it spawned: a polite signal, `grace` to exit,
+    /// then force. Returns once nothing of it is left.
+    fn stop(&self, record: &ProcessRecord, grace: Duration) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Takes over an instance recorded by an earlier devbox, if it still runs.
+    fn adopt(&self, record: &ProcessRecord) -> Option<Instance>;
+}

@@ -1,0 +1,513 @@
+//! The DevServer spec (`specs/<name>.yaml`): its types, its checks, and its resolution
+//! against the config into a [`ServerSpec`] the controller acts on.
+//!
+//! Resolution expands extension groups and templates into plain lists, resolves `.vsix`
+//! and zip paths, and computes a hash of everything that needs a restart when it changes.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::{Config, SettingsMap, is_extension_reference};
+use crate::diagnostic::Diagnostic;
+use crate::duration::HumanDuration;
+use crate::provision::{ExtensionRef, WorkspaceSource};
+use crate::yaml;
+
+pub const API_VERSION: &str = "devbox/v1";
+pub const KIND: &str = "DevServer";
+
+/// Annotation the API bumps to ask for a restart without changing anything else.
+pub const RESTARTED_AT_ANNOTATION: &str = "devbox/restarted-at";
+
+/// Namespace for ids derived from names (uuid v5), so a name always maps to one id.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c0d_e5b0_9d1e_4f0a_8a53_2f6b_1c9e_7d42);
+
+/// One `specs/<name>.yaml` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "DevServer")]
+pub struct DevServer {
+    #[serde(rename = "apiVersion")]
+    pub api_version: ApiVersion,
+    pub kind: Kind,
+    pub metadata: Metadata,
+    pub spec: DevServerSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    #[serde(rename = "devbox/v1")]
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Kind {
+    DevServer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Equal to the file stem: letters, digits, `-`, `_`, `.`; 1 to 63 characters,
+    /// starting with a letter or digit.
+    pub name: String,
+    /// What the API and UI show as the server's name (may hold spaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Stable id; derived from the name (uuid v5) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form notes; `devbox/restarted-at` changes trigger a restart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevServerSpec {
+    /// Desired state; default `running`.
+    #[serde(default)]
+    pub state: DesiredState,
+    /// Loopback port; allocated from the config's port range when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Extension groups from the config, by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_groups: Vec<String>,
+    /// Marketplace ids (`publisher.name[@version]`) or `.vsix` files in the vsix folder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    /// VS Code user settings; override those of the groups.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub user_settings: SettingsMap,
+    /// The folder to open; an empty folder when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
+    /// A template from the config's `packaged_assets`: adds its groups and repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRef>,
+    /// Extra environment for the code-server process.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Stop the server after this long without a connected browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whenever the process exits.
+    Always,
+    /// Restart when it exits with an error or a signal.
+    #[default]
+    OnFailure,
+    /// Never restart; an exit leaves the server stopped (or failed).
+    Never,
+}
+
+/// Where the workspace folder comes from: at most one of `git`, `zip`, `path`
+/// (none = an empty folder).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    /// Clone a git repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitWorkspace>,
+    /// Extract a zip archive (relative paths are from the spec file's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zip: Option<PathBuf>,
+    /// Open an existing folder as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitWorkspace {
+    pub url: String,
+    /// Branch, tag or commit; the remote's default branch when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    pub tab: String,
+    pub name: String,
+}
+
+/// A spec checked and resolved against the config: what the controller acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub display_name: String,
+    pub id: Uuid,
+    pub file: PathBuf,
+    pub state: DesiredState,
+    pub port: Option<u16>,
+    pub extensions: Vec<ExtensionRef>,
+    pub user_settings: SettingsMap,
+    pub workspace: WorkspaceSource,
+    pub env: BTreeMap<String, String>,
+    pub restart_policy: RestartPolicy,
+    pub idle_timeout: Option<HumanDuration>,
+    /// Hash of everything that needs a restart when it changes (not `state`).
+    pub hash: String,
+}
+
+/// Whether `name` is a valid server name (also used for file stems).
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    name.len() <= 63
+        && first.is_ascii_alphanumeric()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The id a server gets when its spec names none.
+pub fn id_for_name(name: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+impl DevServer {
+    /// Parses a spec file's text, without checking it against the config.
+    pub fn from_yaml(file: &Path, text: &str) -> Result<Self, Diagnostic> {
+        yaml::from_str(text).map_err(|err| Diagnostic::from_yaml(file, err))
+    }
+
+    pub fn to_yaml(&self) -> Result<String, yaml::YamlError> {
+        let body = yaml::to_string(self)?;
+        Ok(format!(
+            "# yaml-language-server: $schema=../schemas/devserver.schema.json\n{body}"
+        ))
+    }
+}
+
+/// Reads, checks and resolves one spec file's text. Every problem found is returned.
+pub fn load(file: &Path, text: &str, config: &Config) -> Result<ServerSpec, Vec<Diagnostic>> {
+    let server = DevServer::from_yaml(file, text).map_err(|d| vec![d])?;
+    resolve(file, text, &server, config)
+}
+
+/// Checks `server` (read from `file`, whose text is `text`) and resolves it against `config`.
+pub fn resolve(file: &Path, text: &str, server: &DevServer, config: &Config) -> Result<ServerSpec, Vec<Diagnostic>> {
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let meta = &server.metadata;
+    let spec = &server.spec;
+
+    if !is_valid_name(&meta.name) {
+        problems.push((
+            "metadata.name".into(),
+            format!(
+                "`{}` is not a valid name: use 1-63 letters, digits, `-`, `_` or `.`, starting with a letter or digit",
+                meta.name
+            ),
+        ));
+    }
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if meta.name != stem {
+        problems.push((
+            "metadata.name".into(),
+            format!("`{}` must equal the file name `{stem}`", meta.name),
+        ));
+    }
+
+    let range = config.server.code_server_port_range;
+    if let Some(port) = spec.port.filter(|p| !range.contains(*p)) {
+        problems.push((
+            "spec.port".into(),
+            format!("port {port} is outside the range {}-{}", range.start, range.end),
+        ));
+    }
+
+    // Groups: the template's first, then the spec's own, without repeats.
+    let mut groups: Vec<&str> = Vec::new();
+    let mut template_git = None;
+    if let Some(template) = &spec.template {
+        match config.template(&template.tab, &template.name) {
+            Some(item) => {
+                groups.extend(item.extensions_groups.iter().map(String::as_str));
+                template_git = Some(item.github_url.clone()).filter(|u| !u.is_empty());
+            }
+            None => problems.push((
+                "spec.template".into(),
+                format!("no template `{}` in tab `{}`", template.name, template.tab),
+            )),
+        }
+    }
+    for (i, group) in spec.extension_groups.iter().enumerate() {
+        if !config.extension_groups.contains_key(group) {
+            problems.push((
+                format!("spec.extension_groups[{i}]"),
+                format!("unknown extension group `{group}`"),
+            ));
+        } else if !groups.contains(&group.as_str()) {
+            groups.push(group);
+        }
+    }
+
+    let mut references: Vec<(String, Option<String>)> = Vec::new(); // (reference, field when from the spec)
+    let mut user_settings = SettingsMap::new();
+    for group in &groups {
+        if let Some(g) = config.extension_groups.get(*group) {
+            references.extend(g.extensions.iter().map(|e| (e.clone(), None)));
+            user_settings.extend(g.user_settings.clone());
+        }
+    }
+    references.extend(
+        spec.extensions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.clone(), Some(format!("spec.extensions[{i}]")))),
+    );
+    user_settings.extend(spec.user_settings.clone());
+
+    let vsix_dir = config.vsix_dir();
+    let mut extensions: Vec<ExtensionRef> = Vec::new();
+    for (reference, field) in references {
+        let field = field.unwrap_or_else(|| "spec.extension_groups".into());
+        match resolve_extension(&reference, &vsix_dir) {
+            Ok(ext) if !extensions.contains(&ext) => extensions.push(ext),
+            Ok(_) => {}
+            Err(message) => problems.push((field, message)),
+        }
+    }
+
+    let spec_dir = file.parent().unwrap_or(Path::new("."));
+    let chosen = spec.workspace.clone().unwrap_or_default();
+    let given = [chosen.git.is_some(), chosen.zip.is_some(), chosen.path.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        problems.push(("spec.workspace".into(), "give only one of `git`, `zip` and `path`".into()));
+    }
+    let workspace = match (chosen, template_git) {
+        (Workspace { git: Some(git), .. }, _) => {
+            if let Err(message) = config.check_git_url(&git.url) {
+                problems.push(("spec.workspace.git.url".into(), message));
+            }
+            if git.reference.as_deref().is_some_and(|r| r.starts_with('-') || r.is_empty()) {
+                problems.push(("spec.workspace.git.ref".into(), "not a valid git reference".into()));
+            }
+            WorkspaceSource::Git {
+                url: git.url,
+                reference: git.reference,
+            }
+        }
+        (Workspace { zip: Some(path), .. }, _) => WorkspaceSource::Zip(absolute_from(spec_dir, &path)),
+        (Workspace { path: Some(path), .. }, _) => WorkspaceSource::Path(absolute_from(spec_dir, &path)),
+        (_, Some(url)) => WorkspaceSource::Git { url, reference: None },
+        (_, None) => WorkspaceSource::Empty,
+    };
+
+    for key in spec.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            problems.push((format!("spec.env.{key}"), "not a valid environment variable name".into()));
+        }
+    }
+    if let Some(name) = &meta.display_name {
+        if name.is_empty() || name.chars().any(char::is_control) {
+            problems.push(("metadata.display_name".into(), "must be non-empty text without control characters".into()));
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|(field, message)| Diagnostic::field(file, text, field, message))
+            .collect());
+    }
+
+    let mut resolved = ServerSpec {
+        name: meta.name.clone(),
+        display_name: meta.display_name.clone().unwrap_or_else(|| meta.name.clone()),
+        id: meta.id.unwrap_or_else(|| id_for_name(&meta.name)),
+        file: file.to_owned(),
+        state: spec.state,
+        port: spec.port,
+        extensions,
+        user_settings,
+        workspace,
+        env: spec.env.clone(),
+        restart_policy: spec.restart_policy,
+        idle_timeout: spec.idle_timeout,
+        hash: String::new(),
+    };
+    resolved.hash = restart_hash(&resolved, meta.annotations.get(RESTARTED_AT_ANNOTATION));
+    Ok(resolved)
+}
+
+/// A `.vsix` reference resolves inside the vsix folder and must not leave it; anything
+/// else must be a marketplace id.
+fn resolve_extension(reference: &str, vsix_dir: &Path) -> Result<ExtensionRef, String> {
+    if !is_extension_reference(reference) {
+        return Err(format!("`{reference}` is neither an extension id (publisher.name) nor a .vsix file"));
+    }
+    if !reference.ends_with(".vsix") {
+        return Ok(ExtensionRef::Marketplace(reference.to_owned()));
+    }
+    let relative = Path::new(reference);
+    let relative = relative.strip_prefix("./").unwrap_or(relative);
+    let relative = relative.strip_prefix("vsix").unwrap_or(relative);
+    let escapes = relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)));
+    if escapes || relative.as_os_str().is_empty() {
+        return Err(format!(
+            "`{reference}` must name a file inside the vsix folder {}",
+            vsix_dir.display()
+        ));
+    }
+    Ok(ExtensionRef::Vsix(vsix_dir.join(relative)))
+}
+
+fn absolute_from(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
+    // Everything that changes what runs, in a stable textual form (serde_json keeps map
+    // order for BTreeMap and for serde_json::Map without `preserve_order`).
+    let material = serde_json::json!({
+        "port": spec.port,
+        "extensions": format!("{:?}", spec.extensions),
+        "user_settings": spec.user_settings,
+        "workspace": format!("{:?}", spec.workspace),
+        "env": spec.env,
+        "restarted_at": restarted_at,
+    });
+    let digest = Sha256::digest(material.to_string().as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::embedded_default()
+    }
+
+    fn spec_text(name: &str, body: &str) -> String {
+        format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}")
+    }
+
+    #[test]
+    fn minimal_spec_resolves_with_defaults() {
+        let text = spec_text("alice", "  state: running\n");
+        let spec = load(Path::new("specs/alice.yaml"), &text, &config()).unwrap();
+        assert_eq!(spec.state, DesiredState::Running);
+        assert_eq!(spec.id, id_for_name("alice"));
+        assert_eq!(spec.workspace, WorkspaceSource::Empty);
+        assert_eq!(spec.restart_policy, RestartPolicy::OnFailure);
+    }
+
+    #[test]
+    fn groups_expand_and_spec_settings_win() {
+        let text = spec_text(
+            "bob",
+            "  extension_groups: [python]\n  extensions: [ms-python.python, acme.tool]\n  user_settings:\n    python.languageServer: Pylance\n",
+        );
+        let spec = load(Path::new("specs/bob.yaml"), &text, &config()).unwrap();
+        let labels: Vec<_> = spec.extensions.iter().map(ExtensionRef::label).collect();
+        assert_eq!(labels, ["ms-python.python", "ms-pyright.pyright", "acme.tool"]);
+        assert_eq!(spec.user_settings["python.languageServer"], "Pylance");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let text = spec_text(
+            "carol",
+            "  port: 9999\n  extension_groups: [python, nope]\n  extensions: [../../etc/x.vsix, 'bad id']\n",
+        );
+        let errs = load(Path::new("specs/dave.yaml"), &text, &config()).unwrap_err();
+        let fields: Vec<_> = errs.iter().filter_map(|d| d.field.clone()).collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.name",
+                "spec.port",
+                "spec.extension_groups[1]",
+                "spec.extensions[0]",
+                "spec.extensions[1]"
+            ]
+        );
+        let port = &errs[1];
+        assert_eq!((port.line, port.column), (Some(6), Some(3)));
+        assert!(port.to_string().starts_with("specs/dave.yaml:6:3: spec.port: port 9999"), "{port}");
+    }
+
+    #[test]
+    fn unknown_field_and_bad_yaml_are_errors() {
+        let text = spec_text("eve", "  stat: running\n");
+        let errs = load(Path::new("specs/eve.yaml"), &text, &config()).unwrap_err();
+        assert!(errs[0].message.contains("unknown field `stat`"), "{}", errs[0]);
+        let errs = load(Path::new("specs/eve.yaml"), "spec: [\n", &config()).unwrap_err();
+        assert!(errs[0].line.is_some());
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("alice"));
+        assert!(is_valid_name("a.b_c-1"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name(".hidden"));
+        assert!(!is_valid_name("a/b"));
+        assert!(!is_valid_name("my box"));
+        assert!(!is_valid_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn hash_ignores_state_but_not_settings() {
+        let cfg = config();
+        let a = load(Path::new("a.yaml"), &spec_text("a", "  state: running\n"), &cfg).unwrap();
+        let b = load(Path::new("a.yaml"), &spec_text("a", "  state: stopped\n"), &cfg).unwrap();
+        let c = load(
+            Path::new("a.yaml"),
+            &spec_text("a", "  user_settings: {editor.fontSize: 3}\n"),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+    }
+
+    #[test]
+    fn template_adds_groups_and_repository() {
+        let text = spec_text("w", "  template: {tab: Workshops, name: Databricks Workshop}\n");
+        let spec = load(Path::new("w.yaml"), &text, &config()).unwrap();
+        assert!(matches!(spec.workspace, WorkspaceSource::Git { .. }));
+        assert!(spec.extensions.iter().any(|e| e.label() == "databricks.databricks"));
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let text = spec_text("r", "  port: 8020\n  workspace:\n    git: {url: 'https://x/y.git', ref: main}\n");
+        let server = DevServer::from_yaml(Path::new("r.yaml"), &text).unwrap();
+        let again = DevServer::from_yaml(Path::new("r.yaml"), &server.to_yaml().unwrap()).unwrap();
+        assert_eq!(server, again);
+    }
+}

@@ -1,0 +1,349 @@
+//! Observed status of every server: the types, and the store that persists them.
+//!
+//! The controller is the only writer. Each server's status lives in memory and in
+//! `<state_dir>/servers/<name>/status.json` (written atomically, and only when it
+//! changed), so `devbox get` works without a running devbox and a restarted controller
+//! knows which processes to adopt. Readers (API, CLI) take snapshots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::diagnostic::Diagnostic;
+use crate::fsutil;
+
+/// Where a server is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Pending,
+    Provisioning,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    /// Crashed, or could not be started; see `message` and `next_retry_at`.
+    Failed,
+    /// The spec has never been valid; see `spec_error`.
+    Invalid,
+}
+
+impl Phase {
+    /// The status word of the original REST API: `running`, `stopped`, `failed`, `starting`.
+    pub fn api_word(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Pending | Phase::Provisioning | Phase::Starting => "starting",
+            Phase::Stopping | Phase::Stopped => "stopped",
+            Phase::Failed | Phase::Invalid => "failed",
+        }
+    }
+}
+
+/// The outcome of one extension install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionStatus {
+    pub extension: String,
+    /// `pending`, `installed` or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The OS process serving a running server, as recorded for adoption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: u32,
+    /// Process group; equal to `pid` (each instance leads its own group).
+    pub pgid: u32,
+    /// Kernel start time of the process (clock ticks since boot), so a reused pid is
+    /// never mistaken for ours.
+    pub start_ticks: u64,
+}
+
+/// Everything devbox knows about one server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub name: String,
+    pub id: Uuid,
+    pub display_name: String,
+    pub phase: Phase,
+    /// Why the server is in this phase (failure reason, current provisioning step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessRecord>,
+    /// When the current process became healthy (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_path: Option<PathBuf>,
+    /// Hash of the spec the current process was started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
+    /// The extensions the spec asks for, as labels.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// Outcome of each extension install.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_results: Vec<ExtensionStatus>,
+    /// Why the current spec file was not applied (the server keeps its last applied state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spec_errors: Vec<Diagnostic>,
+    /// Restarts after crashes since devbox started managing this server.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Crashes in a row without a healthy period between.
+    #[serde(default)]
+    pub consecutive_crashes: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_at: Option<String>,
+    pub updated_at: String,
+}
+
+impl ServerStatus {
+    pub fn new(name: &str, id: Uuid, display_name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            id,
+            display_name: display_name.to_owned(),
+            phase: Phase::Pending,
+            message: None,
+            port: None,
+            process: None,
+            started_at: None,
+            workspace_path: None,
+            applied_hash: None,
+            extensions: Vec::new(),
+            extension_results: Vec::new(),
+            spec_errors: Vec::new(),
+            restarts: 0,
+            consecutive_crashes: 0,
+            last_exit: None,
+            next_retry_at: None,
+            updated_at: now_rfc3339(),
+        }
+    }
+
+    /// Seconds since the current process became healthy.
+    pub fn uptime_seconds(&self) -> Option<f64> {
+        let started = humantime::parse_rfc3339(self.started_at.as_deref()?).ok()?;
+        SystemTime::now().duration_since(started).ok().map(|d| d.as_secs_f64())
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot write status of {name} to {path}: {source}")]
+    Write {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the state directory {path}: {source}")]
+    ReadDir { path: PathBuf, source: std::io::Error },
+}
+
+/// The in-memory status of all servers plus its on-disk copy.
+///
+/// Cloning is cheap (an `Arc`). The map sits behind a `std::sync::RwLock` because every
+/// critical section is a short copy in or out, never held across an `.await`.
+#[derive(Clone)]
+pub struct StatusStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    state_dir: PathBuf,
+    servers: RwLock<BTreeMap<String, ServerStatus>>,
+    /// Bumped on every change, so waiters (API handlers, tests) can watch for convergence.
+    generation: watch::Sender<u64>,
+}
+
+impl StatusStore {
+    /// Opens the store, loading every status file found under `state_dir/servers/`.
+    /// Unreadable files are skipped with a warning (a torn file cannot exist, but a
+    /// hand-edited one can).
+    pub fn open(state_dir: &Path) -> Result<Self, StatusError> {
+        let servers = load_all(state_dir)?;
+        Ok(Self {
+            inner: Arc::new(StoreInner {
+                state_dir: state_dir.to_owned(),
+                servers: RwLock::new(servers),
+                generation: watch::channel(0).0,
+            }),
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
+    }
+
+    /// A copy of one server's status.
+    pub fn get(&self, name: &str) -> Option<ServerStatus> {
+        self.read().get(name).cloned()
+    }
+
+    /// A copy of every server's status, ordered by name.
+    pub fn list(&self) -> Vec<ServerStatus> {
+        self.read().values().cloned().collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// Replaces a server's status, persisting it when it differs from what was stored.
+    pub fn put(&self, mut status: ServerStatus) -> Result<(), StatusError> {
+        let name = status.name.clone();
+        {
+            let current = self.read();
+            if let Some(old) = current.get(&name) {
+                let mut unchanged = old.clone();
+                unchanged.updated_at.clone_from(&status.updated_at);
+                if unchanged == status {
+                    return Ok(());
+                }
+            }
+        }
+        status.updated_at = now_rfc3339();
+        let path = status_path(&self.inner.state_dir, &name);
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let json = serde_json::to_vec_pretty(&status)?;
+            fsutil::write_atomic(&path, &json)
+        };
+        let result = write().map_err(|source| StatusError::Write {
+            name: name.clone(),
+            path: path.clone(),
+            source,
+        });
+        // Memory is updated even when the disk is full: the API keeps answering truthfully.
+        self.inner
+            .servers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name, status);
+        self.inner.generation.send_modify(|g| *g += 1);
+        result
+    }
+
+    /// Applies `change` to a server's status (creating it from `init` when absent).
+    pub fn update(
+        &self,
+        name: &str,
+        init: impl FnOnce() -> ServerStatus,
+        change: impl FnOnce(&mut ServerStatus),
+    ) -> Result<ServerStatus, StatusError> {
+        let mut status = self.get(name).unwrap_or_else(init);
+        change(&mut status);
+        self.put(status.clone())?;
+        Ok(status)
+    }
+
+    /// Forgets a server: its status file is removed (its data directories are not).
+    pub fn remove(&self, name: &str) -> Result<(), StatusError> {
+        let path = status_path(&self.inner.state_dir, name);
+        self.inner
+            .servers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name);
+        self.inner.generation.send_modify(|g| *g += 1);
+        fsutil::remove_if_exists(&path).map_err(|source| StatusError::Write {
+            name: name.to_owned(),
+            path,
+            source,
+        })
+    }
+
+    /// A receiver that changes whenever any status changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServerStatus>> {
+        self.inner.servers.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `<state_dir>/servers/<name>`: a server's data, logs and status.
+pub fn server_dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("servers").join(name)
+}
+
+fn status_path(state_dir: &Path, name: &str) -> PathBuf {
+    server_dir(state_dir, name).join("status.json")
+}
+
+/// Reads every status file under `state_dir` (for `devbox get` and controller start).
+pub fn load_all(state_dir: &Path) -> Result<BTreeMap<String, ServerStatus>, StatusError> {
+    let dir = state_dir.join("servers");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => return Err(StatusError::ReadDir { path: dir, source }),
+    };
+    let mut servers = BTreeMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join("status.json");
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        match serde_json::from_slice::<ServerStatus>(&text) {
+            Ok(status) => {
+                servers.insert(status.name.clone(), status);
+            }
+            Err(err) => tracing::warn!(path = %path.display(), %err, "ignoring unreadable status file"),
+        }
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persists_only_changes_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StatusStore::open(dir.path()).unwrap();
+        let mut rx = store.subscribe();
+        let mut status = ServerStatus::new("a", Uuid::nil(), "a");
+        status.phase = Phase::Running;
+        status.port = Some(8010);
+        store.put(status.clone()).unwrap();
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        store.put(status.clone()).unwrap();
+        assert!(!rx.has_changed().unwrap(), "an unchanged status must not be rewritten");
+
+        let reopened = StatusStore::open(dir.path()).unwrap();
+        let loaded = reopened.get("a").unwrap();
+        assert_eq!(loaded.port, Some(8010));
+        assert_eq!(loaded.phase, Phase::Running);
+
+        reopened.remove("a").unwrap();
+        assert!(StatusStore::open(dir.path()).unwrap().get("a").is_none());
+    }
+}
