@@ -76,7 +76,10 @@ impl Default for ServerSettings {
         Self {
             default_port: 8000,
             bind_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            code_server_port_range: PortRange { start: 8010, end: 8100 },
+            code_server_port_range: PortRange {
+                start: 8010,
+                end: 8100,
+            },
         }
     }
 }
@@ -315,7 +318,10 @@ impl Backoff {
     /// Delay before restart number `attempt` (1-based): initial · 2^(attempt-1), capped.
     pub fn delay(&self, attempt: u32) -> std::time::Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-        self.initial.get().saturating_mul(factor).min(self.max.get())
+        self.initial
+            .get()
+            .saturating_mul(factor)
+            .min(self.max.get())
     }
 }
 
@@ -353,19 +359,45 @@ impl Config {
             None => Self::embedded_default(),
         };
         config.apply(overrides);
+        // Status records and log lines name these directories; make them independent of
+        // the working directory of whoever reads them later.
+        for dir in [
+            &mut config.controller.specs_dir,
+            &mut config.controller.state_dir,
+        ] {
+            if let Ok(absolute) = std::path::absolute(&*dir) {
+                *dir = absolute;
+            }
+        }
+        if let Some(source) = config.source.as_mut() {
+            if let Ok(absolute) = std::path::absolute(&*source) {
+                *source = absolute;
+            }
+        }
         Ok(config)
     }
 
     /// The default configuration embedded in the binary.
     pub fn embedded_default() -> Self {
         // The embedded file is checked by a unit test, so failing here is a build defect.
-        Self::parse(Path::new("<embedded config/devbox.yaml>"), DEFAULT_CONFIG_YAML)
-            .unwrap_or_else(|diags| panic!("embedded default config is invalid: {}", crate::diagnostic::join(&diags)))
+        let mut config = Self::parse(
+            Path::new("<embedded config/devbox.yaml>"),
+            DEFAULT_CONFIG_YAML,
+        )
+        .unwrap_or_else(|diags| {
+            panic!(
+                "embedded default config is invalid: {}",
+                crate::diagnostic::join(&diags)
+            )
+        });
+        config.source = None;
+        config
     }
 
     /// Parses and validates the text of a config file; every problem found is returned.
     pub fn parse(file: &Path, text: &str) -> Result<Self, Vec<Diagnostic>> {
-        let mut config: Config = yaml::from_str(text).map_err(|err| vec![Diagnostic::from_yaml(file, err)])?;
+        let mut config: Config =
+            yaml::from_str(text).map_err(|err| vec![Diagnostic::from_yaml(file, err)])?;
         let problems: Vec<Diagnostic> = config
             .problems()
             .into_iter()
@@ -374,7 +406,7 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
-        config.source = Some(file.to_owned()).filter(|_| !file.starts_with("<"));
+        config.source = Some(file.to_owned());
         Ok(config)
     }
 
@@ -434,7 +466,10 @@ impl Config {
             ));
         }
         if range.start == 0 {
-            problems.push(("server.code_server_port_range.start".into(), "port 0 is not allowed".into()));
+            problems.push((
+                "server.code_server_port_range.start".into(),
+                "port 0 is not allowed".into(),
+            ));
         }
         if range.contains(self.server.default_port) {
             problems.push((
@@ -458,7 +493,9 @@ impl Config {
                 if !is_extension_reference(ext) {
                     problems.push((
                         format!("extension_groups.{id}.extensions[{i}]"),
-                        format!("`{ext}` is neither an extension id (publisher.name) nor a .vsix file"),
+                        format!(
+                            "`{ext}` is neither an extension id (publisher.name) nor a .vsix file"
+                        ),
                     ));
                 }
             }
@@ -466,13 +503,19 @@ impl Config {
         let mut tab_names = BTreeSet::new();
         for (t, tab) in self.packaged_assets.tabs.iter().enumerate() {
             if !tab_names.insert(&tab.name) {
-                problems.push((format!("packaged_assets.tabs[{t}].name"), format!("duplicate tab `{}`", tab.name)));
+                problems.push((
+                    format!("packaged_assets.tabs[{t}].name"),
+                    format!("duplicate tab `{}`", tab.name),
+                ));
             }
             let mut item_names = BTreeSet::new();
             for (i, item) in tab.items.iter().enumerate() {
                 let at = format!("packaged_assets.tabs[{t}].items[{i}]");
                 if !item_names.insert(&item.name) {
-                    problems.push((format!("{at}.name"), format!("duplicate template `{}` in tab `{}`", item.name, tab.name)));
+                    problems.push((
+                        format!("{at}.name"),
+                        format!("duplicate template `{}` in tab `{}`", item.name, tab.name),
+                    ));
                 }
                 for (g, group) in item.extensions_groups.iter().enumerate() {
                     if !self.extension_groups.contains_key(group) {
@@ -490,10 +533,16 @@ impl Config {
             }
         }
         if self.code_server.extension_install_concurrency == 0 {
-            problems.push(("code_server.extension_install_concurrency".into(), "must be at least 1".into()));
+            problems.push((
+                "code_server.extension_install_concurrency".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.controller.restart_backoff.initial > self.controller.restart_backoff.max {
-            problems.push(("controller.restart_backoff".into(), "initial must not exceed max".into()));
+            problems.push((
+                "controller.restart_backoff".into(),
+                "initial must not exceed max".into(),
+            ));
         }
         problems
     }
@@ -556,8 +605,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.default_port, 9100);
-        assert_eq!(config.controller.specs_dir, PathBuf::from("s"));
-        assert_eq!(config.controller.state_dir, PathBuf::from("st"));
+        assert_eq!(
+            config.controller.specs_dir,
+            std::env::current_dir().unwrap().join("s")
+        );
+        assert_eq!(
+            config.controller.state_dir,
+            std::env::current_dir().unwrap().join("st")
+        );
         assert_eq!(config.code_server.binary, PathBuf::from("/x/code-server"));
     }
 
@@ -566,9 +621,18 @@ mod tests {
         let text = "server:\n  default_port: 8050\n  code_server_port_range:\n    start: 8100\n    end: 8010\nui:\n  default_extension_groups: [nope]\n";
         let errs = Config::parse(Path::new("c.yaml"), text).unwrap_err();
         let fields: Vec<_> = errs.iter().filter_map(|d| d.field.as_deref()).collect();
-        assert!(fields.contains(&"server.code_server_port_range"), "{fields:?}");
-        assert!(fields.contains(&"ui.default_extension_groups[0]"), "{fields:?}");
-        let range = errs.iter().find(|d| d.field.as_deref() == Some("server.code_server_port_range")).unwrap();
+        assert!(
+            fields.contains(&"server.code_server_port_range"),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"ui.default_extension_groups[0]"),
+            "{fields:?}"
+        );
+        let range = errs
+            .iter()
+            .find(|d| d.field.as_deref() == Some("server.code_server_port_range"))
+            .unwrap();
         assert_eq!(range.line, Some(3));
     }
 

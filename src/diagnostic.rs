@@ -36,9 +36,15 @@ impl Diagnostic {
     }
 
     /// A problem with one field, located in `text` (the file's contents) when possible.
-    pub fn field(file: &Path, text: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn field(
+        file: &Path,
+        text: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         let field = field.into();
-        let (line, column) = yaml::locate(text, &field).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        let (line, column) =
+            yaml::locate(text, &field).map_or((None, None), |(l, c)| (Some(l), Some(c)));
         Self {
             file: file.to_owned(),
             line,

@@ -67,7 +67,11 @@ impl HealthClient {
         let uri: hyper::Uri = format!("http://127.0.0.1:{port}/healthz")
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| fail(e.to_string()))?;
-        let response = self.client.get(uri).await.map_err(|e| fail(e.to_string()))?;
+        let response = self
+            .client
+            .get(uri)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         let status = response.status();
         let body = response
             .into_body()

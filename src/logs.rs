@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 /// Where a log line came from.
@@ -117,12 +116,19 @@ impl LogHub {
     }
 
     /// Records a controller event: to tracing, the ring, and `events.log` in `server_dir`.
-    pub fn event(&self, server: &ServerIdent, server_dir: &Path, level: Level, message: impl Into<String>) {
+    pub fn event(
+        &self,
+        server: &ServerIdent,
+        server_dir: &Path,
+        level: Level,
+        message: impl Into<String>,
+    ) {
         let message = message.into();
         match level {
-            Level::Info => tracing::info!(server = %server.name, "{message}"),
-            Level::Warn => tracing::warn!(server = %server.name, "{message}"),
-            Level::Error => tracing::error!(server = %server.name, "{message}"),
+            // The reconciler's span carries the server name.
+            Level::Info => tracing::info!("{message}"),
+            Level::Warn => tracing::warn!("{message}"),
+            Level::Error => tracing::error!("{message}"),
         }
         let line = LogLine {
             server_id: server.id,
@@ -132,7 +138,11 @@ impl LogHub {
             message,
             timestamp: SystemTime::now(),
         };
-        if let Err(err) = append_capped(&server_dir.join("events.log"), &line.display(), self.inner.max_file_bytes) {
+        if let Err(err) = append_capped(
+            &server_dir.join("events.log"),
+            &line.display(),
+            self.inner.max_file_bytes,
+        ) {
             tracing::warn!(server = %server.name, %err, "cannot write events.log");
         }
         self.push(line);
@@ -142,7 +152,12 @@ impl LogHub {
     pub fn recent(&self, name: &str, n: usize) -> Vec<LogLine> {
         self.rings()
             .get(name)
-            .map(|ring| ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect())
+            .map(|ring| {
+                ring.iter()
+                    .skip(ring.len().saturating_sub(n))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -157,20 +172,24 @@ impl LogHub {
     }
 
     /// Follows `path` (code-server's output) from its current end into this hub until
-    /// the returned task is aborted. Truncation by someone else restarts from the top.
-    pub fn follow(&self, server: ServerIdent, path: PathBuf) -> JoinHandle<()> {
+    /// the returned follower is stopped. Truncation by someone else restarts from the top.
+    pub fn follow(&self, server: ServerIdent, path: PathBuf) -> Follower {
         let hub = self.clone();
         let start = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let (stop, mut stopped) = watch::channel(false);
         tokio::spawn(async move {
             let mut tail = Tail {
                 path,
                 offset: start,
                 partial: Vec::new(),
             };
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut tick = tokio::time::interval(TAIL_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let last = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = stopped.wait_for(|stop| *stop) => true,
+                };
                 match tail.read_new(hub.inner.max_file_bytes) {
                     Ok(lines) => {
                         for text in lines {
@@ -186,14 +205,35 @@ impl LogHub {
                     }
                     Err(err) => tracing::debug!(server = %server.name, %err, "log tail"),
                 }
+                if last {
+                    return;
+                }
             }
-        })
+        });
+        Follower { stop }
     }
 
     fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<LogLine>>> {
-        self.inner.rings.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .rings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// A running [`LogHub::follow`]; stopping it reads what is left once more, then ends.
+pub struct Follower {
+    stop: watch::Sender<bool>,
+}
+
+impl Follower {
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// How often a followed log file is checked for new output.
+const TAIL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Reading position in a followed file.
 struct Tail {
@@ -220,7 +260,9 @@ impl Tail {
         }
         file.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
-        Read::by_ref(&mut file).take(len - self.offset).read_to_end(&mut buf)?;
+        Read::by_ref(&mut file)
+            .take(len - self.offset)
+            .read_to_end(&mut buf)?;
         self.offset += buf.len() as u64;
         self.partial.extend_from_slice(&buf);
         let mut lines = Vec::new();
@@ -286,8 +328,15 @@ pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
         return Vec::new();
     }
     let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| (*s).to_owned()).collect()
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -311,7 +360,11 @@ mod tests {
         let recent: Vec<_> = hub.recent("a", 10).into_iter().map(|l| l.message).collect();
         assert_eq!(recent, ["line 2", "line 3", "line 4"]);
         assert_eq!(hub.recent("a", 1)[0].message, "line 4");
-        assert!(std::fs::read_to_string(dir.path().join("events.log")).unwrap().contains("INFO: line 4"));
+        assert!(
+            std::fs::read_to_string(dir.path().join("events.log"))
+                .unwrap()
+                .contains("INFO: line 4")
+        );
     }
 
     #[test]

@@ -28,7 +28,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn get(&self, name: &str) -> Option<Usage> {
-        self.latest.read().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
     }
 
     fn replace(&self, usage: HashMap<String, Usage>) {
@@ -37,7 +41,11 @@ impl Metrics {
 
     /// Samples forever: every `interval`, the groups that `groups()` names (server name →
     /// process group id, for running servers only).
-    pub async fn run(self, interval: Duration, groups: impl Fn() -> Vec<(String, u32)> + Send + 'static) {
+    pub async fn run(
+        self,
+        interval: Duration,
+        groups: impl Fn() -> Vec<(String, u32)> + Send + 'static,
+    ) {
         let mut system = match System::new() {
             Ok(system) => system,
             Err(err) => {
@@ -65,7 +73,10 @@ pub fn sample(system: &mut System, groups: &[(String, u32)]) -> HashMap<String, 
         .iter()
         .map(|(name, pgid)| (name.clone(), procfs::group_members(*pgid)))
         .collect();
-    let pids: Vec<Pid> = members.iter().flat_map(|(_, m)| m.iter().map(|p| Pid::from_u32(*p))).collect();
+    let pids: Vec<Pid> = members
+        .iter()
+        .flat_map(|(_, m)| m.iter().map(|p| Pid::from_u32(*p)))
+        .collect();
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&pids),
         true,

@@ -211,7 +211,12 @@ pub fn load(file: &Path, text: &str, config: &Config) -> Result<ServerSpec, Vec<
 }
 
 /// Checks `server` (read from `file`, whose text is `text`) and resolves it against `config`.
-pub fn resolve(file: &Path, text: &str, server: &DevServer, config: &Config) -> Result<ServerSpec, Vec<Diagnostic>> {
+pub fn resolve(
+    file: &Path,
+    text: &str,
+    server: &DevServer,
+    config: &Config,
+) -> Result<ServerSpec, Vec<Diagnostic>> {
     let mut problems: Vec<(String, String)> = Vec::new();
     let meta = &server.metadata;
     let spec = &server.spec;
@@ -225,7 +230,10 @@ pub fn resolve(file: &Path, text: &str, server: &DevServer, config: &Config) -> 
             ),
         ));
     }
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if meta.name != stem {
         problems.push((
             "metadata.name".into(),
@@ -237,7 +245,10 @@ pub fn resolve(file: &Path, text: &str, server: &DevServer, config: &Config) -> 
     if let Some(port) = spec.port.filter(|p| !range.contains(*p)) {
         problems.push((
             "spec.port".into(),
-            format!("port {port} is outside the range {}-{}", range.start, range.end),
+            format!(
+                "port {port} is outside the range {}-{}",
+                range.start, range.end
+            ),
         ));
     }
 
@@ -296,37 +307,70 @@ pub fn resolve(file: &Path, text: &str, server: &DevServer, config: &Config) -> 
 
     let spec_dir = file.parent().unwrap_or(Path::new("."));
     let chosen = spec.workspace.clone().unwrap_or_default();
-    let given = [chosen.git.is_some(), chosen.zip.is_some(), chosen.path.is_some()];
+    let given = [
+        chosen.git.is_some(),
+        chosen.zip.is_some(),
+        chosen.path.is_some(),
+    ];
     if given.iter().filter(|g| **g).count() > 1 {
-        problems.push(("spec.workspace".into(), "give only one of `git`, `zip` and `path`".into()));
+        problems.push((
+            "spec.workspace".into(),
+            "give only one of `git`, `zip` and `path`".into(),
+        ));
     }
     let workspace = match (chosen, template_git) {
         (Workspace { git: Some(git), .. }, _) => {
             if let Err(message) = config.check_git_url(&git.url) {
                 problems.push(("spec.workspace.git.url".into(), message));
             }
-            if git.reference.as_deref().is_some_and(|r| r.starts_with('-') || r.is_empty()) {
-                problems.push(("spec.workspace.git.ref".into(), "not a valid git reference".into()));
+            if git
+                .reference
+                .as_deref()
+                .is_some_and(|r| r.starts_with('-') || r.is_empty())
+            {
+                problems.push((
+                    "spec.workspace.git.ref".into(),
+                    "not a valid git reference".into(),
+                ));
             }
             WorkspaceSource::Git {
                 url: git.url,
                 reference: git.reference,
             }
         }
-        (Workspace { zip: Some(path), .. }, _) => WorkspaceSource::Zip(absolute_from(spec_dir, &path)),
-        (Workspace { path: Some(path), .. }, _) => WorkspaceSource::Path(absolute_from(spec_dir, &path)),
-        (_, Some(url)) => WorkspaceSource::Git { url, reference: None },
+        (
+            Workspace {
+                zip: Some(path), ..
+            },
+            _,
+        ) => WorkspaceSource::Zip(absolute_from(spec_dir, &path)),
+        (
+            Workspace {
+                path: Some(path), ..
+            },
+            _,
+        ) => WorkspaceSource::Path(absolute_from(spec_dir, &path)),
+        (_, Some(url)) => WorkspaceSource::Git {
+            url,
+            reference: None,
+        },
         (_, None) => WorkspaceSource::Empty,
     };
 
     for key in spec.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            problems.push((format!("spec.env.{key}"), "not a valid environment variable name".into()));
+            problems.push((
+                format!("spec.env.{key}"),
+                "not a valid environment variable name".into(),
+            ));
         }
     }
     if let Some(name) = &meta.display_name {
         if name.is_empty() || name.chars().any(char::is_control) {
-            problems.push(("metadata.display_name".into(), "must be non-empty text without control characters".into()));
+            problems.push((
+                "metadata.display_name".into(),
+                "must be non-empty text without control characters".into(),
+            ));
         }
     }
 
@@ -339,7 +383,10 @@ pub fn resolve(file: &Path, text: &str, server: &DevServer, config: &Config) -> 
 
     let mut resolved = ServerSpec {
         name: meta.name.clone(),
-        display_name: meta.display_name.clone().unwrap_or_else(|| meta.name.clone()),
+        display_name: meta
+            .display_name
+            .clone()
+            .unwrap_or_else(|| meta.name.clone()),
         id: meta.id.unwrap_or_else(|| id_for_name(&meta.name)),
         file: file.to_owned(),
         state: spec.state,
@@ -360,7 +407,9 @@ pub fn resolve(file: &Path, text: &str, server: &DevServer, config: &Config) -> 
 /// else must be a marketplace id.
 fn resolve_extension(reference: &str, vsix_dir: &Path) -> Result<ExtensionRef, String> {
     if !is_extension_reference(reference) {
-        return Err(format!("`{reference}` is neither an extension id (publisher.name) nor a .vsix file"));
+        return Err(format!(
+            "`{reference}` is neither an extension id (publisher.name) nor a .vsix file"
+        ));
     }
     if !reference.ends_with(".vsix") {
         return Ok(ExtensionRef::Marketplace(reference.to_owned()));
@@ -433,7 +482,10 @@ mod tests {
         );
         let spec = load(Path::new("specs/bob.yaml"), &text, &config()).unwrap();
         let labels: Vec<_> = spec.extensions.iter().map(ExtensionRef::label).collect();
-        assert_eq!(labels, ["ms-python.python", "ms-pyright.pyright", "acme.tool"]);
+        assert_eq!(
+            labels,
+            ["ms-python.python", "ms-pyright.pyright", "acme.tool"]
+        );
         assert_eq!(spec.user_settings["python.languageServer"], "Pylance");
     }
 
@@ -457,14 +509,22 @@ mod tests {
         );
         let port = &errs[1];
         assert_eq!((port.line, port.column), (Some(6), Some(3)));
-        assert!(port.to_string().starts_with("specs/dave.yaml:6:3: spec.port: port 9999"), "{port}");
+        assert!(
+            port.to_string()
+                .starts_with("specs/dave.yaml:6:3: spec.port: port 9999"),
+            "{port}"
+        );
     }
 
     #[test]
     fn unknown_field_and_bad_yaml_are_errors() {
         let text = spec_text("eve", "  stat: running\n");
         let errs = load(Path::new("specs/eve.yaml"), &text, &config()).unwrap_err();
-        assert!(errs[0].message.contains("unknown field `stat`"), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("unknown field `stat`"),
+            "{}",
+            errs[0]
+        );
         let errs = load(Path::new("specs/eve.yaml"), "spec: [\n", &config()).unwrap_err();
         assert!(errs[0].line.is_some());
     }
@@ -483,8 +543,18 @@ mod tests {
     #[test]
     fn hash_ignores_state_but_not_settings() {
         let cfg = config();
-        let a = load(Path::new("a.yaml"), &spec_text("a", "  state: running\n"), &cfg).unwrap();
-        let b = load(Path::new("a.yaml"), &spec_text("a", "  state: stopped\n"), &cfg).unwrap();
+        let a = load(
+            Path::new("a.yaml"),
+            &spec_text("a", "  state: running\n"),
+            &cfg,
+        )
+        .unwrap();
+        let b = load(
+            Path::new("a.yaml"),
+            &spec_text("a", "  state: stopped\n"),
+            &cfg,
+        )
+        .unwrap();
         let c = load(
             Path::new("a.yaml"),
             &spec_text("a", "  user_settings: {editor.fontSize: 3}\n"),
@@ -497,15 +567,25 @@ mod tests {
 
     #[test]
     fn template_adds_groups_and_repository() {
-        let text = spec_text("w", "  template: {tab: Workshops, name: Databricks Workshop}\n");
+        let text = spec_text(
+            "w",
+            "  template: {tab: Workshops, name: Databricks Workshop}\n",
+        );
         let spec = load(Path::new("w.yaml"), &text, &config()).unwrap();
         assert!(matches!(spec.workspace, WorkspaceSource::Git { .. }));
-        assert!(spec.extensions.iter().any(|e| e.label() == "databricks.databricks"));
+        assert!(
+            spec.extensions
+                .iter()
+                .any(|e| e.label() == "databricks.databricks")
+        );
     }
 
     #[test]
     fn round_trips_through_yaml() {
-        let text = spec_text("r", "  port: 8020\n  workspace:\n    git: {url: 'https://x/y.git', ref: main}\n");
+        let text = spec_text(
+            "r",
+            "  port: 8020\n  workspace:\n    git: {url: 'https://x/y.git', ref: main}\n",
+        );
         let server = DevServer::from_yaml(Path::new("r.yaml"), &text).unwrap();
         let again = DevServer::from_yaml(Path::new("r.yaml"), &server.to_yaml().unwrap()).unwrap();
         assert_eq!(server, again);

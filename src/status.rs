@@ -36,11 +36,12 @@ pub enum Phase {
 
 impl Phase {
     /// The status word of the original REST API: `running`, `stopped`, `failed`, `starting`.
+    /// A server being stopped still runs until its processes are gone.
     pub fn api_word(self) -> &'static str {
         match self {
-            Phase::Running => "running",
+            Phase::Running | Phase::Stopping => "running",
             Phase::Pending | Phase::Provisioning | Phase::Starting => "starting",
-            Phase::Stopping | Phase::Stopped => "stopped",
+            Phase::Stopped => "stopped",
             Phase::Failed | Phase::Invalid => "failed",
         }
     }
@@ -138,7 +139,10 @@ impl ServerStatus {
     /// Seconds since the current process became healthy.
     pub fn uptime_seconds(&self) -> Option<f64> {
         let started = humantime::parse_rfc3339(self.started_at.as_deref()?).ok()?;
-        SystemTime::now().duration_since(started).ok().map(|d| d.as_secs_f64())
+        SystemTime::now()
+            .duration_since(started)
+            .ok()
+            .map(|d| d.as_secs_f64())
     }
 }
 
@@ -159,7 +163,10 @@ pub enum StatusError {
         source: std::io::Error,
     },
     #[error("cannot read the state directory {path}: {source}")]
-    ReadDir { path: PathBuf, source: std::io::Error },
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The in-memory status of all servers plus its on-disk copy.
@@ -283,7 +290,10 @@ impl StatusStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServerStatus>> {
-        self.inner.servers.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .servers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -314,7 +324,9 @@ pub fn load_all(state_dir: &Path) -> Result<BTreeMap<String, ServerStatus>, Stat
             Ok(status) => {
                 servers.insert(status.name.clone(), status);
             }
-            Err(err) => tracing::warn!(path = %path.display(), %err, "ignoring unreadable status file"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "ignoring unreadable status file")
+            }
         }
     }
     Ok(servers)
@@ -336,7 +348,10 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
         store.put(status.clone()).unwrap();
-        assert!(!rx.has_changed().unwrap(), "an unchanged status must not be rewritten");
+        assert!(
+            !rx.has_changed().unwrap(),
+            "an unchanged status must not be rewritten"
+        );
 
         let reopened = StatusStore::open(dir.path()).unwrap();
         let loaded = reopened.get("a").unwrap();

@@ -160,7 +160,11 @@ fn indent_of(line: &str) -> usize {
 
 /// Finds `key:` among the direct children (the shallowest indent deeper than the parent),
 /// also as the first key of a sequence item (`- key: value`).
-fn find_key(lines: &[&str], key: &str, parent_indent: Option<usize>) -> Option<(usize, usize, usize)> {
+fn find_key(
+    lines: &[&str],
+    key: &str,
+    parent_indent: Option<usize>,
+) -> Option<(usize, usize, usize)> {
     let mut child_indent: Option<usize> = None;
     for (i, line) in lines.iter().enumerate() {
         if is_blank(line) {
@@ -186,7 +190,12 @@ fn find_key(lines: &[&str], key: &str, parent_indent: Option<usize>) -> Option<(
         if indent != expected {
             continue;
         }
-        let name = body.split(':').next().unwrap_or("").trim().trim_matches(['"', '\'']);
+        let name = body
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
         if name == key && body.contains(':') {
             return Some((i, indent, indent));
         }
@@ -195,7 +204,11 @@ fn find_key(lines: &[&str], key: &str, parent_indent: Option<usize>) -> Option<(
 }
 
 /// Finds the `index`-th `- ` item among the direct children of the window.
-fn find_item(lines: &[&str], index: usize, parent_indent: Option<usize>) -> Option<(usize, usize, usize)> {
+fn find_item(
+    lines: &[&str],
+    index: usize,
+    parent_indent: Option<usize>,
+) -> Option<(usize, usize, usize)> {
     let mut seen = 0;
     let mut item_indent: Option<usize> = None;
     for (i, line) in lines.iter().enumerate().skip(1) {
@@ -255,7 +268,11 @@ mod tests {
     #[test]
     fn unknown_field_is_named() {
         let err = from_str::<Outer>("name: a\ninner:\n  port: 1\n  prot: 2\n").unwrap_err();
-        assert!(err.message.contains("unknown field `prot`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `prot`"),
+            "{}",
+            err.message
+        );
         assert_eq!(err.line, Some(4));
     }
 

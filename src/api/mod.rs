@@ -8,10 +8,10 @@ mod servers;
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use axum::Json;
 use serde_json::{Value, json};
 
 pub use error::ApiError;

@@ -41,12 +41,18 @@ impl ServerView {
             id: status.id,
             name: status.display_name.clone(),
             port: status.port,
-            workspace_path: status.workspace_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            workspace_path: status
+                .workspace_path
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
             extensions: status.extensions.clone(),
             status: status.phase.api_word(),
             pid: status.process.map(|p| p.pid),
             start_time: status.started_at.clone(),
-            uptime: running.then(|| status.uptime_seconds()).flatten().map(round1),
+            uptime: running
+                .then(|| status.uptime_seconds())
+                .flatten()
+                .map(round1),
             cpu_percent: running.then(|| usage.map_or(0.0, |u| u.cpu_percent)),
             memory_mb: running.then(|| usage.map_or(0.0, |u| u.memory_mb)),
             phase: status.phase,
@@ -63,10 +69,20 @@ fn round1(x: f64) -> f64 {
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Vec<ServerView>> {
-    Json(state.statuses.list().iter().map(|s| ServerView::new(s, &state)).collect())
+    Json(
+        state
+            .statuses
+            .list()
+            .iter()
+            .map(|s| ServerView::new(s, &state))
+            .collect(),
+    )
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ServerView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ServerView>, ApiError> {
     let status = state.find(&id)?;
     Ok(Json(ServerView::new(&status, &state)))
 }

@@ -20,13 +20,23 @@ pub fn apply(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            files.extend(scan::spec_files(input).with_context(|| format!("cannot read {}", input.display()))?);
+            files.extend(
+                scan::spec_files(input)
+                    .with_context(|| format!("cannot read {}", input.display()))?,
+            );
         } else {
             files.push(input.clone());
         }
     }
     if files.is_empty() {
-        bail!("no spec files in {}", inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no spec files in {}",
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     let mut problems: Vec<Diagnostic> = Vec::new();
@@ -51,14 +61,25 @@ pub fn apply(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
         match spec::resolve(&target, &text, &server, config) {
             Ok(resolved) => accepted.push((target, resolved, text)),
             // Report against the file the user gave.
-            Err(diags) => problems.extend(diags.into_iter().map(|d| Diagnostic { file: file.clone(), ..d })),
+            Err(diags) => problems.extend(diags.into_iter().map(|d| Diagnostic {
+                file: file.clone(),
+                ..d
+            })),
         }
     }
 
     // Ports pinned by the new specs must not collide with each other or with specs in place.
     let existing = existing_specs(config, &accepted);
-    let all = accepted.iter().map(|(_, s, t)| (s, t.as_str())).chain(existing.iter().map(|(s, t)| (s, t.as_str())));
-    let owner = |port: u16| existing.iter().find(|(s, _)| s.port == Some(port)).map(|(s, _)| s.name.clone());
+    let all = accepted
+        .iter()
+        .map(|(_, s, t)| (s, t.as_str()))
+        .chain(existing.iter().map(|(s, t)| (s, t.as_str())));
+    let owner = |port: u16| {
+        existing
+            .iter()
+            .find(|(s, _)| s.port == Some(port))
+            .map(|(s, _)| s.name.clone())
+    };
     for (name, diag) in scan::port_conflicts(all, owner) {
         if let Some((_, _, _)) = accepted.iter().find(|(_, s, _)| s.name == name) {
             problems.push(diag);
@@ -72,21 +93,34 @@ pub fn apply(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
         eprintln!("nothing applied: {} problem(s)", problems.len());
         return Ok(ExitCode::FAILURE);
     }
-    std::fs::create_dir_all(specs_dir).with_context(|| format!("cannot create {}", specs_dir.display()))?;
+    std::fs::create_dir_all(specs_dir)
+        .with_context(|| format!("cannot create {}", specs_dir.display()))?;
     for (target, resolved, text) in accepted {
         let existed = target.exists();
-        fsutil::write_atomic(&target, text.as_bytes()).with_context(|| format!("cannot write {}", target.display()))?;
-        println!("{} {}", if existed { "configured" } else { "created" }, resolved.name);
+        fsutil::write_atomic(&target, text.as_bytes())
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        println!(
+            "{} {}",
+            if existed { "configured" } else { "created" },
+            resolved.name
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Valid specs already in the specs directory, except those being replaced.
-fn existing_specs(config: &Config, replacing: &[(PathBuf, ServerSpec, String)]) -> Vec<(ServerSpec, String)> {
+fn existing_specs(
+    config: &Config,
+    replacing: &[(PathBuf, ServerSpec, String)],
+) -> Vec<(ServerSpec, String)> {
     scan::spec_files(&config.controller.specs_dir)
         .unwrap_or_default()
         .into_iter()
-        .filter(|file| !replacing.iter().any(|(target, _, _)| same_stem(target, file)))
+        .filter(|file| {
+            !replacing
+                .iter()
+                .any(|(target, _, _)| same_stem(target, file))
+        })
         .filter_map(|file| {
             let text = std::fs::read_to_string(&file).ok()?;
             let spec = spec::load(&file, &text, config).ok()?;
@@ -108,7 +142,8 @@ pub fn delete(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
     for ext in ["yaml", "yml"] {
         let path = dir.join(format!("{name}.{ext}"));
         if path.exists() {
-            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
             removed = true;
         }
     }

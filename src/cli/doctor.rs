@@ -26,7 +26,10 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         what: format!("git: libgit2 {} built in", libgit2_version()),
     });
     checks.push(match Command::new("git").arg("--version").output() {
-        Ok(out) if out.status.success() => pass(format!("git CLI: {}", String::from_utf8_lossy(&out.stdout).trim())),
+        Ok(out) if out.status.success() => pass(format!(
+            "git CLI: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        )),
         _ => Check {
             ok: false,
             required: false,
@@ -39,13 +42,23 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     checks.push(Check {
         ok: free > 0,
         required: true,
-        what: format!("port range {}-{}: {free} of {total} ports free", range.start, range.end),
+        what: format!(
+            "port range {}-{}: {free} of {total} ports free",
+            range.start, range.end
+        ),
     });
     let port = config.server.default_port;
     checks.push(Check {
         ok: bindable(port),
         required: false,
-        what: format!("HTTP port {port} {}", if bindable(port) { "is free" } else { "is in use (another devbox running?)" }),
+        what: format!(
+            "HTTP port {port} {}",
+            if bindable(port) {
+                "is free"
+            } else {
+                "is in use (another devbox running?)"
+            }
+        ),
     });
     for dir in [&config.controller.specs_dir, &config.controller.state_dir] {
         checks.push(writable(dir));
@@ -54,7 +67,15 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     checks.push(Check {
         ok: vsix.is_dir(),
         required: false,
-        what: format!("vsix folder {} {}", vsix.display(), if vsix.is_dir() { "exists" } else { "does not exist (only needed for .vsix extensions)" }),
+        what: format!(
+            "vsix folder {} {}",
+            vsix.display(),
+            if vsix.is_dir() {
+                "exists"
+            } else {
+                "does not exist (only needed for .vsix extensions)"
+            }
+        ),
     });
 
     let mut failed = false;
@@ -67,11 +88,19 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         failed |= !check.ok && check.required;
         println!("{mark} {}", check.what);
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn pass(what: String) -> Check {
-    Check { ok: true, required: true, what }
+    Check {
+        ok: true,
+        required: true,
+        what,
+    }
 }
 
 fn code_server(binary: &Path) -> Check {
@@ -85,7 +114,11 @@ fn code_server(binary: &Path) -> Check {
     let _ = std::fs::remove_dir_all(&scratch);
     match output {
         Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned();
+            let version = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             Check {
                 ok: version.starts_with("4."),
                 required: true,
@@ -95,7 +128,11 @@ fn code_server(binary: &Path) -> Check {
         Ok(out) => Check {
             ok: false,
             required: true,
-            what: format!("code-server at {} failed: {}", binary.display(), String::from_utf8_lossy(&out.stderr).trim()),
+            what: format!(
+                "code-server at {} failed: {}",
+                binary.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         },
         Err(err) => Check {
             ok: false,
@@ -110,12 +147,18 @@ fn code_server(binary: &Path) -> Check {
 
 fn writable(dir: &PathBuf) -> Check {
     let probe = dir.join(format!(".devbox-doctor-{}", std::process::id()));
-    let ok = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&probe, b"")).is_ok();
+    let ok = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b""))
+        .is_ok();
     let _ = std::fs::remove_file(&probe);
     Check {
         ok,
         required: true,
-        what: format!("{} {}", dir.display(), if ok { "is writable" } else { "is not writable" }),
+        what: format!(
+            "{} {}",
+            dir.display(),
+            if ok { "is writable" } else { "is not writable" }
+        ),
     }
 }
 

@@ -33,11 +33,22 @@ pub fn run(config: &Config, name: Option<&str>, output: OutputFormat) -> anyhow:
             .ok()
             .and_then(|text| DevServer::from_yaml(&file, &text).ok())
             .map(|s| s.spec.state);
-        rows.insert(stem.to_owned(), Row { name: stem.to_owned(), desired, status: None });
+        rows.insert(
+            stem.to_owned(),
+            Row {
+                name: stem.to_owned(),
+                desired,
+                status: None,
+            },
+        );
     }
     for (server, status) in statuses {
         rows.entry(server.clone())
-            .or_insert_with(|| Row { name: server, desired: None, status: None })
+            .or_insert_with(|| Row {
+                name: server,
+                desired: None,
+                status: None,
+            })
             .status = Some(status);
     }
     if let Some(name) = name {
@@ -74,21 +85,43 @@ fn print_table(rows: &[Row]) {
         let dash = || "-".to_owned();
         lines.push([
             row.name.clone(),
-            row.desired.map_or_else(dash, |d| format!("{d:?}").to_lowercase()),
-            status.map_or_else(|| "pending".to_owned(), |s| format!("{:?}", s.phase).to_lowercase()),
-            status.and_then(|s| s.port).map_or_else(dash, |p| p.to_string()),
-            status.and_then(|s| s.process).map_or_else(dash, |p| p.pid.to_string()),
+            row.desired
+                .map_or_else(dash, |d| format!("{d:?}").to_lowercase()),
+            status.map_or_else(
+                || "pending".to_owned(),
+                |s| format!("{:?}", s.phase).to_lowercase(),
+            ),
+            status
+                .and_then(|s| s.port)
+                .map_or_else(dash, |p| p.to_string()),
+            status
+                .and_then(|s| s.process)
+                .map_or_else(dash, |p| p.pid.to_string()),
             status
                 .and_then(ServerStatus::uptime_seconds)
-                .map_or_else(dash, |u| humantime::format_duration(std::time::Duration::from_secs(u as u64)).to_string()),
+                .map_or_else(dash, |u| {
+                    humantime::format_duration(std::time::Duration::from_secs(u as u64)).to_string()
+                }),
             status
-                .and_then(|s| s.message.clone().or_else(|| s.spec_errors.first().map(ToString::to_string)))
-                .map_or_else(String::new, |m| m.lines().next().unwrap_or_default().to_owned()),
+                .and_then(|s| {
+                    s.message
+                        .clone()
+                        .or_else(|| s.spec_errors.first().map(ToString::to_string))
+                })
+                .map_or_else(String::new, |m| {
+                    m.lines().next().unwrap_or_default().to_owned()
+                }),
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..7)
+        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
     for line in lines {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         println!("{}", cells.join("  ").trim_end());
     }
 }

@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "devbox", version, about = "Run many code-server instances, declared as spec files")]
+#[command(
+    name = "devbox",
+    version,
+    about = "Run many code-server instances, declared as spec files"
+)]
 pub struct Cli {
     /// Config file (default: the embedded config/devbox.yaml).
     #[arg(long, global = true, env = "DEVBOX_CONFIG_PATH")]
@@ -121,7 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             schema::run(out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { name, output } => get::run(&cli.load_config(None)?, name.as_deref(), *output),
+        Command::Get { name, output } => {
+            get::run(&cli.load_config(None)?, name.as_deref(), *output)
+        }
         Command::Apply { files } => apply::apply(&cli.load_config(None)?, files),
         Command::Delete { name } => apply::delete(&cli.load_config(None)?, name),
         Command::Doctor => doctor::run(&cli.load_config(None)?),

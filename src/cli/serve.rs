@@ -20,7 +20,10 @@ pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
-    let address = SocketAddr::new(bind.unwrap_or(config.server.bind_address), config.server.default_port);
+    let address = SocketAddr::new(
+        bind.unwrap_or(config.server.bind_address),
+        config.server.default_port,
+    );
     // Bind first: a taken port should fail before any server is touched.
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -48,7 +51,9 @@ async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     tracing::info!(%address, "devbox listening");
     controller.run(shutdown_signal()).await?;
     let _ = stop_http.send(true);
-    http.await.context("HTTP server task failed")?.context("HTTP server failed")?;
+    http.await
+        .context("HTTP server task failed")?
+        .context("HTTP server failed")?;
     tracing::info!("devbox stopped");
     Ok(())
 }
@@ -75,5 +80,8 @@ async fn shutdown_signal() {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DEVBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

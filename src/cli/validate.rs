@@ -29,7 +29,10 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         None => Config::embedded_default(),
     };
     let targets: Vec<PathBuf> = if paths.is_empty() {
-        let specs = cli.specs.clone().unwrap_or_else(|| config.controller.specs_dir.clone());
+        let specs = cli
+            .specs
+            .clone()
+            .unwrap_or_else(|| config.controller.specs_dir.clone());
         vec![specs]
     } else {
         paths.to_vec()
@@ -98,7 +101,9 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 /// spec, whose parser then reports the syntax error.
 fn is_config(text: &str) -> bool {
     yaml::top_level_keys(text).is_some_and(|keys| {
-        !keys.iter().any(|k| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec"))
+        !keys
+            .iter()
+            .any(|k| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec"))
     })
 }
 
@@ -107,13 +112,19 @@ fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) {
         return;
     };
     for path in entries.flatten().map(|e| e.path()) {
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
         if path.is_dir() {
             collect_yaml(&path, files);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
             files.push(path);
         }
     }

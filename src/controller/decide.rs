@@ -48,9 +48,13 @@ pub fn decide(target: Target<'_>, observed: &Observed<'_>) -> Action {
         Target::Spec(spec) => match (spec.state, observed.running) {
             (DesiredState::Stopped, true) => Action::Stop,
             (DesiredState::Stopped, false) => Action::Nothing,
-            (DesiredState::Running, true) if observed.applied_hash == Some(spec.hash.as_str()) => Action::Nothing,
+            (DesiredState::Running, true) if observed.applied_hash == Some(spec.hash.as_str()) => {
+                Action::Nothing
+            }
             (DesiredState::Running, true) => Action::Restart,
-            (DesiredState::Running, false) if observed.halted_hash == Some(spec.hash.as_str()) => Action::Nothing,
+            (DesiredState::Running, false) if observed.halted_hash == Some(spec.hash.as_str()) => {
+                Action::Nothing
+            }
             (DesiredState::Running, false) if observed.retry_pending => Action::Nothing,
             (DesiredState::Running, false) => Action::Start,
         },
@@ -99,7 +103,10 @@ mod tests {
         };
         assert_eq!(decide(Target::Spec(&s), &halted), Action::Nothing);
         // An edit lifts the halt.
-        assert_eq!(decide(Target::Spec(&spec("running", "b: 2")), &halted), Action::Start);
+        assert_eq!(
+            decide(Target::Spec(&spec("running", "b: 2")), &halted),
+            Action::Start
+        );
     }
 
     #[test]
@@ -108,8 +115,14 @@ mod tests {
             running: true,
             ..Observed::default()
         };
-        assert_eq!(decide(Target::Spec(&spec("stopped", "")), &running), Action::Stop);
-        assert_eq!(decide(Target::Spec(&spec("stopped", "")), &Observed::default()), Action::Nothing);
+        assert_eq!(
+            decide(Target::Spec(&spec("stopped", "")), &running),
+            Action::Stop
+        );
+        assert_eq!(
+            decide(Target::Spec(&spec("stopped", "")), &Observed::default()),
+            Action::Nothing
+        );
         assert_eq!(decide(Target::Deleted, &running), Action::Forget);
         assert_eq!(decide(Target::Unknown, &running), Action::Nothing);
     }

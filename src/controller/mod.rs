@@ -34,11 +34,17 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error("cannot create {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Status(#[from] StatusError),
     #[error("cannot watch {path}: {source}")]
-    Watch { path: PathBuf, source: notify::Error },
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
 }
 
 /// What every reconciler task shares. Lives in an `Arc`; nothing in it is locked for
@@ -91,7 +97,10 @@ impl<R: Runtime> Controller<R> {
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Context {
-            logs: LogHub::new(config.controller.log_buffer_lines, config.controller.log_max_bytes),
+            logs: LogHub::new(
+                config.controller.log_buffer_lines,
+                config.controller.log_max_bytes,
+            ),
             install_permits: Semaphore::new(config.code_server.extension_install_concurrency),
             config: Arc::new(config),
             runtime,
@@ -114,11 +123,16 @@ impl<R: Runtime> Controller<R> {
     }
 
     /// Runs until `shutdown` resolves, then stops or leaves the servers as configured.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ControllerError> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ControllerError> {
         let specs_dir = self.ctx.config.controller.specs_dir.clone();
-        let _watcher = watcher::watch(&specs_dir, self.ctx.rescan.clone()).map_err(|source| ControllerError::Watch {
-            path: specs_dir.clone(),
-            source,
+        let _watcher = watcher::watch(&specs_dir, self.ctx.rescan.clone()).map_err(|source| {
+            ControllerError::Watch {
+                path: specs_dir.clone(),
+                source,
+            }
         })?;
         tokio::spawn(self.ctx.metrics.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();
@@ -155,7 +169,9 @@ impl<R: Runtime> Controller<R> {
     /// One pass: read the specs and hand each server its desired state.
     fn sync(&mut self) {
         let ctx = &self.ctx;
-        let mut desired = scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| ctx.ports.owner(port));
+        let mut desired = scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
+            ctx.ports.owner(port)
+        });
         // Servers that have a status but no spec file (deleted while devbox was down).
         for name in ctx.statuses.names() {
             desired.entry(name).or_insert(Desired::Deleted);
@@ -176,7 +192,8 @@ impl<R: Runtime> Controller<R> {
                 None => {
                     let (tx, rx) = watch::channel(wanted.clone());
                     let task = tokio::spawn(reconciler::run(name.clone(), rx, ctx.clone()));
-                    self.servers.insert(name.clone(), ServerHandle { desired: tx, task });
+                    self.servers
+                        .insert(name.clone(), ServerHandle { desired: tx, task });
                 }
             }
         }
@@ -193,7 +210,11 @@ impl<R: Runtime> Controller<R> {
 
     async fn shut_down(self) {
         let policy = self.ctx.config.controller.on_shutdown;
-        tracing::info!(?policy, servers = self.servers.len(), "controller shutting down");
+        tracing::info!(
+            ?policy,
+            servers = self.servers.len(),
+            "controller shutting down"
+        );
         let _ = self.shutdown_tx.send(true);
         for (_, handle) in self.servers {
             let _ = handle.task.await;

@@ -53,7 +53,10 @@ impl PortAllocator {
     /// port it held before when still free, else the first free one in the range.
     pub fn reserve(&self, name: &str, pinned: Option<u16>) -> Result<u16, PortError> {
         let mut owners = self.lock();
-        let current = owners.iter().find(|(_, owner)| *owner == name).map(|(port, _)| *port);
+        let current = owners
+            .iter()
+            .find(|(_, owner)| *owner == name)
+            .map(|(port, _)| *port);
         if let Some(port) = pinned {
             if let Some(owner) = owners.get(&port).filter(|owner| *owner != name) {
                 return Err(PortError::Taken {
@@ -71,7 +74,8 @@ impl PortAllocator {
         if let Some(port) = current.filter(|p| self.range.contains(*p) && is_bindable(*p)) {
             return Ok(port);
         }
-        let free = (self.range.start..=self.range.end).find(|p| !owners.contains_key(p) && is_bindable(*p));
+        let free = (self.range.start..=self.range.end)
+            .find(|p| !owners.contains_key(p) && is_bindable(*p));
         match free {
             Some(port) => {
                 owners.retain(|_, owner| owner != name);
@@ -109,7 +113,10 @@ mod tests {
     fn free_range(n: u16) -> PortRange {
         for start in (40000..60000).step_by(97) {
             if (start..start + n).all(is_bindable) {
-                return PortRange { start, end: start + n - 1 };
+                return PortRange {
+                    start,
+                    end: start + n - 1,
+                };
             }
         }
         panic!("no free port range");

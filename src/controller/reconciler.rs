@@ -18,9 +18,11 @@ use super::decide::{Action, Observed, Target, decide};
 use super::scan::Desired;
 use crate::config::ShutdownPolicy;
 use crate::logs::{Level, ServerIdent};
-use crate::provision::{self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits};
+use crate::provision::{
+    self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
+};
 use crate::runtime::process::kill_leftovers;
-use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime};
+use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime, wait_exit};
 use crate::spec::{RestartPolicy, ServerSpec, id_for_name};
 use crate::status::{ExtensionStatus, Phase, ServerStatus, rfc3339, server_dir};
 
@@ -34,10 +36,20 @@ const START_POLL: Duration = Duration::from_millis(100);
 const CRASH_LOG_LINES: usize = 10;
 /// Environment variables an instance must not inherit (see design.md: with
 /// `VSCODE_IPC_HOOK_CLI` set, code-server hands the folder to another instance and exits).
-const SCRUBBED_ENV: [&str; 5] = ["VSCODE_IPC_HOOK_CLI", "PASSWORD", "HASHED_PASSWORD", "PORT", "CODE_SERVER_CONFIG"];
+const SCRUBBED_ENV: [&str; 5] = [
+    "VSCODE_IPC_HOOK_CLI",
+    "PASSWORD",
+    "HASHED_PASSWORD",
+    "PORT",
+    "CODE_SERVER_CONFIG",
+];
 
 /// Runs the reconciler of server `name` until the server is forgotten or devbox stops.
-pub async fn run<R: Runtime>(name: String, desired: watch::Receiver<Desired>, ctx: Arc<Context<R>>) {
+pub async fn run<R: Runtime>(
+    name: String,
+    desired: watch::Receiver<Desired>,
+    ctx: Arc<Context<R>>,
+) {
     let span = tracing::info_span!("server", server = %name);
     let mut task = ServerTask::new(name, desired, ctx);
     async move {
@@ -55,7 +67,7 @@ struct ServerTask<R> {
     dir: PathBuf,
     desired: watch::Receiver<Desired>,
     instance: Option<Instance>,
-    tail: Option<tokio::task::JoinHandle<()>>,
+    tail: Option<crate::logs::Follower>,
     /// The last spec that was successfully applied (started or stopped from).
     applied: Option<Arc<ServerSpec>>,
     applied_hash: Option<String>,
@@ -78,10 +90,10 @@ impl<R: Runtime> ServerTask<R> {
         let dir = server_dir(ctx.statuses.state_dir(), &name);
         let (id, display_name) = match &*desired.borrow() {
             Desired::Spec(spec) => (spec.id, spec.display_name.clone()),
-            _ => ctx
-                .statuses
-                .get(&name)
-                .map_or_else(|| (id_for_name(&name), name.clone()), |s| (s.id, s.display_name)),
+            _ => ctx.statuses.get(&name).map_or_else(
+                || (id_for_name(&name), name.clone()),
+                |s| (s.id, s.display_name),
+            ),
         };
         Self {
             ident: ServerIdent { id, name },
@@ -111,12 +123,20 @@ impl<R: Runtime> ServerTask<R> {
     /// Changes this server's status; a failed write (disk full) is logged, not fatal:
     /// the in-memory status is updated either way.
     fn set_status(&self, change: impl FnOnce(&mut ServerStatus)) {
-        let (name, id, display) = (self.name().to_owned(), self.ident.id, self.display_name.clone());
-        let result = self.ctx.statuses.update(&self.ident.name, || ServerStatus::new(&name, id, &display), |status| {
-            status.id = id;
-            status.display_name.clone_from(&display);
-            change(status);
-        });
+        let (name, id, display) = (
+            self.name().to_owned(),
+            self.ident.id,
+            self.display_name.clone(),
+        );
+        let result = self.ctx.statuses.update(
+            &self.ident.name,
+            || ServerStatus::new(&name, id, &display),
+            |status| {
+                status.id = id;
+                status.display_name.clone_from(&display);
+                change(status);
+            },
+        );
         if let Err(err) = result {
             tracing::error!(%err, "status not persisted");
         }
@@ -140,7 +160,14 @@ impl<R: Runtime> ServerTask<R> {
                 self.instance = Some(instance);
                 self.healthy_since = Some(Instant::now());
                 self.start_tail();
-                self.event(Level::Info, format!("adopted running process {} on port {}", record.pid, status.port.unwrap_or(0)));
+                self.event(
+                    Level::Info,
+                    format!(
+                        "adopted running process {} on port {}",
+                        record.pid,
+                        status.port.unwrap_or(0)
+                    ),
+                );
                 self.set_status(|s| {
                     if s.phase != Phase::Running {
                         s.phase = Phase::Starting;
@@ -149,7 +176,10 @@ impl<R: Runtime> ServerTask<R> {
             }
             None => {
                 kill_leftovers(record.pgid).await;
-                self.event(Level::Warn, format!("process {} ended while devbox was away", record.pid));
+                self.event(
+                    Level::Warn,
+                    format!("process {} ended while devbox was away", record.pid),
+                );
                 self.set_status(|s| {
                     s.process = None;
                     s.started_at = None;
@@ -206,11 +236,17 @@ impl<R: Runtime> ServerTask<R> {
             }
             Desired::Invalid(diags) => {
                 let first = diags.first().map(ToString::to_string).unwrap_or_default();
-                let known = self.ctx.statuses.get(self.name()).is_some_and(|s| !s.spec_errors.is_empty() && s.spec_errors == **diags);
+                let known = self
+                    .ctx
+                    .statuses
+                    .get(self.name())
+                    .is_some_and(|s| !s.spec_errors.is_empty() && s.spec_errors == **diags);
                 if !known {
                     self.event(Level::Error, format!("spec not applied: {first}"));
                 }
-                let never_applied = self.applied.is_none() && self.instance.is_none() && self.applied_hash.is_none();
+                let never_applied = self.applied.is_none()
+                    && self.instance.is_none()
+                    && self.applied_hash.is_none();
                 self.set_status(|s| {
                     s.spec_errors = diags.to_vec();
                     if never_applied && matches!(s.phase, Phase::Pending | Phase::Invalid) {
@@ -278,7 +314,12 @@ impl<R: Runtime> ServerTask<R> {
     fn workspace_path(&self, spec: &ServerSpec) -> PathBuf {
         match &spec.workspace {
             WorkspaceSource::Path(path) => path.clone(),
-            _ => self.ctx.statuses.state_dir().join("workspaces").join(self.name()),
+            _ => self
+                .ctx
+                .statuses
+                .state_dir()
+                .join("workspaces")
+                .join(self.name()),
         }
     }
 
@@ -337,7 +378,10 @@ impl<R: Runtime> ServerTask<R> {
                     s.applied_hash = Some(hash);
                     s.next_retry_at = None;
                 });
-                self.event(Level::Info, format!("started: pid {pid}, http://127.0.0.1:{port}/"));
+                self.event(
+                    Level::Info,
+                    format!("started: pid {pid}, http://127.0.0.1:{port}/"),
+                );
             }
             StartOutcome::Exited(exit) => {
                 self.instance = None;
@@ -346,13 +390,19 @@ impl<R: Runtime> ServerTask<R> {
                     s.process = None;
                     s.last_exit = Some(exit.to_string());
                 });
-                let reason = format!("code-server exited during start ({exit}){}", self.crash_lines());
+                let reason = format!(
+                    "code-server exited during start ({exit}){}",
+                    self.crash_lines()
+                );
                 self.fail(reason, true);
             }
             StartOutcome::TimedOut => {
                 self.stop("start timed out").await;
                 let timeout = self.ctx.config.code_server.start_timeout;
-                let reason = format!("code-server did not answer /healthz within {timeout}{}", self.crash_lines());
+                let reason = format!(
+                    "code-server did not answer /healthz within {timeout}{}",
+                    self.crash_lines()
+                );
                 self.fail(reason, true);
             }
             StartOutcome::Interrupted => self.stop("start interrupted").await,
@@ -362,7 +412,12 @@ impl<R: Runtime> ServerTask<R> {
     /// Workspace, user settings and extensions: everything a start needs first.
     async fn provision(&mut self, spec: &ServerSpec) -> Result<PathBuf, String> {
         let config = &self.ctx.config;
-        let target = self.ctx.statuses.state_dir().join("workspaces").join(self.name());
+        let target = self
+            .ctx
+            .statuses
+            .state_dir()
+            .join("workspaces")
+            .join(self.name());
         let source = spec.workspace.clone();
         let limits = ZipLimits {
             max_total_bytes: config.ui.workspace.max_extracted_size_mb * 1024 * 1024,
@@ -371,17 +426,35 @@ impl<R: Runtime> ServerTask<R> {
         };
         let git_timeout = config.ui.workspace.git_timeout.get();
         if !matches!(source, WorkspaceSource::Empty) {
-            self.event(Level::Info, format!("preparing workspace from {}", describe_source(&source)));
+            self.event(
+                Level::Info,
+                format!("preparing workspace from {}", describe_source(&source)),
+            );
         }
-        let workspace = tokio::task::spawn_blocking(move || provision::workspace::prepare(&source, &target, &limits, git_timeout))
-            .await
-            .map_err(|err| format!("workspace: {err}"))?
-            .map_err(|err| format!("workspace: {err}"))?;
+        let workspace = tokio::task::spawn_blocking(move || {
+            provision::workspace::prepare(&source, &target, &limits, git_timeout)
+        })
+        .await
+        .map_err(|err| format!("workspace: {err}"))?
+        .map_err(|err| format!("workspace: {err}"))?;
 
         let user_data = self.dir.join("user-data");
+        for dir in [
+            user_data.clone(),
+            self.dir.join("extensions"),
+            self.dir.join("xdg-data"),
+            self.dir.join("xdg-config"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        }
         let settings = spec.user_settings.clone();
         let settings_dir = user_data.clone();
-        match tokio::task::spawn_blocking(move || provision::settings::apply_user_settings(&settings_dir, &settings)).await {
+        match tokio::task::spawn_blocking(move || {
+            provision::settings::apply_user_settings(&settings_dir, &settings)
+        })
+        .await
+        {
             Ok(Ok(true)) => self.event(Level::Info, "user settings written"),
             Ok(Ok(false)) => {}
             Ok(Err(err)) => return Err(format!("user settings: {err}")),
@@ -420,20 +493,32 @@ impl<R: Runtime> ServerTask<R> {
             if self.interrupted() {
                 return;
             }
-            self.set_status(|s| s.message = Some(format!("installing extension {}", extension.label())));
-            let outcome = provision::extensions::install_all(std::slice::from_ref(extension), &installer, &self.ctx.install_permits)
-                .await
-                .into_iter()
-                .next()
-                .map(|r| r.outcome);
+            self.set_status(|s| {
+                s.message = Some(format!("installing extension {}", extension.label()))
+            });
+            let outcome = provision::extensions::install_all(
+                std::slice::from_ref(extension),
+                &installer,
+                &self.ctx.install_permits,
+            )
+            .await
+            .into_iter()
+            .next()
+            .map(|r| r.outcome);
             let (state, error) = match outcome {
                 Some(ExtensionOutcome::Installed) => {
-                    self.event(Level::Info, format!("extension {} installed", extension.label()));
+                    self.event(
+                        Level::Info,
+                        format!("extension {} installed", extension.label()),
+                    );
                     ("installed", None)
                 }
                 Some(ExtensionOutcome::AlreadyInstalled) => ("installed", None),
                 Some(ExtensionOutcome::Failed(error)) => {
-                    self.event(Level::Warn, format!("extension {} failed: {error}", extension.label()));
+                    self.event(
+                        Level::Warn,
+                        format!("extension {} failed: {error}", extension.label()),
+                    );
                     ("failed", Some(error))
                 }
                 None => ("failed", Some("installer returned no result".to_owned())),
@@ -449,8 +534,14 @@ impl<R: Runtime> ServerTask<R> {
     fn base_env(&self) -> Vec<(String, String)> {
         let cs = &self.ctx.config.code_server;
         let mut env = vec![
-            ("XDG_DATA_HOME".to_owned(), path_string(&self.dir.join("xdg-data"))),
-            ("XDG_CONFIG_HOME".to_owned(), path_string(&self.dir.join("xdg-config"))),
+            (
+                "XDG_DATA_HOME".to_owned(),
+                path_string(&self.dir.join("xdg-data")),
+            ),
+            (
+                "XDG_CONFIG_HOME".to_owned(),
+                path_string(&self.dir.join("xdg-config")),
+            ),
         ];
         if let Some(gallery) = &cs.extension_gallery {
             env.push(("EXTENSIONS_GALLERY".into(), gallery.clone()));
@@ -511,7 +602,13 @@ impl<R: Runtime> ServerTask<R> {
             if self.interrupted() {
                 return StartOutcome::Interrupted;
             }
-            if self.ctx.health.check(port, Duration::from_secs(1)).await.is_ok() {
+            if self
+                .ctx
+                .health
+                .check(port, Duration::from_secs(1))
+                .await
+                .is_ok()
+            {
                 return StartOutcome::Healthy;
             }
             if Instant::now() >= deadline {
@@ -564,7 +661,10 @@ impl<R: Runtime> ServerTask<R> {
             s.started_at = None;
             s.next_retry_at = None;
         });
-        self.event(Level::Info, format!("{why}: process {} ended", instance.record.pid));
+        self.event(
+            Level::Info,
+            format!("{why}: process {} ended", instance.record.pid),
+        );
     }
 
     /// The running instance exited on its own.
@@ -576,7 +676,9 @@ impl<R: Runtime> ServerTask<R> {
         kill_leftovers(instance.record.pgid).await;
         self.stop_tail();
         self.applied_hash = None;
-        let stable = self.healthy_since.is_some_and(|at| at.elapsed() >= STABLE_AFTER);
+        let stable = self
+            .healthy_since
+            .is_some_and(|at| at.elapsed() >= STABLE_AFTER);
         self.healthy_since = None;
         if stable {
             self.set_status(|s| s.consecutive_crashes = 0);
@@ -586,8 +688,14 @@ impl<R: Runtime> ServerTask<R> {
             s.started_at = None;
             s.last_exit = Some(exit.to_string());
         });
-        self.event(Level::Warn, format!("process {} exited ({exit})", instance.record.pid));
-        let policy = self.applied.as_ref().map_or(RestartPolicy::OnFailure, |s| s.restart_policy);
+        self.event(
+            Level::Warn,
+            format!("process {} exited ({exit})", instance.record.pid),
+        );
+        let policy = self
+            .applied
+            .as_ref()
+            .map_or(RestartPolicy::OnFailure, |s| s.restart_policy);
         let restart = match policy {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !exit.is_success(),
@@ -598,7 +706,11 @@ impl<R: Runtime> ServerTask<R> {
             self.fail(reason, true);
         } else {
             self.halted_hash = self.applied.as_ref().map(|s| s.hash.clone());
-            let phase = if exit.is_success() { Phase::Stopped } else { Phase::Failed };
+            let phase = if exit.is_success() {
+                Phase::Stopped
+            } else {
+                Phase::Failed
+            };
             let policy_word = match policy {
                 RestartPolicy::Never => "never",
                 _ => "on-failure",
@@ -620,11 +732,18 @@ impl<R: Runtime> ServerTask<R> {
         let delay = self.ctx.config.controller.restart_backoff.delay(crashes);
         self.retry_at = Some(Instant::now() + delay);
         let retry_at = rfc3339(SystemTime::now() + delay);
-        let phase = if !crash || crashes >= threshold { Phase::Failed } else { Phase::Starting };
+        let phase = if !crash || crashes >= threshold {
+            Phase::Failed
+        } else {
+            Phase::Starting
+        };
         let message = if phase == Phase::Failed {
             reason.clone()
         } else {
-            format!("restarting in {} (attempt {crashes}): {reason}", humantime::format_duration(round_ms(delay)))
+            format!(
+                "restarting in {} (attempt {crashes}): {reason}",
+                humantime::format_duration(round_ms(delay))
+            )
         };
         self.set_status(|s| {
             s.phase = phase;
@@ -635,9 +754,19 @@ impl<R: Runtime> ServerTask<R> {
             s.process = None;
             s.started_at = None;
         });
-        let level = if phase == Phase::Failed { Level::Error } else { Level::Warn };
+        let level = if phase == Phase::Failed {
+            Level::Error
+        } else {
+            Level::Warn
+        };
         let first_line = reason.lines().next().unwrap_or_default().to_owned();
-        self.event(level, format!("{first_line}; retry in {}", humantime::format_duration(round_ms(delay))));
+        self.event(
+            level,
+            format!(
+                "{first_line}; retry in {}",
+                humantime::format_duration(round_ms(delay))
+            ),
+        );
     }
 
     /// The last lines code-server printed, for failure reasons.
@@ -660,7 +789,9 @@ impl<R: Runtime> ServerTask<R> {
                     self.event(Level::Info, "health check passes again");
                 }
                 self.health_failures = 0;
-                let stable = self.healthy_since.is_some_and(|at| at.elapsed() >= STABLE_AFTER);
+                let stable = self
+                    .healthy_since
+                    .is_some_and(|at| at.elapsed() >= STABLE_AFTER);
                 self.set_status(|s| {
                     if s.phase == Phase::Starting && s.process.is_some() {
                         s.phase = Phase::Running;
@@ -673,11 +804,20 @@ impl<R: Runtime> ServerTask<R> {
             }
             Err(err) => {
                 self.health_failures += 1;
-                self.event(Level::Warn, format!("health check failed ({}/{UNHEALTHY_LIMIT}): {err}", self.health_failures));
+                self.event(
+                    Level::Warn,
+                    format!(
+                        "health check failed ({}/{UNHEALTHY_LIMIT}): {err}",
+                        self.health_failures
+                    ),
+                );
                 if self.health_failures >= UNHEALTHY_LIMIT {
                     self.health_failures = 0;
                     self.stop("unhealthy").await;
-                    self.fail(format!("restarted after {UNHEALTHY_LIMIT} failed health checks: {err}"), true);
+                    self.fail(
+                        format!("restarted after {UNHEALTHY_LIMIT} failed health checks: {err}"),
+                        true,
+                    );
                 }
             }
         }
@@ -729,15 +869,8 @@ impl<R: Runtime> ServerTask<R> {
 
     fn stop_tail(&mut self) {
         if let Some(tail) = self.tail.take() {
-            tail.abort();
+            tail.stop();
         }
-    }
-}
-
-async fn wait_exit(rx: &mut watch::Receiver<Option<crate::runtime::ExitInfo>>) -> ExitInfo {
-    match rx.wait_for(Option::is_some).await {
-        Ok(exit) => exit.unwrap_or(ExitInfo::Unknown),
-        Err(_) => ExitInfo::Unknown,
     }
 }
 

@@ -29,7 +29,10 @@ pub fn is_spec_file(path: &Path) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .is_none_or(|n| n.starts_with('.'));
-    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
     !hidden && yaml && path.is_file()
 }
 
@@ -46,7 +49,11 @@ pub fn spec_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Reads `dir` and returns the desired state of each server named by a file there.
 /// `port_owner` tells which server currently holds a port.
-pub fn scan(dir: &Path, config: &Config, port_owner: impl Fn(u16) -> Option<String>) -> BTreeMap<String, Desired> {
+pub fn scan(
+    dir: &Path,
+    config: &Config,
+    port_owner: impl Fn(u16) -> Option<String>,
+) -> BTreeMap<String, Desired> {
     let files = match spec_files(dir) {
         Ok(files) => files,
         Err(err) => {
@@ -61,7 +68,10 @@ pub fn scan(dir: &Path, config: &Config, port_owner: impl Fn(u16) -> Option<Stri
             continue;
         };
         if desired.contains_key(&name) {
-            let diag = Diagnostic::file(&file, format!("another file in {} already defines `{name}`", dir.display()));
+            let diag = Diagnostic::file(
+                &file,
+                format!("another file in {} already defines `{name}`", dir.display()),
+            );
             desired.insert(name, Desired::Invalid(Arc::new(vec![diag])));
             continue;
         }
@@ -92,7 +102,9 @@ fn resolve_port_conflicts(
     let specs: Vec<(&ServerSpec, &str)> = desired
         .values()
         .filter_map(|d| match d {
-            Desired::Spec(spec) => Some((&**spec, texts.get(&spec.name).map_or("", String::as_str))),
+            Desired::Spec(spec) => {
+                Some((&**spec, texts.get(&spec.name).map_or("", String::as_str)))
+            }
             _ => None,
         })
         .collect();
@@ -137,7 +149,9 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, name: &str, body: &str) {
-        let text = format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}");
+        let text = format!(
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}"
+        );
         std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
     }
 
@@ -155,7 +169,9 @@ mod tests {
         let desired = scan(dir.path(), &config, |_| None);
         assert_eq!(desired.keys().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         assert!(matches!(desired["a"], Desired::Spec(_)));
-        let Desired::Invalid(b) = &desired["b"] else { panic!("b must lose port 8020") };
+        let Desired::Invalid(b) = &desired["b"] else {
+            panic!("b must lose port 8020")
+        };
         assert_eq!(b[0].field.as_deref(), Some("spec.port"));
         assert!(b[0].message.contains("`a`"), "{}", b[0]);
         assert_eq!(b[0].line, Some(6));

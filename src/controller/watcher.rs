@@ -12,15 +12,16 @@ use tokio::sync::Notify;
 /// Watches `dir` and calls `wake.notify_one()` on every change. Dropping the returned
 /// watcher stops watching.
 pub fn watch(dir: &Path, wake: Arc<Notify>) -> notify::Result<RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-        Ok(_) => wake.notify_one(),
-        // An overflowed or failed watch: a wake-up makes the controller re-read everything.
-        Err(err) => {
-            tracing::warn!(%err, "file watcher error; re-reading specs");
-            wake.notify_one();
-        }
-    })?;
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+            Ok(_) => wake.notify_one(),
+            // An overflowed or failed watch: a wake-up makes the controller re-read everything.
+            Err(err) => {
+                tracing::warn!(%err, "file watcher error; re-reading specs");
+                wake.notify_one();
+            }
+        })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -143,25 +143,8 @@ fn write_managed_keys(path: &Path, keys: &BTreeSet<String>) -> Result<(), Settin
     write_atomic(path, text.as_bytes())
 }
 
-/// Temp file in the same folder, fsync, rename over `path`, then fsync the folder.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SettingsError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".devbox-tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err("create a temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_err("sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| io_err("replace", path)(e.error))?;
-    if let Ok(d) = fs::File::open(dir) {
-        // Durability of the rename; not all filesystems support syncing a directory.
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes).map_err(io_err("write", path))
 }
 
 /// Turns JSONC (what VS Code accepts in settings.json) into JSON: removes `//` and `/* */`

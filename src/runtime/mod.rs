@@ -4,8 +4,8 @@
 //! Kubernetes Pod per server, say) can be added without touching it or the API. The one
 //! backend today, [`process::ProcessRuntime`], runs code-server as local processes.
 
-pub mod procfs;
 pub mod process;
+pub mod procfs;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -69,20 +69,31 @@ impl Instance {
 
     /// Resolves when the instance has exited.
     pub async fn wait(&mut self) -> ExitInfo {
-        match self.exited.wait_for(Option::is_some).await {
-            Ok(status) => status.unwrap_or(ExitInfo::Unknown),
-            // The watcher task is gone; so is anything it could tell us.
-            Err(_) => ExitInfo::Unknown,
-        }
+        wait_exit(&mut self.exited).await
+    }
+}
+
+/// Resolves when `exited` reports an exit.
+pub async fn wait_exit(exited: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
+    match exited.wait_for(Option::is_some).await {
+        Ok(status) => status.unwrap_or(ExitInfo::Unknown),
+        // The watcher task is gone; so is anything it could tell us.
+        Err(_) => ExitInfo::Unknown,
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot open log file {path}: {source}")]
-    LogFile { path: PathBuf, source: std::io::Error },
+    LogFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start {program}: {source}")]
-    Spawn { program: PathBuf, source: std::io::Error },
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
     #[error("process group {pgid} still alive after SIGKILL")]
     Unkillable { pgid: u32 },
 }
@@ -90,11 +101,18 @@ pub enum RuntimeError {
 /// The narrow interface between the reconciler and whatever runs servers.
 pub trait Runtime: Send + Sync + 'static {
     /// Starts an instance; returns once the process exists (not yet healthy).
-    fn start(&self, plan: &LaunchPlan) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
+    fn start(
+        &self,
+        plan: &LaunchPlan,
+    ) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
 
     /// Stops an instance and everything it spawned: a polite signal, `grace` to exit,
     /// then force. Returns once nothing of it is left.
-    fn stop(&self, record: &ProcessRecord, grace: Duration) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn stop(
+        &self,
+        record: &ProcessRecord,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Takes over an instance recorded by an earlier devbox, if it still runs.
     fn adopt(&self, record: &ProcessRecord) -> Option<Instance>;

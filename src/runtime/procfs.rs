@@ -23,7 +23,8 @@ impl ProcStat {
 
 /// Reads `/proc/<pid>/stat`; `None` when the process does not exist.
 pub fn stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let text =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     parse_stat(&text)
 }
 
@@ -67,9 +68,13 @@ mod tests {
 
     #[test]
     fn parses_comm_with_spaces_and_parens() {
-        let line = "1234 (node (x) y) S 1 1234 1234 0 -1 4194560 0 0 0 0 5 6 0 0 20 0 11 0 987654 0 0";
+        let line =
+            "1234 (node (x) y) S 1 1234 1234 0 -1 4194560 0 0 0 0 5 6 0 0 20 0 11 0 987654 0 0";
         let s = parse_stat(line).unwrap();
-        assert_eq!((s.pid, s.state, s.pgrp, s.start_ticks), (1234, 'S', 1234, 987654));
+        assert_eq!(
+            (s.pid, s.state, s.pgrp, s.start_ticks),
+            (1234, 'S', 1234, 987654)
+        );
     }
 
     #[test]
