@@ -1,0 +1,187 @@
+//! Provisioning with real code-server: a .vsix built by the test, a marketplace id that
+//! fails (no gallery in the test config) without blocking the start, a git workspace
+//! cloned from a local repository, a zip workspace, and a zip-slip archive rejected.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Devbox, wait_for};
+
+/// A minimal VS Code extension package.
+fn write_vsix(path: &Path, publisher: &str, name: &str) {
+    let file = std::fs::File::create(path).expect("create vsix");
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default();
+    let manifest = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<PackageManifest Version="2.0.0" xmlns="http://schemas.microsoft.com/developer/vsx-schema/2011">
+  <Metadata><Identity Language="en-US" Id="{name}" Version="0.0.1" Publisher="{publisher}"/>
+  <DisplayName>{name}</DisplayName><Description xml:space="preserve">test</Description>
+  <Properties><Property Id="Microsoft.VisualStudio.Code.Engine" Value="^1.60.0"/></Properties></Metadata>
+  <Installation><InstallationTarget Id="Microsoft.VisualStudio.Code"/></Installation>
+  <Dependencies/>
+  <Assets><Asset Type="Microsoft.VisualStudio.Code.Manifest" Path="extension/package.json" Addressable="true"/></Assets>
+</PackageManifest>"#
+    );
+    let content_types = r#"<?xml version="1.0" encoding="utf-8"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension=".json" ContentType="application/json"/><Default Extension=".vsixmanifest" ContentType="text/xml"/></Types>"#;
+    let package = format!(
+        r#"{{"name":"{name}","publisher":"{publisher}","version":"0.0.1","engines":{{"vscode":"^1.60.0"}}}}"#
+    );
+    for (entry, text) in [
+        ("extension.vsixmanifest", manifest.as_str()),
+        ("[Content_Types].xml", content_types),
+        ("extension/package.json", package.as_str()),
+    ] {
+        zip.start_file(entry, options).expect("zip entry");
+        zip.write_all(text.as_bytes()).expect("zip write");
+    }
+    zip.finish().expect("zip finish");
+}
+
+fn write_zip(path: &Path, entries: &[(&str, &str)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).expect("create zip"));
+    for (entry, text) in entries {
+        zip.start_file(*entry, zip::write::SimpleFileOptions::default())
+            .expect("entry");
+        zip.write_all(text.as_bytes()).expect("write");
+    }
+    zip.finish().expect("finish");
+}
+
+#[test]
+fn vsix_installs_and_a_failing_marketplace_id_does_not_block_the_start() {
+    let devbox = Devbox::start();
+    write_vsix(
+        &devbox.path("vsix/local-tool.vsix"),
+        "devbox-test",
+        "local-tool",
+    );
+    devbox.write_spec(
+        "ext",
+        "  state: running\n  extensions: [local-tool.vsix, acme.not-there]\n",
+    );
+    devbox.wait_running("ext");
+
+    let status = devbox.status("ext").expect("status");
+    let results = status["extension_results"].as_array().expect("results");
+    assert_eq!(results[0]["extension"], "local-tool.vsix");
+    assert_eq!(results[0]["state"], "installed", "{status}");
+    assert_eq!(results[1]["extension"], "acme.not-there");
+    assert_eq!(results[1]["state"], "failed");
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gallery"),
+        "the error says why: {status}"
+    );
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let listed = Command::new(&devbox.code_server)
+        .arg("--extensions-dir")
+        .arg(devbox.state().join("servers/ext/extensions"))
+        .arg("--list-extensions")
+        .env("XDG_CONFIG_HOME", scratch.path())
+        .env("XDG_DATA_HOME", scratch.path())
+        .output()
+        .expect("code-server --list-extensions");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.lines().any(|l| l.trim() == "devbox-test.local-tool"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn git_workspace_is_cloned_at_its_ref() {
+    let repo_dir = tempfile::tempdir().expect("temp dir");
+    let repo = git2::Repository::init(repo_dir.path()).expect("init");
+    let signature = git2::Signature::now("Test", "test@example.com").expect("signature");
+    let commit_file = |file: &str, parents: &[&git2::Commit<'_>]| {
+        std::fs::write(repo_dir.path().join(file), file).expect("write");
+        let mut index = repo.index().expect("index");
+        index.add_path(Path::new(file)).expect("add");
+        index.write().expect("write index");
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("find tree");
+        let oid = repo
+            .commit(None, &signature, &signature, file, &tree, parents)
+            .expect("commit");
+        repo.find_commit(oid).expect("find commit")
+    };
+    let first = commit_file("README.md", &[]);
+    repo.branch("main", &first, true).expect("main");
+    repo.set_head("refs/heads/main").expect("head");
+    let second = commit_file("lesson-2.md", &[&first]);
+    repo.branch("lesson-2", &second, true).expect("branch");
+
+    let devbox = Devbox::start();
+    let url = format!("file://{}", repo_dir.path().display());
+    devbox.write_spec(
+        "cloned",
+        &format!("  state: running\n  workspace:\n    git: {{url: '{url}', ref: lesson-2}}\n"),
+    );
+    devbox.wait_running("cloned");
+    let workspace = devbox.state().join("workspaces/cloned");
+    assert!(workspace.join("README.md").is_file());
+    assert!(
+        workspace.join("lesson-2.md").is_file(),
+        "the branch was checked out"
+    );
+}
+
+#[test]
+fn zip_workspace_is_extracted_and_zip_slip_is_rejected() {
+    let devbox = Devbox::start();
+    let archive = devbox.path("project.zip");
+    write_zip(
+        &archive,
+        &[
+            ("project/src/main.py", "print('hi')\n"),
+            ("project/README.md", "# hi\n"),
+        ],
+    );
+    devbox.write_spec(
+        "zipped",
+        &format!(
+            "  state: running\n  workspace:\n    zip: {}\n",
+            archive.display()
+        ),
+    );
+    devbox.wait_running("zipped");
+    let workspace = devbox.state().join("workspaces/zipped");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("src/main.py")).expect("extracted"),
+        "print('hi')\n"
+    );
+
+    let evil = devbox.path("evil.zip");
+    write_zip(&evil, &[("ok.txt", "fine"), ("../../escaped.txt", "pwned")]);
+    devbox.write_spec(
+        "slip",
+        &format!(
+            "  state: running\n  workspace:\n    zip: {}\n",
+            evil.display()
+        ),
+    );
+    let server = wait_for("slip to fail", Duration::from_secs(30), || {
+        devbox.server("slip").filter(|s| s["status"] == "failed")
+    });
+    let message = server["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("escaped.txt"),
+        "the error names the entry: {message}"
+    );
+    assert!(server["pid"].is_null());
+    assert!(!devbox.path("escaped.txt").exists() && !devbox.state().join("escaped.txt").exists());
+    assert!(
+        !devbox.state().join("workspaces/slip").exists(),
+        "nothing half-extracted"
+    );
+}
