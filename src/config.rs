@@ -109,7 +109,8 @@ pub struct UiConfig {
 impl Default for UiConfig {
     fn default() -> Self {
         Self {
-            default_extension_groups: vec!["python".into(), "jupyter".into()],
+            // A file that defines its own groups picks its own defaults.
+            default_extension_groups: Vec::new(),
             settings: UiSettings::default(),
             workspace: WorkspaceSettings::default(),
         }
@@ -585,7 +586,14 @@ mod tests {
     fn embedded_default_is_valid_and_matches_rust_defaults() {
         let config = Config::embedded_default();
         assert_eq!(config.server, ServerSettings::default());
-        assert_eq!(config.ui, UiConfig::default());
+        assert_eq!(config.ui.default_extension_groups, ["python", "jupyter"]);
+        assert_eq!(
+            config.ui,
+            UiConfig {
+                default_extension_groups: config.ui.default_extension_groups.clone(),
+                ..UiConfig::default()
+            }
+        );
         assert_eq!(config.code_server, CodeServerSettings::default());
         assert_eq!(config.controller, ControllerSettings::default());
         assert!(config.extension_groups.contains_key("python"));

@@ -46,6 +46,10 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
         if let Some(cut) = message.find(" at line ") {
             message.truncate(cut);
         }
+        // serde_yaml also prefixes some messages with the path; it has its own field.
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_owned();
+        }
         let field = (path != "." && !path.is_empty()).then_some(path);
         let (line, column) = match location {
             Some(loc) => (Some(loc.line()), Some(loc.column())),

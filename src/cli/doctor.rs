@@ -108,15 +108,19 @@ fn code_server(binary: &Path) -> Check {
     // `--version` would otherwise create ~/.config/code-server/config.yaml.
     let output = Command::new(binary)
         .arg("--version")
+        .arg("--config")
+        .arg(scratch.join("config.yaml"))
         .env("XDG_CONFIG_HOME", &scratch)
         .env("XDG_DATA_HOME", &scratch)
         .output();
     let _ = std::fs::remove_dir_all(&scratch);
     match output {
         Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout)
+            // The version line looks like `4.100.3 <commit> with Code 1.100.3`.
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let version = stdout
                 .lines()
-                .next()
+                .find(|l| l.starts_with(|c: char| c.is_ascii_digit()))
                 .unwrap_or_default()
                 .to_owned();
             Check {
