@@ -97,24 +97,13 @@ impl PortRange {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct UiConfig {
-    /// Groups preselected in the UI's create form.
+    /// Groups preselected in the UI's create form (none unless the file names some).
     pub default_extension_groups: Vec<String>,
     pub settings: UiSettings,
     pub workspace: WorkspaceSettings,
-}
-
-impl Default for UiConfig {
-    fn default() -> Self {
-        Self {
-            // A file that defines its own groups picks its own defaults.
-            default_extension_groups: Vec::new(),
-            settings: UiSettings::default(),
-            workspace: WorkspaceSettings::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -370,10 +359,10 @@ impl Config {
                 *dir = absolute;
             }
         }
-        if let Some(source) = config.source.as_mut() {
-            if let Ok(absolute) = std::path::absolute(&*source) {
-                *source = absolute;
-            }
+        if let Some(source) = config.source.as_mut()
+            && let Ok(absolute) = std::path::absolute(&*source)
+        {
+            *source = absolute;
         }
         Ok(config)
     }
@@ -526,10 +515,10 @@ impl Config {
                         ));
                     }
                 }
-                if !item.github_url.is_empty() {
-                    if let Err(message) = self.check_git_url(&item.github_url) {
-                        problems.push((format!("{at}.github_url"), message));
-                    }
+                if !item.github_url.is_empty()
+                    && let Err(message) = self.check_git_url(&item.github_url)
+                {
+                    problems.push((format!("{at}.github_url"), message));
                 }
             }
         }

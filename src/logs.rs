@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(tail.read_new(1000).unwrap(), ["one"]);
         f.write_all(b"o\n").unwrap();
         assert_eq!(tail.read_new(1000).unwrap(), ["two"]);
-        f.write_all(&vec![b'x'; 50]).unwrap();
+        f.write_all(&[b'x'; 50]).unwrap();
         f.write_all(b"\n").unwrap();
         assert_eq!(tail.read_new(20).unwrap().len(), 1);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "rotated");

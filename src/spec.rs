@@ -365,13 +365,13 @@ pub fn resolve(
             ));
         }
     }
-    if let Some(name) = &meta.display_name {
-        if name.is_empty() || name.chars().any(char::is_control) {
-            problems.push((
-                "metadata.display_name".into(),
-                "must be non-empty text without control characters".into(),
-            ));
-        }
+    if let Some(name) = &meta.display_name
+        && (name.is_empty() || name.chars().any(char::is_control))
+    {
+        problems.push((
+            "metadata.display_name".into(),
+            "must be non-empty text without control characters".into(),
+        ));
     }
 
     if !problems.is_empty() {

@@ -22,15 +22,27 @@ fn devbox(args: &[&str]) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 #[test]
 fn shipped_config_and_examples_are_valid() {
-    let out = devbox(&["validate", repo("config/devbox.yaml").to_str().unwrap_or_default()]);
+    let out = devbox(&[
+        "validate",
+        repo("config/devbox.yaml").to_str().unwrap_or_default(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let config = repo("examples/config/devbox.yaml");
-    let out = devbox(&["--config", config.to_str().unwrap_or_default(), "validate", repo("examples").to_str().unwrap_or_default()]);
+    let out = devbox(&[
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "validate",
+        repo("examples").to_str().unwrap_or_default(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("ok: 7 file(s) valid"), "{}", text(&out));
 }
@@ -40,12 +52,22 @@ fn validate_reports_every_problem_of_every_file_with_its_location() {
     let dir = tempfile::tempdir().expect("temp dir");
     let nested = dir.path().join("nested");
     std::fs::create_dir(&nested).expect("mkdir");
-    let spec = |name: &str, body: &str| format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}");
-    std::fs::write(dir.path().join("a.yaml"), spec("a", "  port: 1\n  extension_groups: [python, ghost]\n")).expect("write");
+    let spec = |name: &str, body: &str| {
+        format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}")
+    };
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        spec("a", "  port: 1\n  extension_groups: [python, ghost]\n"),
+    )
+    .expect("write");
     std::fs::write(nested.join("b.yaml"), spec("b", "  state: paused\n")).expect("write");
     std::fs::write(nested.join("c.yml"), spec("c", "  port: 8050\n")).expect("write");
     std::fs::write(nested.join("d.yml"), spec("d", "  port: 8050\n")).expect("write");
-    std::fs::write(dir.path().join("config.yaml"), "server:\n  code_server_port_range: {start: 9000, end: 8000}\n").expect("write");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "server:\n  code_server_port_range: {start: 9000, end: 8000}\n",
+    )
+    .expect("write");
 
     let out = devbox(&["validate", dir.path().to_str().unwrap_or_default()]);
     let report = text(&out);
@@ -55,13 +77,28 @@ fn validate_reports_every_problem_of_every_file_with_its_location() {
     let d = nested.join("d.yml");
     let c = dir.path().join("config.yaml");
     for expected in [
-        format!("{}:6:3: spec.port: port 1 is outside the range 8010-8100", a.display()),
-        format!("{}:7:3: spec.extension_groups[1]: unknown extension group `ghost`", a.display()),
+        format!(
+            "{}:6:3: spec.port: port 1 is outside the range 8010-8100",
+            a.display()
+        ),
+        format!(
+            "{}:7:3: spec.extension_groups[1]: unknown extension group `ghost`",
+            a.display()
+        ),
         format!("{}:6:10: spec.state: unknown variant `paused`", b.display()),
-        format!("{}:6:3: spec.port: port 8050 is already claimed by server `c`", d.display()),
-        format!("{}:2:3: server.code_server_port_range: start (9000) must be below end (8000)", c.display()),
+        format!(
+            "{}:6:3: spec.port: port 8050 is already claimed by server `c`",
+            d.display()
+        ),
+        format!(
+            "{}:2:3: server.code_server_port_range: start (9000) must be below end (8000)",
+            c.display()
+        ),
     ] {
-        assert!(report.contains(&expected), "missing {expected:?} in:\n{report}");
+        assert!(
+            report.contains(&expected),
+            "missing {expected:?} in:\n{report}"
+        );
     }
     assert!(report.contains("5 problem(s) in 5 file(s)"), "{report}");
 }
@@ -69,7 +106,11 @@ fn validate_reports_every_problem_of_every_file_with_its_location() {
 #[test]
 fn committed_schemas_match_the_binary() {
     let out_dir = tempfile::tempdir().expect("temp dir");
-    let out = devbox(&["schema", "--out", out_dir.path().to_str().unwrap_or_default()]);
+    let out = devbox(&[
+        "schema",
+        "--out",
+        out_dir.path().to_str().unwrap_or_default(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     for file in ["devserver.schema.json", "config.schema.json"] {
         let generated = std::fs::read_to_string(out_dir.path().join(file)).expect("generated");
@@ -87,17 +128,30 @@ fn apply_checks_everything_before_writing_and_delete_removes() {
     let specs = dir.path().join("specs");
     let input = dir.path().join("input");
     std::fs::create_dir_all(&input).expect("mkdir");
-    let spec = |name: &str, body: &str| format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}");
+    let spec = |name: &str, body: &str| {
+        format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}")
+    };
     // The file name does not matter; the spec's name does.
-    std::fs::write(input.join("first.yaml"), spec("web-1", "  state: stopped\n  port: 8030\n")).expect("write");
+    std::fs::write(
+        input.join("first.yaml"),
+        spec("web-1", "  state: stopped\n  port: 8030\n"),
+    )
+    .expect("write");
     std::fs::write(input.join("second.yaml"), spec("web-2", "  port: 8030\n")).expect("write");
     let specs_arg = specs.to_str().unwrap_or_default();
     let input_arg = input.to_str().unwrap_or_default();
 
     let out = devbox(&["--specs", specs_arg, "apply", "-f", input_arg]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("port 8030 is already claimed by server `web-1`"), "{}", text(&out));
-    assert!(!specs.join("web-1.yaml").exists(), "nothing is written when one file is bad");
+    assert!(
+        text(&out).contains("port 8030 is already claimed by server `web-1`"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !specs.join("web-1.yaml").exists(),
+        "nothing is written when one file is bad"
+    );
 
     std::fs::write(input.join("second.yaml"), spec("web-2", "  port: 8031\n")).expect("write");
     let out = devbox(&["--specs", specs_arg, "apply", "-f", input_arg]);
@@ -108,7 +162,11 @@ fn apply_checks_everything_before_writing_and_delete_removes() {
         "the text is kept as written"
     );
     assert!(specs.join("web-2.yaml").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(&specs).expect("ls").flatten().map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&specs)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
 
     let out = devbox(&["--specs", specs_arg, "delete", "web-1"]);
@@ -128,7 +186,11 @@ fn get_reads_the_state_dir_without_a_running_devbox() {
     let (_, port) = devbox.wait_running("offline");
     devbox.terminate();
 
-    let out = devbox.command().args(["get", "-o", "json"]).output().expect("get");
+    let out = devbox
+        .command()
+        .args(["get", "-o", "json"])
+        .output()
+        .expect("get");
     assert!(out.status.success(), "{}", text(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(rows[0]["name"], "offline");
@@ -136,13 +198,28 @@ fn get_reads_the_state_dir_without_a_running_devbox() {
     assert_eq!(rows[0]["phase"], "stopped");
     assert_eq!(rows[0]["port"], port);
 
-    let out = devbox.command().args(["get", "offline"]).output().expect("get");
+    let out = devbox
+        .command()
+        .args(["get", "offline"])
+        .output()
+        .expect("get");
     let table = text(&out);
     assert!(table.starts_with("NAME"), "{table}");
-    assert!(table.contains("offline") && table.contains(&port.to_string()), "{table}");
-    let out = devbox.command().args(["get", "offline", "-o", "yaml"]).output().expect("get");
+    assert!(
+        table.contains("offline") && table.contains(&port.to_string()),
+        "{table}"
+    );
+    let out = devbox
+        .command()
+        .args(["get", "offline", "-o", "yaml"])
+        .output()
+        .expect("get");
     assert!(text(&out).contains("phase: stopped"), "{}", text(&out));
-    let out = devbox.command().args(["get", "nobody"]).output().expect("get");
+    let out = devbox
+        .command()
+        .args(["get", "nobody"])
+        .output()
+        .expect("get");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 
@@ -151,7 +228,10 @@ fn doctor_finds_code_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(devbox_bin())
         .args(["--specs", dir.path().join("s").to_str().unwrap_or_default()])
-        .args(["--state-dir", dir.path().join("st").to_str().unwrap_or_default()])
+        .args([
+            "--state-dir",
+            dir.path().join("st").to_str().unwrap_or_default(),
+        ])
         .arg("doctor")
         .env("DEVBOX_CODE_SERVER", common::code_server())
         .output()

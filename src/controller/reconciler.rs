@@ -836,17 +836,13 @@ impl<R: Runtime> ServerTask<R> {
         }
         self.ctx.ports.release(&name);
         self.ctx.logs.forget(&name);
-        if let Err(err) = std::fs::remove_dir_all(&self.dir) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(%err, dir = %self.dir.display(), "cannot remove server data");
-            }
+        if let Err(err) = crate::fsutil::remove_dir_if_exists(&self.dir) {
+            tracing::warn!(%err, dir = %self.dir.display(), "cannot remove server data");
         }
         if self.ctx.config.controller.purge_workspace_on_delete {
             let workspace = self.ctx.statuses.state_dir().join("workspaces").join(&name);
-            if let Err(err) = std::fs::remove_dir_all(&workspace) {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(%err, "cannot purge workspace");
-                }
+            if let Err(err) = crate::fsutil::remove_dir_if_exists(&workspace) {
+                tracing::warn!(%err, "cannot purge workspace");
             }
         }
         tracing::info!("deleted and forgotten");

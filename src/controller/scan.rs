@@ -67,12 +67,12 @@ pub fn scan(
         let Some(name) = file.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
             continue;
         };
-        if desired.contains_key(&name) {
+        if let Some(entry) = desired.get_mut(&name) {
             let diag = Diagnostic::file(
                 &file,
                 format!("another file in {} already defines `{name}`", dir.display()),
             );
-            desired.insert(name, Desired::Invalid(Arc::new(vec![diag])));
+            *entry = Desired::Invalid(Arc::new(vec![diag]));
             continue;
         }
         let outcome = match std::fs::read_to_string(&file) {

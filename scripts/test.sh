@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs (idempotent: fast when already done) and runs
+# it: formatting and lint checks, then every unit and end-to-end test against real
+# code-server. This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# Rust components used below (already present on most toolchains).
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    log "installing Rust component $component"
+    rustup component add "$component"
+  fi
+done
+
+# code-server (installs 4.100.3 under .tools/ unless a 4.x is already available).
+DEVBOX_CODE_SERVER=$(scripts/install-code-server.sh | tail -n1)
+export DEVBOX_CODE_SERVER
+log "code-server: $DEVBOX_CODE_SERVER"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+log "cargo test"
+cargo test --locked --no-fail-fast "$@"
