@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# Debian packages the build and code-server need (a no-op when all are present).
+scripts/install-system-deps.sh
 DEVBOX_CODE_SERVER=$(scripts/install-code-server.sh | tail -n1)
 export DEVBOX_CODE_SERVER
 cargo build --release --locked

@@ -15,6 +15,8 @@ for component in rustfmt clippy; do
   fi
 done
 
+# Debian packages the build and code-server need (a no-op when all are present).
+scripts/install-system-deps.sh
 # code-server (installs 4.100.3 under .tools/ unless a 4.x is already available).
 DEVBOX_CODE_SERVER=$(scripts/install-code-server.sh | tail -n1)
 export DEVBOX_CODE_SERVER

@@ -176,3 +176,21 @@ fn sigterm_stops_every_server() {
     );
     assert_eq!(devbox.status("a").expect("status kept")["phase"], "stopped");
 }
+
+#[test]
+fn idle_server_is_stopped_and_starts_again_when_its_spec_changes() {
+    let devbox = Devbox::start();
+    devbox.write_spec("sleepy", "  state: running\n  idle_timeout: 2s\n");
+    let (pid, _) = devbox.wait_running("sleepy");
+    // No browser ever connects: code-server reports `expired`, and after 2 s devbox culls it.
+    let stopped = devbox.wait_status("sleepy", "stopped");
+    let message = stopped["message"].as_str().unwrap_or_default();
+    assert!(message.contains("without a connected browser"), "{message}");
+    wait_for("sleepy's processes to end", Duration::from_secs(10), || {
+        (!group_alive(pid)).then_some(())
+    });
+
+    devbox.write_spec("sleepy", "  state: running\n  idle_timeout: 1h\n");
+    let (pid2, _) = devbox.wait_running("sleepy");
+    assert_ne!(pid2, pid);
+}

@@ -22,9 +22,9 @@ pub struct Observed<'a> {
     pub running: bool,
     /// Hash of the spec the running process was started from.
     pub applied_hash: Option<&'a str>,
-    /// The process exited and its restart policy says to stay down until this spec
-    /// hash changes.
-    pub halted_hash: Option<&'a str>,
+    /// The process exited (and its restart policy says so) or was stopped for being
+    /// idle: it stays down while the spec is exactly this one.
+    pub halted: Option<&'a ServerSpec>,
     /// A restart after a failure is scheduled for later.
     pub retry_pending: bool,
 }
@@ -52,9 +52,7 @@ pub fn decide(target: Target<'_>, observed: &Observed<'_>) -> Action {
                 Action::Nothing
             }
             (DesiredState::Running, true) => Action::Restart,
-            (DesiredState::Running, false) if observed.halted_hash == Some(spec.hash.as_str()) => {
-                Action::Nothing
-            }
+            (DesiredState::Running, false) if observed.halted == Some(spec) => Action::Nothing,
             (DesiredState::Running, false) if observed.retry_pending => Action::Nothing,
             (DesiredState::Running, false) => Action::Start,
         },
@@ -98,7 +96,7 @@ mod tests {
         };
         assert_eq!(decide(Target::Spec(&s), &retry), Action::Nothing);
         let halted = Observed {
-            halted_hash: Some(&s.hash),
+            halted: Some(&s),
             ..Observed::default()
         };
         assert_eq!(decide(Target::Spec(&s), &halted), Action::Nothing);

@@ -17,13 +17,14 @@ use super::Context;
 use super::decide::{Action, Observed, Target, decide};
 use super::scan::Desired;
 use crate::config::ShutdownPolicy;
+use crate::health::Healthz;
 use crate::logs::{Level, ServerIdent};
 use crate::provision::{
     self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
 };
 use crate::runtime::process::kill_leftovers;
 use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime, wait_exit};
-use crate::spec::{RestartPolicy, ServerSpec, id_for_name};
+use crate::spec::{DesiredState, RestartPolicy, ServerSpec, id_for_name};
 use crate::status::{ExtensionStatus, Phase, ServerStatus, rfc3339, server_dir};
 
 /// A process healthy this long has recovered: its crash counter starts again at zero.
@@ -71,7 +72,7 @@ struct ServerTask<R> {
     /// The last spec that was successfully applied (started or stopped from).
     applied: Option<Arc<ServerSpec>>,
     applied_hash: Option<String>,
-    halted_hash: Option<String>,
+    halted: Option<Arc<ServerSpec>>,
     retry_at: Option<Instant>,
     healthy_since: Option<Instant>,
     health_failures: u32,
@@ -104,7 +105,7 @@ impl<R: Runtime> ServerTask<R> {
             tail: None,
             applied: None,
             applied_hash: None,
-            halted_hash: None,
+            halted: None,
             retry_at: None,
             healthy_since: None,
             health_failures: 0,
@@ -264,7 +265,7 @@ impl<R: Runtime> ServerTask<R> {
         let observed = Observed {
             running: self.instance.is_some(),
             applied_hash: self.applied_hash.as_deref(),
-            halted_hash: self.halted_hash.as_deref(),
+            halted: self.halted.as_deref(),
             retry_pending: self.retry_at.is_some(),
         };
         let action = decide(target, &observed);
@@ -284,25 +285,32 @@ impl<R: Runtime> ServerTask<R> {
                 self.stop("restarting").await;
                 self.start(spec).await;
             }
-            (Action::Nothing, Some(spec)) => self.settle(&spec),
+            (Action::Nothing, Some(spec)) if self.instance.is_some() => {
+                // Running from this very spec (e.g. adopted): remember it as applied.
+                if self.applied_hash.as_deref() == Some(spec.hash.as_str()) {
+                    self.applied = Some(spec);
+                }
+            }
+            (Action::Nothing, Some(spec)) if spec.state == DesiredState::Stopped => {
+                self.settle_stopped(&spec)
+            }
             _ => {}
         }
         false
     }
 
-    /// Brings the status of an idle server in line with its spec (e.g. a fresh stopped spec).
-    fn settle(&mut self, spec: &Arc<ServerSpec>) {
-        if self.instance.is_some() || self.retry_at.is_some() || self.halted_hash.is_some() {
-            return;
-        }
+    /// A stopped spec and no process: clear pending retries and halts (the user has
+    /// taken over) and record the server as stopped.
+    fn settle_stopped(&mut self, spec: &Arc<ServerSpec>) {
+        self.retry_at = None;
+        self.halted = None;
         self.applied = Some(spec.clone());
         let extensions: Vec<String> = spec.extensions.iter().map(ExtensionRef::label).collect();
         let workspace = self.workspace_path(spec);
         self.set_status(|s| {
-            if matches!(s.phase, Phase::Pending | Phase::Invalid | Phase::Stopping) {
-                s.phase = Phase::Stopped;
-                s.message = None;
-            }
+            s.phase = Phase::Stopped;
+            s.message = None;
+            s.next_retry_at = None;
             s.extensions = extensions;
             s.workspace_path = Some(workspace);
             if s.port.is_none() {
@@ -324,7 +332,7 @@ impl<R: Runtime> ServerTask<R> {
     }
 
     async fn start(&mut self, spec: Arc<ServerSpec>) {
-        self.halted_hash = None;
+        self.halted = None;
         self.applied = Some(spec.clone());
         let port = match self.ctx.ports.reserve(self.name(), spec.port) {
             Ok(port) => port,
@@ -625,7 +633,7 @@ impl<R: Runtime> ServerTask<R> {
             return true;
         }
         match &*self.desired.borrow() {
-            Desired::Spec(spec) => spec.state == crate::spec::DesiredState::Stopped,
+            Desired::Spec(spec) => spec.state == DesiredState::Stopped,
             Desired::Invalid(_) => false,
             Desired::Deleted => true,
         }
@@ -705,7 +713,7 @@ impl<R: Runtime> ServerTask<R> {
             let reason = format!("code-server exited ({exit}){}", self.crash_lines());
             self.fail(reason, true);
         } else {
-            self.halted_hash = self.applied.as_ref().map(|s| s.hash.clone());
+            self.halted = self.applied.clone();
             let phase = if exit.is_success() {
                 Phase::Stopped
             } else {
@@ -784,7 +792,10 @@ impl<R: Runtime> ServerTask<R> {
             return;
         };
         match self.ctx.health.check(port, Duration::from_secs(2)).await {
-            Ok(_) => {
+            Ok(healthz) => {
+                if self.is_idle(&healthz) {
+                    return self.cull_idle().await;
+                }
                 if self.health_failures > 0 {
                     self.event(Level::Info, "health check passes again");
                 }
@@ -821,6 +832,43 @@ impl<R: Runtime> ServerTask<R> {
                 }
             }
         }
+    }
+
+    /// Whether no browser has been active for longer than the spec's `idle_timeout`.
+    /// code-server says `expired` once no client was active in the last minute, and
+    /// `lastHeartbeat` is when one last was (0 when none ever connected: then the time
+    /// since the instance became healthy counts).
+    fn is_idle(&self, healthz: &Healthz) -> bool {
+        let Some(limit) = self.applied.as_ref().and_then(|s| s.idle_timeout) else {
+            return false;
+        };
+        if healthz.status != "expired" {
+            return false;
+        }
+        let idle_for = if healthz.last_heartbeat > 0 {
+            let last = SystemTime::UNIX_EPOCH + Duration::from_millis(healthz.last_heartbeat);
+            SystemTime::now().duration_since(last).unwrap_or_default()
+        } else {
+            self.healthy_since.map_or(Duration::ZERO, |at| at.elapsed())
+        };
+        idle_for > limit.get()
+    }
+
+    /// Stops an idle server and keeps it down until its spec changes.
+    async fn cull_idle(&mut self) {
+        let limit = self
+            .applied
+            .as_ref()
+            .and_then(|s| s.idle_timeout)
+            .unwrap_or_default();
+        let halted = self.applied.clone();
+        self.stop("idle").await;
+        self.halted = halted;
+        let message = format!(
+            "stopped after {limit} without a connected browser; it starts again when its spec changes"
+        );
+        self.event(Level::Info, message.clone());
+        self.set_status(|s| s.message = Some(message));
     }
 
     /// The spec file is gone: stop, then forget everything but the workspace (unless
