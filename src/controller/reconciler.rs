@@ -285,11 +285,12 @@ impl<R: Runtime> ServerTask<R> {
                 self.stop("restarting").await;
                 self.start(spec).await;
             }
-            (Action::Nothing, Some(spec)) if self.instance.is_some() => {
-                // Running from this very spec (e.g. adopted): remember it as applied.
-                if self.applied_hash.as_deref() == Some(spec.hash.as_str()) {
-                    self.applied = Some(spec);
-                }
+            // Running from this very spec (e.g. adopted): remember it as applied.
+            (Action::Nothing, Some(spec))
+                if self.instance.is_some()
+                    && self.applied_hash.as_deref() == Some(spec.hash.as_str()) =>
+            {
+                self.applied = Some(spec);
             }
             (Action::Nothing, Some(spec)) if spec.state == DesiredState::Stopped => {
                 self.settle_stopped(&spec)
