@@ -12,6 +12,7 @@ use crate::runtime::process::ProcessRuntime;
 
 pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     init_tracing();
+    set_git_network_timeouts(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +76,22 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutdown requested");
+}
+
+/// A git server that accepts the connection and then stalls would hang a clone forever:
+/// the clone's own deadline only fires while data flows. libgit2's socket timeouts
+/// cover the rest.
+fn set_git_network_timeouts(config: &Config) {
+    let read_ms = i32::try_from(config.ui.workspace.git_timeout.get().as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: libgit2 keeps these in unsynchronised globals; this runs before the async
+    // runtime (or any other thread) exists, so nothing can read them concurrently.
+    let result = unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(30_000)
+            .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(read_ms))
+    };
+    if let Err(err) = result {
+        tracing::warn!(%err, "cannot set git network timeouts");
+    }
 }
 
 fn init_tracing() {

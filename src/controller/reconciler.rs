@@ -22,7 +22,6 @@ use crate::logs::{Level, ServerIdent};
 use crate::provision::{
     self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
 };
-use crate::runtime::process::kill_leftovers;
 use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime, wait_exit};
 use crate::spec::{DesiredState, RestartPolicy, ServerSpec, id_for_name};
 use crate::status::{ExtensionStatus, Phase, ServerStatus, rfc3339, server_dir};
@@ -176,7 +175,7 @@ impl<R: Runtime> ServerTask<R> {
                 });
             }
             None => {
-                kill_leftovers(record.pgid).await;
+                self.ctx.runtime.clean_up(&self.ident.name, &record).await;
                 self.event(
                     Level::Warn,
                     format!("process {} ended while devbox was away", record.pid),
@@ -682,7 +681,7 @@ impl<R: Runtime> ServerTask<R> {
             return;
         };
         // Children may still hold the port for a few seconds after the launcher died.
-        kill_leftovers(instance.record.pgid).await;
+        self.ctx.runtime.clean_up(&self.ident.name, &instance.record).await;
         self.stop_tail();
         self.applied_hash = None;
         let stable = self

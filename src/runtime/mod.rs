@@ -116,4 +116,9 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Takes over an instance recorded by an earlier devbox, if it still runs.
     fn adopt(&self, record: &ProcessRecord) -> Option<Instance>;
+
+    /// Kills what is left of server `server`'s instance after its launcher is gone
+    /// (children can hold the port for seconds). Never touches anything that is not
+    /// that server's, even if the process group id has been reused.
+    fn clean_up(&self, server: &str, record: &ProcessRecord) -> impl Future<Output = ()> + Send;
 }

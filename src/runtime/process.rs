@@ -54,6 +54,8 @@ impl Runtime for ProcessRuntime {
             command.env_remove(key);
         }
         command.envs(plan.env.iter().map(|(k, v)| (k, v)));
+        // Inherited by every child: how `clean_up` recognises this instance's processes.
+        command.env(INSTANCE_TAG_VAR, &plan.server);
         let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
             program: plan.program.clone(),
             source,
@@ -91,6 +93,23 @@ impl Runtime for ProcessRuntime {
         }
     }
 
+    async fn clean_up(&self, server: &str, record: &ProcessRecord) {
+        let tag = instance_tag(server);
+        let ours = || -> Vec<u32> {
+            procfs::group_members(record.pgid)
+                .into_iter()
+                .filter(|pid| procfs::environ_has(*pid, &tag))
+                .collect()
+        };
+        for pid in ours() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + KILL_WAIT;
+        while !ours().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+
     fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
         if !procfs::is_same_process_alive(record.pid, record.start_ticks) {
             return None;
@@ -111,18 +130,6 @@ impl Runtime for ProcessRuntime {
     }
 }
 
-/// Kills whatever is left of a group whose leader is gone (after a crash, children can
-/// keep a port for seconds). Never touches a group that is not ours: callers only pass
-/// pgids recorded for one of our instances whose leader started at the recorded time.
-pub async fn kill_leftovers(pgid: u32) {
-    if procfs::group_members(pgid).is_empty() {
-        return;
-    }
-    let group = Pid::from_raw(pgid as i32);
-    signal_group(group, Signal::SIGKILL);
-    wait_group_gone(pgid, KILL_WAIT).await;
-}
-
 /// Sends `signal` to the group; false when the group does not exist.
 fn signal_group(group: Pid, signal: Signal) -> bool {
     killpg(group, signal).is_ok()
@@ -140,6 +147,13 @@ async fn wait_group_gone(pgid: u32, limit: Duration) -> bool {
         }
         tokio::time::sleep(STOP_POLL).await;
     }
+}
+
+/// Environment variable naming the server every process of an instance belongs to.
+const INSTANCE_TAG_VAR: &str = "DEVBOX_SERVER";
+
+fn instance_tag(server: &str) -> String {
+    format!("{INSTANCE_TAG_VAR}={server}")
 }
 
 fn exit_info(status: std::process::ExitStatus) -> ExitInfo {

@@ -62,6 +62,12 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Whether process `pid`'s environment holds exactly the entry `entry` (`KEY=value`).
+pub fn environ_has(pid: u32, entry: &str) -> bool {
+    std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
+        .is_ok_and(|environ| environ.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +90,8 @@ mod tests {
         assert!(is_same_process_alive(me.pid, me.start_ticks));
         assert!(!is_same_process_alive(me.pid, me.start_ticks + 1));
         assert!(group_members(me.pgrp).contains(&me.pid));
+        let path = std::env::var("PATH").unwrap();
+        assert!(environ_has(me.pid, &format!("PATH={path}")));
+        assert!(!environ_has(me.pid, "PATH=/nowhere-at-all"));
     }
 }
