@@ -69,9 +69,11 @@ impl Metrics {
 
 /// One sample of the given groups, refreshing only their processes.
 pub fn sample(system: &mut System, groups: &[(String, u32)]) -> HashMap<String, Usage> {
+    let pgids: Vec<u32> = groups.iter().map(|(_, pgid)| *pgid).collect();
+    let mut by_group = procfs::members_by_group(&pgids);
     let members: Vec<(String, Vec<u32>)> = groups
         .iter()
-        .map(|(name, pgid)| (name.clone(), procfs::group_members(*pgid)))
+        .map(|(name, pgid)| (name.clone(), by_group.remove(pgid).unwrap_or_default()))
         .collect();
     let pids: Vec<Pid> = members
         .iter()

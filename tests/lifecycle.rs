@@ -50,7 +50,24 @@ fn spec_file_drives_the_whole_life_of_a_server() {
             .display()
             .to_string()
     );
-    assert!(listed["memory_mb"].as_f64().is_some());
+    // CPU and memory are sampled over the whole process group (launcher and child).
+    let sampled = wait_for(
+        "alice's memory to be sampled",
+        Duration::from_secs(15),
+        || {
+            devbox
+                .server("alice")
+                .filter(|s| s["memory_mb"].as_f64().unwrap_or(0.0) > 50.0)
+        },
+    );
+    assert!(
+        sampled["cpu_percent"].as_f64().is_some_and(|c| c >= 0.0),
+        "{sampled}"
+    );
+    assert!(
+        sampled["uptime"].as_f64().is_some_and(|u| u > 0.0),
+        "{sampled}"
+    );
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
         .expect("cmdline")
         .replace('\0', " ");

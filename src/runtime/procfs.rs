@@ -2,6 +2,7 @@
 //! (pid plus start time, so a reused pid is never taken for ours) and process-group
 //! membership (code-server forks children; we always act on the whole group).
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// The fields of `/proc/<pid>/stat` devbox needs.
@@ -50,16 +51,26 @@ pub fn is_same_process_alive(pid: u32, start_ticks: u64) -> bool {
 
 /// Live (non-zombie) members of process group `pgid`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
+    members_by_group(&[pgid]).remove(&pgid).unwrap_or_default()
+}
+
+/// Live members of each of `pgids`, from one pass over `/proc`.
+pub fn members_by_group(pgids: &[u32]) -> HashMap<u32, Vec<u32>> {
+    let wanted: HashSet<u32> = pgids.iter().copied().collect();
+    let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return groups;
     };
-    entries
+    for stat in entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(stat)
-        .filter(|s| s.pgrp == pgid && s.is_alive())
-        .map(|s| s.pid)
-        .collect()
+    {
+        if stat.is_alive() && wanted.contains(&stat.pgrp) {
+            groups.entry(stat.pgrp).or_default().push(stat.pid);
+        }
+    }
+    groups
 }
 
 /// Whether process `pid`'s environment holds exactly the entry `entry` (`KEY=value`).
