@@ -82,7 +82,8 @@ async fn shutdown_signal() {
 /// the clone's own deadline only fires while data flows. libgit2's socket timeouts
 /// cover the rest.
 fn set_git_network_timeouts(config: &Config) {
-    let read_ms = i32::try_from(config.ui.workspace.git_timeout.get().as_millis()).unwrap_or(i32::MAX);
+    let read_ms =
+        i32::try_from(config.ui.workspace.git_timeout.get().as_millis()).unwrap_or(i32::MAX);
     // SAFETY: libgit2 keeps these in unsynchronised globals; this runs before the async
     // runtime (or any other thread) exists, so nothing can read them concurrently.
     let result = unsafe {

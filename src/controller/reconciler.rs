@@ -681,7 +681,10 @@ impl<R: Runtime> ServerTask<R> {
             return;
         };
         // Children may still hold the port for a few seconds after the launcher died.
-        self.ctx.runtime.clean_up(&self.ident.name, &instance.record).await;
+        self.ctx
+            .runtime
+            .clean_up(&self.ident.name, &instance.record)
+            .await;
         self.stop_tail();
         self.applied_hash = None;
         let stable = self
