@@ -172,6 +172,8 @@ pub struct ServerSpec {
     pub idle_timeout: Option<HumanDuration>,
     /// Hash of everything that needs a restart when it changes (not `state`).
     pub hash: String,
+    /// Hash of the whole resolved spec: any change at all gives a new revision.
+    pub revision: String,
 }
 
 /// Whether `name` is a valid server name (also used for file stems).
@@ -398,8 +400,10 @@ pub fn resolve(
         restart_policy: spec.restart_policy,
         idle_timeout: spec.idle_timeout,
         hash: String::new(),
+        revision: String::new(),
     };
     resolved.hash = restart_hash(&resolved, meta.annotations.get(RESTARTED_AT_ANNOTATION));
+    resolved.revision = short_digest(format!("{resolved:?}{:?}", meta.annotations).as_bytes());
     Ok(resolved)
 }
 
@@ -448,8 +452,16 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
         "env": spec.env,
         "restarted_at": restarted_at,
     });
-    let digest = Sha256::digest(material.to_string().as_bytes());
-    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    short_digest(material.to_string().as_bytes())
+}
+
+/// 24 hex digits of SHA-256: plenty to tell revisions of one spec apart.
+fn short_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -563,6 +575,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
+        assert_ne!(a.revision, b.revision, "any change is a new revision");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct ExtensionStatus {
 }
 
 /// The OS process serving a running server, as recorded for adoption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRecord {
     pub pid: u32,
     /// Process group; equal to `pid` (each instance leads its own group).
@@ -66,6 +66,10 @@ pub struct ProcessRecord {
     /// Kernel start time of the process (clock ticks since boot), so a reused pid is
     /// never mistaken for ours.
     pub start_ticks: u64,
+    /// Unique tag in the environment of every process of this instance, so processes
+    /// that left the group (terminals run in their own sessions) are found on stop.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Everything devbox knows about one server.
@@ -109,6 +113,10 @@ pub struct ServerStatus {
     pub last_exit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_at: Option<String>,
+    /// The server exited (as its restart policy allows) or was culled for being idle,
+    /// and stays down while its spec has this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted_revision: Option<String>,
     pub updated_at: String,
 }
 
@@ -132,6 +140,7 @@ impl ServerStatus {
             consecutive_crashes: 0,
             last_exit: None,
             next_retry_at: None,
+            halted_revision: None,
             updated_at: now_rfc3339(),
         }
     }

@@ -183,7 +183,7 @@ fn apply_checks_everything_before_writing_and_delete_removes() {
 fn get_reads_the_state_dir_without_a_running_devbox() {
     let mut devbox = Devbox::start();
     devbox.write_spec("offline", "  state: running\n");
-    let (_, port) = devbox.wait_running("offline");
+    devbox.wait_running("offline");
     devbox.terminate();
 
     let out = devbox
@@ -196,7 +196,14 @@ fn get_reads_the_state_dir_without_a_running_devbox() {
     assert_eq!(rows[0]["name"], "offline");
     assert_eq!(rows[0]["desired"], "running");
     assert_eq!(rows[0]["phase"], "stopped");
-    assert_eq!(rows[0]["port"], port);
+    assert!(
+        rows[0]["port"].is_null(),
+        "an unpinned port returns to the pool: {rows}"
+    );
+    assert!(
+        rows[0]["last_exit"].is_null() && rows[0]["process"].is_null(),
+        "{rows}"
+    );
 
     let out = devbox
         .command()
@@ -206,7 +213,7 @@ fn get_reads_the_state_dir_without_a_running_devbox() {
     let table = text(&out);
     assert!(table.starts_with("NAME"), "{table}");
     assert!(
-        table.contains("offline") && table.contains(&port.to_string()),
+        table.contains("offline") && table.contains("stopped"),
         "{table}"
     );
     let out = devbox

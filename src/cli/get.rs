@@ -95,7 +95,7 @@ fn print_table(rows: &[Row]) {
                 .and_then(|s| s.port)
                 .map_or_else(dash, |p| p.to_string()),
             status
-                .and_then(|s| s.process)
+                .and_then(|s| s.process.as_ref())
                 .map_or_else(dash, |p| p.pid.to_string()),
             status
                 .and_then(ServerStatus::uptime_seconds)

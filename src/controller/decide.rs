@@ -23,10 +23,11 @@ pub struct Observed<'a> {
     /// Hash of the spec the running process was started from.
     pub applied_hash: Option<&'a str>,
     /// The process exited (and its restart policy says so) or was stopped for being
-    /// idle: it stays down while the spec is exactly this one.
-    pub halted: Option<&'a ServerSpec>,
-    /// A restart after a failure is scheduled for later.
-    pub retry_pending: bool,
+    /// idle: it stays down while the spec has this revision.
+    pub halted_revision: Option<&'a str>,
+    /// A restart after a failure of the spec with this hash is scheduled for later
+    /// (an edited spec does not wait for it).
+    pub retry_for_hash: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +53,12 @@ pub fn decide(target: Target<'_>, observed: &Observed<'_>) -> Action {
                 Action::Nothing
             }
             (DesiredState::Running, true) => Action::Restart,
-            (DesiredState::Running, false) if observed.halted == Some(spec) => Action::Nothing,
-            (DesiredState::Running, false) if observed.retry_pending => Action::Nothing,
+            (DesiredState::Running, false)
+                if observed.halted_revision == Some(spec.revision.as_str())
+                    || observed.retry_for_hash == Some(spec.hash.as_str()) =>
+            {
+                Action::Nothing
+            }
             (DesiredState::Running, false) => Action::Start,
         },
     }
@@ -91,12 +96,17 @@ mod tests {
     fn waits_for_retry_and_respects_halt() {
         let s = spec("running", "");
         let retry = Observed {
-            retry_pending: true,
+            retry_for_hash: Some(&s.hash),
             ..Observed::default()
         };
         assert_eq!(decide(Target::Spec(&s), &retry), Action::Nothing);
+        // A fixed spec does not wait out the backoff of the broken one.
+        assert_eq!(
+            decide(Target::Spec(&spec("running", "c: 3")), &retry),
+            Action::Start
+        );
         let halted = Observed {
-            halted: Some(&s),
+            halted_revision: Some(&s.revision),
             ..Observed::default()
         };
         assert_eq!(decide(Target::Spec(&s), &halted), Action::Nothing);

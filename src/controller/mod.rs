@@ -11,7 +11,7 @@ pub mod reconciler;
 pub mod scan;
 pub mod watcher;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,8 @@ use scan::Desired;
 
 /// How often CPU and memory of running servers are sampled.
 const METRICS_INTERVAL: Duration = Duration::from_secs(2);
+/// When a spec went missing, the scan that confirms its deletion comes this much later.
+const DELETE_CONFIRM_DELAY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -75,6 +77,10 @@ struct ServerHandle {
 pub struct Controller<R: Runtime> {
     ctx: Arc<Context<R>>,
     servers: HashMap<String, ServerHandle>,
+    /// Servers whose spec was missing from the last scan. Forgetting a server destroys
+    /// its data, so a spec must be missing from two scans in a row (an editor that
+    /// deletes and recreates a file, a directory swapped by a deploy) before it is.
+    missing: HashSet<String>,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -89,9 +95,9 @@ impl<R: Runtime> Controller<R> {
         }
         let statuses = StatusStore::open(&state_dir)?;
         let ports = PortAllocator::new(config.server.code_server_port_range);
-        // Ports recorded before a restart stay with their servers (adoption).
+        // Ports of processes recorded before a restart stay with them (adoption).
         for status in statuses.list() {
-            if let Some(port) = status.port {
+            if let (Some(port), Some(_)) = (status.port, &status.process) {
                 ports.claim(&status.name, port);
             }
         }
@@ -114,6 +120,7 @@ impl<R: Runtime> Controller<R> {
         Ok(Self {
             ctx: Arc::new(ctx),
             servers: HashMap::new(),
+            missing: HashSet::new(),
             shutdown_tx,
         })
     }
@@ -152,12 +159,13 @@ impl<R: Runtime> Controller<R> {
         tokio::pin!(shutdown);
         tracing::info!(specs = %specs_dir.display(), state = %self.ctx.statuses.state_dir().display(), "controller started");
         loop {
-            self.sync();
+            let confirm_deletions = self.sync().await;
             tokio::select! {
                 _ = self.ctx.rescan.notified() => {
                     // Let a burst of events (an editor's save, a `git pull`) settle.
                     tokio::time::sleep(debounce).await;
                 }
+                _ = tokio::time::sleep(DELETE_CONFIRM_DELAY), if confirm_deletions => {}
                 _ = resync.tick() => {}
                 _ = &mut shutdown => break,
             }
@@ -166,46 +174,71 @@ impl<R: Runtime> Controller<R> {
         Ok(())
     }
 
-    /// One pass: read the specs and hand each server its desired state.
-    fn sync(&mut self) {
-        let ctx = &self.ctx;
-        let mut desired = scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
-            ctx.ports.owner(port)
-        });
-        // Servers that have a status but no spec file (deleted while devbox was down).
-        for name in ctx.statuses.names() {
-            desired.entry(name).or_insert(Desired::Deleted);
+    /// One pass: read the specs and hand each server its desired state. Returns whether
+    /// some specs are missing and need a second scan to confirm their deletion.
+    async fn sync(&mut self) -> bool {
+        let ctx = self.ctx.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
+                ctx.ports.owner(port)
+            })
+        })
+        .await;
+        let mut desired = match scanned {
+            Ok(Ok(desired)) => desired,
+            Ok(Err(err)) => {
+                tracing::error!(dir = %self.ctx.config.controller.specs_dir.display(), %err,
+                    "cannot read the specs directory; changing nothing until it can be read");
+                return false;
+            }
+            Err(err) => {
+                tracing::error!(%err, "spec scan failed");
+                return false;
+            }
+        };
+        self.ctx.ports.set_pinned(scan::pinned_ports(&desired));
+
+        // Known servers without a spec file (also those deleted while devbox was down)
+        // are deleted once a second scan confirms it.
+        let known: HashSet<String> = self
+            .ctx
+            .statuses
+            .names()
+            .into_iter()
+            .chain(self.servers.keys().cloned())
+            .collect();
+        let missing: HashSet<String> = known
+            .into_iter()
+            .filter(|name| !desired.contains_key(name))
+            .collect();
+        for name in missing.intersection(&self.missing) {
+            desired.insert(name.clone(), Desired::Deleted);
         }
+        let unconfirmed = missing.difference(&self.missing).count();
+        self.missing = missing;
+
         self.servers.retain(|_, handle| !handle.task.is_finished());
-        for (name, wanted) in &desired {
-            match self.servers.get(name) {
+        for (name, wanted) in desired {
+            match self.servers.get(&name) {
                 Some(handle) => {
                     handle.desired.send_if_modified(|current| {
-                        let changed = current != wanted;
+                        let changed = *current != wanted;
                         if changed {
-                            *current = wanted.clone();
+                            *current = wanted;
                         }
                         changed
                     });
                 }
-                None if *wanted == Desired::Deleted && ctx.statuses.get(name).is_none() => {}
+                None if wanted == Desired::Deleted && self.ctx.statuses.get(&name).is_none() => {}
                 None => {
-                    let (tx, rx) = watch::channel(wanted.clone());
-                    let task = tokio::spawn(reconciler::run(name.clone(), rx, ctx.clone()));
+                    let (tx, rx) = watch::channel(wanted);
+                    let task = tokio::spawn(reconciler::run(name.clone(), rx, self.ctx.clone()));
                     self.servers
-                        .insert(name.clone(), ServerHandle { desired: tx, task });
+                        .insert(name, ServerHandle { desired: tx, task });
                 }
             }
         }
-        for (name, handle) in &self.servers {
-            if !desired.contains_key(name) {
-                handle.desired.send_if_modified(|current| {
-                    let changed = *current != Desired::Deleted;
-                    *current = Desired::Deleted;
-                    changed
-                });
-            }
-        }
+        unconfirmed > 0
     }
 
     async fn shut_down(self) {

@@ -2,7 +2,8 @@
 //!
 //! Allocation happens under one lock, so two servers never get the same port. A port a
 //! foreign process listens on is skipped (never killed); a spec that pins such a port
-//! gets a clear error instead.
+//! gets a clear error instead. A port a spec pins stays reserved for it while its server
+//! is stopped; any other port returns to the pool when its server stops.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener};
@@ -20,82 +21,103 @@ pub enum PortError {
     Exhausted { start: u16, end: u16 },
 }
 
-/// Which server owns which port.
+/// Which server holds which port, and which ports specs pin.
 ///
 /// A `std::sync::Mutex` suffices: every critical section is a map lookup plus at most a
 /// few non-blocking `bind` probes, never an `.await`.
 pub struct PortAllocator {
     range: PortRange,
-    owners: Mutex<BTreeMap<u16, String>>,
+    inner: Mutex<Ports>,
+}
+
+#[derive(Default)]
+struct Ports {
+    /// Ports held by a server (running, or about to start).
+    held: BTreeMap<u16, String>,
+    /// Ports pinned by valid specs: never handed to another server, running or not.
+    pinned: BTreeMap<u16, String>,
+}
+
+impl Ports {
+    /// Whether `port` is free for `name`: nobody else holds or pins it.
+    fn free_for(&self, port: u16, name: &str) -> bool {
+        self.held.get(&port).is_none_or(|owner| owner == name)
+            && self.pinned.get(&port).is_none_or(|owner| owner == name)
+    }
 }
 
 impl PortAllocator {
     pub fn new(range: PortRange) -> Self {
         Self {
             range,
-            owners: Mutex::new(BTreeMap::new()),
+            inner: Mutex::new(Ports::default()),
         }
     }
 
-    /// The server owning `port`, if any.
+    /// The server holding `port`, if any.
     pub fn owner(&self, port: u16) -> Option<String> {
-        self.lock().get(&port).cloned()
+        self.lock().held.get(&port).cloned()
+    }
+
+    /// Records the ports the current specs pin (after each scan).
+    pub fn set_pinned(&self, pinned: BTreeMap<u16, String>) {
+        self.lock().pinned = pinned;
     }
 
     /// Records that `name` holds `port` (a server adopted after a devbox restart).
     pub fn claim(&self, name: &str, port: u16) {
-        let mut owners = self.lock();
-        owners.retain(|_, owner| owner != name);
-        owners.entry(port).or_insert_with(|| name.to_owned());
+        let mut ports = self.lock();
+        ports.held.retain(|_, owner| owner != name);
+        ports.held.entry(port).or_insert_with(|| name.to_owned());
     }
 
-    /// Gives `name` a port to start on: `pinned` when the spec names one, else the
-    /// port it held before when still free, else the first free one in the range.
-    pub fn reserve(&self, name: &str, pinned: Option<u16>) -> Result<u16, PortError> {
-        let mut owners = self.lock();
-        let current = owners
-            .iter()
-            .find(|(_, owner)| *owner == name)
-            .map(|(port, _)| *port);
-        if let Some(port) = pinned {
-            if let Some(owner) = owners.get(&port).filter(|owner| *owner != name) {
-                return Err(PortError::Taken {
-                    port,
-                    owner: owner.clone(),
-                });
-            }
-            if !is_bindable(port) {
-                return Err(PortError::InUse { port });
-            }
-            owners.retain(|_, owner| owner != name);
-            owners.insert(port, name.to_owned());
-            return Ok(port);
-        }
-        if let Some(port) = current.filter(|p| self.range.contains(*p) && is_bindable(*p)) {
-            return Ok(port);
-        }
-        let free = (self.range.start..=self.range.end)
-            .find(|p| !owners.contains_key(p) && is_bindable(*p));
-        match free {
+    /// Gives `name` a port to start on: `pinned` when the spec names one, else
+    /// `preferred` (the port it had before) when still free, else the first free one in
+    /// the range. Ports that other servers hold or that other specs pin are never given.
+    pub fn reserve(
+        &self,
+        name: &str,
+        pinned: Option<u16>,
+        preferred: Option<u16>,
+    ) -> Result<u16, PortError> {
+        let mut ports = self.lock();
+        let port = match pinned {
             Some(port) => {
-                owners.retain(|_, owner| owner != name);
-                owners.insert(port, name.to_owned());
-                Ok(port)
+                if let Some(owner) = ports.held.get(&port).filter(|owner| *owner != name) {
+                    return Err(PortError::Taken {
+                        port,
+                        owner: owner.clone(),
+                    });
+                }
+                if !is_bindable(port) {
+                    return Err(PortError::InUse { port });
+                }
+                port
             }
-            None => Err(PortError::Exhausted {
-                start: self.range.start,
-                end: self.range.end,
-            }),
-        }
+            None => {
+                let usable =
+                    |p: u16| self.range.contains(p) && ports.free_for(p, name) && is_bindable(p);
+                preferred
+                    .filter(|p| usable(*p))
+                    .or_else(|| (self.range.start..=self.range.end).find(|p| usable(*p)))
+                    .ok_or(PortError::Exhausted {
+                        start: self.range.start,
+                        end: self.range.end,
+                    })?
+            }
+        };
+        ports.held.retain(|_, owner| owner != name);
+        ports.held.insert(port, name.to_owned());
+        Ok(port)
     }
 
-    /// Gives up every port `name` holds.
+    /// Gives up the port `name` holds (it stays reserved if its spec pins it).
     pub fn release(&self, name: &str) {
-        self.lock().retain(|_, owner| owner != name);
+        self.lock().held.retain(|_, owner| owner != name);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u16, String>> {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ports> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -123,16 +145,44 @@ mod tests {
     }
 
     #[test]
-    fn distinct_ports_and_stable_reuse() {
+    fn distinct_ports_preferred_reuse_and_release() {
         let range = free_range(3);
         let ports = PortAllocator::new(range);
-        let a = ports.reserve("a", None).unwrap();
-        let b = ports.reserve("b", None).unwrap();
+        let a = ports.reserve("a", None, None).unwrap();
+        let b = ports.reserve("b", None, None).unwrap();
         assert_ne!(a, b);
-        assert_eq!(ports.reserve("a", None).unwrap(), a, "a keeps its port");
+        assert_eq!(
+            ports.reserve("a", None, Some(a)).unwrap(),
+            a,
+            "a gets its old port back"
+        );
         assert_eq!(ports.owner(b).as_deref(), Some("b"));
         ports.release("b");
         assert_eq!(ports.owner(b), None);
+        assert_eq!(
+            ports.reserve("c", None, None).unwrap(),
+            b,
+            "a released port is reused"
+        );
+    }
+
+    #[test]
+    fn pinned_ports_are_never_handed_out() {
+        let range = free_range(2);
+        let ports = PortAllocator::new(range);
+        ports.set_pinned(BTreeMap::from([(range.start, "pinner".to_owned())]));
+        assert_eq!(
+            ports.reserve("a", None, Some(range.start)).unwrap(),
+            range.end
+        );
+        assert!(
+            ports.reserve("b", None, None).is_err(),
+            "the only other port is pinned"
+        );
+        assert_eq!(
+            ports.reserve("pinner", Some(range.start), None).unwrap(),
+            range.start
+        );
     }
 
     #[test]
@@ -140,20 +190,20 @@ mod tests {
         let range = free_range(2);
         let _foreign = TcpListener::bind((Ipv4Addr::LOCALHOST, range.start)).unwrap();
         let ports = PortAllocator::new(range);
-        assert_eq!(ports.reserve("a", None).unwrap(), range.end);
+        assert_eq!(ports.reserve("a", None, None).unwrap(), range.end);
         assert_eq!(
-            ports.reserve("b", Some(range.start)),
+            ports.reserve("b", Some(range.start), None),
             Err(PortError::InUse { port: range.start })
         );
         assert_eq!(
-            ports.reserve("b", Some(range.end)),
+            ports.reserve("b", Some(range.end), None),
             Err(PortError::Taken {
                 port: range.end,
                 owner: "a".into()
             })
         );
         assert_eq!(
-            ports.reserve("c", None),
+            ports.reserve("c", None, None),
             Err(PortError::Exhausted {
                 start: range.start,
                 end: range.end

@@ -36,31 +36,30 @@ pub fn is_spec_file(path: &Path) -> bool {
     !hidden && yaml && path.is_file()
 }
 
-/// Every spec file under `dir`, sorted (not recursive: one directory of servers).
+/// Every spec file under `dir`, sorted (not recursive: one directory of servers). Any
+/// error reading the directory fails the whole listing: a partial listing would look
+/// like deleted specs.
 pub fn spec_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| is_spec_file(p))
-        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if is_spec_file(&path) {
+            files.push(path);
+        }
+    }
     files.sort();
     Ok(files)
 }
 
 /// Reads `dir` and returns the desired state of each server named by a file there.
-/// `port_owner` tells which server currently holds a port.
+/// `port_owner` tells which server currently holds a port. Fails when the directory
+/// cannot be listed (then nothing may be concluded about any server).
 pub fn scan(
     dir: &Path,
     config: &Config,
     port_owner: impl Fn(u16) -> Option<String>,
-) -> BTreeMap<String, Desired> {
-    let files = match spec_files(dir) {
-        Ok(files) => files,
-        Err(err) => {
-            tracing::warn!(dir = %dir.display(), %err, "cannot read the specs directory");
-            return BTreeMap::new();
-        }
-    };
+) -> std::io::Result<BTreeMap<String, Desired>> {
+    let files = spec_files(dir)?;
     let mut desired = BTreeMap::new();
     let mut texts: BTreeMap<String, String> = BTreeMap::new();
     for file in files {
@@ -90,7 +89,18 @@ pub fn scan(
         desired.insert(name, entry);
     }
     resolve_port_conflicts(&mut desired, &texts, port_owner);
+    Ok(desired)
+}
+
+/// The ports pinned by valid specs, and by whom.
+pub fn pinned_ports(desired: &BTreeMap<String, Desired>) -> BTreeMap<u16, String> {
     desired
+        .values()
+        .filter_map(|d| match d {
+            Desired::Spec(spec) => Some((spec.port?, spec.name.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Replaces specs that lose a pinned-port conflict by their error.
@@ -166,7 +176,7 @@ mod tests {
         std::fs::write(dir.path().join(".e.yaml.tmp"), "junk").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "junk").unwrap();
 
-        let desired = scan(dir.path(), &config, |_| None);
+        let desired = scan(dir.path(), &config, |_| None).unwrap();
         assert_eq!(desired.keys().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         assert!(matches!(desired["a"], Desired::Spec(_)));
         let Desired::Invalid(b) = &desired["b"] else {
@@ -176,9 +186,14 @@ mod tests {
         assert!(b[0].message.contains("`a`"), "{}", b[0]);
         assert_eq!(b[0].line, Some(6));
         assert!(matches!(desired["d"], Desired::Invalid(_)));
+        assert_eq!(
+            pinned_ports(&desired),
+            BTreeMap::from([(8020, "a".to_owned()), (8021, "c".to_owned())])
+        );
+        assert!(scan(&dir.path().join("gone"), &config, |_| None).is_err());
 
         // When `c` already holds 8020, both `a` and `b` lose.
-        let desired = scan(dir.path(), &config, |p| (p == 8020).then(|| "c".to_owned()));
+        let desired = scan(dir.path(), &config, |p| (p == 8020).then(|| "c".to_owned())).unwrap();
         assert!(matches!(desired["a"], Desired::Invalid(_)));
         assert!(matches!(desired["b"], Desired::Invalid(_)));
     }

@@ -94,7 +94,7 @@ pub enum RuntimeError {
         program: PathBuf,
         source: std::io::Error,
     },
-    #[error("process group {pgid} still alive after SIGKILL")]
+    #[error("processes of group {pgid} still alive after SIGKILL")]
     Unkillable { pgid: u32 },
 }
 
@@ -117,8 +117,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// Takes over an instance recorded by an earlier devbox, if it still runs.
     fn adopt(&self, record: &ProcessRecord) -> Option<Instance>;
 
-    /// Kills what is left of server `server`'s instance after its launcher is gone
-    /// (children can hold the port for seconds). Never touches anything that is not
-    /// that server's, even if the process group id has been reused.
-    fn clean_up(&self, server: &str, record: &ProcessRecord) -> impl Future<Output = ()> + Send;
+    /// Kills what is left of an instance after its launcher is gone (children can hold
+    /// the port for seconds). Never touches anything that is not that instance's, even
+    /// if the process group id has been reused.
+    fn clean_up(&self, record: &ProcessRecord) -> impl Future<Output = ()> + Send;
 }

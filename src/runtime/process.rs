@@ -2,14 +2,16 @@
 //!
 //! Each instance leads a new process group, so a stop signals the launcher and all its
 //! children at once (SIGTERM to the launcher alone leaves the extension host orphaned).
-//! Output goes straight to a log file, so an instance outlives a killed devbox without
-//! a broken pipe and can be adopted by the next one.
+//! Processes that leave the group (VS Code terminals get their own session) are still
+//! found: every process of an instance inherits a unique `DEVBOX_INSTANCE` tag in its
+//! environment. Output goes straight to a log file, so an instance outlives a killed
+//! devbox without a broken pipe and can be adopted by the next one.
 
 use std::fs::OpenOptions;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -18,29 +20,30 @@ use tokio::time::Instant;
 use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError, procfs};
 use crate::status::ProcessRecord;
 
-/// How often a stop checks whether the group is gone, and an adopted process is alive.
-const STOP_POLL: Duration = Duration::from_millis(50);
+/// How often a stop checks whether the instance is gone, and an adopted process is alive.
+const STOP_POLL: Duration = Duration::from_millis(100);
 const ADOPTED_POLL: Duration = Duration::from_secs(1);
-/// How long after SIGKILL a group may take to disappear.
+/// How long after SIGKILL an instance may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Environment variable holding an instance's unique tag.
+const INSTANCE_TAG_VAR: &str = "DEVBOX_INSTANCE";
 
 #[derive(Debug, Default, Clone)]
 pub struct ProcessRuntime;
 
 impl Runtime for ProcessRuntime {
     async fn start(&self, plan: &LaunchPlan) -> Result<Instance, RuntimeError> {
+        let log_error = |source| RuntimeError::LogFile {
+            path: plan.log_file.clone(),
+            source,
+        };
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&plan.log_file)
-            .map_err(|source| RuntimeError::LogFile {
-                path: plan.log_file.clone(),
-                source,
-            })?;
-        let log_err = log.try_clone().map_err(|source| RuntimeError::LogFile {
-            path: plan.log_file.clone(),
-            source,
-        })?;
+            .map_err(log_error)?;
+        let log_err = log.try_clone().map_err(log_error)?;
+        let instance = uuid::Uuid::new_v4().to_string();
         let mut command = Command::new(&plan.program);
         command
             .args(&plan.args)
@@ -54,8 +57,7 @@ impl Runtime for ProcessRuntime {
             command.env_remove(key);
         }
         command.envs(plan.env.iter().map(|(k, v)| (k, v)));
-        // Inherited by every child: how `clean_up` recognises this instance's processes.
-        command.env(INSTANCE_TAG_VAR, &plan.server);
+        command.env(INSTANCE_TAG_VAR, &instance);
         let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
             program: plan.program.clone(),
             source,
@@ -75,39 +77,30 @@ impl Runtime for ProcessRuntime {
                 pid,
                 pgid: pid,
                 start_ticks,
+                instance,
             },
             exited: rx,
         })
     }
 
     async fn stop(&self, record: &ProcessRecord, grace: Duration) -> Result<(), RuntimeError> {
-        let group = Pid::from_raw(record.pgid as i32);
-        if signal_group(group, Signal::SIGTERM) && wait_group_gone(record.pgid, grace).await {
+        let everything = Scope::GroupAndTagged;
+        signal_all(record, everything, Signal::SIGTERM).await;
+        if wait_gone(record, everything, grace).await {
             return Ok(());
         }
-        signal_group(group, Signal::SIGKILL);
-        if wait_group_gone(record.pgid, KILL_WAIT).await {
+        signal_all(record, everything, Signal::SIGKILL).await;
+        if wait_gone(record, everything, KILL_WAIT).await {
             Ok(())
         } else {
             Err(RuntimeError::Unkillable { pgid: record.pgid })
         }
     }
 
-    async fn clean_up(&self, server: &str, record: &ProcessRecord) {
-        let tag = instance_tag(server);
-        let ours = || -> Vec<u32> {
-            procfs::group_members(record.pgid)
-                .into_iter()
-                .filter(|pid| procfs::environ_has(*pid, &tag))
-                .collect()
-        };
-        for pid in ours() {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-        let deadline = Instant::now() + KILL_WAIT;
-        while !ours().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(STOP_POLL).await;
-        }
+    async fn clean_up(&self, record: &ProcessRecord) {
+        // Only processes carrying this instance's tag: the group id may have been reused.
+        signal_all(record, Scope::Tagged, Signal::SIGKILL).await;
+        wait_gone(record, Scope::Tagged, KILL_WAIT).await;
     }
 
     fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
@@ -115,10 +108,11 @@ impl Runtime for ProcessRuntime {
             return None;
         }
         let (tx, rx) = watch::channel(None);
-        let record = *record;
+        let record = record.clone();
+        let watched = record.clone();
         tokio::spawn(async move {
             // Not our child: we cannot wait(2) for it, so we look.
-            while procfs::is_same_process_alive(record.pid, record.start_ticks) {
+            while procfs::is_same_process_alive(watched.pid, watched.start_ticks) {
                 if tx.is_closed() {
                     return;
                 }
@@ -130,16 +124,44 @@ impl Runtime for ProcessRuntime {
     }
 }
 
-/// Sends `signal` to the group; false when the group does not exist.
-fn signal_group(group: Pid, signal: Signal) -> bool {
-    killpg(group, signal).is_ok()
+/// Which processes of an instance an action reaches.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// The launcher's process group plus every process carrying the instance tag.
+    GroupAndTagged,
+    /// Only processes carrying the instance tag.
+    Tagged,
 }
 
-/// Polls until no live member of `pgid` remains; false when `limit` passes first.
-async fn wait_group_gone(pgid: u32, limit: Duration) -> bool {
+/// The live processes of `record` in `scope`, read from `/proc` off the async workers.
+async fn remaining(record: &ProcessRecord, scope: Scope) -> Vec<u32> {
+    let pgid = record.pgid;
+    let tag =
+        (!record.instance.is_empty()).then(|| format!("{INSTANCE_TAG_VAR}={}", record.instance));
+    let found = tokio::task::spawn_blocking(move || match (scope, tag) {
+        (Scope::GroupAndTagged, tag) => procfs::group_or_tagged(pgid, tag.as_deref()),
+        (Scope::Tagged, Some(tag)) => procfs::group_or_tagged(0, Some(&tag)),
+        (Scope::Tagged, None) => Vec::new(),
+    })
+    .await;
+    found.unwrap_or_default()
+}
+
+async fn signal_all(record: &ProcessRecord, scope: Scope, signal: Signal) {
+    if matches!(scope, Scope::GroupAndTagged) {
+        // One call reaches the whole group, including processes forked a moment ago.
+        let _ = killpg(Pid::from_raw(record.pgid as i32), signal);
+    }
+    for pid in remaining(record, scope).await {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+    }
+}
+
+/// Polls until nothing of `record` in `scope` is alive; false when `limit` passes first.
+async fn wait_gone(record: &ProcessRecord, scope: Scope, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if procfs::group_members(pgid).is_empty() {
+        if remaining(record, scope).await.is_empty() {
             return true;
         }
         if Instant::now() >= deadline {
@@ -147,13 +169,6 @@ async fn wait_group_gone(pgid: u32, limit: Duration) -> bool {
         }
         tokio::time::sleep(STOP_POLL).await;
     }
-}
-
-/// Environment variable naming the server every process of an instance belongs to.
-const INSTANCE_TAG_VAR: &str = "DEVBOX_SERVER";
-
-fn instance_tag(server: &str) -> String {
-    format!("{INSTANCE_TAG_VAR}={server}")
 }
 
 fn exit_info(status: std::process::ExitStatus) -> ExitInfo {

@@ -73,6 +73,22 @@ pub fn members_by_group(pgids: &[u32]) -> HashMap<u32, Vec<u32>> {
     groups
 }
 
+/// Live processes that are in group `pgid` or carry the environment entry `tag`
+/// (`KEY=value`), from one pass over `/proc`. `pgid` 0 matches no group.
+pub fn group_or_tagged(pgid: u32, tag: Option<&str>) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .filter(|s| s.is_alive())
+        .filter(|s| (pgid != 0 && s.pgrp == pgid) || tag.is_some_and(|t| environ_has(s.pid, t)))
+        .map(|s| s.pid)
+        .collect()
+}
+
 /// Whether process `pid`'s environment holds exactly the entry `entry` (`KEY=value`).
 pub fn environ_has(pid: u32, entry: &str) -> bool {
     std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))

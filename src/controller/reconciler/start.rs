@@ -1,0 +1,376 @@
+//! Starting a server: port, workspace, user settings, extensions, then code-server
+//! itself, until its `/healthz` answers. Every long step gives way when the spec stops
+//! wanting this start (stopped, deleted, edited) or devbox shuts down.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::ServerTask;
+use crate::config::ShutdownPolicy;
+use crate::logs::Level;
+use crate::provision::{
+    self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
+};
+use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime};
+use crate::spec::ServerSpec;
+use crate::status::{ExtensionStatus, Phase, rfc3339};
+
+/// Pause between `/healthz` probes while an instance starts.
+const START_POLL: Duration = Duration::from_millis(100);
+/// Environment variables an instance must not inherit (see design.md: with
+/// `VSCODE_IPC_HOOK_CLI` set, code-server hands the folder to another instance and exits).
+const SCRUBBED_ENV: [&str; 5] = [
+    "VSCODE_IPC_HOOK_CLI",
+    "PASSWORD",
+    "HASHED_PASSWORD",
+    "PORT",
+    "CODE_SERVER_CONFIG",
+];
+
+enum StartOutcome {
+    Healthy,
+    Exited(ExitInfo),
+    TimedOut,
+    /// See [`ServerTask::interrupted`].
+    Interrupted,
+}
+
+impl<R: Runtime> ServerTask<R> {
+    pub(super) async fn start(&mut self, spec: Arc<ServerSpec>) {
+        self.halted_revision = None;
+        self.retry = None;
+        if self.failing_hash.as_deref() != Some(spec.hash.as_str()) {
+            // Failures of an earlier spec do not count against this one.
+            self.failing_hash = None;
+            self.set_status(|s| s.consecutive_crashes = 0);
+        }
+        self.applied = Some(spec.clone());
+        let port = match self
+            .ctx
+            .ports
+            .reserve(self.name(), spec.port, self.last_port)
+        {
+            Ok(port) => port,
+            Err(err) => return self.fail(format!("cannot get a port: {err}"), false),
+        };
+        self.last_port = Some(port);
+        let extensions: Vec<String> = spec.extensions.iter().map(ExtensionRef::label).collect();
+        self.set_status(|s| {
+            s.phase = Phase::Provisioning;
+            s.message = Some("preparing workspace".into());
+            s.port = Some(port);
+            s.extensions = extensions;
+            s.next_retry_at = None;
+            s.halted_revision = None;
+        });
+        self.event(Level::Info, format!("provisioning on port {port}"));
+        let workspace = match self.provision(&spec).await {
+            Ok(Some(workspace)) => workspace,
+            Ok(None) => return self.abandon_start(),
+            Err(reason) => return self.fail(reason, false),
+        };
+
+        self.set_status(|s| {
+            s.phase = Phase::Starting;
+            s.message = Some("starting code-server".into());
+            s.workspace_path = Some(workspace.clone());
+        });
+        let plan = self.launch_plan(&spec, port, &workspace);
+        self.start_tail();
+        let instance = match self.ctx.runtime.start(&plan).await {
+            Ok(instance) => instance,
+            Err(err) => {
+                self.stop_tail();
+                return self.fail(err.to_string(), false);
+            }
+        };
+        let (pid, record, hash) = (
+            instance.record.pid,
+            instance.record.clone(),
+            spec.hash.clone(),
+        );
+        // Recorded at once, with the spec it runs, so a devbox killed right now adopts it.
+        self.set_status(|s| {
+            s.process = Some(record);
+            s.applied_hash = Some(hash);
+        });
+        self.instance = Some(instance);
+        self.applied_hash = Some(spec.hash.clone());
+        match self.wait_healthy(port, &spec).await {
+            StartOutcome::Healthy => {
+                self.healthy_since = Some(Instant::now());
+                self.health_failures = 0;
+                self.set_status(|s| {
+                    s.phase = Phase::Running;
+                    s.message = None;
+                    s.started_at = Some(rfc3339(SystemTime::now()));
+                    s.next_retry_at = None;
+                });
+                self.event(
+                    Level::Info,
+                    format!("started: pid {pid}, http://127.0.0.1:{port}/"),
+                );
+            }
+            StartOutcome::Exited(exit) => {
+                if let Some(instance) = self.instance.take() {
+                    self.ctx.runtime.clean_up(&instance.record).await;
+                }
+                self.process_ended(|s| s.last_exit = Some(exit.to_string()));
+                let reason = format!(
+                    "code-server exited during start ({exit}){}",
+                    self.crash_lines()
+                );
+                self.fail(reason, true);
+            }
+            StartOutcome::TimedOut => {
+                self.stop("start timed out", None).await;
+                let timeout = self.ctx.config.code_server.start_timeout;
+                let reason = format!(
+                    "code-server did not answer /healthz within {timeout}{}",
+                    self.crash_lines()
+                );
+                self.fail(reason, true);
+            }
+            StartOutcome::Interrupted => {
+                let shutting_down = *self.ctx.shutdown.borrow();
+                if shutting_down && self.ctx.config.controller.on_shutdown == ShutdownPolicy::Keep {
+                    // Left for the next devbox to adopt, like every other server.
+                    return;
+                }
+                self.stop("start interrupted", None).await;
+            }
+        }
+    }
+
+    /// The spec changed or devbox stops while provisioning: nothing runs yet, so give
+    /// the port back and let the main loop act on the new desired state.
+    fn abandon_start(&mut self) {
+        self.ctx.ports.release(self.name());
+        let pinned = self.applied.as_ref().and_then(|s| s.port);
+        self.set_status(|s| {
+            s.phase = Phase::Stopped;
+            s.message = Some("start interrupted".into());
+            s.port = pinned;
+        });
+        self.event(Level::Info, "start interrupted");
+    }
+
+    /// Workspace, user settings and extensions: everything a start needs first.
+    /// `Ok(None)` when the start was interrupted.
+    async fn provision(&self, spec: &ServerSpec) -> Result<Option<PathBuf>, String> {
+        let config = &self.ctx.config;
+        let target = self.workspace_dir();
+        let source = spec.workspace.clone();
+        let limits = ZipLimits {
+            max_total_bytes: config.ui.workspace.max_extracted_size_mb * 1024 * 1024,
+            max_entries: config.ui.workspace.max_zip_entries,
+            ..ZipLimits::default()
+        };
+        let git_timeout = config.ui.workspace.git_timeout.get();
+        if !matches!(source, WorkspaceSource::Empty) {
+            self.event(
+                Level::Info,
+                format!("preparing workspace from {}", describe_source(&source)),
+            );
+        }
+        let prepare = tokio::task::spawn_blocking(move || {
+            provision::workspace::prepare(&source, &target, &limits, git_timeout)
+        });
+        let workspace = tokio::select! {
+            prepared = prepare => prepared
+                .map_err(|err| format!("workspace: {err}"))?
+                .map_err(|err| format!("workspace: {err}"))?,
+            () = self.until_interrupted(spec) => return Ok(None),
+        };
+
+        let user_data = self.dir.join("user-data");
+        for dir in [
+            user_data.clone(),
+            self.dir.join("extensions"),
+            self.dir.join("xdg-data"),
+            self.dir.join("xdg-config"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        }
+        let settings = spec.user_settings.clone();
+        let settings_dir = user_data.clone();
+        match tokio::task::spawn_blocking(move || {
+            provision::settings::apply_user_settings(&settings_dir, &settings)
+        })
+        .await
+        {
+            Ok(Ok(true)) => self.event(Level::Info, "user settings written"),
+            Ok(Ok(false)) => {}
+            Ok(Err(err)) => return Err(format!("user settings: {err}")),
+            Err(err) => return Err(format!("user settings: {err}")),
+        }
+
+        if !self.install_extensions(spec, &user_data).await {
+            return Ok(None);
+        }
+        Ok(Some(workspace))
+    }
+
+    /// Installs the spec's extensions one by one, recording each outcome. A failed
+    /// extension never blocks the start. Returns false when interrupted.
+    async fn install_extensions(&self, spec: &ServerSpec, user_data: &Path) -> bool {
+        let mut results: Vec<ExtensionStatus> = spec
+            .extensions
+            .iter()
+            .map(|e| ExtensionStatus {
+                extension: e.label(),
+                state: "pending".into(),
+                error: None,
+            })
+            .collect();
+        let pending = results.clone();
+        self.set_status(|s| s.extension_results = pending);
+        let installer = InstallerSettings {
+            binary: self.ctx.config.code_server.binary.clone(),
+            extensions_dir: self.dir.join("extensions"),
+            user_data_dir: user_data.to_owned(),
+            env: self.base_env(),
+            env_remove: SCRUBBED_ENV.iter().map(|s| (*s).to_owned()).collect(),
+            timeout: self.ctx.config.code_server.extension_install_timeout.get(),
+        };
+        for (index, extension) in spec.extensions.iter().enumerate() {
+            let label = extension.label();
+            self.set_status(|s| s.message = Some(format!("installing extension {label}")));
+            let install = provision::extensions::install_all(
+                std::slice::from_ref(extension),
+                &installer,
+                &self.ctx.install_permits,
+            );
+            // Dropping the install future kills the installer's process group.
+            let outcome = tokio::select! {
+                results = install => results.into_iter().next().map(|r| r.outcome),
+                () = self.until_interrupted(spec) => return false,
+            };
+            let (state, error) = match outcome {
+                Some(ExtensionOutcome::Installed) => {
+                    self.event(Level::Info, format!("extension {label} installed"));
+                    ("installed", None)
+                }
+                Some(ExtensionOutcome::AlreadyInstalled) => ("installed", None),
+                Some(ExtensionOutcome::Failed(error)) => {
+                    self.event(Level::Warn, format!("extension {label} failed: {error}"));
+                    ("failed", Some(error))
+                }
+                None => ("failed", Some("installer returned no result".to_owned())),
+            };
+            results[index].state = state.into();
+            results[index].error = error;
+            let snapshot = results.clone();
+            self.set_status(|s| s.extension_results = snapshot);
+        }
+        true
+    }
+
+    /// Environment shared by the instance and its extension installs.
+    fn base_env(&self) -> Vec<(String, String)> {
+        let code_server = &self.ctx.config.code_server;
+        let mut env = vec![
+            (
+                "XDG_DATA_HOME".to_owned(),
+                path_string(&self.dir.join("xdg-data")),
+            ),
+            (
+                "XDG_CONFIG_HOME".to_owned(),
+                path_string(&self.dir.join("xdg-config")),
+            ),
+        ];
+        if let Some(gallery) = &code_server.extension_gallery {
+            env.push(("EXTENSIONS_GALLERY".into(), gallery.clone()));
+        }
+        env.extend(code_server.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    fn launch_plan(&self, spec: &ServerSpec, port: u16, workspace: &Path) -> LaunchPlan {
+        let code_server = &self.ctx.config.code_server;
+        let config_file = self.dir.join("code-server.yaml");
+        // code-server reads (and would otherwise create) a shared ~/.config file.
+        if let Err(err) = std::fs::write(&config_file, "auth: none\ncert: false\n") {
+            tracing::warn!(%err, "cannot write code-server config file");
+        }
+        let mut args: Vec<String> = vec![
+            "--auth".into(),
+            "none".into(),
+            "--bind-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--disable-telemetry".into(),
+            "--disable-update-check".into(),
+            "--user-data-dir".into(),
+            path_string(&self.dir.join("user-data")),
+            "--extensions-dir".into(),
+            path_string(&self.dir.join("extensions")),
+            "--config".into(),
+            path_string(&config_file),
+        ];
+        args.extend(code_server.extra_args.iter().cloned());
+        args.push(path_string(workspace));
+        let mut env = self.base_env();
+        env.push(("VSCODE_PROXY_URI".into(), "./proxy/{{port}}".into()));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        LaunchPlan {
+            server: self.name().to_owned(),
+            program: code_server.binary.clone(),
+            args,
+            env,
+            env_remove: SCRUBBED_ENV.iter().map(|s| (*s).to_owned()).collect(),
+            working_dir: workspace.to_owned(),
+            log_file: self.log_file(),
+        }
+    }
+
+    /// Polls `/healthz` until it answers, the process exits, the start times out, or
+    /// the start is interrupted.
+    async fn wait_healthy(&self, port: u16, spec: &ServerSpec) -> StartOutcome {
+        let deadline = Instant::now() + self.ctx.config.code_server.start_timeout.get();
+        loop {
+            if let Some(exit) = self.instance.as_ref().and_then(Instance::exit_status) {
+                return StartOutcome::Exited(exit);
+            }
+            if self.interrupted(spec) {
+                return StartOutcome::Interrupted;
+            }
+            if self
+                .ctx
+                .health
+                .check(port, Duration::from_secs(1))
+                .await
+                .is_ok()
+            {
+                return StartOutcome::Healthy;
+            }
+            if Instant::now() >= deadline {
+                return StartOutcome::TimedOut;
+            }
+            tokio::time::sleep(START_POLL).await;
+        }
+    }
+}
+
+fn describe_source(source: &WorkspaceSource) -> String {
+    match source {
+        WorkspaceSource::Empty => "an empty folder".into(),
+        WorkspaceSource::Git {
+            url,
+            reference: Some(r),
+        } => format!("git {url} ({r})"),
+        WorkspaceSource::Git {
+            url,
+            reference: None,
+        } => format!("git {url}"),
+        WorkspaceSource::Zip(path) => format!("zip {}", path.display()),
+        WorkspaceSource::Path(path) => format!("folder {}", path.display()),
+    }
+}
+
+fn path_string(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
