@@ -32,6 +32,8 @@ use scan::Desired;
 const METRICS_INTERVAL: Duration = Duration::from_secs(2);
 /// When a spec went missing, the scan that confirms its deletion comes this much later.
 const DELETE_CONFIRM_DELAY: Duration = Duration::from_millis(500);
+/// After a failed scan, how soon the directory is read again.
+const SCAN_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -135,12 +137,12 @@ impl<R: Runtime> Controller<R> {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ControllerError> {
         let specs_dir = self.ctx.config.controller.specs_dir.clone();
-        let _watcher = watcher::watch(&specs_dir, self.ctx.rescan.clone()).map_err(|source| {
-            ControllerError::Watch {
+        let mut watcher = Some(watcher::watch(&specs_dir, self.ctx.rescan.clone()).map_err(
+            |source| ControllerError::Watch {
                 path: specs_dir.clone(),
                 source,
-            }
-        })?;
+            },
+        )?);
         tokio::spawn(self.ctx.metrics.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();
             move || {
@@ -159,13 +161,25 @@ impl<R: Runtime> Controller<R> {
         tokio::pin!(shutdown);
         tracing::info!(specs = %specs_dir.display(), state = %self.ctx.statuses.state_dir().display(), "controller started");
         loop {
-            let confirm_deletions = self.sync().await;
+            let scanned = self.sync().await;
+            match scanned {
+                // The directory may have been replaced: watch it anew once it is back.
+                None => watcher = None,
+                Some(_) if watcher.is_none() => {
+                    watcher = watcher::watch(&specs_dir, self.ctx.rescan.clone())
+                        .inspect_err(|err| tracing::warn!(%err, "cannot watch the specs directory; relying on resync"))
+                        .ok();
+                }
+                Some(_) => {}
+            }
+            let confirm_deletions = scanned == Some(true);
             tokio::select! {
                 _ = self.ctx.rescan.notified() => {
                     // Let a burst of events (an editor's save, a `git pull`) settle.
                     tokio::time::sleep(debounce).await;
                 }
                 _ = tokio::time::sleep(DELETE_CONFIRM_DELAY), if confirm_deletions => {}
+                _ = tokio::time::sleep(SCAN_RETRY_DELAY), if scanned.is_none() => {}
                 _ = resync.tick() => {}
                 _ = &mut shutdown => break,
             }
@@ -175,8 +189,9 @@ impl<R: Runtime> Controller<R> {
     }
 
     /// One pass: read the specs and hand each server its desired state. Returns whether
-    /// some specs are missing and need a second scan to confirm their deletion.
-    async fn sync(&mut self) -> bool {
+    /// some specs are missing and need a second scan to confirm their deletion, or
+    /// `None` when the directory could not be read (and nothing was changed).
+    async fn sync(&mut self) -> Option<bool> {
         let ctx = self.ctx.clone();
         let scanned = tokio::task::spawn_blocking(move || {
             scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
@@ -189,11 +204,11 @@ impl<R: Runtime> Controller<R> {
             Ok(Err(err)) => {
                 tracing::error!(dir = %self.ctx.config.controller.specs_dir.display(), %err,
                     "cannot read the specs directory; changing nothing until it can be read");
-                return false;
+                return None;
             }
             Err(err) => {
                 tracing::error!(%err, "spec scan failed");
-                return false;
+                return None;
             }
         };
         self.ctx.ports.set_pinned(scan::pinned_ports(&desired));
@@ -238,7 +253,7 @@ impl<R: Runtime> Controller<R> {
                 }
             }
         }
-        unconfirmed > 0
+        Some(unconfirmed > 0)
     }
 
     async fn shut_down(self) {

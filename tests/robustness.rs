@@ -1,0 +1,164 @@
+//! What must not happen: servers lost to a glitch of the specs directory, ports kept by
+//! stopped servers or handed out although a spec pins them, processes that escape a
+//! stop, and a delete that waits for a hanging extension install.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Devbox, STARTUP, group_alive, wait_for};
+
+/// A code-server wrapper for fault injection: runs `prelude` (shell), then the real one.
+fn wrapper(dir: &Path, prelude: &str) -> PathBuf {
+    let path = dir.join("code-server");
+    let script = format!(
+        "#!/bin/sh\n{prelude}\nexec '{}' \"$@\"\n",
+        common::code_server().display()
+    );
+    std::fs::write(&path, script).expect("write wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Pids of live processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !zombie
+                && String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(needle)
+        })
+        .collect()
+}
+
+#[test]
+fn an_unreadable_specs_directory_changes_nothing() {
+    let devbox = Devbox::start();
+    devbox.write_spec("steady", "  state: running\n");
+    let (pid, _) = devbox.wait_running("steady");
+    let marker = devbox.state().join("servers/steady/user-data/keep.txt");
+    std::fs::write(&marker, "precious").expect("marker");
+
+    let away = devbox.path("specs.away");
+    std::fs::rename(devbox.specs(), &away).expect("move specs away");
+    wait_for(
+        "devbox to notice the missing directory",
+        Duration::from_secs(20),
+        || {
+            devbox
+                .log()
+                .contains("cannot read the specs directory")
+                .then_some(())
+        },
+    );
+    std::fs::rename(&away, devbox.specs()).expect("move specs back");
+    // The next scans see the spec again; nothing was stopped or deleted meanwhile.
+    wait_for(
+        "a rescan after the directory is back",
+        Duration::from_secs(20),
+        || {
+            devbox
+                .server("steady")
+                .filter(|s| s["status"] == "running")
+                .map(|_| ())
+        },
+    );
+    assert_eq!(
+        devbox.server("steady").expect("steady")["pid"].as_u64(),
+        Some(u64::from(pid))
+    );
+    assert!(marker.exists(), "user data kept");
+}
+
+#[test]
+fn ports_return_to_the_pool_and_pinned_ports_stay_reserved() {
+    let devbox = Devbox::start();
+    let pinned = devbox.port_start;
+    devbox.write_spec("pinner", &format!("  state: stopped\n  port: {pinned}\n"));
+    devbox.write_spec("first", "  state: running\n");
+    let (_, first_port) = devbox.wait_running("first");
+    assert_ne!(
+        first_port, pinned,
+        "a port pinned by a stopped spec is not handed out"
+    );
+
+    devbox.write_spec("first", "  state: stopped\n");
+    let stopped = devbox.wait_status("first", "stopped");
+    assert!(stopped["port"].is_null(), "{stopped}");
+    devbox.write_spec("second", "  state: running\n");
+    let (_, second_port) = devbox.wait_running("second");
+    assert_eq!(
+        second_port, first_port,
+        "the stopped server's port was given back"
+    );
+
+    devbox.write_spec("pinner", &format!("  state: running\n  port: {pinned}\n"));
+    let (_, port) = devbox.wait_running("pinner");
+    assert_eq!(port, pinned);
+}
+
+#[test]
+fn processes_that_leave_the_group_are_stopped_too() {
+    let fake_dir = tempfile::tempdir().expect("temp dir");
+    // Like a VS Code terminal: a process in its own session, outside the launcher's group.
+    let code_server = wrapper(fake_dir.path(), "setsid sleep 7777 &");
+    let devbox = Devbox::start_with(code_server, |_| {});
+    devbox.write_spec("escaper", "  state: running\n");
+    let (pid, _) = devbox.wait_running("escaper");
+    wait_for("the escaped process", Duration::from_secs(10), || {
+        (!processes_with("sleep 7777").is_empty()).then_some(())
+    });
+    devbox.write_spec("escaper", "  state: stopped\n");
+    devbox.wait_status("escaper", "stopped");
+    assert!(!group_alive(pid));
+    assert!(
+        processes_with("sleep 7777").is_empty(),
+        "a process outside the group survived the stop"
+    );
+}
+
+#[test]
+fn deleting_a_server_does_not_wait_for_a_hanging_extension_install() {
+    let fake_dir = tempfile::tempdir().expect("temp dir");
+    // Installs hang (like an offline .vsix with missing dependencies); serving works.
+    let code_server = wrapper(
+        fake_dir.path(),
+        "case \"$*\" in *--install-extension*) exec sleep 8888 ;; esac",
+    );
+    let devbox = Devbox::start_with(code_server, |_| {});
+    devbox.write_spec("hangs", "  state: running\n  extensions: [acme.hangs]\n");
+    wait_for("the install to start", STARTUP, || {
+        let message = devbox.server("hangs")?["message"].as_str()?.to_owned();
+        message
+            .contains("installing extension acme.hangs")
+            .then_some(())
+    });
+    assert!(
+        !processes_with("sleep 8888").is_empty(),
+        "the installer runs"
+    );
+
+    // The test config allows installs 60 s; the delete must not wait for that.
+    devbox.remove_spec("hangs");
+    wait_for("hangs to be forgotten", Duration::from_secs(15), || {
+        devbox.server("hangs").is_none().then_some(())
+    });
+    wait_for(
+        "the installer to be killed",
+        Duration::from_secs(10),
+        || processes_with("sleep 8888").is_empty().then_some(()),
+    );
+}
