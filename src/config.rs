@@ -69,6 +69,14 @@ pub struct ServerSettings {
     pub bind_address: std::net::IpAddr,
     /// Ports handed to code-server instances (both ends included).
     pub code_server_port_range: PortRange,
+    /// How long an API call that changes a server (start, stop, …) waits for the
+    /// controller to report the outcome.
+    pub request_timeout: HumanDuration,
+    /// Bearer token required by every API route but `/health`; unset = no auth.
+    /// `DEVBOX_API_TOKEN` overrides it.
+    pub api_token: Option<String>,
+    /// Origins allowed by CORS (`*` for any); empty = no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -80,6 +88,9 @@ impl Default for ServerSettings {
                 start: 8010,
                 end: 8100,
             },
+            request_timeout: HumanDuration::from_secs(300),
+            api_token: None,
+            cors_allowed_origins: vec!["*".into()],
         }
     }
 }
@@ -322,6 +333,7 @@ pub struct Overrides {
     pub specs_dir: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub code_server: Option<PathBuf>,
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -412,6 +424,9 @@ impl Config {
         }
         if let Some(binary) = &overrides.code_server {
             self.code_server.binary = binary.clone();
+        }
+        if let Some(token) = overrides.api_token.as_ref().filter(|t| !t.is_empty()) {
+            self.server.api_token = Some(token.clone());
         }
     }
 
@@ -598,6 +613,7 @@ mod tests {
                 specs_dir: Some("s".into()),
                 state_dir: Some("st".into()),
                 code_server: Some("/x/code-server".into()),
+                api_token: Some("secret".into()),
             },
         )
         .unwrap();
@@ -611,6 +627,7 @@ mod tests {
             std::env::current_dir().unwrap().join("st")
         );
         assert_eq!(config.code_server.binary, PathBuf::from("/x/code-server"));
+        assert_eq!(config.server.api_token.as_deref(), Some("secret"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`config`]: the global `devbox.yaml` (extension groups, ports, UI, templates,
 //!   code-server and controller settings), embedded default and overrides.
 //! - [`spec`]: the `DevServer` spec file, its checks, and resolution against the config.
+//! - [`spec_files`]: writing and editing spec files (how the API changes desired state).
 //! - [`yaml`]: every YAML read and write (serde_yaml stays behind this one module).
 //! - [`diagnostic`]: one located problem in a file, worded the same everywhere.
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
@@ -30,5 +31,6 @@ pub mod metrics;
 pub mod provision;
 pub mod runtime;
 pub mod spec;
+pub mod spec_files;
 pub mod status;
 pub mod yaml;

@@ -18,7 +18,9 @@ use crate::diagnostic::Diagnostic;
 use crate::fsutil;
 
 /// Where a server is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     #[default]
@@ -48,7 +50,7 @@ impl Phase {
 }
 
 /// The outcome of one extension install.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExtensionStatus {
     pub extension: String,
     /// `pending`, `installed` or `failed`.
@@ -100,6 +102,10 @@ pub struct ServerStatus {
     /// Outcome of each extension install.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extension_results: Vec<ExtensionStatus>,
+    /// Revision of the spec the controller last finished acting on (start, stop, …):
+    /// a client that wrote a spec waits for this to reach its revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_revision: Option<String>,
     /// Why the current spec file was not applied (the server keeps its last applied state).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spec_errors: Vec<Diagnostic>,
@@ -135,6 +141,7 @@ impl ServerStatus {
             applied_hash: None,
             extensions: Vec::new(),
             extension_results: Vec::new(),
+            observed_revision: None,
             spec_errors: Vec::new(),
             restarts: 0,
             consecutive_crashes: 0,

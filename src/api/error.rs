@@ -2,32 +2,125 @@
 //! mapping to status codes and the `{"error": …, "detail": …}` body lives here only.
 //! (`detail` carries the same text for the original web UI, which reads that field.)
 
+use aide::OperationOutput;
+use aide::generate::GenContext;
+use aide::openapi::{MediaType, Operation, Response, SchemaObject, StatusCode as DocStatus};
 use axum::Json;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::{IntoResponse, Response as HttpResponse};
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::controller::ports::PortError;
+use crate::spec_files::SpecFileError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
     Internal(String),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+/// The body of every error response.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in a sentence.
+    pub error: String,
+    /// The same text, for clients that read `detail`.
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> HttpResponse {
+        if matches!(self, ApiError::Internal(_)) {
+            tracing::warn!(error = %self, "request failed");
+        }
         let message = self.to_string();
-        (status, Json(json!({ "error": message, "detail": message }))).into_response()
+        let body = ErrorBody {
+            error: message.clone(),
+            detail: message,
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<SpecFileError> for ApiError {
+    fn from(err: SpecFileError) -> Self {
+        match err {
+            SpecFileError::Exists(_) => ApiError::Conflict(err.to_string()),
+            SpecFileError::NotFound(_) => ApiError::NotFound(err.to_string()),
+            SpecFileError::Invalid(_) => ApiError::BadRequest(err.to_string()),
+            SpecFileError::Io { .. } => ApiError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<PortError> for ApiError {
+    fn from(err: PortError) -> Self {
+        match err {
+            PortError::Taken { .. } | PortError::InUse { .. } | PortError::Exhausted { .. } => {
+                ApiError::Conflict(err.to_string())
+            }
+            PortError::OutOfRange { .. } => ApiError::BadRequest(err.to_string()),
+        }
+    }
+}
+
+impl OperationOutput for ApiError {
+    type Inner = ErrorBody;
+
+    fn operation_response(ctx: &mut GenContext, _operation: &mut Operation) -> Option<Response> {
+        let json_schema = ctx.schema.subschema_for::<ErrorBody>();
+        Some(Response {
+            description: "An error; `error` and `detail` say what went wrong.".into(),
+            content: IndexMap::from_iter([(
+                "application/json".into(),
+                MediaType {
+                    schema: Some(SchemaObject {
+                        json_schema,
+                        example: None,
+                        external_docs: None,
+                    }),
+                    ..Default::default()
+                },
+            )]),
+            ..Default::default()
+        })
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<DocStatus>, Response)> {
+        let Some(response) = Self::operation_response(ctx, operation) else {
+            return Vec::new();
+        };
+        [400, 401, 404, 409, 413, 500]
+            .into_iter()
+            .map(|code| (Some(DocStatus::Code(code)), response.clone()))
+            .collect()
     }
 }

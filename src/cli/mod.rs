@@ -36,6 +36,9 @@ pub struct Cli {
     /// The code-server executable.
     #[arg(long, global = true, env = "DEVBOX_CODE_SERVER")]
     pub code_server: Option<PathBuf>,
+    /// Bearer token: required from API clients by `serve`, sent by `--server` commands.
+    #[arg(long, global = true, env = "DEVBOX_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -93,6 +96,7 @@ impl Cli {
             specs_dir: self.specs.clone(),
             state_dir: self.state_dir.clone(),
             code_server: self.code_server.clone(),
+            api_token: self.api_token.clone(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! `devbox schema`: JSON Schemas of the spec and the config, from the Rust types.
+//! `devbox schema`: JSON Schemas of the spec and the config, and the OpenAPI document
+//! of the HTTP API, all generated from the Rust types.
 
 use std::path::Path;
 
@@ -11,9 +12,11 @@ use crate::spec::DevServer;
 pub fn schemas() -> anyhow::Result<Vec<(&'static str, String)>> {
     let spec = serde_json::to_string_pretty(&schemars::schema_for!(DevServer))?;
     let config = serde_json::to_string_pretty(&schemars::schema_for!(Config))?;
+    let openapi = serde_json::to_string_pretty(&crate::api::openapi())?;
     Ok(vec![
         ("devserver.schema.json", spec + "\n"),
         ("config.schema.json", config + "\n"),
+        ("openapi.json", openapi + "\n"),
     ])
 }
 

@@ -35,12 +35,7 @@ async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     }
     let controller = Controller::new(config, ProcessRuntime)?;
     let ctx = controller.context();
-    let state = AppState {
-        config: ctx.config.clone(),
-        statuses: ctx.statuses.clone(),
-        logs: ctx.logs.clone(),
-        metrics: ctx.metrics.clone(),
-    };
+    let state = AppState::new(&ctx);
     let (stop_http, mut http_stopped) = watch::channel(false);
     let http = tokio::spawn(async move {
         axum::serve(listener, api::router(state))

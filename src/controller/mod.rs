@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::{Config, ShutdownPolicy};
 use crate::health::HealthClient;
@@ -30,7 +31,7 @@ use scan::Desired;
 
 /// How often CPU and memory of running servers are sampled.
 const METRICS_INTERVAL: Duration = Duration::from_secs(2);
-/// When a spec went missing, the scan that confirms its deletion comes this much later.
+/// How long a spec must be missing before its server is deleted.
 const DELETE_CONFIRM_DELAY: Duration = Duration::from_millis(500);
 /// After a failed scan, how soon the directory is read again.
 const SCAN_RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -59,7 +60,7 @@ pub struct Context<R> {
     pub statuses: StatusStore,
     pub logs: LogHub,
     pub metrics: Metrics,
-    pub ports: PortAllocator,
+    pub ports: Arc<PortAllocator>,
     pub health: HealthClient,
     /// Bounds concurrent extension installs across all servers.
     pub install_permits: Semaphore,
@@ -79,10 +80,10 @@ struct ServerHandle {
 pub struct Controller<R: Runtime> {
     ctx: Arc<Context<R>>,
     servers: HashMap<String, ServerHandle>,
-    /// Servers whose spec was missing from the last scan. Forgetting a server destroys
-    /// its data, so a spec must be missing from two scans in a row (an editor that
+    /// Servers whose spec is missing, and since when. Forgetting a server destroys its
+    /// data, so a spec must stay missing for [`DELETE_CONFIRM_DELAY`] (an editor that
     /// deletes and recreates a file, a directory swapped by a deploy) before it is.
-    missing: HashSet<String>,
+    missing: HashMap<String, Instant>,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -96,7 +97,7 @@ impl<R: Runtime> Controller<R> {
             })?;
         }
         let statuses = StatusStore::open(&state_dir)?;
-        let ports = PortAllocator::new(config.server.code_server_port_range);
+        let ports = Arc::new(PortAllocator::new(config.server.code_server_port_range));
         // Ports of processes recorded before a restart stay with them (adoption).
         for status in statuses.list() {
             if let (Some(port), Some(_)) = (status.port, &status.process) {
@@ -122,7 +123,7 @@ impl<R: Runtime> Controller<R> {
         Ok(Self {
             ctx: Arc::new(ctx),
             servers: HashMap::new(),
-            missing: HashSet::new(),
+            missing: HashMap::new(),
             shutdown_tx,
         })
     }
@@ -193,6 +194,7 @@ impl<R: Runtime> Controller<R> {
     /// `None` when the directory could not be read (and nothing was changed).
     async fn sync(&mut self) -> Option<bool> {
         let ctx = self.ctx.clone();
+        let scan_epoch = self.ctx.ports.epoch();
         let scanned = tokio::task::spawn_blocking(move || {
             scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
                 ctx.ports.owner(port)
@@ -211,10 +213,12 @@ impl<R: Runtime> Controller<R> {
                 return None;
             }
         };
-        self.ctx.ports.set_pinned(scan::pinned_ports(&desired));
+        self.ctx
+            .ports
+            .set_pinned(scan::pinned_ports(&desired), scan_epoch);
 
         // Known servers without a spec file (also those deleted while devbox was down)
-        // are deleted once a second scan confirms it.
+        // are deleted once they have been missing long enough.
         let known: HashSet<String> = self
             .ctx
             .statuses
@@ -222,14 +226,22 @@ impl<R: Runtime> Controller<R> {
             .into_iter()
             .chain(self.servers.keys().cloned())
             .collect();
-        let missing: HashSet<String> = known
+        let now = Instant::now();
+        let mut missing = HashMap::new();
+        let mut unconfirmed = false;
+        let absent: Vec<String> = known
             .into_iter()
             .filter(|name| !desired.contains_key(name))
             .collect();
-        for name in missing.intersection(&self.missing) {
-            desired.insert(name.clone(), Desired::Deleted);
+        for name in absent {
+            let since = self.missing.get(&name).copied().unwrap_or(now);
+            if now.duration_since(since) >= DELETE_CONFIRM_DELAY {
+                desired.insert(name.clone(), Desired::Deleted);
+            } else {
+                unconfirmed = true;
+            }
+            missing.insert(name, since);
         }
-        let unconfirmed = missing.difference(&self.missing).count();
         self.missing = missing;
 
         self.servers.retain(|_, handle| !handle.task.is_finished());
@@ -253,7 +265,7 @@ impl<R: Runtime> Controller<R> {
                 }
             }
         }
-        Some(unconfirmed > 0)
+        Some(unconfirmed)
     }
 
     async fn shut_down(self) {

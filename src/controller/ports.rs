@@ -19,6 +19,8 @@ pub enum PortError {
     InUse { port: u16 },
     #[error("no free port left in {start}-{end}")]
     Exhausted { start: u16, end: u16 },
+    #[error("port {port} is outside the range {start}-{end}")]
+    OutOfRange { port: u16, start: u16, end: u16 },
 }
 
 /// Which server holds which port, and which ports specs pin.
@@ -34,15 +36,24 @@ pub struct PortAllocator {
 struct Ports {
     /// Ports held by a server (running, or about to start).
     held: BTreeMap<u16, String>,
-    /// Ports pinned by valid specs: never handed to another server, running or not.
-    pinned: BTreeMap<u16, String>,
+    /// Ports pinned by specs: never handed to another server, running or not.
+    pinned: BTreeMap<u16, Pin>,
+    /// Counts pins handed out by [`PortAllocator::pin_free`].
+    epoch: u64,
+}
+
+struct Pin {
+    name: String,
+    /// 0 for pins read from spec files; else when [`PortAllocator::pin_free`] made it,
+    /// so a scan that started before cannot drop it (its spec file may be brand new).
+    epoch: u64,
 }
 
 impl Ports {
     /// Whether `port` is free for `name`: nobody else holds or pins it.
     fn free_for(&self, port: u16, name: &str) -> bool {
         self.held.get(&port).is_none_or(|owner| owner == name)
-            && self.pinned.get(&port).is_none_or(|owner| owner == name)
+            && self.pinned.get(&port).is_none_or(|pin| pin.name == name)
     }
 }
 
@@ -59,9 +70,72 @@ impl PortAllocator {
         self.lock().held.get(&port).cloned()
     }
 
-    /// Records the ports the current specs pin (after each scan).
-    pub fn set_pinned(&self, pinned: BTreeMap<u16, String>) {
-        self.lock().pinned = pinned;
+    /// The value to pass to [`Self::set_pinned`] for a scan starting now.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Records the ports the specs pin, as a scan that began at `scan_epoch` read them.
+    /// Pins made by [`Self::pin_free`] after that are kept.
+    pub fn set_pinned(&self, pinned: BTreeMap<u16, String>, scan_epoch: u64) {
+        let mut ports = self.lock();
+        let mut next: BTreeMap<u16, Pin> = pinned
+            .into_iter()
+            .map(|(port, name)| (port, Pin { name, epoch: 0 }))
+            .collect();
+        for (port, pin) in std::mem::take(&mut ports.pinned) {
+            if pin.epoch > scan_epoch {
+                next.entry(port).or_insert(pin);
+            }
+        }
+        ports.pinned = next;
+    }
+
+    /// Picks a free port for a spec about to be written for `name`, and pins it at once
+    /// so that concurrent callers get distinct ports.
+    pub fn pin_free(&self, name: &str) -> Result<u16, PortError> {
+        let mut ports = self.lock();
+        let port = (self.range.start..=self.range.end)
+            .find(|p| ports.free_for(*p, name) && !ports.pinned.contains_key(p) && is_bindable(*p))
+            .ok_or(PortError::Exhausted {
+                start: self.range.start,
+                end: self.range.end,
+            })?;
+        ports.epoch += 1;
+        let epoch = ports.epoch;
+        ports.pinned.insert(
+            port,
+            Pin {
+                name: name.to_owned(),
+                epoch,
+            },
+        );
+        Ok(port)
+    }
+
+    /// Whether `port` may be pinned by a new spec for `name` (for explicit ports).
+    pub fn check_free(&self, name: &str, port: u16) -> Result<(), PortError> {
+        let ports = self.lock();
+        if let Some(owner) = ports.held.get(&port).filter(|o| *o != name).or_else(|| {
+            ports
+                .pinned
+                .get(&port)
+                .map(|p| &p.name)
+                .filter(|o| *o != name)
+        }) {
+            return Err(PortError::Taken {
+                port,
+                owner: owner.clone(),
+            });
+        }
+        if !self.range.contains(port) {
+            return Err(PortError::OutOfRange {
+                port,
+                start: self.range.start,
+                end: self.range.end,
+            });
+        }
+        Ok(())
     }
 
     /// Records that `name` holds `port` (a server adopted after a devbox restart).
@@ -170,7 +244,7 @@ mod tests {
     fn pinned_ports_are_never_handed_out() {
         let range = free_range(2);
         let ports = PortAllocator::new(range);
-        ports.set_pinned(BTreeMap::from([(range.start, "pinner".to_owned())]));
+        ports.set_pinned(BTreeMap::from([(range.start, "pinner".to_owned())]), 0);
         assert_eq!(
             ports.reserve("a", None, Some(range.start)).unwrap(),
             range.end
@@ -183,6 +257,26 @@ mod tests {
             ports.reserve("pinner", Some(range.start), None).unwrap(),
             range.start
         );
+    }
+
+    #[test]
+    fn pins_made_during_a_scan_survive_it() {
+        let range = free_range(3);
+        let ports = PortAllocator::new(range);
+        let scan_epoch = ports.epoch();
+        let a = ports.pin_free("a").unwrap();
+        let b = ports.pin_free("b").unwrap();
+        assert_ne!(a, b);
+        // The scan began before `a` and `b` were written: their pins stay.
+        ports.set_pinned(BTreeMap::new(), scan_epoch);
+        assert_eq!(ports.pin_free("c").unwrap(), range.end);
+        assert!(matches!(
+            ports.check_free("d", a),
+            Err(PortError::Taken { .. })
+        ));
+        // A later scan that does not find their files drops them.
+        ports.set_pinned(BTreeMap::new(), ports.epoch());
+        assert!(ports.check_free("d", a).is_ok());
     }
 
     #[test]

@@ -276,6 +276,10 @@ impl<R: Runtime> ServerTask<R> {
             }
             _ => {}
         }
+        if let Desired::Spec(spec) = desired {
+            let revision = spec.revision.clone();
+            self.set_status(|s| s.observed_revision = Some(revision));
+        }
         false
     }
 

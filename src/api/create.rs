@@ -1,0 +1,243 @@
+//! The four ways to create a server: `POST /servers`, `create-with-workspace`
+//! (multipart: a git URL or a zip upload), `create-from-template`, and
+//! `create-metadata`. Each writes a new spec file (state `stopped`, a port pinned from
+//! the range, a fresh uuid) and answers 201 once the controller lists the server.
+//! Provisioning (clone, extensions) happens when the server starts.
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Created, JsonBody};
+use super::names::{self, ServerName};
+use super::upload;
+use super::views::ServerView;
+use super::wait::{self, Verdict};
+use crate::config::SettingsMap;
+use crate::spec::{
+    ApiVersion, DesiredState, DevServer, DevServerSpec, GitWorkspace, Kind, Metadata, TemplateRef,
+    Workspace,
+};
+use crate::status::server_dir;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateServer {
+    /// Display name: 1-63 letters, digits, spaces, `-`, `_`, `.`.
+    pub name: String,
+    /// Marketplace ids (`publisher.name`) or `.vsix` files in the vsix folder.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// Extension groups from the config.
+    #[serde(default)]
+    pub extension_groups: Vec<String>,
+    #[serde(default)]
+    pub user_settings: SettingsMap,
+    /// A port from the range; one is picked when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateFromTemplate {
+    pub name: String,
+    /// The template item's name.
+    pub template_id: String,
+    pub tab_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateMetadata {
+    pub name: String,
+}
+
+/// Creates a stopped server with the given extensions.
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateServer>,
+) -> Result<Created<ServerView>, ApiError> {
+    let name = names::parse(&body.name)?;
+    let spec = DevServerSpec {
+        extensions: body.extensions,
+        extension_groups: body.extension_groups,
+        user_settings: body.user_settings,
+        port: body.port,
+        ..stopped_spec()
+    };
+    create_server(&state, name, spec).await.map(Created)
+}
+
+/// Creates a stopped server whose workspace is a git repository (`github_url`) or an
+/// uploaded zip archive (`zip_file`); fields `name` and `extensions` (a JSON array).
+pub async fn create_with_workspace(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Created<ServerView>, ApiError> {
+    let mut form = upload::read(&state, multipart).await?;
+    let name = names::parse(
+        form.field("name")
+            .ok_or_else(|| ApiError::BadRequest("missing form field `name`".into()))?,
+    )?;
+    let extensions: Vec<String> = match form.field("extensions") {
+        Some(text) => serde_json::from_str(text).map_err(|err| {
+            ApiError::BadRequest(format!(
+                "`extensions` must be a JSON array of strings: {err}"
+            ))
+        })?,
+        None => Vec::new(),
+    };
+    let upload_target = server_dir(state.statuses.state_dir(), &name.slug).join("workspace.zip");
+    let workspace = match (form.field("github_url"), &form.zip) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give either `github_url` or `zip_file`, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "give a `github_url` or a `zip_file`".into(),
+            ));
+        }
+        (Some(url), None) => git_workspace(&state, url)?,
+        (None, Some(zip)) => {
+            upload::check_uploaded_zip(&state, zip.path()).await?;
+            Workspace {
+                zip: Some(upload_target.clone()),
+                ..Workspace::default()
+            }
+        }
+    };
+    let is_zip = workspace.zip.is_some();
+    let spec = DevServerSpec {
+        extensions,
+        workspace: Some(workspace),
+        ..stopped_spec()
+    };
+    let slug = name.slug.clone();
+    let view = create_server(&state, name, spec).await?;
+    if is_zip && let Err(err) = form.keep_zip(&upload_target) {
+        // Nothing half-created: without its archive the server is removed again.
+        let specs = state.specs.clone();
+        let _ = tokio::task::spawn_blocking(move || specs.delete(&slug)).await;
+        state.rescan.notify_one();
+        return Err(err);
+    }
+    Ok(Created(view))
+}
+
+/// Creates a stopped server from a template of the config (its groups and repository).
+pub async fn create_from_template(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateFromTemplate>,
+) -> Result<Created<ServerView>, ApiError> {
+    let name = names::parse(&body.name)?;
+    if state
+        .config
+        .template(&body.tab_name, &body.template_id)
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "Template not found: `{}` in tab `{}`",
+            body.template_id, body.tab_name
+        )));
+    }
+    let spec = DevServerSpec {
+        template: Some(TemplateRef {
+            tab: body.tab_name,
+            name: body.template_id,
+        }),
+        ..stopped_spec()
+    };
+    create_server(&state, name, spec).await.map(Created)
+}
+
+/// Creates a stopped server with nothing but a name (multi-step creation, step 1).
+pub async fn create_metadata(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateMetadata>,
+) -> Result<Created<ServerView>, ApiError> {
+    let name = names::parse(&body.name)?;
+    create_server(&state, name, stopped_spec())
+        .await
+        .map(Created)
+}
+
+/// A git workspace, if the URL's scheme is allowed.
+pub fn git_workspace(state: &AppState, url: &str) -> Result<Workspace, ApiError> {
+    let url = url.trim();
+    state
+        .config
+        .check_git_url(url)
+        .map_err(ApiError::BadRequest)?;
+    Ok(Workspace {
+        git: Some(GitWorkspace {
+            url: url.to_owned(),
+            reference: None,
+        }),
+        ..Workspace::default()
+    })
+}
+
+fn stopped_spec() -> DevServerSpec {
+    DevServerSpec {
+        state: DesiredState::Stopped,
+        port: None,
+        extension_groups: Vec::new(),
+        extensions: Vec::new(),
+        user_settings: SettingsMap::new(),
+        workspace: None,
+        template: None,
+        env: Default::default(),
+        restart_policy: Default::default(),
+        idle_timeout: None,
+    }
+}
+
+/// Pins a port, writes the spec, and waits until the controller lists the server.
+async fn create_server(
+    state: &AppState,
+    name: ServerName,
+    mut spec: DevServerSpec,
+) -> Result<ServerView, ApiError> {
+    if state.specs.path(&name.slug).exists() {
+        return Err(ApiError::Conflict(format!(
+            "a server named `{}` already exists",
+            name.slug
+        )));
+    }
+    let port = match spec.port {
+        Some(port) => {
+            state.ports.check_free(&name.slug, port)?;
+            port
+        }
+        None => state.ports.pin_free(&name.slug)?,
+    };
+    spec.port = Some(port);
+    let server = DevServer {
+        api_version: ApiVersion::V1,
+        kind: Kind::DevServer,
+        metadata: Metadata {
+            name: name.slug.clone(),
+            display_name: Some(name.display.clone()),
+            id: Some(Uuid::new_v4()),
+            labels: Default::default(),
+            annotations: Default::default(),
+        },
+        spec,
+    };
+    let specs = state.specs.clone();
+    let resolved = tokio::task::spawn_blocking(move || specs.create(&server))
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))??;
+    state.rescan.notify_one();
+    let revision = resolved.revision.clone();
+    let status = wait::converge(state, &name.slug, "to be listed", |status| match status {
+        Some(status) if wait::observed(status, &revision) => Verdict::Done(status.clone()),
+        _ => Verdict::Wait,
+    })
+    .await?;
+    Ok(ServerView::new(&status, state))
+}

@@ -1,0 +1,104 @@
+//! Request and response wrappers that keep the API's error contract: a body that is not
+//! the expected JSON is a 400 with `{"error": …}` (axum's own rejections are plain text),
+//! and a creation answers 201.
+
+use aide::generate::GenContext;
+use aide::openapi::{Operation, Response, StatusCode as DocStatus};
+use aide::{OperationInput, OperationOutput};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response as HttpResponse};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON request body; anything else is a 400 in the API's error shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: JsonSchema> OperationInput for JsonBody<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        Json::<T>::operation_input(ctx, operation);
+    }
+}
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(describe(&rejection))),
+        }
+    }
+}
+
+fn describe(rejection: &JsonRejection) -> String {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected a JSON body (Content-Type: application/json)".into()
+        }
+        other => format!("invalid JSON body: {}", other.body_text()),
+    }
+}
+
+/// A `201 Created` answer with a JSON body.
+pub struct Created<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> HttpResponse {
+        (StatusCode::CREATED, Json(self.0)).into_response()
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for Created<T> {
+    type Inner = T;
+
+    fn operation_response(ctx: &mut GenContext, operation: &mut Operation) -> Option<Response> {
+        Json::<T>::operation_response(ctx, operation)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<DocStatus>, Response)> {
+        Self::operation_response(ctx, operation)
+            .map(|response| vec![(Some(DocStatus::Code(201)), response)])
+            .unwrap_or_default()
+    }
+}
+
+/// Query-string parameters; a malformed query is a 400 in the API's error shape.
+pub struct QueryParams<T>(pub T);
+
+impl<T: JsonSchema> OperationInput for QueryParams<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        axum::extract::Query::<T>::operation_input(ctx, operation);
+    }
+}
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "invalid query: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `POST /servers/{id}/start`, `/stop`, `/restart` and `DELETE /servers/{id}`: edit the
+//! spec file (state, or the restart annotation), then answer with what the controller
+//! did: running with its pid once healthy, stopped once every process is gone, or a 500
+//! naming the phase and reason.
+
+use axum::Json;
+use axum::extract::{Path, State};
+
+use super::AppState;
+use super::error::ApiError;
+use super::views::{ActionData, Done, Envelope};
+use super::wait::{self, Verdict};
+use crate::spec::{DesiredState, DevServer, RESTARTED_AT_ANNOTATION};
+use crate::status::Phase;
+
+/// Starts a server and answers once it is healthy.
+pub async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<ActionData>>, ApiError> {
+    let status = state.find(&id)?;
+    // A server that is not running (failed, stopped for idleness) gets a fresh attempt.
+    let fresh = status.phase != Phase::Running;
+    run(&state, &status.name, "Server started", fresh).await
+}
+
+/// Restarts a server (a new process even when nothing changed) and answers once healthy.
+pub async fn restart(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<ActionData>>, ApiError> {
+    let status = state.find(&id)?;
+    run(&state, &status.name, "Server restarted", true).await
+}
+
+/// Stops a server and answers once all its processes are gone.
+pub async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<ActionData>>, ApiError> {
+    let status = state.find(&id)?;
+    let spec = state
+        .edit(&status.name, |server| {
+            server.spec.state = DesiredState::Stopped
+        })
+        .await?;
+    let revision = spec.revision;
+    wait::converge(&state, &status.name, "to stop", |s| {
+        wait::stopped(s, &revision)
+    })
+    .await?;
+    Ok(Json(Envelope::new(
+        "Server stopped".to_owned(),
+        ActionData {
+            id: status.id,
+            status: "stopped".into(),
+            pid: None,
+        },
+    )))
+}
+
+/// Deletes a server's spec and answers once the server is stopped and forgotten.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Done>, ApiError> {
+    let status = state.find(&id)?;
+    let specs = state.specs.clone();
+    let name = status.name.clone();
+    tokio::task::spawn_blocking(move || specs.delete(&name))
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))??;
+    state.rescan.notify_one();
+    wait::converge(&state, &status.name, "to be deleted", |s| match s {
+        None => Verdict::Done(()),
+        Some(_) => Verdict::Wait,
+    })
+    .await?;
+    Ok(Json(Done::new("Server deleted")))
+}
+
+async fn run(
+    state: &AppState,
+    name: &str,
+    message: &str,
+    fresh: bool,
+) -> Result<Json<Envelope<ActionData>>, ApiError> {
+    let spec = state
+        .edit(name, move |server| {
+            server.spec.state = DesiredState::Running;
+            if fresh {
+                bump_restart(server);
+            }
+        })
+        .await?;
+    let revision = spec.revision.clone();
+    let pid = wait::converge(state, name, "to start", |s| wait::running(s, &revision)).await?;
+    Ok(Json(Envelope::new(
+        message.to_owned(),
+        ActionData {
+            id: spec.id,
+            status: "running".into(),
+            pid,
+        },
+    )))
+}
+
+/// Marks the spec as restarted now: a change the controller acts on even when nothing
+/// else changed (the `kubectl rollout restart` way).
+pub fn bump_restart(server: &mut DevServer) {
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    server
+        .metadata
+        .annotations
+        .insert(RESTARTED_AT_ANNOTATION.to_owned(), now);
+}

@@ -1,0 +1,155 @@
+//! Multipart forms (`create-with-workspace`, `clone-workspace`): text fields, and a
+//! `zip_file` streamed to a temporary file while its size is counted, so an upload over
+//! `ui.workspace.max_upload_size_mb` is refused (413) without ever being held in memory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use axum::extract::Multipart;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::http::StatusCode;
+use tokio::io::AsyncWriteExt;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::provision::{ZipLimits, check_zip};
+
+/// Longest text field accepted.
+const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// A parsed form.
+pub struct Form {
+    pub fields: HashMap<String, String>,
+    /// The uploaded archive, deleted when dropped unless kept with [`Form::keep_zip`].
+    pub zip: Option<tempfile::NamedTempFile>,
+}
+
+impl Form {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Moves the uploaded archive to `target` (creating its folder).
+    pub fn keep_zip(&mut self, target: &Path) -> Result<(), ApiError> {
+        let Some(zip) = self.zip.take() else {
+            return Ok(());
+        };
+        let fail = |err: &dyn std::fmt::Display| {
+            ApiError::Internal(format!(
+                "cannot store the upload at {}: {err}",
+                target.display()
+            ))
+        };
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        }
+        zip.persist(target).map_err(|e| fail(&e.error))?;
+        Ok(())
+    }
+}
+
+/// Reads a multipart body.
+pub async fn read(
+    state: &AppState,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Form, ApiError> {
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "expected a multipart form: {}",
+            rejection.body_text()
+        ))
+    })?;
+    let limit = state
+        .config
+        .ui
+        .workspace
+        .max_upload_size_mb
+        .saturating_mul(1024 * 1024);
+    let mut form = Form {
+        fields: HashMap::new(),
+        zip: None,
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "zip_file" {
+            let temp = temp_file(&state.statuses.state_dir().join("uploads"))?;
+            let std_file = temp
+                .reopen()
+                .map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
+            let mut file = tokio::fs::File::from_std(std_file);
+            let mut written: u64 = 0;
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                written += chunk.len() as u64;
+                if written > limit {
+                    return Err(too_large(limit));
+                }
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
+            }
+            file.flush()
+                .await
+                .map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
+            form.zip = Some(temp);
+        } else {
+            let text = field.text().await.map_err(multipart_error)?;
+            if text.len() > MAX_FIELD_BYTES {
+                return Err(ApiError::BadRequest(format!(
+                    "form field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
+                )));
+            }
+            form.fields.insert(name, text);
+        }
+    }
+    Ok(form)
+}
+
+/// Checks the uploaded archive with the workspace's zip rules (off the async workers).
+pub async fn check_uploaded_zip(state: &AppState, zip: &Path) -> Result<(), ApiError> {
+    let limits = ZipLimits {
+        max_total_bytes: state
+            .config
+            .ui
+            .workspace
+            .max_extracted_size_mb
+            .saturating_mul(1024 * 1024),
+        max_entries: state.config.ui.workspace.max_zip_entries,
+        ..ZipLimits::default()
+    };
+    let path: PathBuf = zip.to_owned();
+    tokio::task::spawn_blocking(move || check_zip(&path, &limits))
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))?
+        .map_err(|err| ApiError::BadRequest(format!("invalid zip archive: {err}")))
+}
+
+fn temp_file(dir: &Path) -> Result<tempfile::NamedTempFile, ApiError> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".upload-")
+                .suffix(".zip")
+                .tempfile_in(dir)
+        })
+        .map_err(|e| {
+            ApiError::Internal(format!("cannot store the upload in {}: {e}", dir.display()))
+        })
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "upload is larger than {} MB",
+        limit / (1024 * 1024)
+    ))
+}
+
+fn multipart_error(err: MultipartError) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!("request body too large: {}", err.body_text()))
+    } else {
+        ApiError::BadRequest(format!("invalid multipart body: {}", err.body_text()))
+    }
+}

@@ -1,0 +1,236 @@
+//! Creating, editing and deleting spec files: how the API (and `devbox delete`) change
+//! desired state. The controller never sees these calls; it sees the files.
+//!
+//! Every write is checked against the config first, so nothing invalid reaches the
+//! specs directory, and is atomic. One lock serialises edits, so the read-modify-write
+//! cycles of concurrent requests never lose an update. The calls block (small files,
+//! fsync): async callers run them in `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::controller::scan;
+use crate::diagnostic::Diagnostic;
+use crate::fsutil;
+use crate::spec::{self, DevServer, ServerSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecFileError {
+    #[error("a server named `{0}` already exists")]
+    Exists(String),
+    #[error("no spec file for server `{0}`")]
+    NotFound(String),
+    #[error("{}", crate::diagnostic::join(.0))]
+    Invalid(Vec<Diagnostic>),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The specs directory, as a place to write to. Cloning shares the edit lock.
+#[derive(Clone)]
+pub struct SpecFiles {
+    dir: PathBuf,
+    config: Arc<Config>,
+    edit_lock: Arc<Mutex<()>>,
+}
+
+impl SpecFiles {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            dir: config.controller.specs_dir.clone(),
+            config,
+            edit_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// The file of server `name`: an existing `.yaml` or `.yml`, else the `.yaml` to create.
+    pub fn path(&self, name: &str) -> PathBuf {
+        let yml = self.dir.join(format!("{name}.yml"));
+        if yml.exists() {
+            yml
+        } else {
+            self.dir.join(format!("{name}.yaml"))
+        }
+    }
+
+    /// Checks `server` as the file it would become, returning its resolved form.
+    pub fn check(&self, server: &DevServer) -> Result<ServerSpec, SpecFileError> {
+        let path = self.path(&server.metadata.name);
+        let text = render(server, &path)?;
+        spec::resolve(&path, &text, server, &self.config).map_err(SpecFileError::Invalid)
+    }
+
+    /// Writes a new spec file; fails with [`SpecFileError::Exists`] when the name is
+    /// taken (two racing creators of one name: exactly one wins).
+    pub fn create(&self, server: &DevServer) -> Result<ServerSpec, SpecFileError> {
+        let resolved = self.check(server)?;
+        let text = render(server, &resolved.file)?;
+        let _guard = self.lock();
+        if self.path(&server.metadata.name).exists() {
+            return Err(SpecFileError::Exists(server.metadata.name.clone()));
+        }
+        match fsutil::create_atomic(&resolved.file, text.as_bytes()) {
+            Ok(true) => Ok(resolved),
+            Ok(false) => Err(SpecFileError::Exists(server.metadata.name.clone())),
+            Err(source) => Err(SpecFileError::Io {
+                path: resolved.file.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads server `name`'s spec, applies `edit`, checks and writes the result.
+    pub fn update(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut DevServer),
+    ) -> Result<ServerSpec, SpecFileError> {
+        let _guard = self.lock();
+        let path = self.path(name);
+        let mut server = read(&path, name)?;
+        edit(&mut server);
+        let text = render(&server, &path)?;
+        let resolved =
+            spec::resolve(&path, &text, &server, &self.config).map_err(SpecFileError::Invalid)?;
+        fsutil::write_atomic(&path, text.as_bytes())
+            .map_err(|source| SpecFileError::Io { path, source })?;
+        Ok(resolved)
+    }
+
+    /// Reads server `name`'s spec.
+    pub fn read(&self, name: &str) -> Result<DevServer, SpecFileError> {
+        read(&self.path(name), name)
+    }
+
+    /// Removes server `name`'s spec file.
+    pub fn delete(&self, name: &str) -> Result<(), SpecFileError> {
+        let _guard = self.lock();
+        let path = self.path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(SpecFileError::NotFound(name.to_owned()))
+            }
+            Err(source) => Err(SpecFileError::Io { path, source }),
+        }
+    }
+
+    /// Names of all spec files (valid or not).
+    pub fn names(&self) -> Vec<String> {
+        scan::spec_files(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.edit_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn read(path: &Path, name: &str) -> Result<DevServer, SpecFileError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SpecFileError::NotFound(name.to_owned()));
+        }
+        Err(source) => {
+            return Err(SpecFileError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    DevServer::from_yaml(path, &text).map_err(|diag| SpecFileError::Invalid(vec![diag]))
+}
+
+fn render(server: &DevServer, path: &Path) -> Result<String, SpecFileError> {
+    server
+        .to_yaml()
+        .map_err(|err| SpecFileError::Invalid(vec![Diagnostic::file(path, err.to_string())]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ApiVersion, DesiredState, DevServerSpec, Kind, Metadata};
+
+    fn server(name: &str) -> DevServer {
+        DevServer {
+            api_version: ApiVersion::V1,
+            kind: Kind::DevServer,
+            metadata: Metadata {
+                name: name.into(),
+                display_name: None,
+                id: None,
+                labels: Default::default(),
+                annotations: Default::default(),
+            },
+            spec: DevServerSpec {
+                state: DesiredState::Stopped,
+                port: None,
+                extension_groups: vec![],
+                extensions: vec![],
+                user_settings: Default::default(),
+                workspace: None,
+                template: None,
+                env: Default::default(),
+                restart_policy: Default::default(),
+                idle_timeout: None,
+            },
+        }
+    }
+
+    fn files(dir: &Path) -> SpecFiles {
+        let mut config = Config::embedded_default();
+        config.controller.specs_dir = dir.to_owned();
+        SpecFiles::new(Arc::new(config))
+    }
+
+    #[test]
+    fn create_update_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        files.create(&server("a")).unwrap();
+        assert!(matches!(
+            files.create(&server("a")),
+            Err(SpecFileError::Exists(_))
+        ));
+        let updated = files
+            .update("a", |s| s.spec.state = DesiredState::Running)
+            .unwrap();
+        assert_eq!(updated.state, DesiredState::Running);
+        assert_eq!(files.read("a").unwrap().spec.state, DesiredState::Running);
+        assert_eq!(files.names(), ["a"]);
+        files.delete("a").unwrap();
+        assert!(matches!(files.delete("a"), Err(SpecFileError::NotFound(_))));
+    }
+
+    #[test]
+    fn invalid_edits_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        files.create(&server("b")).unwrap();
+        let before = std::fs::read_to_string(dir.path().join("b.yaml")).unwrap();
+        let err = files
+            .update("b", |s| s.spec.extension_groups.push("nope".into()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown extension group `nope`"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("b.yaml")).unwrap(),
+            before
+        );
+        let mut bad = server("c");
+        bad.spec.port = Some(1);
+        assert!(matches!(files.create(&bad), Err(SpecFileError::Invalid(_))));
+        assert!(!dir.path().join("c.yaml").exists());
+    }
+}
