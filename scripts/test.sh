@@ -17,6 +17,12 @@ done
 
 # Debian packages the build and code-server need (a no-op when all are present).
 scripts/install-system-deps.sh
+# Python's `requests`, for the test that runs the API reference's Python example as written.
+if ! python3 -c 'import requests' 2>/dev/null; then
+  log "installing python3 requests"
+  python3 -m pip install --quiet --disable-pip-version-check requests
+fi
+
 # code-server (installs 4.100.3 under .tools/ unless a 4.x is already available).
 DEVBOX_CODE_SERVER=$(scripts/install-code-server.sh | tail -n1)
 export DEVBOX_CODE_SERVER

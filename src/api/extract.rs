@@ -17,6 +17,13 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
+/// The `{id}` of a server route: its uuid or its name.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+pub struct ServerId {
+    /// The server's uuid (or its name).
+    pub id: String,
+}
+
 /// A JSON request body; anything else is a 400 in the API's error shape.
 pub struct JsonBody<T>(pub T);
 

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::ServerId;
 use super::views::{ActionData, Done, Envelope};
 use super::wait::{self, Verdict};
 use crate::spec::{DesiredState, DevServer, RESTARTED_AT_ANNOTATION};
@@ -16,7 +17,7 @@ use crate::status::Phase;
 /// Starts a server and answers once it is healthy.
 pub async fn start(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
     let status = state.find(&id)?;
     // A server that is not running (failed, stopped for idleness) gets a fresh attempt.
@@ -27,7 +28,7 @@ pub async fn start(
 /// Restarts a server (a new process even when nothing changed) and answers once healthy.
 pub async fn restart(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
     let status = state.find(&id)?;
     run(&state, &status.name, "Server restarted", true).await
@@ -36,7 +37,7 @@ pub async fn restart(
 /// Stops a server and answers once all its processes are gone.
 pub async fn stop(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
     let status = state.find(&id)?;
     let spec = state
@@ -62,7 +63,7 @@ pub async fn stop(
 /// Deletes a server's spec and answers once the server is stopped and forgotten.
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Done>, ApiError> {
     let status = state.find(&id)?;
     let specs = state.specs.clone();

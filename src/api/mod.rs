@@ -25,7 +25,7 @@ mod wait;
 use std::sync::Arc;
 
 use aide::axum::ApiRouter;
-use aide::axum::routing::{get, post};
+use aide::axum::routing::{get_with, post_with};
 use aide::openapi::{Info, OpenApi};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -106,45 +106,115 @@ impl AppState {
 fn routes(upload_limit: usize) -> ApiRouter<AppState> {
     let uploads = DefaultBodyLimit::max(upload_limit);
     ApiRouter::new()
-        .api_route("/health", get(info::health))
-        .api_route("/config", get(info::config))
-        .api_route("/templates", get(info::templates))
-        .api_route("/servers", get(servers::list).post(create::create))
+        .api_route(
+            "/health",
+            get_with(info::health, |o| {
+                o.summary("devbox answers (no token needed)")
+            }),
+        )
+        .api_route(
+            "/config",
+            get_with(info::config, |o| {
+                o.summary("Extension groups, ports, UI settings, templates")
+            }),
+        )
+        .api_route(
+            "/templates",
+            get_with(info::templates, |o| {
+                o.summary("The templates: tabs of items")
+            }),
+        )
+        .api_route(
+            "/servers",
+            get_with(servers::list, |o| o.summary("Every server"))
+                .post_with(create::create, |o| o.summary("Create a stopped server")),
+        )
         .api_route(
             "/servers/create-with-workspace",
-            post(create::create_with_workspace).layer(uploads),
+            post_with(create::create_with_workspace, |o| {
+                o.summary("Create a stopped server with a git or zip workspace (multipart)")
+            })
+            .layer(uploads),
         )
         .api_route(
             "/servers/create-from-template",
-            post(create::create_from_template),
+            post_with(create::create_from_template, |o| {
+                o.summary("Create a stopped server from a template")
+            }),
         )
-        .api_route("/servers/create-metadata", post(create::create_metadata))
-        .api_route("/servers/refresh-all", post(monitor::refresh_all))
-        .api_route("/servers/{id}", get(servers::one).delete(lifecycle::delete))
-        .api_route("/servers/{id}/start", post(lifecycle::start))
-        .api_route("/servers/{id}/stop", post(lifecycle::stop))
-        .api_route("/servers/{id}/restart", post(lifecycle::restart))
-        .api_route("/servers/{id}/health", get(monitor::health))
-        .api_route("/servers/{id}/logs", get(monitor::logs))
+        .api_route(
+            "/servers/create-metadata",
+            post_with(create::create_metadata, |o| {
+                o.summary("Create a bare stopped server (multi-step creation)")
+            }),
+        )
+        .api_route(
+            "/servers/refresh-all",
+            post_with(monitor::refresh_all, |o| {
+                o.summary("Observe every server now")
+            }),
+        )
+        .api_route(
+            "/servers/{id}",
+            get_with(servers::one, |o| o.summary("One server"))
+                .delete_with(lifecycle::delete, |o| {
+                    o.summary("Delete a server (stops it; keeps its workspace)")
+                }),
+        )
+        .api_route(
+            "/servers/{id}/start",
+            post_with(lifecycle::start, |o| {
+                o.summary("Start; answers once healthy")
+            }),
+        )
+        .api_route(
+            "/servers/{id}/stop",
+            post_with(lifecycle::stop, |o| {
+                o.summary("Stop; answers once every process is gone")
+            }),
+        )
+        .api_route(
+            "/servers/{id}/restart",
+            post_with(lifecycle::restart, |o| {
+                o.summary("Restart; answers once healthy")
+            }),
+        )
+        .api_route(
+            "/servers/{id}/health",
+            get_with(monitor::health, |o| {
+                o.summary("Live health, CPU and memory")
+            }),
+        )
+        .api_route(
+            "/servers/{id}/logs",
+            get_with(monitor::logs, |o| o.summary("The newest log lines")),
+        )
         .api_route(
             "/servers/{id}/refresh-status",
-            post(monitor::refresh_status),
+            post_with(monitor::refresh_status, |o| {
+                o.summary("Observe one server now")
+            }),
         )
         .api_route(
             "/servers/{id}/install-extensions",
-            post(steps::install_extensions),
+            post_with(steps::install_extensions, |o| o.summary("Add extensions")),
         )
         .api_route(
             "/servers/{id}/install-extension",
-            post(steps::install_extension),
+            post_with(steps::install_extension, |o| o.summary("Add one extension")),
         )
         .api_route(
             "/servers/{id}/apply-group-settings",
-            post(steps::apply_group_settings),
+            post_with(steps::apply_group_settings, |o| {
+                o.summary("Add an extension group and its settings")
+            }),
         )
         .api_route(
             "/servers/{id}/clone-workspace",
-            post(steps::clone_workspace).layer(uploads),
+            post_with(steps::clone_workspace, |o| {
+                o.summary("Set the workspace to a git repository or a zip (multipart)")
+            })
+            .layer(uploads),
         )
 }
 

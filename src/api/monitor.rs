@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::QueryParams;
+use super::extract::ServerId;
 use super::views::{Envelope, SuccessWord, round1};
 use crate::runtime::procfs;
 use crate::status::{Phase, ServerStatus};
@@ -37,7 +38,7 @@ pub struct ServerHealth {
 /// Live health of one server.
 pub async fn health(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ServerHealth>>, ApiError> {
     let status = state.find(&id)?;
     let probe = probe(&state, &status).await;
@@ -79,7 +80,7 @@ pub struct Logs {
 /// The newest log lines of a server: code-server's output and devbox's events.
 pub async fn logs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
     QueryParams(query): QueryParams<LogsQuery>,
 ) -> Result<Json<Envelope<Logs>>, ApiError> {
     if query.lines > MAX_LOG_LINES {
@@ -127,7 +128,7 @@ pub struct Refresh {
 /// Observes one server now and compares with its recorded status.
 pub async fn refresh_status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Refresh>, ApiError> {
     let status = state.find(&id)?;
     let refresh = refresh(&state, &status).await;

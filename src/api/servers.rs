@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::ServerId;
 use super::views::ServerView;
 
 /// Every server, as a bare array (the seed API's shape).
@@ -22,7 +23,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<ServerView>> {
 /// One server, by id or by name.
 pub async fn one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<ServerView>, ApiError> {
     let status = state.find(&id)?;
     Ok(Json(ServerView::new(&status, &state)))

@@ -13,6 +13,7 @@ use super::AppState;
 use super::create::git_workspace;
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::extract::ServerId;
 use super::upload;
 use super::views::Envelope;
 use super::wait::{self, Verdict};
@@ -63,7 +64,7 @@ pub struct WorkspaceData {
 /// Adds extensions to a server.
 pub async fn install_extensions(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
     JsonBody(body): JsonBody<InstallExtensions>,
 ) -> Result<Json<Envelope<ExtensionsData>>, ApiError> {
     add_extensions(&state, &id, body.extensions).await
@@ -72,7 +73,7 @@ pub async fn install_extensions(
 /// Adds one extension to a server.
 pub async fn install_extension(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
     JsonBody(body): JsonBody<InstallExtension>,
 ) -> Result<Json<Envelope<ExtensionsData>>, ApiError> {
     add_extensions(&state, &id, vec![body.extension]).await
@@ -81,7 +82,7 @@ pub async fn install_extension(
 /// Adds an extension group (its extensions and user settings) to a server.
 pub async fn apply_group_settings(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
     JsonBody(body): JsonBody<ApplyGroup>,
 ) -> Result<Json<Envelope<GroupData>>, ApiError> {
     let status = state.find(&id)?;
@@ -116,7 +117,7 @@ pub async fn apply_group_settings(
 /// archive (`zip_file`). A workspace that already holds files is never replaced.
 pub async fn clone_workspace(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(ServerId { id }): Path<ServerId>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Envelope<WorkspaceData>>, ApiError> {
     let status = state.find(&id)?;
