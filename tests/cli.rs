@@ -112,7 +112,11 @@ fn committed_schemas_match_the_binary() {
         out_dir.path().to_str().unwrap_or_default(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    for file in ["devserver.schema.json", "config.schema.json", "openapi.json"] {
+    for file in [
+        "devserver.schema.json",
+        "config.schema.json",
+        "openapi.json",
+    ] {
         let generated = std::fs::read_to_string(out_dir.path().join(file)).expect("generated");
         let committed = std::fs::read_to_string(repo("schemas").join(file)).unwrap_or_default();
         assert!(

@@ -7,16 +7,19 @@
 //!
 //! One file per group of routes: `info` (health, config, templates), `servers` (list,
 //! one), `create` (the four ways to create), `lifecycle` (start, stop, restart,
-//! delete), `monitor` (health, logs, refresh), `steps` (multi-step creation).
+//! delete), `monitor` (health, logs, refresh), `steps` (multi-step creation), `specs`
+//! (whole specs, for `devbox apply --server`).
 
 mod create;
 mod error;
 mod extract;
 mod info;
 mod lifecycle;
+mod logstream;
 mod monitor;
 mod names;
 mod servers;
+mod specs;
 mod steps;
 mod upload;
 mod views;
@@ -25,7 +28,7 @@ mod wait;
 use std::sync::Arc;
 
 use aide::axum::ApiRouter;
-use aide::axum::routing::{get_with, post_with};
+use aide::axum::routing::{get_with, post_with, put_with};
 use aide::openapi::{Info, OpenApi};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -207,6 +210,24 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
             "/servers/{id}/apply-group-settings",
             post_with(steps::apply_group_settings, |o| {
                 o.summary("Add an extension group and its settings")
+            }),
+        )
+        .api_route(
+            "/ws/logs",
+            get_with(logstream::all, |o| {
+                o.summary("Live logs of every server (WebSocket)")
+            }),
+        )
+        .api_route(
+            "/ws/logs/{id}",
+            get_with(logstream::one, |o| {
+                o.summary("Live logs of one server (WebSocket)")
+            }),
+        )
+        .api_route(
+            "/specs/{name}",
+            put_with(specs::apply, |o| {
+                o.summary("Create or replace a server's spec (what `devbox apply` sends)")
             }),
         )
         .api_route(

@@ -71,57 +71,47 @@ pub fn run(config: &Config, name: Option<&str>, output: OutputFormat) -> anyhow:
 }
 
 fn print_table(rows: &[Row]) {
-    let mut lines = vec![[
-        "NAME".to_owned(),
-        "DESIRED".to_owned(),
-        "PHASE".to_owned(),
-        "PORT".to_owned(),
-        "PID".to_owned(),
-        "UPTIME".to_owned(),
-        "MESSAGE".to_owned(),
-    ]];
-    for row in rows {
-        let status = row.status.as_ref();
-        let dash = || "-".to_owned();
-        lines.push([
-            row.name.clone(),
-            row.desired
-                .map_or_else(dash, |d| format!("{d:?}").to_lowercase()),
-            status.map_or_else(
-                || "pending".to_owned(),
-                |s| format!("{:?}", s.phase).to_lowercase(),
-            ),
-            status
-                .and_then(|s| s.port)
-                .map_or_else(dash, |p| p.to_string()),
-            status
-                .and_then(|s| s.process.as_ref())
-                .map_or_else(dash, |p| p.pid.to_string()),
-            status
-                .and_then(ServerStatus::uptime_seconds)
-                .map_or_else(dash, |u| {
-                    humantime::format_duration(std::time::Duration::from_secs(u as u64)).to_string()
-                }),
-            status
-                .and_then(|s| {
-                    s.message
-                        .clone()
-                        .or_else(|| s.spec_errors.first().map(ToString::to_string))
-                })
-                .map_or_else(String::new, |m| {
-                    m.lines().next().unwrap_or_default().to_owned()
-                }),
-        ]);
-    }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+    let dash = || "-".to_owned();
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|row| {
+            let status = row.status.as_ref();
+            [
+                row.name.clone(),
+                row.desired
+                    .map_or_else(dash, |d| format!("{d:?}").to_lowercase()),
+                status.map_or_else(
+                    || "pending".to_owned(),
+                    |s| format!("{:?}", s.phase).to_lowercase(),
+                ),
+                status
+                    .and_then(|s| s.port)
+                    .map_or_else(dash, |p| p.to_string()),
+                status
+                    .and_then(|s| s.process.as_ref())
+                    .map_or_else(dash, |p| p.pid.to_string()),
+                status
+                    .and_then(ServerStatus::uptime_seconds)
+                    .map_or_else(dash, |u| {
+                        humantime::format_duration(std::time::Duration::from_secs(u as u64))
+                            .to_string()
+                    }),
+                status
+                    .and_then(|s| {
+                        s.message
+                            .clone()
+                            .or_else(|| s.spec_errors.first().map(ToString::to_string))
+                    })
+                    .map_or_else(String::new, |m| {
+                        m.lines().next().unwrap_or_default().to_owned()
+                    }),
+            ]
+        })
         .collect();
-    for line in lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    super::print_table(
+        &[
+            "NAME", "DESIRED", "PHASE", "PORT", "PID", "UPTIME", "MESSAGE",
+        ],
+        &cells,
+    );
 }

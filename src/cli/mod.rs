@@ -6,6 +6,8 @@
 mod apply;
 mod doctor;
 mod get;
+mod logs;
+mod remote;
 mod schema;
 mod serve;
 mod validate;
@@ -36,6 +38,10 @@ pub struct Cli {
     /// The code-server executable.
     #[arg(long, global = true, env = "DEVBOX_CODE_SERVER")]
     pub code_server: Option<PathBuf>,
+    /// Drive the devbox API at this URL (for get, apply, delete, logs) instead of the
+    /// local state and specs directories.
+    #[arg(long, global = true, env = "DEVBOX_SERVER")]
+    pub server: Option<String>,
     /// Bearer token: required from API clients by `serve`, sent by `--server` commands.
     #[arg(long, global = true, env = "DEVBOX_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -78,6 +84,19 @@ pub enum Command {
     },
     /// Delete a server's spec file (the controller stops and forgets the server).
     Delete { name: String },
+    /// Show a server's logs (code-server's output; with --server, also devbox's events).
+    Logs {
+        name: String,
+        /// How many of the newest lines.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines as they come.
+        #[arg(short, long)]
+        follow: bool,
+        /// Without --server: devbox's events about the server instead of its output.
+        #[arg(long)]
+        events: bool,
+    },
     /// Check that everything devbox needs is in place.
     Doctor,
 }
@@ -118,22 +137,102 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match &cli.command {
-        Command::Serve { port, bind } => {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        restore_default_sigpipe();
+    }
+    let remote = match (&cli.server, &cli.command) {
+        (
+            Some(url),
+            Command::Get { .. }
+            | Command::Apply { .. }
+            | Command::Delete { .. }
+            | Command::Logs { .. },
+        ) => Some(remote::Remote::new(url, cli.api_token.clone())?),
+        _ => None,
+    };
+    match (&cli.command, remote) {
+        (Command::Serve { port, bind }, _) => {
             let config = cli.load_config(*port)?;
             serve::run(config, *bind)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { paths } => validate::run(&cli, paths),
-        Command::Schema { out } => {
+        (Command::Validate { paths }, _) => validate::run(&cli, paths),
+        (Command::Schema { out }, _) => {
             schema::run(out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { name, output } => {
+        (Command::Get { name, output }, Some(remote)) => {
+            remote::get(&remote, name.as_deref(), *output)
+        }
+        (Command::Get { name, output }, None) => {
             get::run(&cli.load_config(None)?, name.as_deref(), *output)
         }
-        Command::Apply { files } => apply::apply(&cli.load_config(None)?, files),
-        Command::Delete { name } => apply::delete(&cli.load_config(None)?, name),
-        Command::Doctor => doctor::run(&cli.load_config(None)?),
+        (Command::Apply { files }, Some(remote)) => remote::apply(&remote, &spec_inputs(files)?),
+        (Command::Apply { files }, None) => apply::apply(&cli.load_config(None)?, files),
+        (Command::Delete { name }, Some(remote)) => remote::delete(&remote, name),
+        (Command::Delete { name }, None) => apply::delete(&cli.load_config(None)?, name),
+        (
+            Command::Logs {
+                name,
+                lines,
+                follow,
+                ..
+            },
+            Some(remote),
+        ) => remote::logs(&remote, name, *lines, *follow),
+        (
+            Command::Logs {
+                name,
+                lines,
+                follow,
+                events,
+            },
+            None,
+        ) => logs::run(&cli.load_config(None)?, name, *lines, *follow, *events),
+        (Command::Doctor, _) => doctor::run(&cli.load_config(None)?),
+    }
+}
+
+/// Lets `devbox logs … | head` end quietly: with Rust's default (SIGPIPE ignored) the
+/// next print would fail with EPIPE. Not for `serve`, where a client closing its socket
+/// must be an error on that socket, not the end of devbox.
+fn restore_default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called before any other thread exists; SIG_DFL involves no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// Spec files named on the command line: files as given, directories' `*.yaml`.
+fn spec_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            files.extend(crate::controller::scan::spec_files(input)?);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Prints rows under a header, in columns as wide as their widest cell.
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    render(header.to_vec());
+    for row in rows {
+        render(row.iter().map(String::as_str).collect());
     }
 }

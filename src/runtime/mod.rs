@@ -89,13 +89,21 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}: {source}{}", spawn_hint(.source))]
     Spawn {
         program: PathBuf,
         source: std::io::Error,
     },
     #[error("processes of group {pgid} still alive after SIGKILL")]
     Unkillable { pgid: u32 },
+}
+
+fn spawn_hint(err: &std::io::Error) -> &'static str {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        " (set code_server.binary in the config or DEVBOX_CODE_SERVER; scripts/install-code-server.sh installs one)"
+    } else {
+        ""
+    }
 }
 
 /// The narrow interface between the reconciler and whatever runs servers.

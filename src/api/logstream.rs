@@ -1,0 +1,160 @@
+//! Live logs over WebSocket: `/ws/logs` (every server) and `/ws/logs/{id}` (one).
+//!
+//! A client first gets the recent lines (a bounded backlog), then live lines as they
+//! happen, each as the seed's JSON (`type: "log"`, `server_id`, `server_name`, `level`,
+//! `source`, `message`, `timestamp`). Live lines come from one bounded broadcast
+//! channel: a client that reads too slowly skips lines (and is told how many) instead
+//! of growing memory or slowing the controller, and one that stops reading altogether
+//! is dropped.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::extract::{QueryParams, ServerId};
+use crate::logs::LogLine;
+
+/// Recent lines sent when a client connects.
+const BACKLOG_LINES: usize = 200;
+/// A send that takes longer than this means the client stopped reading: it is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Close code for an unknown server (application-defined range, like HTTP 404).
+const CLOSE_UNKNOWN_SERVER: u16 = 4404;
+
+#[derive(Serialize)]
+struct LogMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    line: &'a LogLine,
+}
+
+#[derive(Serialize)]
+struct SkippedMessage {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    skipped: u64,
+    message: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StreamQuery {
+    /// Recent lines sent first (at most 200, the default).
+    #[serde(default = "default_backlog")]
+    pub lines: usize,
+}
+
+fn default_backlog() -> usize {
+    BACKLOG_LINES
+}
+
+/// Streams the logs of every server.
+pub async fn all(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade.on_upgrade(move |socket| stream(socket, state, None, query.lines))
+}
+
+/// Streams the logs of one server; an unknown id closes with code 4404 and a reason.
+pub async fn one(
+    State(state): State<AppState>,
+    Path(ServerId { id }): Path<ServerId>,
+    QueryParams(query): QueryParams<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    match state.find(&id) {
+        Ok(status) => {
+            upgrade.on_upgrade(move |socket| stream(socket, state, Some(status.name), query.lines))
+        }
+        Err(err) => upgrade.on_upgrade(move |mut socket| async move {
+            let frame = CloseFrame {
+                code: CLOSE_UNKNOWN_SERVER,
+                reason: Utf8Bytes::from(err.to_string()),
+            };
+            let _ = socket.send(Message::Close(Some(frame))).await;
+        }),
+    }
+}
+
+async fn stream(mut socket: WebSocket, state: AppState, server: Option<String>, lines: usize) {
+    // Subscribe before reading the backlog, so no line falls between the two.
+    let mut live = state.logs.subscribe();
+    for line in backlog(&state, server.as_deref(), lines.min(BACKLOG_LINES)) {
+        if !send(
+            &mut socket,
+            &LogMessage {
+                kind: "log",
+                line: &line,
+            },
+        )
+        .await
+        {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(line) => {
+                    if server.as_ref().is_some_and(|name| *name != line.server_name) {
+                        continue;
+                    }
+                    if !send(&mut socket, &LogMessage { kind: "log", line: &line }).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(skipped)) => {
+                    let notice = SkippedMessage {
+                        kind: "skipped",
+                        skipped,
+                        message: format!("skipped {skipped} lines: the client read too slowly"),
+                    };
+                    if !send(&mut socket, &notice).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// The newest lines, oldest first: of one server, or of all servers merged by time.
+fn backlog(state: &AppState, server: Option<&str>, count: usize) -> Vec<LogLine> {
+    match server {
+        Some(name) => state.logs.recent(name, count),
+        None => {
+            let mut lines: Vec<LogLine> = state
+                .statuses
+                .names()
+                .iter()
+                .flat_map(|name| state.logs.recent(name, count))
+                .collect();
+            lines.sort_by_key(|line| line.timestamp);
+            lines.split_off(lines.len().saturating_sub(count))
+        }
+    }
+}
+
+/// Sends one JSON message; false when the client is gone or too slow.
+async fn send(socket: &mut WebSocket, message: &impl Serialize) -> bool {
+    let Ok(text) = serde_json::to_string(message) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
+}

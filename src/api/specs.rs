@@ -1,0 +1,64 @@
+//! `PUT /specs/{name}`: create or replace a server's whole spec (what `devbox apply
+//! --server` sends). Checked like any spec file before it is written.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use super::views::{Envelope, ServerView};
+use super::wait::{self, Verdict};
+use crate::spec::DevServer;
+use crate::spec_files::SpecFileError;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SpecName {
+    /// The spec's `metadata.name` (its file name).
+    pub name: String,
+}
+
+/// Writes the spec of server `name` (creating or replacing it) and answers once the
+/// controller has acted on it.
+pub async fn apply(
+    State(state): State<AppState>,
+    Path(SpecName { name }): Path<SpecName>,
+    JsonBody(server): JsonBody<DevServer>,
+) -> Result<Json<Envelope<ServerView>>, ApiError> {
+    if server.metadata.name != name {
+        return Err(ApiError::BadRequest(format!(
+            "metadata.name `{}` does not match the path's `{name}`",
+            server.metadata.name
+        )));
+    }
+    if let Some(port) = server.spec.port {
+        state.ports.check_free(&name, port)?;
+    }
+    let specs = state.specs.clone();
+    let (resolved, created) = tokio::task::spawn_blocking(move || match specs.create(&server) {
+        Ok(resolved) => Ok((resolved, true)),
+        Err(SpecFileError::Exists(_)) => {
+            let name = server.metadata.name.clone();
+            specs
+                .update(&name, move |current| *current = server)
+                .map(|r| (r, false))
+        }
+        Err(err) => Err(err),
+    })
+    .await
+    .map_err(|err| ApiError::Internal(err.to_string()))??;
+    state.rescan.notify_one();
+    let revision = resolved.revision.clone();
+    let status = wait::converge(&state, &name, "to see the spec", |status| match status {
+        Some(status) if wait::observed(status, &revision) => Verdict::Done(status.clone()),
+        _ => Verdict::Wait,
+    })
+    .await?;
+    let message = if created { "created" } else { "configured" };
+    Ok(Json(Envelope::new(
+        message.to_owned(),
+        ServerView::new(&status, &state),
+    )))
+}
