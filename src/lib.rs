@@ -15,7 +15,8 @@
 //! - [`status`]: observed status per server, persisted atomically in the state dir.
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
 //! - [`health`]: code-server's `/healthz`.  [`metrics`]: CPU and memory per server.
-//! - [`api`]: the HTTP API (axum).  [`cli`]: the command line.
+//! - [`api`]: the HTTP API (axum).  [`proxy`]: `/vscode/<port>/…` to the instances.
+//! - [`cli`]: the command line.
 //! - [`fsutil`]: atomic file writes.  [`duration`]: `30s`-style durations.
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod provision;
+pub mod proxy;
 pub mod runtime;
 pub mod spec;
 pub mod spec_files;

@@ -230,6 +230,20 @@ impl StatusStore {
         self.read().values().cloned().collect()
     }
 
+    /// The server owning `port` and its phase, without copying any status (the proxy
+    /// asks this on every request).
+    pub fn by_port(&self, port: u16) -> Option<(String, Phase)> {
+        self.read()
+            .values()
+            .find(|s| s.port == Some(port))
+            .map(|s| (s.name.clone(), s.phase))
+    }
+
+    /// Server `name`'s port and phase.
+    pub fn route(&self, name: &str) -> Option<(Option<u16>, Phase)> {
+        self.read().get(name).map(|s| (s.port, s.phase))
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
     }

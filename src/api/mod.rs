@@ -284,14 +284,18 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(document.as_ref().clone()) }
         }),
     );
-    let mut app = app
-        .merge(openapi_route)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .with_state(state.clone());
+    let mut api_routes = app.merge(openapi_route).with_state(state.clone());
+    // CORS is for the API; proxied code-server pages keep their own rules.
     if let Some(cors) = cors(&state.config) {
-        app = app.layer(cors);
+        api_routes = api_routes.layer(cors);
     }
-    app
+    let proxy = crate::proxy::router(crate::proxy::ProxyState {
+        statuses: state.statuses.clone(),
+        forwarder: crate::proxy::Forwarder::default(),
+    });
+    api_routes
+        .merge(proxy)
+        .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
 /// Requires `Authorization: Bearer <token>` on every route but `/health` when a token

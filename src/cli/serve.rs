@@ -38,7 +38,8 @@ async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     let state = AppState::new(&ctx);
     let (stop_http, mut http_stopped) = watch::channel(false);
     let http = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.wait_for(|stop| *stop).await;
             })

@@ -1,0 +1,206 @@
+//! Forwarding one HTTP request to an instance and streaming the answer back, over a
+//! pool of keep-alive connections; and the header rules both forwarding and tunnels
+//! follow (RFC 9110's hop-by-hop headers, `X-Forwarded-*`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Uri, request};
+use axum::response::Response;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::bad_gateway;
+
+/// Pooled HTTP/1.1 client to the instances. Cloning shares the pool.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { client }
+    }
+}
+
+impl Forwarder {
+    /// Sends `request` to the instance on `port`, with `prefix` stripped from its path.
+    pub async fn forward(&self, port: u16, prefix: &str, request: Request) -> Response {
+        let (mut parts, body) = request.into_parts();
+        if let Err(message) = retarget(&mut parts, port, prefix) {
+            return bad_gateway(message);
+        }
+        prepare_request_headers(&mut parts, false);
+        match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                rewrite_location(&mut parts.headers, prefix);
+                Response::from_parts(parts, Body::new(body))
+            }
+            Err(err) => bad_gateway(format!("instance on port {port} did not answer: {err}")),
+        }
+    }
+}
+
+/// Points the request at `127.0.0.1:<port>`, without `prefix`, keeping the query.
+pub(super) fn retarget(parts: &mut request::Parts, port: u16, prefix: &str) -> Result<(), String> {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let rest = path_and_query
+        .strip_prefix(prefix)
+        .unwrap_or(path_and_query);
+    let rest = if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    };
+    parts.uri = format!("http://127.0.0.1:{port}{rest}")
+        .parse::<Uri>()
+        .map_err(|err| format!("bad request path: {err}"))?;
+    Ok(())
+}
+
+/// Removes hop-by-hop headers and sets `X-Forwarded-For/Proto/Host`. The browser's
+/// `Host` is kept (and copied to `X-Forwarded-Host`): code-server checks WebSocket
+/// origins against it.
+pub(super) fn prepare_request_headers(parts: &mut request::Parts, upgrade: bool) {
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    if let Some(ip) = client {
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key("x-forwarded-host")
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
+        headers.insert("x-forwarded-host", host);
+    }
+}
+
+/// RFC 9110 §7.6.1: `Connection`, the headers it names, and the connection-specific
+/// ones. A WebSocket handshake keeps `Connection: upgrade` and `Upgrade`.
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && *name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ] {
+        headers.remove(name);
+    }
+    if !upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// A redirect to an absolute path (`/login`) would leave the prefix; put it back.
+/// code-server's own redirects are relative and pass unchanged.
+fn rewrite_location(headers: &mut HeaderMap, prefix: &str) {
+    let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if location.starts_with('/')
+        && !location.starts_with("//")
+        && !location.starts_with(prefix)
+        && let Ok(value) = HeaderValue::from_str(&format!("{prefix}{location}"))
+    {
+        headers.insert(header::LOCATION, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_named_ones_too() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn upgrade_headers_stay_for_a_tunnel() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut headers, true);
+        assert!(headers.contains_key(header::UPGRADE));
+        assert!(headers.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn prefix_is_stripped_and_query_kept() {
+        let request = Request::builder()
+            .uri("/vscode/8010/static/a.js?v=1")
+            .body(Body::empty())
+            .unwrap();
+        let (mut parts, _) = request.into_parts();
+        retarget(&mut parts, 8010, "/vscode/8010").unwrap();
+        assert_eq!(parts.uri, "http://127.0.0.1:8010/static/a.js?v=1");
+        let request = Request::builder()
+            .uri("/vscode/8010/")
+            .body(Body::empty())
+            .unwrap();
+        let (mut parts, _) = request.into_parts();
+        retarget(&mut parts, 8010, "/vscode/8010").unwrap();
+        assert_eq!(parts.uri, "http://127.0.0.1:8010/");
+    }
+
+    #[test]
+    fn absolute_redirects_keep_the_prefix() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_static("/login?to=%2F"));
+        rewrite_location(&mut headers, "/vscode/8010");
+        assert_eq!(headers[header::LOCATION], "/vscode/8010/login?to=%2F");
+        headers.insert(header::LOCATION, HeaderValue::from_static("./?folder=/w"));
+        rewrite_location(&mut headers, "/vscode/8010");
+        assert_eq!(headers[header::LOCATION], "./?folder=/w");
+    }
+}

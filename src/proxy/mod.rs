@@ -1,0 +1,157 @@
+//! The reverse proxy to the instances: `/vscode/<port>/…` and `/s/<name>/…`.
+//!
+//! Only ports that belong to a managed server are proxied; any other port is a 404 and
+//! no connection is attempted (so the proxy cannot be used to reach other services on
+//! the host). A managed server that is not running answers 503 with a page that says
+//! so. Requests and responses stream through (nothing is buffered whole), over pooled
+//! keep-alive HTTP/1.1 connections; WebSocket upgrades become raw byte tunnels.
+
+mod forward;
+mod tunnel;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::any;
+
+use crate::api::ApiError;
+use crate::status::{Phase, StatusStore};
+pub use forward::Forwarder;
+
+/// What the proxy routes need.
+#[derive(Clone)]
+pub struct ProxyState {
+    pub statuses: StatusStore,
+    pub forwarder: Forwarder,
+}
+
+/// The proxy's routes.
+pub fn router(state: ProxyState) -> Router {
+    Router::new()
+        .route("/vscode/{port}", any(slashless_port))
+        .route("/vscode/{port}/", any(by_port_root))
+        .route("/vscode/{port}/{*rest}", any(by_port))
+        .route("/s/{name}", any(slashless_name))
+        .route("/s/{name}/", any(by_name_root))
+        .route("/s/{name}/{*rest}", any(by_name))
+        .with_state(state)
+}
+
+/// `/vscode/8010` → `/vscode/8010/` (query kept): code-server's relative URLs need the slash.
+async fn slashless_port(Path(port): Path<String>, uri: Uri) -> Redirect {
+    with_slash(&format!("/vscode/{port}/"), &uri)
+}
+
+async fn slashless_name(Path(name): Path<String>, uri: Uri) -> Redirect {
+    with_slash(&format!("/s/{name}/"), &uri)
+}
+
+fn with_slash(path: &str, uri: &Uri) -> Redirect {
+    match uri.query() {
+        Some(query) => Redirect::permanent(&format!("{path}?{query}")),
+        None => Redirect::permanent(path),
+    }
+}
+
+async fn by_port_root(
+    State(state): State<ProxyState>,
+    Path(port): Path<String>,
+    request: Request,
+) -> Response {
+    proxy_port(&state, &port, request).await
+}
+
+async fn by_port(
+    State(state): State<ProxyState>,
+    Path((port, _)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    proxy_port(&state, &port, request).await
+}
+
+async fn by_name_root(
+    State(state): State<ProxyState>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    proxy_name(&state, &name, request).await
+}
+
+async fn by_name(
+    State(state): State<ProxyState>,
+    Path((name, _)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    proxy_name(&state, &name, request).await
+}
+
+async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Response {
+    let not_managed = || {
+        ApiError::NotFound(format!("port {port} does not belong to a managed server"))
+            .into_response()
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return not_managed();
+    };
+    match state.statuses.by_port(port) {
+        None => not_managed(),
+        Some((name, phase)) if phase != Phase::Running => unavailable(&name, phase),
+        Some(_) => forward(state, port, &format!("/vscode/{port}"), request).await,
+    }
+}
+
+async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Response {
+    match state.statuses.route(name) {
+        None => ApiError::NotFound(format!("no server named `{name}`")).into_response(),
+        Some((Some(port), Phase::Running)) => {
+            forward(state, port, &format!("/s/{name}"), request).await
+        }
+        Some((_, phase)) => unavailable(name, phase),
+    }
+}
+
+async fn forward(state: &ProxyState, port: u16, prefix: &str, request: Request) -> Response {
+    if tunnel::is_upgrade(&request) {
+        tunnel::upgrade(port, prefix, request).await
+    } else {
+        state.forwarder.forward(port, prefix, request).await
+    }
+}
+
+/// 503 with a small page: the server exists but does not run.
+fn unavailable(name: &str, phase: Phase) -> Response {
+    let state = format!("{phase:?}").to_lowercase();
+    let name = escape(name);
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} is {state}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head>\
+         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em\">\
+         <h1>{name} is {state}</h1><p>This code-server is not running right now. \
+         Start it from the dashboard, then reload this page.</p>\
+         <p><a href=\"/\">Back to the dashboard</a></p></body></html>"
+    );
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    response
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An empty-bodied response with a status, for proxy failures.
+fn bad_gateway(message: String) -> Response {
+    let body = serde_json::json!({ "error": message, "detail": message }).to_string();
+    Response::builder()
+        .status(StatusCode::BAD_GATEWAY)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
