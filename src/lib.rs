@@ -16,7 +16,7 @@
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
 //! - [`health`]: code-server's `/healthz`.  [`metrics`]: CPU and memory per server.
 //! - [`api`]: the HTTP API (axum).  [`proxy`]: `/vscode/<port>/…` to the instances.
-//! - [`cli`]: the command line.
+//! - [`ui`]: the embedded web dashboard.  [`cli`]: the command line.
 //! - [`fsutil`]: atomic file writes.  [`duration`]: `30s`-style durations.
 
 pub mod api;
@@ -35,4 +35,5 @@ pub mod runtime;
 pub mod spec;
 pub mod spec_files;
 pub mod status;
+pub mod ui;
 pub mod yaml;

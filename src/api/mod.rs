@@ -295,24 +295,37 @@ pub fn router(state: AppState) -> Router {
     });
     api_routes
         .merge(proxy)
+        .merge(crate::ui::router())
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
-/// Requires `Authorization: Bearer <token>` on every route but `/health` when a token
-/// is configured.
+/// Requires the API token, when one is configured, on every route but `/health` and the
+/// dashboard's own files (which ask for the token). Browsers cannot add headers to page
+/// navigations and WebSockets, so the `devbox_token` cookie the dashboard sets counts too.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(token) = state.config.server.api_token.as_deref() else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/health" || request.method() == Method::OPTIONS {
+    let path = request.uri().path();
+    let public = path == "/health"
+        || path == "/"
+        || path.starts_with("/ui/")
+        || request.method() == Method::OPTIONS;
+    if public {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
+    let headers = request.headers();
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("devbox_token="));
+    match bearer.or(cookie) {
         Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
             next.run(request).await
         }
