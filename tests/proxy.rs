@@ -1,0 +1,197 @@
+//! The reverse proxy: bytes through it equal bytes direct, WebSockets pass through,
+//! unmanaged ports are refused without a connection, stopped servers get a 503 page.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Devbox, wait_for};
+use tokio_tungstenite::tungstenite;
+
+fn fake_code_server() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_code_server.py")
+}
+
+fn get(url: &str) -> (u16, Vec<u8>, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .new_agent();
+    let mut response = agent.get(url).call().expect("request");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(50 * 1024 * 1024)
+        .read_to_vec()
+        .expect("body");
+    (status, body, location)
+}
+
+#[test]
+fn static_asset_bytes_through_the_proxy_equal_direct() {
+    let devbox = Devbox::start();
+    devbox.write_spec("ide", "  state: running\n");
+    let (_, port) = devbox.wait_running("ide");
+
+    let (status, _, location) = get(&devbox.url(&format!("/vscode/{port}/")));
+    assert_eq!(status, 302);
+    assert!(
+        location.starts_with("./?folder="),
+        "code-server's relative redirect passes unchanged: {location}"
+    );
+    let (status, page, _) = get(&devbox.url(&format!("/vscode/{port}/{}", &location[2..])));
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page);
+    let css = page
+        .split('"')
+        .find(|s| s.ends_with("workbench.css"))
+        .expect("the workbench page links its stylesheet")
+        .trim_start_matches("./")
+        .to_owned();
+    let (status, proxied, _) = get(&devbox.url(&format!("/vscode/{port}/{css}")));
+    assert_eq!(status, 200);
+    let (_, direct, _) = get(&format!("http://127.0.0.1:{port}/{css}"));
+    assert!(
+        direct.len() > 100_000,
+        "a large asset: {} bytes",
+        direct.len()
+    );
+    assert!(
+        proxied == direct,
+        "proxied {} bytes differ from direct {} bytes",
+        proxied.len(),
+        direct.len()
+    );
+
+    // By name too, and the slash-less form redirects keeping the query.
+    let (status, by_name, _) = get(&devbox.url(&format!("/s/ide/{css}")));
+    assert_eq!(status, 200);
+    assert!(by_name == direct);
+    let (status, _, location) = get(&devbox.url(&format!("/vscode/{port}?folder=/x")));
+    assert_eq!(
+        (status, location.as_str()),
+        (308, format!("/vscode/{port}/?folder=/x").as_str())
+    );
+}
+
+#[test]
+fn websocket_messages_pass_through_the_proxy() {
+    let devbox = Devbox::start_with(fake_code_server(), |_| {});
+    devbox.write_spec("echo", "  state: running\n");
+    let (_, port) = devbox.wait_running("echo");
+    let url = format!(
+        "ws://127.0.0.1:{}/vscode/{port}/any/path?x=1",
+        devbox.http_port
+    );
+    let (mut socket, response) = tungstenite::connect(url).expect("WebSocket through the proxy");
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "second message", &"long ".repeat(20_000)] {
+        socket.send(tungstenite::Message::text(text)).expect("send");
+        match socket.read().expect("echo") {
+            tungstenite::Message::Text(echoed) => assert_eq!(echoed.as_str(), text),
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+    socket
+        .send(tungstenite::Message::binary(vec![0u8, 1, 2, 255]))
+        .expect("send binary");
+    assert_eq!(
+        socket.read().expect("echo").into_data().as_ref(),
+        [0u8, 1, 2, 255]
+    );
+    socket.close(None).expect("close");
+
+    // The proxy sets X-Forwarded-* and keeps the browser's Host.
+    let (status, headers, _) = get(&devbox.url(&format!("/vscode/{port}/echo-headers")));
+    assert_eq!(status, 200);
+    let headers: serde_json::Value = serde_json::from_slice(&headers).expect("JSON");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        headers["x-forwarded-host"],
+        format!("127.0.0.1:{}", devbox.http_port)
+    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["host"], format!("127.0.0.1:{}", devbox.http_port));
+}
+
+#[test]
+fn unmanaged_ports_are_refused_without_a_connection_and_stopped_servers_get_503() {
+    let devbox = Devbox::start_with(fake_code_server(), |_| {});
+    // Something else listens on this host; the proxy must not reach it.
+    let bystander = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    bystander.set_nonblocking(true).expect("nonblocking");
+    let port = bystander.local_addr().expect("addr").port();
+    let (status, body, _) = get(&devbox.url(&format!("/vscode/{port}/")));
+    assert_eq!(status, 404);
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON error");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&port.to_string()),
+        "{body}"
+    );
+    match bystander.accept() {
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the proxy connected to an unmanaged port: {other:?}"),
+    }
+    let (status, _, _) = get(&devbox.url("/s/nobody/"));
+    assert_eq!(status, 404);
+
+    let pinned = devbox.port_start + 3;
+    devbox.write_spec("sleeper", &format!("  state: stopped\n  port: {pinned}\n"));
+    wait_for("sleeper to be listed", Duration::from_secs(20), || {
+        devbox.server("sleeper")
+    });
+    let (status, page, _) = get(&devbox.url(&format!("/vscode/{pinned}/")));
+    assert_eq!(status, 503);
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("sleeper is stopped") && page.contains("href=\"/\""),
+        "{page}"
+    );
+}
+
+#[test]
+fn a_proxied_request_body_streams_to_the_instance() {
+    let devbox = Devbox::start_with(fake_code_server(), |_| {});
+    devbox.write_spec("sink", "  state: running\n");
+    let (_, port) = devbox.wait_running("sink");
+    // A raw HTTP/1.1 POST with a chunked body, and a keep-alive second request on the
+    // same client connection.
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", devbox.http_port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!(
+        "POST /vscode/{port}/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+         GET /vscode/{port}/bytes/3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).ends_with("xxx") {
+        let n = stream.read(&mut buffer).expect("read");
+        assert!(
+            n > 0,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    assert!(answer.contains("fake code-server"), "{answer}");
+}
