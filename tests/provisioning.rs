@@ -4,54 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Devbox, wait_for};
-
-/// A minimal VS Code extension package.
-fn write_vsix(path: &Path, publisher: &str, name: &str) {
-    let file = std::fs::File::create(path).expect("create vsix");
-    let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default();
-    let manifest = format!(
-        r#"<?xml version="1.0" encoding="utf-8"?>
-<PackageManifest Version="2.0.0" xmlns="http://schemas.microsoft.com/developer/vsx-schema/2011">
-  <Metadata><Identity Language="en-US" Id="{name}" Version="0.0.1" Publisher="{publisher}"/>
-  <DisplayName>{name}</DisplayName><Description xml:space="preserve">test</Description>
-  <Properties><Property Id="Microsoft.VisualStudio.Code.Engine" Value="^1.60.0"/></Properties></Metadata>
-  <Installation><InstallationTarget Id="Microsoft.VisualStudio.Code"/></Installation>
-  <Dependencies/>
-  <Assets><Asset Type="Microsoft.VisualStudio.Code.Manifest" Path="extension/package.json" Addressable="true"/></Assets>
-</PackageManifest>"#
-    );
-    let content_types = r#"<?xml version="1.0" encoding="utf-8"?>
-<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension=".json" ContentType="application/json"/><Default Extension=".vsixmanifest" ContentType="text/xml"/></Types>"#;
-    let package = format!(
-        r#"{{"name":"{name}","publisher":"{publisher}","version":"0.0.1","engines":{{"vscode":"^1.60.0"}}}}"#
-    );
-    for (entry, text) in [
-        ("extension.vsixmanifest", manifest.as_str()),
-        ("[Content_Types].xml", content_types),
-        ("extension/package.json", package.as_str()),
-    ] {
-        zip.start_file(entry, options).expect("zip entry");
-        zip.write_all(text.as_bytes()).expect("zip write");
-    }
-    zip.finish().expect("zip finish");
-}
-
-fn write_zip(path: &Path, entries: &[(&str, &str)]) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).expect("create zip"));
-    for (entry, text) in entries {
-        zip.start_file(*entry, zip::write::SimpleFileOptions::default())
-            .expect("entry");
-        zip.write_all(text.as_bytes()).expect("write");
-    }
-    zip.finish().expect("finish");
-}
+use common::{Devbox, wait_for, write_vsix, write_zip};
 
 #[test]
 fn vsix_installs_and_a_failing_marketplace_id_does_not_block_the_start() {

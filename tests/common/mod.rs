@@ -109,7 +109,49 @@ pub struct Devbox {
     pub port_start: u16,
     pub port_end: u16,
     pub code_server: PathBuf,
+    /// Extra environment of `devbox` commands (and so of `devbox serve`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
+}
+
+/// How [`Devbox::start_opts`] sets up a devbox.
+pub struct Options {
+    /// How many ports the code-server range holds.
+    pub ports: u16,
+    /// YAML merged over the test config (maps key by key, anything else replaced).
+    pub config: String,
+    /// Extra environment of `devbox serve`.
+    pub env: Vec<(String, String)>,
+    /// The code-server binary (default: the real one).
+    pub code_server: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ports: 11,
+            config: String::new(),
+            env: Vec::new(),
+            code_server: None,
+        }
+    }
+}
+
+/// Merges `extra` into `base`: mappings key by key, anything else replaced.
+fn merge_yaml(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
+    match (base, extra) {
+        (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(extra)) => {
+            for (key, value) in extra {
+                match base.get_mut(&key) {
+                    Some(slot) => merge_yaml(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
 }
 
 impl Devbox {
@@ -121,18 +163,42 @@ impl Devbox {
     /// Starts devbox with `code_server` as the code-server binary, after `prepare` has
     /// had a chance to write files (specs, config edits) into the new root.
     pub fn start_with(code_server: PathBuf, prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_opts(
+            Options {
+                code_server: Some(code_server),
+                ..Options::default()
+            },
+            prepare,
+        )
+    }
+
+    /// Starts devbox with `options` (port range size, config overrides, environment).
+    pub fn start_opts(options: Options, prepare: impl FnOnce(&Path)) -> Self {
         let root = tempfile::Builder::new()
             .prefix("devbox-test-")
             .tempdir()
             .expect("temp dir");
-        let base = free_ports(12);
-        let (http_port, port_start, port_end) = (base, base + 1, base + 11);
+        let ports = options.ports.max(2);
+        let base = free_ports(ports + 1);
+        let (http_port, port_start, port_end) = (base, base + 1, base + ports);
         for dir in ["specs", "state", "vsix"] {
             std::fs::create_dir_all(root.path().join(dir)).expect("mkdir");
         }
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&test_config(
+            port_start,
+            port_end,
+            http_port,
+            &root.path().join("vsix"),
+        ))
+        .expect("test config is YAML");
+        if !options.config.is_empty() {
+            let extra: serde_yaml::Value =
+                serde_yaml::from_str(&options.config).expect("Options::config is YAML");
+            merge_yaml(&mut config, extra);
+        }
         std::fs::write(
             root.path().join("config.yaml"),
-            test_config(port_start, port_end, http_port, &root.path().join("vsix")),
+            serde_yaml::to_string(&config).expect("render config"),
         )
         .expect("write config");
         prepare(root.path());
@@ -141,7 +207,8 @@ impl Devbox {
             http_port,
             port_start,
             port_end,
-            code_server,
+            code_server: options.code_server.unwrap_or_else(code_server),
+            env: options.env,
             child: None,
         };
         devbox.spawn();
@@ -172,7 +239,10 @@ impl Devbox {
             .arg(self.state())
             .env("DEVBOX_CODE_SERVER", &self.code_server)
             .env_remove("DEVBOX_CONFIG_PATH")
-            .env_remove("DEVBOX_SERVER_PORT");
+            .env_remove("DEVBOX_SERVER_PORT")
+            .env_remove("DEVBOX_API_TOKEN")
+            .env_remove("DEVBOX_SERVER")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -200,6 +270,89 @@ impl Devbox {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// `method path` with `headers` and `body`, whatever the answer's status.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        request(method, &self.url(path), headers, body)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, &[], None)
+    }
+
+    /// `POST` with no body.
+    pub fn post(&self, path: &str) -> Reply {
+        self.call("POST", path, &[], Some(b""))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        let body = serde_json::to_vec(body).expect("serialize");
+        self.call(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(&body),
+        )
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        self.call("DELETE", path, &[], None)
+    }
+
+    /// `POST` of a `multipart/form-data` body made of `parts`.
+    pub fn post_multipart(&self, path: &str, parts: &[(&str, Part<'_>)]) -> Reply {
+        let (content_type, body) = multipart(parts);
+        self.call(
+            "POST",
+            path,
+            &[("Content-Type", content_type.as_str())],
+            Some(&body),
+        )
+    }
+
+    /// Creates a stopped server through `POST /servers`; returns its JSON.
+    pub fn create(&self, body: &Value) -> Value {
+        let reply = self.post_json("/servers", body);
+        assert_eq!(reply.status, 201, "POST /servers {body}: {reply}");
+        reply.json()
+    }
+
+    /// What a failed request must leave unchanged: spec files (names and contents), the
+    /// folders under state/servers and state/workspaces, every file under
+    /// state/uploads, and the servers `GET /servers` lists.
+    pub fn snapshot(&self) -> Snapshot {
+        let specs = list_dir(&self.specs())
+            .into_iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(self.specs().join(&name)).unwrap_or_default();
+                (name, text)
+            })
+            .collect();
+        let mut servers: Vec<String> = self
+            .servers()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} {} {} {} {}",
+                    s["id"], s["name"], s["port"], s["status"], s["pid"], s["extensions"]
+                )
+            })
+            .collect();
+        servers.sort();
+        Snapshot {
+            specs,
+            server_dirs: list_dir(&self.state().join("servers")),
+            workspace_dirs: list_dir(&self.state().join("workspaces")),
+            uploads: list_tree(&self.state().join("uploads")),
+            servers,
+        }
     }
 
     /// `kill -9` devbox itself (its code-server processes live on).
@@ -295,7 +448,7 @@ impl Devbox {
         )
     }
 
-    fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
@@ -365,4 +518,286 @@ pub fn healthz(port: u16) -> Option<Value> {
         .body_mut()
         .read_json()
         .ok()
+}
+
+/// An HTTP answer.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {} {}", self.status, self.text))
+    }
+
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an error answer: `status`, a JSON body `{"error": …, "detail": …}`
+    /// with the same non-empty text in both, containing `needle`. Returns the text.
+    pub fn assert_error(&self, status: u16, needle: &str) -> String {
+        assert_eq!(self.status, status, "{self}");
+        let body = self.json();
+        let error = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string `error`: {self}"));
+        assert!(!error.is_empty(), "{self}");
+        assert_eq!(body["detail"].as_str(), Some(error), "{self}");
+        assert!(
+            error.contains(needle),
+            "the error should mention {needle:?}: {self}"
+        );
+        error.to_owned()
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}", self.status, self.text)
+    }
+}
+
+/// One request with a fresh agent that treats every status as an answer.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(body.unwrap_or_default().to_vec())
+        .expect("request");
+    let mut response = agent
+        .run(request)
+        .unwrap_or_else(|err| panic!("{method} {url}: {err}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|err| panic!("{method} {url}: reading the body: {err}"));
+    Reply {
+        status: response.status().as_u16(),
+        headers,
+        text,
+    }
+}
+
+/// A part of a multipart form.
+pub enum Part<'a> {
+    Text(&'a str),
+    File { filename: &'a str, bytes: &'a [u8] },
+}
+
+/// A `multipart/form-data` body: (Content-Type, body).
+pub fn multipart(parts: &[(&str, Part<'_>)]) -> (String, Vec<u8>) {
+    let boundary = "----devbox-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, part) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match part {
+            Part::Text(text) => {
+                body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+                );
+                body.extend_from_slice(text.as_bytes());
+            }
+            Part::File { filename, bytes } => {
+                body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/zip\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(bytes);
+            }
+        }
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// See [`Devbox::snapshot`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub specs: std::collections::BTreeMap<String, String>,
+    pub server_dirs: Vec<String>,
+    pub workspace_dirs: Vec<String>,
+    pub uploads: Vec<String>,
+    pub servers: Vec<String>,
+}
+
+/// Names in `dir`, sorted (none when it does not exist).
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Every file and folder below `dir`, as paths relative to it, sorted.
+pub fn list_tree(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if let Ok(relative) = path.strip_prefix(dir) {
+                found.push(relative.to_string_lossy().into_owned());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z")
+}
+
+/// A minimal VS Code extension package (`publisher.name`, version 0.0.1).
+pub fn write_vsix(path: &Path, publisher: &str, name: &str) {
+    let manifest = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<PackageManifest Version="2.0.0" xmlns="http://schemas.microsoft.com/developer/vsx-schema/2011">
+  <Metadata><Identity Language="en-US" Id="{name}" Version="0.0.1" Publisher="{publisher}"/>
+  <DisplayName>{name}</DisplayName><Description xml:space="preserve">test</Description>
+  <Properties><Property Id="Microsoft.VisualStudio.Code.Engine" Value="^1.60.0"/></Properties></Metadata>
+  <Installation><InstallationTarget Id="Microsoft.VisualStudio.Code"/></Installation>
+  <Dependencies/>
+  <Assets><Asset Type="Microsoft.VisualStudio.Code.Manifest" Path="extension/package.json" Addressable="true"/></Assets>
+</PackageManifest>"#
+    );
+    let content_types = r#"<?xml version="1.0" encoding="utf-8"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension=".json" ContentType="application/json"/><Default Extension=".vsixmanifest" ContentType="text/xml"/></Types>"#;
+    let package = format!(
+        r#"{{"name":"{name}","publisher":"{publisher}","version":"0.0.1","engines":{{"vscode":"^1.60.0"}}}}"#
+    );
+    write_zip(
+        path,
+        &[
+            ("extension.vsixmanifest", manifest.as_str()),
+            ("[Content_Types].xml", content_types),
+            ("extension/package.json", package.as_str()),
+        ],
+    );
+}
+
+/// A zip archive of `(entry, text)` pairs.
+pub fn write_zip(path: &Path, entries: &[(&str, &str)]) {
+    std::fs::write(path, zip_bytes(entries)).expect("write zip");
+}
+
+/// The bytes of a zip archive of `(entry, text)` pairs (entry names taken as given,
+/// `../evil` included).
+pub fn zip_bytes(entries: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (entry, text) in entries {
+        zip.start_file(*entry, zip::write::SimpleFileOptions::default())
+            .expect("zip entry");
+        zip.write_all(text.as_bytes()).expect("zip write");
+    }
+    zip.finish().expect("zip finish").into_inner()
+}
+
+/// A git repository at `dir` with one commit on `main` holding `files`.
+pub fn git_repo(dir: &Path, files: &[(&str, &str)]) {
+    let repo = git2::Repository::init(dir).expect("git init");
+    let mut index = repo.index().expect("index");
+    for (file, text) in files {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        index.add_path(Path::new(file)).expect("git add");
+    }
+    index.write().expect("write index");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("find tree");
+    let signature = git2::Signature::now("Test", "test@example.com").expect("signature");
+    let oid = repo
+        .commit(None, &signature, &signature, "initial", &tree, &[])
+        .expect("commit");
+    let commit = repo.find_commit(oid).expect("find commit");
+    repo.branch("main", &commit, true).expect("main");
+    repo.set_head("refs/heads/main").expect("head");
+}
+
+/// The JSON type of `value` as [`assert_types`] names it.
+pub fn json_type(value: Option<&Value>) -> &'static str {
+    match value {
+        None => "missing",
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "boolean",
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => "integer",
+        Some(Value::Number(_)) => "float",
+        Some(Value::String(_)) => "string",
+        Some(Value::Array(_)) => "array",
+        Some(Value::Object(_)) => "object",
+    }
+}
+
+/// Asserts that each field of `value` is present with one of the JSON types named
+/// (`string`, `integer`, `number` = integer or float, `boolean`, `array`, `object`,
+/// `null`; alternatives joined by `|`).
+pub fn assert_types(value: &Value, fields: &[(&str, &str)]) {
+    for (field, expected) in fields {
+        let actual = json_type(value.get(*field));
+        let ok = expected
+            .split('|')
+            .any(|e| e == actual || (e == "number" && (actual == "integer" || actual == "float")));
+        assert!(ok, "`{field}` should be {expected}, is {actual}: {value}");
+    }
+}
+
+/// Asserts that `value` is a string holding a uuid; returns it.
+pub fn assert_uuid(value: &Value) -> String {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"));
+    uuid::Uuid::parse_str(text).unwrap_or_else(|err| panic!("{text:?} is not a uuid: {err}"));
+    text.to_owned()
 }
