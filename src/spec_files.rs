@@ -6,6 +6,7 @@
 //! cycles of concurrent requests never lose an update. The calls block (small files,
 //! fsync): async callers run them in `spawn_blocking`.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -30,13 +31,27 @@ pub enum SpecFileError {
     },
 }
 
-/// The specs directory, as a place to write to. Cloning shares the edit lock.
+/// The specs directory, as a place to write to. Cloning shares the edit lock and the
+/// write history.
 #[derive(Clone)]
 pub struct SpecFiles {
     dir: PathBuf,
     config: Arc<Config>,
     edit_lock: Arc<Mutex<()>>,
+    history: Arc<Mutex<History>>,
 }
+
+/// The latest revisions written per server, in order, so a caller waiting for its own
+/// revision can tell that a later write superseded it (the controller may skip straight
+/// to the newest).
+#[derive(Default)]
+struct History {
+    next: u64,
+    written: HashMap<String, VecDeque<(String, u64)>>,
+}
+
+/// Revisions remembered per server.
+const HISTORY_PER_SERVER: usize = 32;
 
 impl SpecFiles {
     pub fn new(config: Arc<Config>) -> Self {
@@ -44,6 +59,7 @@ impl SpecFiles {
             dir: config.controller.specs_dir.clone(),
             config,
             edit_lock: Arc::new(Mutex::new(())),
+            history: Arc::new(Mutex::new(History::default())),
         }
     }
 
@@ -74,7 +90,10 @@ impl SpecFiles {
             return Err(SpecFileError::Exists(server.metadata.name.clone()));
         }
         match fsutil::create_atomic(&resolved.file, text.as_bytes()) {
-            Ok(true) => Ok(resolved),
+            Ok(true) => {
+                self.record(&resolved);
+                Ok(resolved)
+            }
             Ok(false) => Err(SpecFileError::Exists(server.metadata.name.clone())),
             Err(source) => Err(SpecFileError::Io {
                 path: resolved.file.clone(),
@@ -98,6 +117,7 @@ impl SpecFiles {
             spec::resolve(&path, &text, &server, &self.config).map_err(SpecFileError::Invalid)?;
         fsutil::write_atomic(&path, text.as_bytes())
             .map_err(|source| SpecFileError::Io { path, source })?;
+        self.record(&resolved);
         Ok(resolved)
     }
 
@@ -126,6 +146,37 @@ impl SpecFiles {
             .iter()
             .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
             .collect()
+    }
+
+    /// Whether `observed` (a revision the controller acted on) is `ours` or was written
+    /// through these files after it.
+    pub fn is_at_or_after(&self, name: &str, observed: &str, ours: &str) -> bool {
+        if observed == ours {
+            return true;
+        }
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(written) = history.written.get(name) else {
+            return false;
+        };
+        let order = |revision: &str| {
+            written
+                .iter()
+                .rev()
+                .find(|(r, _)| r == revision)
+                .map(|(_, n)| *n)
+        };
+        matches!((order(observed), order(ours)), (Some(seen), Some(mine)) if seen > mine)
+    }
+
+    fn record(&self, spec: &ServerSpec) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.next += 1;
+        let order = history.next;
+        let written = history.written.entry(spec.name.clone()).or_default();
+        if written.len() == HISTORY_PER_SERVER {
+            written.pop_front();
+        }
+        written.push_back((spec.revision.clone(), order));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -207,6 +258,11 @@ mod tests {
         assert_eq!(updated.state, DesiredState::Running);
         assert_eq!(files.read("a").unwrap().spec.state, DesiredState::Running);
         assert_eq!(files.names(), ["a"]);
+        let again = files
+            .update("a", |s| s.spec.state = DesiredState::Stopped)
+            .unwrap();
+        assert!(files.is_at_or_after("a", &again.revision, &updated.revision));
+        assert!(!files.is_at_or_after("a", &updated.revision, &again.revision));
         files.delete("a").unwrap();
         assert!(matches!(files.delete("a"), Err(SpecFileError::NotFound(_))));
     }

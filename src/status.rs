@@ -53,7 +53,7 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExtensionStatus {
     pub extension: String,
-    /// `pending`, `installed` or `failed`.
+    /// `pending`, `installed`, `failed`, or `skipped` (the start was interrupted first).
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -843,12 +843,6 @@ fn uploads_over_the_limit_are_413_and_leave_nothing() {
 }
 
 #[test]
-#[ignore = "bug: a rejected create keeps the port it pinned until the next specs scan \
-            (src/api/create.rs create_server calls ports.pin_free before specs.create \
-            validates, and never releases the pin): with 3 ports and no server, after 3 \
-            POST /servers {\"name\":\"bad\",\"extensions\":[\"not an id\"]} (400 each), \
-            POST /servers {\"name\":\"one\"} answers 409 `no free port left` (and a 4th \
-            bad request answers 409 instead of 400)"]
 fn rejected_creates_do_not_keep_ports() {
     // Long resync: only the API's own requests make devbox look at the specs.
     let devbox = Devbox::start_opts(

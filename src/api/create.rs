@@ -71,7 +71,8 @@ pub async fn create(
 }
 
 /// Creates a stopped server whose workspace is a git repository (`github_url`) or an
-/// uploaded zip archive (`zip_file`); fields `name` and `extensions` (a JSON array).
+/// uploaded zip archive (`zip_file`); fields `name`, and `extensions` and
+/// `extension_groups` (JSON arrays of strings).
 pub async fn create_with_workspace(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -81,14 +82,8 @@ pub async fn create_with_workspace(
         form.field("name")
             .ok_or_else(|| ApiError::BadRequest("missing form field `name`".into()))?,
     )?;
-    let extensions: Vec<String> = match form.field("extensions") {
-        Some(text) => serde_json::from_str(text).map_err(|err| {
-            ApiError::BadRequest(format!(
-                "`extensions` must be a JSON array of strings: {err}"
-            ))
-        })?,
-        None => Vec::new(),
-    };
+    let extensions = json_list(&form, "extensions")?;
+    let extension_groups = json_list(&form, "extension_groups")?;
     let upload_target = server_dir(state.statuses.state_dir(), &name.slug).join("workspace.zip");
     let workspace = match (form.field("github_url"), &form.zip) {
         (Some(_), Some(_)) => {
@@ -113,6 +108,7 @@ pub async fn create_with_workspace(
     let is_zip = workspace.zip.is_some();
     let spec = DevServerSpec {
         extensions,
+        extension_groups,
         workspace: Some(workspace),
         ..stopped_spec()
     };
@@ -165,6 +161,16 @@ pub async fn create_metadata(
         .map(Created)
 }
 
+/// A form field holding a JSON array of strings (absent = empty).
+fn json_list(form: &upload::Form, name: &str) -> Result<Vec<String>, ApiError> {
+    match form.field(name) {
+        Some(text) => serde_json::from_str(text).map_err(|err| {
+            ApiError::BadRequest(format!("`{name}` must be a JSON array of strings: {err}"))
+        }),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// A git workspace, if the URL's scheme is allowed.
 pub fn git_workspace(state: &AppState, url: &str) -> Result<Workspace, ApiError> {
     let url = url.trim();
@@ -196,11 +202,12 @@ fn stopped_spec() -> DevServerSpec {
     }
 }
 
-/// Pins a port, writes the spec, and waits until the controller lists the server.
+/// Checks the spec, pins a port, writes the spec, and waits until the controller lists
+/// the server. A port pinned for a spec that is then not written is given back.
 async fn create_server(
     state: &AppState,
     name: ServerName,
-    mut spec: DevServerSpec,
+    spec: DevServerSpec,
 ) -> Result<ServerView, ApiError> {
     if state.specs.path(&name.slug).exists() {
         return Err(ApiError::Conflict(format!(
@@ -208,15 +215,7 @@ async fn create_server(
             name.slug
         )));
     }
-    let port = match spec.port {
-        Some(port) => {
-            state.ports.check_free(&name.slug, port)?;
-            port
-        }
-        None => state.ports.pin_free(&name.slug)?,
-    };
-    spec.port = Some(port);
-    let server = DevServer {
+    let mut server = DevServer {
         api_version: ApiVersion::V1,
         kind: Kind::DevServer,
         metadata: Metadata {
@@ -228,14 +227,34 @@ async fn create_server(
         },
         spec,
     };
+    // Everything but the port is checked before a port is taken.
+    state.specs.check(&server)?;
+    let (port, pinned_here) = match server.spec.port {
+        Some(port) => {
+            state.ports.check_free(&name.slug, port)?;
+            (port, false)
+        }
+        None => (state.ports.pin_free(&name.slug)?, true),
+    };
+    server.spec.port = Some(port);
     let specs = state.specs.clone();
-    let resolved = tokio::task::spawn_blocking(move || specs.create(&server))
+    let written = tokio::task::spawn_blocking(move || specs.create(&server))
         .await
-        .map_err(|err| ApiError::Internal(err.to_string()))??;
+        .map_err(|err| ApiError::Internal(err.to_string()))
+        .and_then(|result| result.map_err(ApiError::from));
+    let resolved = match written {
+        Ok(resolved) => resolved,
+        Err(err) => {
+            if pinned_here {
+                state.ports.unpin(&name.slug, port);
+            }
+            return Err(err);
+        }
+    };
     state.rescan.notify_one();
     let revision = resolved.revision.clone();
     let status = wait::converge(state, &name.slug, "to be listed", |status| match status {
-        Some(status) if wait::observed(status, &revision) => Verdict::Done(status.clone()),
+        Some(status) if wait::observed(state, status, &revision) => Verdict::Done(status.clone()),
         _ => Verdict::Wait,
     })
     .await?;

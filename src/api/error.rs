@@ -72,7 +72,17 @@ impl From<SpecFileError> for ApiError {
         match err {
             SpecFileError::Exists(_) => ApiError::Conflict(err.to_string()),
             SpecFileError::NotFound(_) => ApiError::NotFound(err.to_string()),
-            SpecFileError::Invalid(_) => ApiError::BadRequest(err.to_string()),
+            // The file is devbox's business; the client needs the field and the reason.
+            SpecFileError::Invalid(diags) => ApiError::BadRequest(
+                diags
+                    .iter()
+                    .map(|d| match &d.field {
+                        Some(field) => format!("{field}: {}", d.message),
+                        None => d.message.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             SpecFileError::Io { .. } => ApiError::Internal(err.to_string()),
         }
     }

@@ -47,7 +47,7 @@ pub async fn stop(
         .await?;
     let revision = spec.revision;
     wait::converge(&state, &status.name, "to stop", |s| {
-        wait::stopped(s, &revision)
+        wait::stopped(&state, s, &revision)
     })
     .await?;
     Ok(Json(Envelope::new(
@@ -95,7 +95,10 @@ async fn run(
         })
         .await?;
     let revision = spec.revision.clone();
-    let pid = wait::converge(state, name, "to start", |s| wait::running(s, &revision)).await?;
+    let pid = wait::converge(state, name, "to start", |s| {
+        wait::running(state, s, &revision)
+    })
+    .await?;
     Ok(Json(Envelope::new(
         message.to_owned(),
         ActionData {

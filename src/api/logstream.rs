@@ -87,27 +87,22 @@ pub async fn one(
 async fn stream(mut socket: WebSocket, state: AppState, server: Option<String>, lines: usize) {
     // Subscribe before reading the backlog, so no line falls between the two.
     let mut live = state.logs.subscribe();
+    let mut sent_up_to = None;
     for line in backlog(&state, server.as_deref(), lines.min(BACKLOG_LINES)) {
-        if !send(
-            &mut socket,
-            &LogMessage {
-                kind: "log",
-                line: &line,
-            },
-        )
-        .await
-        {
+        if !send_line(&mut socket, &line).await {
             return;
         }
+        sent_up_to = Some(line.timestamp);
     }
     loop {
         tokio::select! {
             received = live.recv() => match received {
                 Ok(line) => {
-                    if server.as_ref().is_some_and(|name| *name != line.server_name) {
-                        continue;
-                    }
-                    if !send(&mut socket, &LogMessage { kind: "log", line: &line }).await {
+                    let other_server = server.as_ref().is_some_and(|name| *name != line.server_name);
+                    // Lines that arrived between subscribing and reading the backlog
+                    // were in the backlog already.
+                    let already_sent = sent_up_to.is_some_and(|upto| line.timestamp <= upto);
+                    if !other_server && !already_sent && !send_line(&mut socket, &line).await {
                         return;
                     }
                 }
@@ -129,6 +124,10 @@ async fn stream(mut socket: WebSocket, state: AppState, server: Option<String>, 
             },
         }
     }
+}
+
+async fn send_line(socket: &mut WebSocket, line: &LogLine) -> bool {
+    send(socket, &LogMessage { kind: "log", line }).await
 }
 
 /// The newest lines, oldest first: of one server, or of all servers merged by time.

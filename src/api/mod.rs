@@ -284,8 +284,12 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(document.as_ref().clone()) }
         }),
     );
-    let mut api_routes = app.merge(openapi_route).with_state(state.clone());
-    // CORS is for the API; proxied code-server pages keep their own rules.
+    let auth = middleware::from_fn_with_state(state.clone(), authenticate);
+    let mut api_routes = app
+        .merge(openapi_route)
+        .with_state(state.clone())
+        .layer(auth.clone());
+    // CORS wraps the API (401s included); proxied code-server pages keep their own rules.
     if let Some(cors) = cors(&state.config) {
         api_routes = api_routes.layer(cors);
     }
@@ -294,23 +298,19 @@ pub fn router(state: AppState) -> Router {
         forwarder: crate::proxy::Forwarder::default(),
     });
     api_routes
-        .merge(proxy)
+        .merge(proxy.layer(auth))
         .merge(crate::ui::router())
-        .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
-/// Requires the API token, when one is configured, on every route but `/health` and the
-/// dashboard's own files (which ask for the token). Browsers cannot add headers to page
+/// Requires the API token, when one is configured, on every API and proxy route but
+/// `/health` (the dashboard's own files are public: they ask for the token). Browsers cannot add headers to page
 /// navigations and WebSockets, so the `devbox_token` cookie the dashboard sets counts too.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(token) = state.config.server.api_token.as_deref() else {
         return next.run(request).await;
     };
     let path = request.uri().path();
-    let public = path == "/health"
-        || path == "/"
-        || path.starts_with("/ui/")
-        || request.method() == Method::OPTIONS;
+    let public = path == "/health" || request.method() == Method::OPTIONS;
     if public {
         return next.run(request).await;
     }

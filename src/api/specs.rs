@@ -52,7 +52,7 @@ pub async fn apply(
     state.rescan.notify_one();
     let revision = resolved.revision.clone();
     let status = wait::converge(&state, &name, "to see the spec", |status| match status {
-        Some(status) if wait::observed(status, &revision) => Verdict::Done(status.clone()),
+        Some(status) if wait::observed(&state, status, &revision) => Verdict::Done(status.clone()),
         _ => Verdict::Wait,
     })
     .await?;

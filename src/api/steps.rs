@@ -227,7 +227,7 @@ async fn settle(
             state,
             &spec.name,
             "to restart with the change",
-            |s| match wait::running(s, &revision) {
+            |s| match wait::running(state, s, &revision) {
                 Verdict::Done(_) => Verdict::Done(s.cloned()),
                 Verdict::Failed(why) => Verdict::Failed(why),
                 Verdict::Wait => Verdict::Wait,
@@ -236,7 +236,7 @@ async fn settle(
         .await
     } else {
         wait::converge(state, &spec.name, "to see the change", |s| match s {
-            Some(status) if wait::observed(status, &revision) => Verdict::Done(None),
+            Some(status) if wait::observed(state, status, &revision) => Verdict::Done(None),
             _ => Verdict::Wait,
         })
         .await

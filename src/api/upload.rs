@@ -123,7 +123,13 @@ pub async fn check_uploaded_zip(state: &AppState, zip: &Path) -> Result<(), ApiE
     tokio::task::spawn_blocking(move || check_zip(&path, &limits))
         .await
         .map_err(|err| ApiError::Internal(err.to_string()))?
-        .map_err(|err| ApiError::BadRequest(format!("invalid zip archive: {err}")))
+        .map_err(|err| {
+            // The temporary file's path means nothing to the client.
+            let message = err
+                .to_string()
+                .replace(&zip.display().to_string(), "the upload");
+            ApiError::BadRequest(format!("invalid zip archive: {message}"))
+        })
 }
 
 fn temp_file(dir: &Path) -> Result<tempfile::NamedTempFile, ApiError> {

@@ -37,6 +37,9 @@ pub struct ServerView {
     pub message: Option<String>,
     /// The file name of the server's spec (`specs/<slug>.yaml`).
     pub slug: String,
+    /// When a failed server is tried again (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_retry_at: Option<String>,
     /// Outcome of each extension install of the last start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extension_results: Vec<ExtensionStatus>,
@@ -70,6 +73,7 @@ impl ServerView {
                 .clone()
                 .or_else(|| status.spec_errors.first().map(ToString::to_string)),
             slug: status.name.clone(),
+            next_retry_at: status.next_retry_at.clone(),
             extension_results: status.extension_results.clone(),
         }
     }

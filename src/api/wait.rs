@@ -51,9 +51,13 @@ pub async fn converge<T>(
     }
 }
 
-/// Whether the controller has acted on spec `revision` of this status.
-pub fn observed(status: &ServerStatus, revision: &str) -> bool {
-    status.observed_revision.as_deref() == Some(revision)
+/// Whether the controller has acted on spec `revision` of this server, or on one
+/// written after it (it may skip straight to the newest of several quick writes).
+pub fn observed(state: &AppState, status: &ServerStatus, revision: &str) -> bool {
+    status
+        .observed_revision
+        .as_deref()
+        .is_some_and(|seen| state.specs.is_at_or_after(&status.name, seen, revision))
 }
 
 /// The phase and message of a status, for error messages.
@@ -65,13 +69,17 @@ pub fn describe(status: &ServerStatus) -> String {
     }
 }
 
-/// The verdict for "runs spec `revision`": running is done, failed or invalid is a
-/// failure that names the phase and reason.
-pub fn running(status: Option<&ServerStatus>, revision: &str) -> Verdict<Option<u32>> {
+/// The verdict for "runs spec `revision`": running is done; failed, invalid, or
+/// stopped by a later change is a failure that names the phase and reason.
+pub fn running(
+    state: &AppState,
+    status: Option<&ServerStatus>,
+    revision: &str,
+) -> Verdict<Option<u32>> {
     let Some(status) = status else {
         return Verdict::Failed("the server was deleted meanwhile".into());
     };
-    if !observed(status, revision) {
+    if !observed(state, status, revision) {
         return Verdict::Wait;
     }
     match status.phase {
@@ -81,19 +89,27 @@ pub fn running(status: Option<&ServerStatus>, revision: &str) -> Verdict<Option<
             status.name,
             describe(status)
         )),
+        Phase::Stopped => {
+            Verdict::Failed(format!("`{}` was stopped by a later change", status.name))
+        }
         _ => Verdict::Wait,
     }
 }
 
 /// The verdict for "stopped at spec `revision`".
-pub fn stopped(status: Option<&ServerStatus>, revision: &str) -> Verdict<()> {
+pub fn stopped(state: &AppState, status: Option<&ServerStatus>, revision: &str) -> Verdict<()> {
     let Some(status) = status else {
         return Verdict::Failed("the server was deleted meanwhile".into());
     };
+    if !observed(state, status, revision) {
+        return Verdict::Wait;
+    }
     match status.phase {
-        Phase::Stopped if observed(status, revision) && status.process.is_none() => {
-            Verdict::Done(())
-        }
+        Phase::Stopped if status.process.is_none() => Verdict::Done(()),
+        Phase::Running => Verdict::Failed(format!(
+            "`{}` was started again by a later change",
+            status.name
+        )),
         _ => Verdict::Wait,
     }
 }

@@ -113,6 +113,18 @@ impl PortAllocator {
         Ok(port)
     }
 
+    /// Drops a pin made by [`Self::pin_free`] whose spec was never written.
+    pub fn unpin(&self, name: &str, port: u16) {
+        let mut ports = self.lock();
+        if ports
+            .pinned
+            .get(&port)
+            .is_some_and(|pin| pin.name == name && pin.epoch > 0)
+        {
+            ports.pinned.remove(&port);
+        }
+    }
+
     /// Whether `port` may be pinned by a new spec for `name` (for explicit ports).
     pub fn check_free(&self, name: &str, port: u16) -> Result<(), PortError> {
         let ports = self.lock();
@@ -274,6 +286,11 @@ mod tests {
             ports.check_free("d", a),
             Err(PortError::Taken { .. })
         ));
+        ports.unpin("c", range.end);
+        assert!(
+            ports.check_free("d", range.end).is_ok(),
+            "an unpinned port is free again"
+        );
         // A later scan that does not find their files drops them.
         ports.set_pinned(BTreeMap::new(), ports.epoch());
         assert!(ports.check_free("d", a).is_ok());

@@ -154,6 +154,13 @@ impl<R: Runtime> ServerTask<R> {
             s.phase = Phase::Stopped;
             s.message = Some("start interrupted".into());
             s.port = pinned;
+            for result in s
+                .extension_results
+                .iter_mut()
+                .filter(|r| r.state == "pending")
+            {
+                result.state = "skipped".into();
+            }
         });
         self.event(Level::Info, "start interrupted");
     }
