@@ -28,6 +28,10 @@ DEVBOX_CODE_SERVER=$(scripts/install-code-server.sh | tail -n1)
 export DEVBOX_CODE_SERVER
 log "code-server: $DEVBOX_CODE_SERVER"
 
+# Headless Chromium and playwright-core for the real-browser test of the dashboard.
+DEVBOX_PLAYWRIGHT_NODE_PATH=$(scripts/install-browser.sh | tail -n1)
+export DEVBOX_PLAYWRIGHT_NODE_PATH
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
