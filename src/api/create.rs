@@ -19,8 +19,7 @@ use super::views::ServerView;
 use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
 use crate::spec::{
-    ApiVersion, DesiredState, DevServer, DevServerSpec, GitWorkspace, Kind, Metadata, TemplateRef,
-    Workspace,
+    ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };
 use crate::status::server_dir;
 
@@ -85,26 +84,7 @@ pub async fn create_with_workspace(
     let extensions = json_list(&form, "extensions")?;
     let extension_groups = json_list(&form, "extension_groups")?;
     let upload_target = server_dir(state.statuses.state_dir(), &name.slug).join("workspace.zip");
-    let workspace = match (form.field("github_url"), &form.zip) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give either `github_url` or `zip_file`, not both".into(),
-            ));
-        }
-        (None, None) => {
-            return Err(ApiError::BadRequest(
-                "give a `github_url` or a `zip_file`".into(),
-            ));
-        }
-        (Some(url), None) => git_workspace(&state, url)?,
-        (None, Some(zip)) => {
-            upload::check_uploaded_zip(&state, zip.path()).await?;
-            Workspace {
-                zip: Some(upload_target.clone()),
-                ..Workspace::default()
-            }
-        }
-    };
+    let workspace = upload::workspace(&state, &form, &upload_target).await?;
     let is_zip = workspace.zip.is_some();
     let spec = DevServerSpec {
         extensions,
@@ -169,22 +149,6 @@ fn json_list(form: &upload::Form, name: &str) -> Result<Vec<String>, ApiError> {
         }),
         None => Ok(Vec::new()),
     }
-}
-
-/// A git workspace, if the URL's scheme is allowed.
-pub fn git_workspace(state: &AppState, url: &str) -> Result<Workspace, ApiError> {
-    let url = url.trim();
-    state
-        .config
-        .check_git_url(url)
-        .map_err(ApiError::BadRequest)?;
-    Ok(Workspace {
-        git: Some(GitWorkspace {
-            url: url.to_owned(),
-            reference: None,
-        }),
-        ..Workspace::default()
-    })
 }
 
 fn stopped_spec() -> DevServerSpec {

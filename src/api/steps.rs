@@ -10,7 +10,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::create::git_workspace;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::extract::ServerId;
@@ -18,7 +17,7 @@ use super::upload;
 use super::views::Envelope;
 use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
-use crate::spec::{DesiredState, ServerSpec, Workspace};
+use crate::spec::{DesiredState, ServerSpec};
 use crate::status::{ExtensionStatus, Phase, ServerStatus, server_dir};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -134,26 +133,11 @@ pub async fn clone_workspace(
         )));
     }
     let upload_target = server_dir(state.statuses.state_dir(), &status.name).join("workspace.zip");
-    let (workspace, source) = match (form.field("github_url"), &form.zip) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give either `github_url` or `zip_file`, not both".into(),
-            ));
-        }
-        (None, None) => {
-            return Err(ApiError::BadRequest(
-                "give a `github_url` or a `zip_file`".into(),
-            ));
-        }
-        (Some(url), None) => (git_workspace(&state, url)?, "git"),
-        (None, Some(zip)) => {
-            upload::check_uploaded_zip(&state, zip.path()).await?;
-            let workspace = Workspace {
-                zip: Some(upload_target.clone()),
-                ..Workspace::default()
-            };
-            (workspace, "zip")
-        }
+    let workspace = upload::workspace(&state, &form, &upload_target).await?;
+    let source = if workspace.git.is_some() {
+        "git"
+    } else {
+        "zip"
     };
     // The archive is in place before the spec names it.
     form.keep_zip(&upload_target)?;

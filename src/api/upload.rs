@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::AppState;
 use super::error::ApiError;
 use crate::provision::{ZipLimits, check_zip};
+use crate::spec::{GitWorkspace, Workspace};
 
 /// Longest text field accepted.
 const MAX_FIELD_BYTES: usize = 64 * 1024;
@@ -105,6 +106,44 @@ pub async fn read(
         }
     }
     Ok(form)
+}
+
+/// The workspace a form asks for: a git repository (`github_url`, if its scheme is
+/// allowed) or the uploaded `zip_file` (checked, and to be kept at `zip_target`).
+pub async fn workspace(
+    state: &AppState,
+    form: &Form,
+    zip_target: &Path,
+) -> Result<Workspace, ApiError> {
+    match (form.field("github_url"), &form.zip) {
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "give either `github_url` or `zip_file`, not both".into(),
+        )),
+        (None, None) => Err(ApiError::BadRequest(
+            "give a `github_url` or a `zip_file`".into(),
+        )),
+        (Some(url), None) => {
+            let url = url.trim();
+            state
+                .config
+                .check_git_url(url)
+                .map_err(ApiError::BadRequest)?;
+            Ok(Workspace {
+                git: Some(GitWorkspace {
+                    url: url.to_owned(),
+                    reference: None,
+                }),
+                ..Workspace::default()
+            })
+        }
+        (None, Some(zip)) => {
+            check_uploaded_zip(state, zip.path()).await?;
+            Ok(Workspace {
+                zip: Some(zip_target.to_owned()),
+                ..Workspace::default()
+            })
+        }
+    }
 }
 
 /// Checks the uploaded archive with the workspace's zip rules (off the async workers).
