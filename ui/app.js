@@ -961,19 +961,14 @@ function zipProblem(file) {
   return null;
 }
 
-/** The extensions of the chosen groups (the multipart endpoint takes extensions, not groups). */
-function groupExtensions(groups) {
-  const all = groups.flatMap((id) => state.config.extension_groups?.[id]?.extensions || []);
-  return [...new Set(all)];
-}
-
 function createRequest(values) {
   if (values.workspace === 'empty') {
     return ['servers', { method: 'POST', json: { name: values.name, extension_groups: values.groups } }];
   }
   const form = new FormData();
   form.append('name', values.name);
-  form.append('extensions', JSON.stringify(groupExtensions(values.groups)));
+  // Groups, not their extensions: a group also brings its user settings.
+  form.append('extension_groups', JSON.stringify(values.groups));
   if (values.workspace === 'git') form.append('github_url', values.gitUrl);
   else form.append('zip_file', values.zip, values.zip.name);
   return ['servers/create-with-workspace', { method: 'POST', form }];

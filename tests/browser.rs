@@ -1,0 +1,297 @@
+//! The dashboard in a real browser: `tests/browser/dashboard.mjs` drives Debian's
+//! Chromium (through playwright-core) against a real devbox and real code-server:
+//! create a server with a git workspace through the form, start it, open the IDE
+//! through the proxy and see the workspace's file in VS Code's explorer, read its logs,
+//! stop it, delete it. This test builds the fixture repository, runs the script, and
+//! checks what the run leaves behind (screenshots in `target/browser-artifacts/`; no
+//! spec, no status, no process of the server).
+//!
+//! Needs `scripts/install-browser.sh` (run by `scripts/test.sh`, which exports
+//! `DEVBOX_PLAYWRIGHT_NODE_PATH`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Devbox, git_repo, group_alive, list_dir, wait_for};
+
+/// The file the IDE's explorer must show.
+const FILE: &str = "WELCOME-TO-THE-WORKSHOP.md";
+/// The spec file stem of the script's display name `Browser Test`.
+const SLUG: &str = "Browser-Test";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The script has its own step timeouts; this only stops a hung `node`.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+const SCREENSHOTS: [&str; 5] = [
+    "dashboard-created.png",
+    "dashboard-running.png",
+    "dashboard-narrow.png",
+    "ide-explorer.png",
+    "dashboard-stopped.png",
+];
+
+fn repo_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `node_modules` directory holding playwright-core.
+fn playwright_node_path() -> PathBuf {
+    let path = std::env::var_os("DEVBOX_PLAYWRIGHT_NODE_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_dir().join(".tools/playwright/node_modules"));
+    assert!(
+        path.join("playwright-core").is_dir(),
+        "playwright-core not found in {}: run scripts/install-browser.sh (scripts/test.sh runs it \
+         and exports DEVBOX_PLAYWRIGHT_NODE_PATH)",
+        path.display()
+    );
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} not found: run scripts/install-browser.sh"
+    );
+    path
+}
+
+/// An empty `target/browser-artifacts/` (no screenshot of an earlier run survives).
+fn artifacts_dir() -> PathBuf {
+    let dir = repo_dir().join("target/browser-artifacts");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("clear target/browser-artifacts");
+    }
+    std::fs::create_dir_all(&dir).expect("create target/browser-artifacts");
+    dir
+}
+
+/// Copies `reader` line by line to our output (visible with `--nocapture`) and `sink`.
+fn forward(
+    reader: impl Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            println!("browser: {line}");
+            let mut sink = sink.lock().expect("output lock");
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    })
+}
+
+/// What the script's run recorded of the server's code-server instance.
+struct Instance {
+    pgid: u32,
+    tag: String,
+}
+
+/// Runs the script to its end (or [`SCRIPT_TIMEOUT`]), meanwhile noting the process
+/// record of the server from its status file. Returns the exit status, the output and
+/// the record.
+fn run_script(
+    devbox: &Devbox,
+    git_url: &str,
+    artifacts: &Path,
+) -> (ExitStatus, String, Option<Instance>) {
+    let mut child = Command::new("node")
+        .arg(repo_dir().join("tests/browser/dashboard.mjs"))
+        .arg(devbox.url("/"))
+        .arg(git_url)
+        .arg(artifacts)
+        .arg(FILE)
+        .env("NODE_PATH", playwright_node_path())
+        .current_dir(repo_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node (is Node.js installed?)");
+    let output = Arc::new(Mutex::new(String::new()));
+    let readers = [
+        forward(child.stdout.take().expect("stdout"), output.clone()),
+        forward(child.stderr.take().expect("stderr"), output.clone()),
+    ];
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let mut instance = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break status;
+        }
+        if let Some(status) = devbox.status(SLUG)
+            && let (Some(pgid), Some(tag)) = (
+                status["process"]["pgid"].as_u64(),
+                status["process"]["instance"].as_str(),
+            )
+        {
+            instance = Some(Instance {
+                pgid: pgid as u32,
+                tag: tag.to_owned(),
+            });
+        }
+        if Instant::now() > deadline {
+            // SIGTERM first: playwright then closes Chromium (SIGKILL would orphan it).
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the browser script did not finish within {SCRIPT_TIMEOUT:?}\n{}",
+                output.lock().expect("output lock")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for reader in readers {
+        reader.join().expect("output reader");
+    }
+    let output = output.lock().expect("output lock").clone();
+    (status, output, instance)
+}
+
+/// Live processes carrying `tag` (every process of one code-server instance inherits
+/// it) or naming `marker` (the server's state folder) in their command line.
+fn processes_of(tag: &str, marker: &str) -> Vec<String> {
+    let tag = format!("DEVBOX_INSTANCE={tag}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !common::pid_alive(pid) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let tagged = environ.split(|b| *b == 0).any(|kv| kv == tag.as_bytes());
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if tagged || cmdline.contains(marker) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// The end of devbox's log without the proxy's connection-pool chatter.
+fn devbox_log_tail(devbox: &Devbox) -> String {
+    let log = devbox.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| !line.contains("idle connection"))
+        .collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The width and height of a PNG file; panics when it is not a non-empty PNG.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|err| panic!("screenshot {}: {err}", path.display()));
+    assert!(
+        bytes.len() > 1000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR",
+        "{} is not a non-empty PNG ({} bytes)",
+        path.display(),
+        bytes.len()
+    );
+    let number = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    (number(16), number(20))
+}
+
+#[test]
+fn dashboard_drives_a_server_from_create_to_delete_in_a_real_browser() {
+    let node_path = playwright_node_path();
+    let artifacts = artifacts_dir();
+    let fixture = tempfile::Builder::new()
+        .prefix("devbox-browser-repo-")
+        .tempdir()
+        .expect("temp dir");
+    git_repo(
+        fixture.path(),
+        &[
+            (
+                FILE,
+                "# Welcome to the workshop\n\nThis file comes from the test repository.\n",
+            ),
+            ("src/hello.py", "print('hello from the workshop')\n"),
+        ],
+    );
+    let git_url = format!("file://{}", fixture.path().display());
+    let devbox = Devbox::start();
+    println!(
+        "devbox at {}, NODE_PATH={}",
+        devbox.url("/"),
+        node_path.display()
+    );
+
+    let begin = Instant::now();
+    let (status, output, instance) = run_script(&devbox, &git_url, &artifacts);
+    let elapsed = begin.elapsed();
+    assert!(
+        status.success(),
+        "the browser script failed ({status}) after {elapsed:.1?}; screenshots in {}\n\
+         --- script output ---\n{output}--- devbox log (tail) ---\n{}",
+        artifacts.display(),
+        devbox_log_tail(&devbox)
+    );
+    println!("browser script passed in {elapsed:.1?}");
+
+    for name in SCREENSHOTS {
+        png_size(&artifacts.join(name));
+    }
+    assert_eq!(
+        png_size(&artifacts.join("dashboard-narrow.png")),
+        (390, 844),
+        "the narrow screenshot is one 390×844 viewport"
+    );
+    assert!(
+        !artifacts.join("failure.png").exists(),
+        "a passing run leaves no failure.png"
+    );
+
+    // The server existed and ran under devbox (the script saw it too): its workspace is
+    // the clone of the fixture, and it is kept after the delete.
+    let instance = instance.expect("the server's status recorded a running code-server process");
+    assert!(
+        devbox
+            .state()
+            .join("workspaces")
+            .join(SLUG)
+            .join(FILE)
+            .is_file(),
+        "the workspace holds the clone of the test repository"
+    );
+
+    // Deleted: no spec, not listed, its state folder gone, and none of its processes left.
+    assert!(
+        !devbox.specs().join(format!("{SLUG}.yaml")).exists(),
+        "the spec file is gone"
+    );
+    assert_eq!(list_dir(&devbox.specs()), Vec::<String>::new());
+    assert!(
+        devbox.servers().is_empty(),
+        "GET /servers lists nothing: {:?}",
+        devbox.servers()
+    );
+    let server_dir = devbox.state().join("servers").join(SLUG);
+    wait_for(
+        "the deleted server's state folder to be removed",
+        Duration::from_secs(10),
+        || (!server_dir.exists()).then_some(()),
+    );
+    assert!(
+        !group_alive(instance.pgid),
+        "the process group {} of the deleted server is gone",
+        instance.pgid
+    );
+    let left = processes_of(&instance.tag, &server_dir.to_string_lossy());
+    assert!(
+        left.is_empty(),
+        "no process of the deleted server remains: {left:#?}"
+    );
+}

@@ -1,0 +1,307 @@
+#!/usr/bin/env node
+/*
+ * Real-browser end-to-end test of the devbox dashboard (run by tests/browser.rs).
+ *
+ *   node tests/browser/dashboard.mjs BASE_URL GIT_URL ARTIFACTS_DIR FILE_NAME
+ *
+ * Drives Debian's Chromium (/usr/bin/chromium, headless, fresh profile) through
+ * playwright-core, which is found through NODE_PATH (scripts/install-browser.sh prints
+ * the directory) and never downloads a browser. Against a running devbox whose
+ * workspaces may be `file://` git URLs, it:
+ *   creates a server through the form (a display name with a space, workspace = GIT_URL),
+ *   starts it with its Start button and waits for `running`, screenshots the narrow
+ *   (390×844) layout, opens the IDE through the Open IDE link (a new tab on
+ *   /vscode/<port>/) and waits until VS Code's explorer shows FILE_NAME (the file list
+ *   arrives over the proxied WebSocket), answers the workspace trust prompt, opens the
+ *   file in the editor, opens the server's log panel on the dashboard and sees lines,
+ *   stops it, deletes it through the confirm dialog and waits until its row is gone.
+ * Only the selectors listed at the top of ui/app.js are used on the dashboard.
+ *
+ * Each passing step prints `ok <step> (<seconds>)`. Any step that fails or times out,
+ * and any JavaScript error on the dashboard (pageerror), ends the run with exit code 1,
+ * a message naming the step, and ARTIFACTS_DIR/failure.png.
+ */
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const USAGE = 'usage: node dashboard.mjs BASE_URL GIT_URL ARTIFACTS_DIR FILE_NAME';
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const DISPLAY_NAME = 'Browser Test';
+const SLUG = 'Browser-Test'; // the API's file stem of DISPLAY_NAME (spaces become '-')
+const STEP_TIMEOUT = 30_000;
+const START_TIMEOUT = 60_000; // clone + code-server start + health
+const IDE_TIMEOUT = 60_000; // workbench + explorer over the proxied WebSocket
+const TRUST_PROMPT_WAIT = 20_000; // code-server's "Do you trust the authors" dialog
+const OVERALL_TIMEOUT = 240_000;
+
+const [baseArg, gitUrl, artifacts, fileName] = process.argv.slice(2);
+if (!baseArg || !gitUrl || !artifacts || !fileName) {
+  console.error(USAGE);
+  process.exit(2);
+}
+const baseUrl = baseArg.endsWith('/') ? baseArg : `${baseArg}/`;
+
+const require = createRequire(import.meta.url);
+let chromium;
+try {
+  ({ chromium } = require('playwright-core'));
+} catch (err) {
+  console.error(`cannot load playwright-core (NODE_PATH=${process.env.NODE_PATH || ''}): ${err.message}`);
+  console.error('run scripts/install-browser.sh and set NODE_PATH to the directory it prints');
+  process.exit(1);
+}
+
+fs.mkdirSync(artifacts, { recursive: true });
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'devbox-chromium-'));
+const started = Date.now();
+const pageErrors = []; // JavaScript errors of the dashboard: each one fails the run
+const ideErrors = []; // the IDE's, reported only (VS Code is not ours to test)
+let context = null;
+let dashboard = null;
+let activePage = null; // what failure.png shows
+let currentStep = 'launch Chromium';
+
+const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
+const shot = (page, name, options = {}) => page.screenshot({ path: path.join(artifacts, name), ...options });
+const server = () => dashboard.locator(`tbody[data-server="${SLUG}"]`);
+
+/** Runs one step: prints it when it passes; the first failure ends the run. */
+async function step(name, action) {
+  currentStep = name;
+  const begin = Date.now();
+  await action();
+  if (pageErrors.length) throw new Error(`JavaScript error on the dashboard: ${pageErrors.join(' | ')}`);
+  console.log(`ok ${name} (${seconds(Date.now() - begin)})`);
+}
+
+/** Waits until the server's row reports `status` (data-status, as the status cell says). */
+async function waitStatus(status, timeout) {
+  const row = server();
+  await row.and(dashboard.locator(`[data-status="${status}"]`)).waitFor({ timeout });
+  const text = (await row.locator('[data-field=status]').innerText()).trim();
+  if (text !== status) throw new Error(`the status cell says "${text}", data-status says "${status}"`);
+}
+
+/** What the dashboard shows when something goes wrong: the banner, the row's error and message. */
+async function dashboardState() {
+  if (!dashboard || dashboard.isClosed()) return '';
+  const parts = [];
+  const visibleText = async (locator) => ((await locator.isVisible().catch(() => false))
+    ? (await locator.innerText().catch(() => '')).trim() : '');
+  const banner = await visibleText(dashboard.locator('#error .banner-text'));
+  if (banner) parts.push(`error banner: ${banner}`);
+  const formError = await visibleText(dashboard.locator('#create-error'));
+  if (formError) parts.push(`form error: ${formError}`);
+  if (await server().count()) {
+    const row = server();
+    parts.push(`row: status=${await row.getAttribute('data-status')} phase=${await row.getAttribute('data-phase')}`
+      + ` busy=${await row.getAttribute('data-busy')}`);
+    const message = await visibleText(row.locator('[data-field=message]'));
+    if (message) parts.push(`row message: ${message}`);
+    const error = await visibleText(row.locator('[data-field=error]'));
+    if (error) parts.push(`row error: ${error}`);
+  }
+  return parts.join('\n  ');
+}
+
+/** The IDE's visible dialogs and notifications (a "reconnecting" dialog means the WebSocket failed). */
+async function ideNotices(ide) {
+  const texts = [];
+  for (const selector of ['.monaco-dialog-box', '.notification-toast', '.notifications-center .notification-list-item']) {
+    for (const element of await ide.locator(selector).all()) {
+      if (await element.isVisible().catch(() => false)) {
+        texts.push((await element.innerText().catch(() => '')).replace(/\s+/g, ' ').trim());
+      }
+    }
+  }
+  return texts.filter(Boolean);
+}
+
+async function fail(err) {
+  console.error(`FAIL ${currentStep}: ${err?.message?.split('\n')[0] || err}`);
+  if (err?.message?.includes('\n')) console.error(err.message.split('\n').slice(1).join('\n'));
+  try {
+    const state = await dashboardState();
+    if (state) console.error(`  dashboard: ${state}`);
+  } catch (_) { /* best effort */ }
+  if (ideErrors.length) console.error(`  IDE page errors: ${ideErrors.join(' | ')}`);
+  const page = activePage && !activePage.isClosed() ? activePage : dashboard;
+  if (page && !page.isClosed()) {
+    try {
+      await shot(page, 'failure.png');
+      console.error(`  screenshot: ${path.join(artifacts, 'failure.png')}`);
+    } catch (shotErr) {
+      console.error(`  no failure screenshot: ${shotErr.message}`);
+    }
+  }
+  await cleanup();
+  process.exit(1);
+}
+
+async function cleanup() {
+  try {
+    await context?.close();
+  } catch (_) { /* the browser is gone already */ }
+  fs.rmSync(profile, { recursive: true, force: true });
+}
+
+const watchdog = setTimeout(() => fail(new Error(`the whole run took longer than ${seconds(OVERALL_TIMEOUT)}`)),
+  OVERALL_TIMEOUT);
+
+try {
+  await step('launch Chromium', async () => {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 900 },
+    });
+    context.setDefaultTimeout(STEP_TIMEOUT);
+    dashboard = context.pages()[0] || await context.newPage();
+    activePage = dashboard;
+    dashboard.on('pageerror', (err) => pageErrors.push(err.stack || err.message || String(err)));
+    dashboard.on('console', (message) => {
+      if (message.type() === 'error') console.log(`  (dashboard console error: ${message.text()})`);
+    });
+  });
+
+  await step('open the dashboard', async () => {
+    await dashboard.goto(baseUrl);
+    await dashboard.locator('#connection[data-state=ok]').waitFor();
+    await dashboard.locator('#servers-empty').waitFor({ state: 'visible' }); // a fresh devbox has no servers
+    await dashboard.locator('#create-form input[name=workspace][value=git]').waitFor();
+  });
+
+  await step(`create "${DISPLAY_NAME}" with a git workspace through the form`, async () => {
+    const form = dashboard.locator('#create-form');
+    await form.locator('input[name=name]').fill(DISPLAY_NAME);
+    await form.locator('input[name=workspace][value=git]').check();
+    await form.locator('input[name=github_url]').fill(gitUrl);
+    await form.locator('input[name=start_now]').uncheck();
+    await dashboard.locator('#create-submit').click();
+    await waitStatus('stopped', STEP_TIMEOUT);
+    const name = (await server().locator('[data-field=name]').innerText()).trim();
+    if (name !== DISPLAY_NAME) throw new Error(`the row is named "${name}", not "${DISPLAY_NAME}"`);
+    if (await dashboard.locator('#create-error').isVisible()) {
+      throw new Error(`the form reports: ${await dashboard.locator('#create-error').innerText()}`);
+    }
+    await dashboard.locator('#servers-empty').waitFor({ state: 'hidden' });
+    await shot(dashboard, 'dashboard-created.png');
+  });
+
+  let idePath = '';
+  await step('start it with its Start button; the row turns running', async () => {
+    await server().locator('button[data-action=start]').click();
+    await waitStatus('running', START_TIMEOUT);
+    // The start request answers once code-server is healthy; the button is no longer busy.
+    await server().and(dashboard.locator(':not([data-busy])')).waitFor();
+    const open = server().locator('a[data-action=open]');
+    await open.waitFor({ state: 'visible' });
+    const port = (await server().locator('[data-field=port]').innerText()).trim();
+    idePath = new URL(await open.getAttribute('href'), baseUrl).pathname;
+    if (idePath !== `/vscode/${port}/`) throw new Error(`Open IDE links to ${idePath}, the port is ${port}`);
+    await shot(dashboard, 'dashboard-running.png');
+  });
+
+  await step('narrow layout (390×844)', async () => {
+    await dashboard.setViewportSize({ width: 390, height: 844 });
+    await server().locator('button[data-action=stop]').waitFor({ state: 'visible' });
+    const overflow = await dashboard.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await shot(dashboard, 'dashboard-narrow.png');
+    if (overflow > 1) throw new Error(`the page scrolls sideways by ${overflow}px at 390px wide`);
+    await dashboard.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await step(`Open IDE shows ${fileName} in VS Code's explorer and opens it`, async () => {
+    const begin = Date.now();
+    const [ide] = await Promise.all([
+      context.waitForEvent('page'),
+      server().locator('a[data-action=open]').click(),
+    ]);
+    activePage = ide;
+    ide.on('pageerror', (err) => ideErrors.push(err.message || String(err)));
+    await ide.waitForURL((url) => url.pathname.startsWith(idePath), { timeout: IDE_TIMEOUT });
+    await ide.locator('.monaco-workbench').waitFor({ timeout: IDE_TIMEOUT });
+    const item = ide.locator('.monaco-workbench [role=treeitem]', { hasText: fileName });
+    try {
+      await item.first().waitFor({ state: 'visible', timeout: IDE_TIMEOUT });
+    } catch (err) {
+      const notices = await ideNotices(ide);
+      throw new Error(`${err.message.split('\n')[0]}${notices.length ? `\nIDE shows: ${notices.join(' | ')}` : ''}`);
+    }
+    const elapsed = Date.now() - begin;
+    // code-server asks whether to trust a new folder, about a second after the explorer
+    // shows; the modal blocks every click. Answer it (restricted mode: the safe choice),
+    // and answer it too should it come later, before any action.
+    const trust = ide.locator('.monaco-dialog-box', { hasText: 'trust the authors' });
+    const distrust = trust.locator('.monaco-button', { hasText: "No, I don't trust the authors" });
+    const prompted = await trust.waitFor({ timeout: TRUST_PROMPT_WAIT }).then(() => true, () => false);
+    if (prompted) {
+      await distrust.click();
+      await trust.waitFor({ state: 'hidden' });
+    }
+    await ide.addLocatorHandler(trust, () => distrust.click()); // registered after: it would race the wait
+    // Its contents come over the same WebSocket: open it and see text in the editor.
+    await item.first().click();
+    const editor = ide.locator('.editor-group-container .monaco-editor .view-lines');
+    await ide.locator('.tabs-container [role=tab]', { hasText: fileName }).waitFor({ timeout: IDE_TIMEOUT });
+    await editor.filter({ hasText: /\S/ }).first().waitFor({ timeout: IDE_TIMEOUT });
+    const notices = await ideNotices(ide);
+    const broken = notices.filter((text) => /reconnect|disconnected|cannot|unable|error/i.test(text));
+    await shot(ide, 'ide-explorer.png');
+    if (broken.length) throw new Error(`the IDE shows: ${broken.join(' | ')}`);
+    const firstLine = (await editor.first().innerText()).split('\n')[0];
+    console.log(`  IDE at ${new URL(ide.url()).pathname}${new URL(ide.url()).search}; explorer showed`
+      + ` ${fileName} ${seconds(elapsed)} after the click; its editor starts "${firstLine}";`
+      + ` ${prompted ? 'answered the workspace trust prompt with "No"' : 'no workspace trust prompt'}`
+      + `${notices.length ? `; notices: ${notices.join(' | ')}` : ''}`);
+    if (ideErrors.length) console.log(`  (IDE page errors, not counted: ${ideErrors.join(' | ')})`);
+    await ide.close();
+    activePage = dashboard;
+    await dashboard.bringToFront();
+  });
+
+  await step('the log panel shows lines', async () => {
+    await server().locator('button[data-action=logs]').click();
+    const panel = dashboard.locator(`[id="logs-${SLUG}"]`);
+    await panel.waitFor({ state: 'visible' });
+    await panel.locator('.log-line').first().waitFor({ state: 'visible' });
+    console.log(`  ${await panel.locator('.log-line').count()} lines`);
+  });
+
+  await step('stop it with its Stop button; the row turns stopped', async () => {
+    await server().locator('button[data-action=stop]').click();
+    await waitStatus('stopped', STEP_TIMEOUT);
+    await server().and(dashboard.locator(':not([data-busy])')).waitFor();
+    await server().locator('a[data-action=open]').waitFor({ state: 'hidden' });
+    await shot(dashboard, 'dashboard-stopped.png');
+  });
+
+  await step('delete it through the confirm dialog; the row disappears', async () => {
+    await server().locator('button[data-action=delete]').click();
+    await dashboard.locator('#confirm-dialog[open]').waitFor();
+    await dashboard.locator('#confirm-yes').click();
+    await server().waitFor({ state: 'detached' });
+    await dashboard.locator('#servers-empty').waitFor({ state: 'visible' });
+    // A refresh (↻) asked for after the delete must not bring it back.
+    const refreshed = dashboard.waitForRequest((r) => r.method() === 'GET' && new URL(r.url()).pathname.endsWith('/servers'));
+    await dashboard.locator('#refresh').click();
+    const listed = await (await (await refreshed).response()).json();
+    if (listed.some((s) => s.slug === SLUG)) throw new Error(`GET /servers still lists ${SLUG}`);
+    await dashboard.locator('#connection[data-state=ok]').waitFor();
+    if (await server().count()) throw new Error('the row came back after a refresh');
+  });
+
+  clearTimeout(watchdog);
+  await cleanup();
+  console.log(`passed in ${seconds(Date.now() - started)}`);
+} catch (err) {
+  clearTimeout(watchdog);
+  await fail(err);
+}
