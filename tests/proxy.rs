@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Devbox, wait_for};
+use common::Devbox;
 use tokio_tungstenite::tungstenite;
 
 fn fake_code_server() -> PathBuf {
@@ -151,9 +151,7 @@ fn unmanaged_ports_are_refused_without_a_connection_and_stopped_servers_get_503(
 
     let pinned = devbox.port_start + 3;
     devbox.write_spec("sleeper", &format!("  state: stopped\n  port: {pinned}\n"));
-    wait_for("sleeper to be listed", Duration::from_secs(20), || {
-        devbox.server("sleeper")
-    });
+    devbox.wait_status("sleeper", "stopped");
     let (status, page, _) = get(&devbox.url(&format!("/vscode/{pinned}/")));
     assert_eq!(status, 503);
     let page = String::from_utf8_lossy(&page);
