@@ -703,14 +703,15 @@ fn get_server_logs_honours_lines() {
         serde_json::from_value(body["data"]["logs"].clone()).expect("logs are strings")
     };
     // Enough lines for the default of 50 to matter: restart until there are more.
-    for _ in 0..12 {
-        if all(&devbox).len() > 60 {
-            break;
+    // (code-server's output reaches the log a moment after it is written, so poll.)
+    let everything = wait_for("more than 60 log lines", Duration::from_secs(60), || {
+        let lines = all(&devbox);
+        if lines.len() > 60 {
+            return Some(lines);
         }
         assert_eq!(devbox.post(&format!("/servers/{id}/restart")).status, 200);
-    }
-    let everything = all(&devbox);
-    assert!(everything.len() > 60, "{} lines", everything.len());
+        None
+    });
 
     let reply = devbox.get(&format!("/servers/{id}/logs"));
     assert_eq!(reply.status, 200, "{reply}");

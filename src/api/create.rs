@@ -195,8 +195,8 @@ async fn create_server(
     state.specs.check(&server)?;
     let (port, pinned_here) = match server.spec.port {
         Some(port) => {
-            state.ports.check_free(&name.slug, port)?;
-            (port, false)
+            state.ports.pin(&name.slug, port)?;
+            (port, true)
         }
         None => (state.ports.pin_free(&name.slug)?, true),
     };

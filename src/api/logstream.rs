@@ -24,6 +24,9 @@ use crate::logs::LogLine;
 const BACKLOG_LINES: usize = 200;
 /// A send that takes longer than this means the client stopped reading: it is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients have nothing to say on a log stream; what they send is read and dropped,
+/// so it may not be large.
+const CLIENT_MESSAGE_LIMIT: usize = 4096;
 /// Close code for an unknown server (application-defined range, like HTTP 404).
 const CLOSE_UNKNOWN_SERVER: u16 = 4404;
 
@@ -60,7 +63,9 @@ pub async fn all(
     QueryParams(query): QueryParams<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.on_upgrade(move |socket| stream(socket, state, None, query.lines))
+    upgrade
+        .max_message_size(CLIENT_MESSAGE_LIMIT)
+        .on_upgrade(move |socket| stream(socket, state, None, query.lines))
 }
 
 /// Streams the logs of one server; an unknown id closes with code 4404 and a reason.
@@ -71,16 +76,18 @@ pub async fn one(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     match state.find(&id) {
-        Ok(status) => {
-            upgrade.on_upgrade(move |socket| stream(socket, state, Some(status.name), query.lines))
-        }
-        Err(err) => upgrade.on_upgrade(move |mut socket| async move {
-            let frame = CloseFrame {
-                code: CLOSE_UNKNOWN_SERVER,
-                reason: Utf8Bytes::from(err.to_string()),
-            };
-            let _ = socket.send(Message::Close(Some(frame))).await;
-        }),
+        Ok(status) => upgrade
+            .max_message_size(CLIENT_MESSAGE_LIMIT)
+            .on_upgrade(move |socket| stream(socket, state, Some(status.name), query.lines)),
+        Err(err) => upgrade.max_message_size(CLIENT_MESSAGE_LIMIT).on_upgrade(
+            move |mut socket| async move {
+                let frame = CloseFrame {
+                    code: CLOSE_UNKNOWN_SERVER,
+                    reason: Utf8Bytes::from(err.to_string()),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+            },
+        ),
     }
 }
 

@@ -310,7 +310,8 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         return next.run(request).await;
     };
     let path = request.uri().path();
-    let public = path == "/health" || request.method() == Method::OPTIONS;
+    // CORS preflights never get here: the CORS layer outside answers them.
+    let public = path == "/health";
     if public {
         return next.run(request).await;
     }

@@ -125,6 +125,33 @@ impl PortAllocator {
         }
     }
 
+    /// Pins `port` for a spec about to be written for `name` (an explicit port), if no
+    /// other server holds or pins it; concurrent callers for one port: one wins.
+    pub fn pin(&self, name: &str, port: u16) -> Result<(), PortError> {
+        self.check_free(name, port)?;
+        let mut ports = self.lock();
+        if ports.pinned.get(&port).is_some_and(|pin| pin.name != name) {
+            return Err(PortError::Taken {
+                port,
+                owner: ports
+                    .pinned
+                    .get(&port)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+            });
+        }
+        ports.epoch += 1;
+        let epoch = ports.epoch;
+        ports.pinned.insert(
+            port,
+            Pin {
+                name: name.to_owned(),
+                epoch,
+            },
+        );
+        Ok(())
+    }
+
     /// Whether `port` may be pinned by a new spec for `name` (for explicit ports).
     pub fn check_free(&self, name: &str, port: u16) -> Result<(), PortError> {
         let ports = self.lock();

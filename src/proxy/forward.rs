@@ -82,6 +82,7 @@ pub(super) fn prepare_request_headers(parts: &mut request::Parts, upgrade: bool)
         .map(|info| info.0.ip());
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
+    strip_devbox_credentials(headers);
     if let Some(ip) = client {
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(earlier) => format!("{earlier}, {ip}"),
@@ -98,6 +99,33 @@ pub(super) fn prepare_request_headers(parts: &mut request::Parts, upgrade: bool)
         && let Some(host) = headers.get(header::HOST).cloned()
     {
         headers.insert("x-forwarded-host", host);
+    }
+}
+
+/// devbox's own API token (bearer header or the dashboard's cookie) is for devbox only:
+/// it must not reach code-server or the apps behind code-server's `/proxy/<port>/`.
+fn strip_devbox_credentials(headers: &mut HeaderMap) {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    if bearer {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("devbox_token="))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !cookies.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
     }
 }
 
@@ -163,6 +191,29 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn devbox_credentials_do_not_reach_the_instance() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret"),
+        );
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; devbox_token=secret; b=2"),
+        );
+        strip_devbox_credentials(&mut headers);
+        assert!(!headers.contains_key(header::AUTHORIZATION));
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+        let mut only_token = HeaderMap::new();
+        only_token.insert(
+            header::COOKIE,
+            HeaderValue::from_static("devbox_token=secret"),
+        );
+        strip_devbox_credentials(&mut only_token);
+        assert!(!only_token.contains_key(header::COOKIE));
     }
 
     #[test]

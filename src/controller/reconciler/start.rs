@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::ServerTask;
 use crate::config::ShutdownPolicy;
+use crate::controller::ports::PortError;
 use crate::logs::Level;
 use crate::provision::{
     self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
@@ -18,6 +19,8 @@ use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime};
 use crate::spec::ServerSpec;
 use crate::status::{ExtensionStatus, Phase, rfc3339};
 
+/// How long this server's own previous port may stay unbindable after a stop.
+const OWN_PORT_GRACE: Duration = Duration::from_secs(5);
 /// Pause between `/healthz` probes while an instance starts.
 const START_POLL: Duration = Duration::from_millis(100);
 /// Environment variables an instance must not inherit (see design.md: with
@@ -48,11 +51,7 @@ impl<R: Runtime> ServerTask<R> {
             self.set_status(|s| s.consecutive_crashes = 0);
         }
         self.applied = Some(spec.clone());
-        let port = match self
-            .ctx
-            .ports
-            .reserve(self.name(), spec.port, self.last_port)
-        {
+        let port = match self.reserve_port(&spec).await {
             Ok(port) => port,
             Err(err) => return self.fail(format!("cannot get a port: {err}"), false),
         };
@@ -141,6 +140,27 @@ impl<R: Runtime> ServerTask<R> {
                     return;
                 }
                 self.stop("start interrupted", None).await;
+            }
+        }
+    }
+
+    /// A port to start on. Right after this server's own instance stopped, its port can
+    /// stay unbindable for a moment (the kernel tears its sockets down), so a port that
+    /// is this server's own gets a few seconds before it counts as taken by someone else.
+    async fn reserve_port(&self, spec: &ServerSpec) -> Result<u16, PortError> {
+        let deadline = Instant::now() + OWN_PORT_GRACE;
+        loop {
+            match self
+                .ctx
+                .ports
+                .reserve(self.name(), spec.port, self.last_port)
+            {
+                Err(PortError::InUse { port })
+                    if Some(port) == self.last_port && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(START_POLL).await;
+                }
+                result => return result,
             }
         }
     }
