@@ -50,6 +50,19 @@ struct Pin {
 }
 
 impl Ports {
+    /// Pins `port` for `name`, marked as newer than every scan so far.
+    fn add_pin(&mut self, port: u16, name: &str) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        self.pinned.insert(
+            port,
+            Pin {
+                name: name.to_owned(),
+                epoch,
+            },
+        );
+    }
+
     /// Whether `port` is free for `name`: nobody else holds or pins it.
     fn free_for(&self, port: u16, name: &str) -> bool {
         self.held.get(&port).is_none_or(|owner| owner == name)
@@ -101,15 +114,7 @@ impl PortAllocator {
                 start: self.range.start,
                 end: self.range.end,
             })?;
-        ports.epoch += 1;
-        let epoch = ports.epoch;
-        ports.pinned.insert(
-            port,
-            Pin {
-                name: name.to_owned(),
-                epoch,
-            },
-        );
+        ports.add_pin(port, name);
         Ok(port)
     }
 
@@ -126,42 +131,27 @@ impl PortAllocator {
     }
 
     /// Pins `port` for a spec about to be written for `name` (an explicit port), if no
-    /// other server holds or pins it; concurrent callers for one port: one wins.
+    /// other server holds or pins it; of concurrent callers for one port, one wins.
     pub fn pin(&self, name: &str, port: u16) -> Result<(), PortError> {
-        self.check_free(name, port)?;
         let mut ports = self.lock();
-        if ports.pinned.get(&port).is_some_and(|pin| pin.name != name) {
-            return Err(PortError::Taken {
-                port,
-                owner: ports
-                    .pinned
-                    .get(&port)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_default(),
-            });
-        }
-        ports.epoch += 1;
-        let epoch = ports.epoch;
-        ports.pinned.insert(
-            port,
-            Pin {
-                name: name.to_owned(),
-                epoch,
-            },
-        );
+        self.check_free_in(&ports, name, port)?;
+        ports.add_pin(port, name);
         Ok(())
     }
 
     /// Whether `port` may be pinned by a new spec for `name` (for explicit ports).
     pub fn check_free(&self, name: &str, port: u16) -> Result<(), PortError> {
-        let ports = self.lock();
-        if let Some(owner) = ports.held.get(&port).filter(|o| *o != name).or_else(|| {
-            ports
-                .pinned
-                .get(&port)
-                .map(|p| &p.name)
-                .filter(|o| *o != name)
-        }) {
+        self.check_free_in(&self.lock(), name, port)
+    }
+
+    fn check_free_in(&self, ports: &Ports, name: &str, port: u16) -> Result<(), PortError> {
+        let other = |owner: &&String| *owner != name;
+        if let Some(owner) = ports
+            .held
+            .get(&port)
+            .filter(other)
+            .or_else(|| ports.pinned.get(&port).map(|p| &p.name).filter(other))
+        {
             return Err(PortError::Taken {
                 port,
                 owner: owner.clone(),

@@ -36,13 +36,14 @@ fn bindable(port: u16) -> bool {
 /// `n` consecutive free ports. Test processes run in parallel, so the search starts at
 /// a place derived from the pid and the clock.
 pub fn free_ports(n: u16) -> u16 {
-    let seed = std::process::id() as u64 * 7919
-        + std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-    for attempt in 0..500u64 {
-        let start = 20000 + ((seed + attempt * 211) % 35000) as u16;
+    // Tests of one binary run in parallel threads: hand each call its own window after
+    // the previous one (never overlapping), starting at a place derived from the pid so
+    // that test binaries run one after another rarely meet either.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let base = u64::from(std::process::id()) * 7919 % 35000;
+    for _ in 0..500 {
+        let offset = NEXT.fetch_add(u64::from(n) + 1, std::sync::atomic::Ordering::Relaxed);
+        let start = 20000 + ((base + offset) % (35000 - u64::from(n))) as u16;
         if (start..start + n).all(bindable) {
             return start;
         }
