@@ -194,7 +194,6 @@ impl<R: Runtime> Controller<R> {
     /// `None` when the directory could not be read (and nothing was changed).
     async fn sync(&mut self) -> Option<bool> {
         let ctx = self.ctx.clone();
-        let scan_epoch = self.ctx.ports.epoch();
         let scanned = tokio::task::spawn_blocking(move || {
             scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
                 ctx.ports.owner(port)
@@ -215,7 +214,9 @@ impl<R: Runtime> Controller<R> {
         };
         self.ctx
             .ports
-            .set_pinned(scan::pinned_ports(&desired), scan_epoch);
+            .set_pinned(scan::pinned_ports(&desired), |name| {
+                desired.contains_key(name)
+            });
 
         // Known servers without a spec file (also those deleted while devbox was down)
         // are deleted once they have been missing long enough.

@@ -38,27 +38,25 @@ struct Ports {
     held: BTreeMap<u16, String>,
     /// Ports pinned by specs: never handed to another server, running or not.
     pinned: BTreeMap<u16, Pin>,
-    /// Counts pins handed out by [`PortAllocator::pin_free`].
-    epoch: u64,
 }
 
 struct Pin {
     name: String,
-    /// 0 for pins read from spec files; else when [`PortAllocator::pin_free`] made it,
-    /// so a scan that started before cannot drop it (its spec file may be brand new).
-    epoch: u64,
+    /// Made for a spec file that is about to be written ([`PortAllocator::pin_free`],
+    /// [`PortAllocator::pin`]) rather than read from one. It lasts until a scan sees a
+    /// spec file of that name (which then speaks for itself) or its maker drops it, so
+    /// a scan that ran between the pin and the write cannot free the port.
+    pending: bool,
 }
 
 impl Ports {
-    /// Pins `port` for `name`, marked as newer than every scan so far.
+    /// Pins `port` for the spec file about to be written for `name`.
     fn add_pin(&mut self, port: u16, name: &str) {
-        self.epoch += 1;
-        let epoch = self.epoch;
         self.pinned.insert(
             port,
             Pin {
                 name: name.to_owned(),
-                epoch,
+                pending: true,
             },
         );
     }
@@ -83,21 +81,23 @@ impl PortAllocator {
         self.lock().held.get(&port).cloned()
     }
 
-    /// The value to pass to [`Self::set_pinned`] for a scan starting now.
-    pub fn epoch(&self) -> u64 {
-        self.lock().epoch
-    }
-
-    /// Records the ports the specs pin, as a scan that began at `scan_epoch` read them.
-    /// Pins made by [`Self::pin_free`] after that are kept.
-    pub fn set_pinned(&self, pinned: BTreeMap<u16, String>, scan_epoch: u64) {
+    /// Records the ports the spec files pin, as a scan read them. `has_spec_file(name)`
+    /// tells whether that scan saw a spec file for `name`: pending pins of names it did
+    /// not see are kept (their files may be written right now).
+    pub fn set_pinned(&self, pinned: BTreeMap<u16, String>, has_spec_file: impl Fn(&str) -> bool) {
         let mut ports = self.lock();
         let mut next: BTreeMap<u16, Pin> = pinned
             .into_iter()
-            .map(|(port, name)| (port, Pin { name, epoch: 0 }))
+            .map(|(port, name)| {
+                let pin = Pin {
+                    name,
+                    pending: false,
+                };
+                (port, pin)
+            })
             .collect();
         for (port, pin) in std::mem::take(&mut ports.pinned) {
-            if pin.epoch > scan_epoch {
+            if pin.pending && !has_spec_file(&pin.name) {
                 next.entry(port).or_insert(pin);
             }
         }
@@ -124,7 +124,7 @@ impl PortAllocator {
         if ports
             .pinned
             .get(&port)
-            .is_some_and(|pin| pin.name == name && pin.epoch > 0)
+            .is_some_and(|pin| pin.name == name && pin.pending)
         {
             ports.pinned.remove(&port);
         }
@@ -273,7 +273,9 @@ mod tests {
     fn pinned_ports_are_never_handed_out() {
         let range = free_range(2);
         let ports = PortAllocator::new(range);
-        ports.set_pinned(BTreeMap::from([(range.start, "pinner".to_owned())]), 0);
+        ports.set_pinned(BTreeMap::from([(range.start, "pinner".to_owned())]), |_| {
+            true
+        });
         assert_eq!(
             ports.reserve("a", None, Some(range.start)).unwrap(),
             range.end
@@ -289,15 +291,15 @@ mod tests {
     }
 
     #[test]
-    fn pins_made_during_a_scan_survive_it() {
+    fn pins_for_unwritten_spec_files_survive_scans() {
         let range = free_range(3);
         let ports = PortAllocator::new(range);
-        let scan_epoch = ports.epoch();
         let a = ports.pin_free("a").unwrap();
         let b = ports.pin_free("b").unwrap();
         assert_ne!(a, b);
-        // The scan began before `a` and `b` were written: their pins stay.
-        ports.set_pinned(BTreeMap::new(), scan_epoch);
+        // A scan that did not see the files of `a` and `b` (not written yet, however
+        // late the scan began) keeps their pins.
+        ports.set_pinned(BTreeMap::new(), |_| false);
         assert_eq!(ports.pin_free("c").unwrap(), range.end);
         assert!(matches!(
             ports.check_free("d", a),
@@ -308,8 +310,15 @@ mod tests {
             ports.check_free("d", range.end).is_ok(),
             "an unpinned port is free again"
         );
-        // A later scan that does not find their files drops them.
-        ports.set_pinned(BTreeMap::new(), ports.epoch());
+        // A scan that saw their files takes the pins from the files: `a`'s file pins
+        // its port, `b`'s file no longer does.
+        ports.set_pinned(BTreeMap::from([(a, "a".to_owned())]), |name| {
+            name == "a" || name == "b"
+        });
+        assert!(ports.check_free("d", a).is_err());
+        assert!(ports.check_free("d", b).is_ok());
+        // Once `a`'s file is gone, so is its pin.
+        ports.set_pinned(BTreeMap::new(), |_| false);
         assert!(ports.check_free("d", a).is_ok());
     }
 
