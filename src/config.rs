@@ -376,6 +376,15 @@ impl Config {
         {
             *source = absolute;
         }
+        // Instances start in their workspace, so a relative binary path such as
+        // `.tools/code-server/bin/code-server` must not depend on the working directory;
+        // a bare name (`code-server`) stays a PATH lookup.
+        let binary = &mut config.code_server.binary;
+        if binary.components().count() > 1
+            && let Ok(absolute) = std::path::absolute(&*binary)
+        {
+            *binary = absolute;
+        }
         Ok(config)
     }
 
@@ -628,6 +637,29 @@ mod tests {
         );
         assert_eq!(config.code_server.binary, PathBuf::from("/x/code-server"));
         assert_eq!(config.server.api_token.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn relative_binary_paths_become_absolute_and_bare_names_stay_path_lookups() {
+        let load = |binary: &str| {
+            Config::load(
+                None,
+                &Overrides {
+                    code_server: Some(binary.into()),
+                    ..Overrides::default()
+                },
+            )
+            .unwrap()
+            .code_server
+            .binary
+        };
+        assert_eq!(
+            load(".tools/code-server/bin/code-server"),
+            std::env::current_dir()
+                .unwrap()
+                .join(".tools/code-server/bin/code-server")
+        );
+        assert_eq!(load("code-server"), PathBuf::from("code-server"));
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub fn logs(remote: &Remote, name: &str, lines: usize, follow: bool) -> anyhow::
         return Ok(ExitCode::SUCCESS);
     }
     let url = format!(
-        "ws{}/ws/logs/{name}",
+        "ws{}/ws/logs/{name}?lines={lines}",
         remote.base.trim_start_matches("http")
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
