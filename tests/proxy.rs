@@ -1,5 +1,6 @@
 //! The reverse proxy: bytes through it equal bytes direct, WebSockets pass through,
-//! unmanaged ports are refused without a connection, stopped servers get a 503 page.
+//! unmanaged ports are refused without a connection, stopped servers get a 503 page,
+//! redirects and cookies keep the prefix.
 
 mod common;
 
@@ -192,4 +193,45 @@ fn a_proxied_request_body_streams_to_the_instance() {
     let answer = String::from_utf8_lossy(&answer);
     assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
     assert!(answer.contains("fake code-server"), "{answer}");
+}
+
+#[test]
+fn redirects_and_cookies_work_behind_the_prefix() {
+    let devbox = Devbox::start_with(fake_code_server(), |_| {});
+    devbox.write_spec("jar", "  state: running\n");
+    let (_, port) = devbox.wait_running("jar");
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .new_agent();
+    let response = agent
+        .get(&devbox.url(&format!("/vscode/{port}/login")))
+        .call()
+        .expect("login");
+    assert_eq!(response.status().as_u16(), 302);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("location"), format!("/vscode/{port}/home"));
+    assert_eq!(
+        header("set-cookie"),
+        format!("session=abc; Path=/vscode/{port}/; HttpOnly")
+    );
+    // The browser sends the cookie back on requests under the prefix; it reaches the
+    // instance.
+    let echoed: serde_json::Value = agent
+        .get(&devbox.url(&format!("/vscode/{port}/echo-headers")))
+        .header("Cookie", "session=abc")
+        .call()
+        .expect("echo")
+        .body_mut()
+        .read_json()
+        .expect("json");
+    assert_eq!(echoed["cookie"], "session=abc", "{echoed}");
 }

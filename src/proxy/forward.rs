@@ -48,6 +48,7 @@ impl Forwarder {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
                 rewrite_location(&mut parts.headers, prefix);
+                rewrite_cookie_paths(&mut parts.headers, prefix);
                 Response::from_parts(parts, Body::new(body))
             }
             Err(err) => bad_gateway(format!("instance on port {port} did not answer: {err}")),
@@ -173,6 +174,54 @@ fn rewrite_location(headers: &mut HeaderMap, prefix: &str) {
     }
 }
 
+/// A cookie the instance scopes to `Path=/x` lives under `<prefix>/x` for the browser;
+/// without the rewrite the browser would never send it back through the proxy.
+fn rewrite_cookie_paths(headers: &mut HeaderMap, prefix: &str) {
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|cookie| with_prefixed_path(cookie, prefix))
+                .and_then(|cookie| HeaderValue::from_str(&cookie).ok())
+                .unwrap_or_else(|| value.clone())
+        })
+        .collect();
+    if cookies.is_empty() {
+        return;
+    }
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// `cookie` with its absolute `Path` attribute under `prefix`, or `None` when it has
+/// none to change.
+fn with_prefixed_path(cookie: &str, prefix: &str) -> Option<String> {
+    let mut changed = false;
+    let attributes: Vec<String> = cookie
+        .split(';')
+        .map(|attribute| {
+            let trimmed = attribute.trim_start();
+            match trimmed.split_once('=') {
+                Some((key, path))
+                    if key.trim().eq_ignore_ascii_case("path")
+                        && path.starts_with('/')
+                        && !path.starts_with(prefix) =>
+                {
+                    changed = true;
+                    format!(" Path={prefix}{path}")
+                }
+                _ => attribute.to_owned(),
+            }
+        })
+        .collect();
+    changed.then(|| attributes.join(";"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +291,33 @@ mod tests {
         let (mut parts, _) = request.into_parts();
         retarget(&mut parts, 8010, "/vscode/8010").unwrap();
         assert_eq!(parts.uri, "http://127.0.0.1:8010/");
+    }
+
+    #[test]
+    fn cookie_paths_move_under_the_prefix() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("key=1; path=/; HttpOnly"),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("other=2; SameSite=Lax"),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("deep=3; Path=/static/x"),
+        );
+        rewrite_cookie_paths(&mut headers, "/vscode/8010");
+        let cookies: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(
+            cookies,
+            [
+                "key=1; Path=/vscode/8010/; HttpOnly",
+                "other=2; SameSite=Lax",
+                "deep=3; Path=/vscode/8010/static/x",
+            ]
+        );
     }
 
     #[test]
