@@ -313,13 +313,21 @@ fn guess_level(line: &str) -> Level {
     }
 }
 
-/// The last `n` non-empty lines of a file (for failure reasons and `devbox logs` offline).
+/// The last `n` non-empty lines of a file (for `devbox logs` offline).
 pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
+    last_lines_after(path, 0, n)
+}
+
+/// The last `n` non-empty lines of a file written after byte `offset` (a failure reason
+/// quotes only what the failed attempt printed, not the attempts before it).
+pub fn last_lines_after(path: &Path, offset: u64, n: usize) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let from = len.saturating_sub(64 * 1024);
+    // A file shorter than `offset` was truncated (size cap) since: read its tail.
+    let offset = if offset > len { 0 } else { offset };
+    let from = len.saturating_sub(64 * 1024).max(offset);
     if file.seek(SeekFrom::Start(from)).is_err() {
         return Vec::new();
     }
@@ -342,6 +350,22 @@ pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_lines_after_an_offset_skip_earlier_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("code-server.log");
+        std::fs::write(&path, "first attempt\n").unwrap();
+        let offset = std::fs::metadata(&path).unwrap().len();
+        std::fs::write(&path, "first attempt\nsecond attempt\n\n").unwrap();
+        assert_eq!(last_lines_after(&path, offset, 10), ["second attempt"]);
+        assert_eq!(last_lines(&path, 10), ["first attempt", "second attempt"]);
+        assert_eq!(
+            last_lines_after(&path, 1 << 20, 10),
+            ["first attempt", "second attempt"],
+            "an offset past the end (a truncated file) reads the whole tail"
+        );
+    }
 
     fn ident() -> ServerIdent {
         ServerIdent {

@@ -87,8 +87,16 @@ fn invalid_specs_never_disturb_other_servers() {
     let good = devbox.server("good").expect("good");
     assert_eq!(good["status"], "running", "{message}");
     assert_eq!(good["pid"].as_u64(), Some(u64::from(good_pid)));
-    let status = devbox.status("good").expect("status");
-    assert_eq!(status["spec_errors"][0]["field"], "spec.bogus");
+    // The status file is written in the background, a moment after the API shows it.
+    wait_for(
+        "the status file to record the error",
+        Duration::from_secs(10),
+        || {
+            devbox
+                .status("good")
+                .filter(|s| s["spec_errors"][0]["field"] == "spec.bogus")
+        },
+    );
 
     // Fixed again, with its old content: nothing restarts and the error clears.
     devbox.write_spec("good", &format!("  state: running\n  port: {good_port}\n"));

@@ -24,7 +24,12 @@ fn vsix_installs_and_a_failing_marketplace_id_does_not_block_the_start() {
     );
     devbox.wait_running("ext");
 
-    let status = devbox.status("ext").expect("status");
+    // The status file is written in the background, a moment after the API shows it.
+    let status = wait_for(
+        "the status file to show running",
+        Duration::from_secs(10),
+        || devbox.status("ext").filter(|s| s["phase"] == "running"),
+    );
     let results = status["extension_results"].as_array().expect("results");
     assert_eq!(results[0]["extension"], "local-tool.vsix");
     assert_eq!(results[0]["state"], "installed", "{status}");

@@ -193,6 +193,7 @@ impl<R: Runtime> Controller<R> {
     /// some specs are missing and need a second scan to confirm their deletion, or
     /// `None` when the directory could not be read (and nothing was changed).
     async fn sync(&mut self) -> Option<bool> {
+        let began = Instant::now();
         let ctx = self.ctx.clone();
         let scanned = tokio::task::spawn_blocking(move || {
             scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
@@ -246,6 +247,7 @@ impl<R: Runtime> Controller<R> {
         self.missing = missing;
 
         self.servers.retain(|_, handle| !handle.task.is_finished());
+        let specs = desired.len();
         for (name, wanted) in desired {
             match self.servers.get(&name) {
                 Some(handle) => {
@@ -266,6 +268,12 @@ impl<R: Runtime> Controller<R> {
                 }
             }
         }
+        // benches/scale.rs reads this line to time full resyncs.
+        tracing::debug!(
+            specs,
+            elapsed_us = began.elapsed().as_micros() as u64,
+            "resync done"
+        );
         Some(unconfirmed)
     }
 
@@ -279,6 +287,10 @@ impl<R: Runtime> Controller<R> {
         let _ = self.shutdown_tx.send(true);
         for (_, handle) in self.servers {
             let _ = handle.task.await;
+        }
+        let statuses = self.ctx.statuses.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || statuses.flush()).await {
+            tracing::error!(%err, "status files may be stale");
         }
         if policy == ShutdownPolicy::Keep {
             tracing::info!("servers left running for the next devbox to adopt");

@@ -72,6 +72,9 @@ struct ServerTask<R> {
     last_port: Option<u16>,
     healthy_since: Option<Instant>,
     health_failures: u32,
+    /// Length of the code-server log when the current process was launched: failure
+    /// reasons quote only what came after.
+    launch_log_offset: u64,
 }
 
 impl<R: Runtime> ServerTask<R> {
@@ -100,6 +103,7 @@ impl<R: Runtime> ServerTask<R> {
             last_port: status.as_ref().and_then(|s| s.port),
             healthy_since: None,
             health_failures: 0,
+            launch_log_offset: 0,
             ctx,
         }
     }
@@ -112,15 +116,15 @@ impl<R: Runtime> ServerTask<R> {
         self.ctx.logs.event(&self.ident, &self.dir, level, message);
     }
 
-    /// Changes this server's status; a failed write (disk full) is logged, not fatal:
-    /// the in-memory status is updated either way.
+    /// Changes this server's status (persisted in the background; a failed write, on a
+    /// full disk, is logged by the store and never blocks the server).
     fn set_status(&self, change: impl FnOnce(&mut ServerStatus)) {
         let (name, id, display) = (
             self.name().to_owned(),
             self.ident.id,
             self.display_name.clone(),
         );
-        let result = self.ctx.statuses.update(
+        self.ctx.statuses.update(
             &self.ident.name,
             || ServerStatus::new(&name, id, &display),
             |status| {
@@ -129,9 +133,6 @@ impl<R: Runtime> ServerTask<R> {
                 change(status);
             },
         );
-        if let Err(err) = result {
-            tracing::error!(%err, "status not persisted");
-        }
     }
 
     fn status(&self) -> Option<ServerStatus> {

@@ -78,6 +78,7 @@ impl<R: Runtime> ServerTask<R> {
             s.workspace_path = Some(workspace.clone());
         });
         let plan = self.launch_plan(&spec, port, &workspace);
+        self.launch_log_offset = std::fs::metadata(&plan.log_file).map_or(0, |m| m.len());
         self.start_tail();
         let instance = match self.ctx.runtime.start(&plan).await {
             Ok(instance) => instance,

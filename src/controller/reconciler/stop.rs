@@ -172,7 +172,11 @@ impl<R: Runtime> ServerTask<R> {
 
     /// The last lines code-server printed, for failure reasons.
     pub(super) fn crash_lines(&self) -> String {
-        let lines = crate::logs::last_lines(&self.log_file(), CRASH_LOG_LINES);
+        let lines = crate::logs::last_lines_after(
+            &self.log_file(),
+            self.launch_log_offset,
+            CRASH_LOG_LINES,
+        );
         if lines.is_empty() {
             String::new()
         } else {
@@ -188,16 +192,17 @@ impl<R: Runtime> ServerTask<R> {
             return false;
         }
         let name = self.name().to_owned();
-        if let Err(err) = self.ctx.statuses.remove(&name) {
-            tracing::error!(%err, "cannot remove status file");
-        }
+        self.ctx.statuses.remove(&name);
         self.ctx.ports.release(&name);
         self.ctx.logs.forget(&name);
         let mut doomed = vec![self.dir.clone()];
         if self.ctx.config.controller.purge_workspace_on_delete {
             doomed.push(self.workspace_dir());
         }
+        let statuses = self.ctx.statuses.clone();
         let removed = tokio::task::spawn_blocking(move || {
+            // A status write still under way would recreate the directory.
+            statuses.flush();
             doomed
                 .iter()
                 .filter_map(|dir| {

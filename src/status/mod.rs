@@ -1,9 +1,12 @@
 //! Observed status of every server: the types, and the store that persists them.
 //!
 //! The controller is the only writer. Each server's status lives in memory and in
-//! `<state_dir>/servers/<name>/status.json` (written atomically, and only when it
-//! changed), so `devbox get` works without a running devbox and a restarted controller
-//! knows which processes to adopt. Readers (API, CLI) take snapshots.
+//! `<state_dir>/servers/<name>/status.json` (written atomically, only when it changed,
+//! by a background [`writer`] so that no caller waits for the disk), so `devbox get`
+//! works without a running devbox and a restarted controller knows which processes to
+//! adopt. Readers (API, CLI) take snapshots.
+
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use uuid::Uuid;
 
 use crate::diagnostic::Diagnostic;
 use crate::fsutil;
+use writer::Writer;
 
 /// Where a server is in its life cycle.
 #[derive(
@@ -178,6 +182,8 @@ pub enum StatusError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start the status writer: {0}")]
+    Writer(std::io::Error),
     #[error("cannot read the state directory {path}: {source}")]
     ReadDir {
         path: PathBuf,
@@ -195,10 +201,54 @@ pub struct StatusStore {
 }
 
 struct StoreInner {
-    state_dir: PathBuf,
-    servers: RwLock<BTreeMap<String, ServerStatus>>,
+    shared: Arc<Shared>,
     /// Bumped on every change, so waiters (API handlers, tests) can watch for convergence.
     generation: watch::Sender<u64>,
+    writer: Writer,
+}
+
+/// What the store and its writer thread both read.
+struct Shared {
+    state_dir: PathBuf,
+    servers: RwLock<BTreeMap<String, ServerStatus>>,
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServerStatus>> {
+        self.servers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Brings server `name`'s file in line with memory: the current status written
+    /// atomically, or the file removed when the server is forgotten.
+    fn persist(&self, name: &str) -> Result<(), StatusError> {
+        let path = status_path(&self.state_dir, name);
+        let json = match self.read().get(name) {
+            Some(status) => {
+                Some(
+                    serde_json::to_vec_pretty(status).map_err(|err| StatusError::Write {
+                        name: name.to_owned(),
+                        path: path.clone(),
+                        source: err.into(),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let written = match json {
+            Some(json) => path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| fsutil::write_atomic(&path, &json)),
+            None => fsutil::remove_if_exists(&path),
+        };
+        written.map_err(|source| StatusError::Write {
+            name: name.to_owned(),
+            path,
+            source,
+        })
+    }
 }
 
 impl StatusStore {
@@ -206,18 +256,36 @@ impl StatusStore {
     /// Unreadable files are skipped with a warning (a torn file cannot exist, but a
     /// hand-edited one can).
     pub fn open(state_dir: &Path) -> Result<Self, StatusError> {
-        let servers = load_all(state_dir)?;
+        let shared = Arc::new(Shared {
+            state_dir: state_dir.to_owned(),
+            servers: RwLock::new(load_all(state_dir)?),
+        });
+        let writer = Writer::spawn({
+            let shared = shared.clone();
+            move |name| shared.persist(name).map_err(|err| err.to_string())
+        })
+        .map_err(StatusError::Writer)?;
         Ok(Self {
             inner: Arc::new(StoreInner {
-                state_dir: state_dir.to_owned(),
-                servers: RwLock::new(servers),
+                shared,
                 generation: watch::channel(0).0,
+                writer,
             }),
         })
     }
 
     pub fn state_dir(&self) -> &Path {
-        &self.inner.state_dir
+        &self.inner.shared.state_dir
+    }
+
+    /// Blocks until every change made so far is on disk (or failed to get there).
+    pub fn flush(&self) {
+        self.inner.writer.flush();
+    }
+
+    /// Why status files cannot be written right now (a full or read-only disk).
+    pub fn write_failure(&self) -> Option<String> {
+        self.inner.writer.failure()
     }
 
     /// A copy of one server's status.
@@ -248,8 +316,10 @@ impl StatusStore {
         self.read().keys().cloned().collect()
     }
 
-    /// Replaces a server's status, persisting it when it differs from what was stored.
-    pub fn put(&self, mut status: ServerStatus) -> Result<(), StatusError> {
+    /// Replaces a server's status; when it differs from the stored one, the file is
+    /// rewritten in the background. Memory changes at once, whatever the disk does, so
+    /// the API keeps answering truthfully on a full disk.
+    pub fn put(&self, mut status: ServerStatus) {
         let name = status.name.clone();
         {
             let current = self.read();
@@ -257,32 +327,14 @@ impl StatusStore {
                 let mut unchanged = old.clone();
                 unchanged.updated_at.clone_from(&status.updated_at);
                 if unchanged == status {
-                    return Ok(());
+                    return;
                 }
             }
         }
         status.updated_at = now_rfc3339();
-        let path = status_path(&self.inner.state_dir, &name);
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let json = serde_json::to_vec_pretty(&status)?;
-            fsutil::write_atomic(&path, &json)
-        };
-        let result = write().map_err(|source| StatusError::Write {
-            name: name.clone(),
-            path: path.clone(),
-            source,
-        });
-        // Memory is updated even when the disk is full: the API keeps answering truthfully.
-        self.inner
-            .servers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(name, status);
+        self.write_map().insert(name.clone(), status);
+        self.inner.writer.mark(&name);
         self.inner.generation.send_modify(|g| *g += 1);
-        result
     }
 
     /// Applies `change` to a server's status (creating it from `init` when absent).
@@ -291,27 +343,19 @@ impl StatusStore {
         name: &str,
         init: impl FnOnce() -> ServerStatus,
         change: impl FnOnce(&mut ServerStatus),
-    ) -> Result<ServerStatus, StatusError> {
+    ) -> ServerStatus {
         let mut status = self.get(name).unwrap_or_else(init);
         change(&mut status);
-        self.put(status.clone())?;
-        Ok(status)
+        self.put(status.clone());
+        status
     }
 
-    /// Forgets a server: its status file is removed (its data directories are not).
-    pub fn remove(&self, name: &str) -> Result<(), StatusError> {
-        let path = status_path(&self.inner.state_dir, name);
-        self.inner
-            .servers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(name);
+    /// Forgets a server: its status file is removed in the background (its data
+    /// directories are not touched; [`Self::flush`] before removing them).
+    pub fn remove(&self, name: &str) {
+        self.write_map().remove(name);
+        self.inner.writer.mark(name);
         self.inner.generation.send_modify(|g| *g += 1);
-        fsutil::remove_if_exists(&path).map_err(|source| StatusError::Write {
-            name: name.to_owned(),
-            path,
-            source,
-        })
     }
 
     /// A receiver that changes whenever any status changes.
@@ -320,9 +364,14 @@ impl StatusStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServerStatus>> {
+        self.inner.shared.read()
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ServerStatus>> {
         self.inner
+            .shared
             .servers
-            .read()
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -374,21 +423,23 @@ mod tests {
         let mut status = ServerStatus::new("a", Uuid::nil(), "a");
         status.phase = Phase::Running;
         status.port = Some(8010);
-        store.put(status.clone()).unwrap();
+        store.put(status.clone());
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
-        store.put(status.clone()).unwrap();
+        store.put(status.clone());
         assert!(
             !rx.has_changed().unwrap(),
             "an unchanged status must not be rewritten"
         );
+        store.flush();
 
         let reopened = StatusStore::open(dir.path()).unwrap();
         let loaded = reopened.get("a").unwrap();
         assert_eq!(loaded.port, Some(8010));
         assert_eq!(loaded.phase, Phase::Running);
 
-        reopened.remove("a").unwrap();
+        reopened.remove("a");
+        reopened.flush();
         assert!(StatusStore::open(dir.path()).unwrap().get("a").is_none());
     }
 }
