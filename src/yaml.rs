@@ -143,11 +143,17 @@ fn split_path(field: &str) -> Vec<Segment<'_>> {
         if !key.is_empty() {
             segments.push(Segment::Key(key));
         }
-        while let Some(close) = rest.find(']') {
-            if let Ok(index) = rest[1..close].parse() {
-                segments.push(Segment::Index(index));
-            }
-            rest = &rest[close + 1..];
+        // `[3][0]` after the key; a key that merely holds brackets (user settings and
+        // env names are free text) ends the path here: the location is best effort.
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some((index, after)) = inner.split_once(']') else {
+                break;
+            };
+            let Ok(index) = index.parse() else {
+                break;
+            };
+            segments.push(Segment::Index(index));
+            rest = after;
         }
     }
     segments
@@ -284,6 +290,22 @@ mod tests {
     fn syntax_error_has_location() {
         let err = from_str::<Outer>("name: [a\ninner: {").unwrap_err();
         assert!(err.line.is_some());
+    }
+
+    #[test]
+    fn locate_survives_keys_that_hold_brackets() {
+        let text = "spec:\n  env:\n    \"=[0]]\": x\n    \"a[é]\": y\n";
+        for field in [
+            "spec.env.=[0]]",
+            "spec.env.a[é]",
+            "spec.env.[",
+            "]",
+            "x[1]][",
+        ] {
+            // Best effort: the deepest parent found, and no panic.
+            let _ = locate(text, field);
+        }
+        assert_eq!(locate(text, "spec.env.=[0]]"), Some((2, 3)));
     }
 
     #[test]
