@@ -84,6 +84,8 @@ pub struct Controller<R: Runtime> {
     /// data, so a spec must stay missing for [`DELETE_CONFIRM_DELAY`] (an editor that
     /// deletes and recreates a file, a directory swapped by a deploy) before it is.
     missing: HashMap<String, Instant>,
+    /// Outcomes of unchanged spec files, reused by the next scan.
+    scan_cache: scan::ScanCache,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -124,6 +126,7 @@ impl<R: Runtime> Controller<R> {
             ctx: Arc::new(ctx),
             servers: HashMap::new(),
             missing: HashMap::new(),
+            scan_cache: scan::ScanCache::default(),
             shutdown_tx,
         })
     }
@@ -195,12 +198,21 @@ impl<R: Runtime> Controller<R> {
     async fn sync(&mut self) -> Option<bool> {
         let began = Instant::now();
         let ctx = self.ctx.clone();
+        let mut cache = std::mem::take(&mut self.scan_cache);
         let scanned = tokio::task::spawn_blocking(move || {
-            scan::scan(&ctx.config.controller.specs_dir, &ctx.config, |port| {
-                ctx.ports.owner(port)
-            })
+            let scanned = scan::scan(
+                &ctx.config.controller.specs_dir,
+                &ctx.config,
+                &mut cache,
+                |port| ctx.ports.owner(port),
+            );
+            (scanned, cache)
         })
-        .await;
+        .await
+        .map(|(scanned, cache)| {
+            self.scan_cache = cache;
+            scanned
+        });
         let mut desired = match scanned {
             Ok(Ok(desired)) => desired,
             Ok(Err(err)) => {

@@ -1,10 +1,13 @@
 //! Reading the specs directory into the desired state of every server.
 //!
-//! A scan is level-triggered: it reads every file every time and reports what each
+//! A scan is level-triggered: it looks at every file every time and reports what each
 //! server should be, so a missed or duplicated file event cannot matter. Checks that
-//! span files (one name in two files, two specs pinning one port) happen here.
+//! span files (one name in two files, two specs pinning one port) happen here. A
+//! [`ScanCache`] keeps each file's outcome while the file is unchanged, so the periodic
+//! resync of a thousand idle specs costs a `stat` per file, not a read and a parse.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,17 +54,94 @@ pub fn spec_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The outcome of every spec file read so far, by path, valid while the file's
+/// [`Stamp`] is unchanged. Parsing is a pure function of the text and the config (which
+/// does not change while devbox runs), so a cached outcome is as good as a fresh one.
+#[derive(Default)]
+pub struct ScanCache {
+    files: HashMap<PathBuf, CachedFile>,
+}
+
+struct CachedFile {
+    stamp: Stamp,
+    text: String,
+    outcome: Desired,
+}
+
+/// What tells a changed file from an unchanged one: an atomic replace changes the inode,
+/// an edit in place the size or the change time (nanoseconds on Linux filesystems).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(file).ok()?;
+        Some(Self {
+            inode: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+impl ScanCache {
+    /// The outcome of `file`: cached when its stamp is unchanged, else read and parsed.
+    fn load(&mut self, file: &Path, config: &Config) -> Desired {
+        // Stamp before reading: a write in between leaves an old stamp with the new
+        // text, which only costs one more read next time.
+        let stamp = Stamp::of(file);
+        if let (Some(stamp), Some(cached)) = (stamp, self.files.get(file))
+            && cached.stamp == stamp
+        {
+            return cached.outcome.clone();
+        }
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(err) => {
+                self.files.remove(file);
+                let diag = Diagnostic::file(file, format!("cannot read: {err}"));
+                return Desired::Invalid(Arc::new(vec![diag]));
+            }
+        };
+        let outcome = match spec::load(file, &text, config) {
+            Ok(spec) => Desired::Spec(Arc::new(spec)),
+            Err(diags) => Desired::Invalid(Arc::new(diags)),
+        };
+        if let Some(stamp) = stamp {
+            let cached = CachedFile {
+                stamp,
+                text,
+                outcome: outcome.clone(),
+            };
+            self.files.insert(file.to_owned(), cached);
+        }
+        outcome
+    }
+
+    /// The text `file` had when it was last read.
+    fn text(&self, file: &Path) -> &str {
+        self.files.get(file).map_or("", |f| f.text.as_str())
+    }
+}
+
 /// Reads `dir` and returns the desired state of each server named by a file there.
 /// `port_owner` tells which server currently holds a port. Fails when the directory
 /// cannot be listed (then nothing may be concluded about any server).
 pub fn scan(
     dir: &Path,
     config: &Config,
+    cache: &mut ScanCache,
     port_owner: impl Fn(u16) -> Option<String>,
 ) -> std::io::Result<BTreeMap<String, Desired>> {
     let files = spec_files(dir)?;
     let mut desired = BTreeMap::new();
-    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen = HashSet::new();
     for file in files {
         let Some(name) = file.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
             continue;
@@ -74,21 +154,11 @@ pub fn scan(
             *entry = Desired::Invalid(Arc::new(vec![diag]));
             continue;
         }
-        let outcome = match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                let outcome = spec::load(&file, &text, config);
-                texts.insert(name.clone(), text);
-                outcome
-            }
-            Err(err) => Err(vec![Diagnostic::file(&file, format!("cannot read: {err}"))]),
-        };
-        let entry = match outcome {
-            Ok(spec) => Desired::Spec(Arc::new(spec)),
-            Err(diags) => Desired::Invalid(Arc::new(diags)),
-        };
-        desired.insert(name, entry);
+        desired.insert(name, cache.load(&file, config));
+        seen.insert(file);
     }
-    resolve_port_conflicts(&mut desired, &texts, port_owner);
+    cache.files.retain(|file, _| seen.contains(file));
+    resolve_port_conflicts(&mut desired, |file| cache.text(file), port_owner);
     Ok(desired)
 }
 
@@ -104,17 +174,15 @@ pub fn pinned_ports(desired: &BTreeMap<String, Desired>) -> BTreeMap<u16, String
 }
 
 /// Replaces specs that lose a pinned-port conflict by their error.
-fn resolve_port_conflicts(
+fn resolve_port_conflicts<'t>(
     desired: &mut BTreeMap<String, Desired>,
-    texts: &BTreeMap<String, String>,
+    text_of: impl Fn(&Path) -> &'t str,
     port_owner: impl Fn(u16) -> Option<String>,
 ) {
     let specs: Vec<(&ServerSpec, &str)> = desired
         .values()
         .filter_map(|d| match d {
-            Desired::Spec(spec) => {
-                Some((&**spec, texts.get(&spec.name).map_or("", String::as_str)))
-            }
+            Desired::Spec(spec) => Some((&**spec, text_of(&spec.file))),
             _ => None,
         })
         .collect();
@@ -176,7 +244,7 @@ mod tests {
         std::fs::write(dir.path().join(".e.yaml.tmp"), "junk").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "junk").unwrap();
 
-        let desired = scan(dir.path(), &config, |_| None).unwrap();
+        let desired = scan(dir.path(), &config, &mut ScanCache::default(), |_| None).unwrap();
         assert_eq!(desired.keys().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         assert!(matches!(desired["a"], Desired::Spec(_)));
         let Desired::Invalid(b) = &desired["b"] else {
@@ -190,11 +258,48 @@ mod tests {
             pinned_ports(&desired),
             BTreeMap::from([(8020, "a".to_owned()), (8021, "c".to_owned())])
         );
-        assert!(scan(&dir.path().join("gone"), &config, |_| None).is_err());
+        let mut cache = ScanCache::default();
+        assert!(scan(&dir.path().join("gone"), &config, &mut cache, |_| None).is_err());
 
         // When `c` already holds 8020, both `a` and `b` lose.
-        let desired = scan(dir.path(), &config, |p| (p == 8020).then(|| "c".to_owned())).unwrap();
+        let desired = scan(dir.path(), &config, &mut cache, |p| {
+            (p == 8020).then(|| "c".to_owned())
+        })
+        .unwrap();
         assert!(matches!(desired["a"], Desired::Invalid(_)));
         assert!(matches!(desired["b"], Desired::Invalid(_)));
+    }
+
+    #[test]
+    fn unchanged_files_are_not_read_again_and_changed_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::embedded_default();
+        write(dir.path(), "a", "  state: stopped\n");
+        write(dir.path(), "b", "  state: stopped\n");
+        let mut cache = ScanCache::default();
+        let spec_of = |desired: &BTreeMap<String, Desired>, name: &str| match &desired[name] {
+            Desired::Spec(spec) => spec.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        let first = scan(dir.path(), &config, &mut cache, |_| None).unwrap();
+        let again = scan(dir.path(), &config, &mut cache, |_| None).unwrap();
+        assert!(
+            Arc::ptr_eq(&spec_of(&first, "a"), &spec_of(&again, "a")),
+            "an unchanged file's outcome is reused"
+        );
+
+        // An atomic replace (new inode) and a removal are both noticed.
+        let replacement = dir.path().join(".a.yaml.tmp");
+        std::fs::write(
+            &replacement,
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: a\nspec:\n  state: running\n",
+        )
+        .unwrap();
+        std::fs::rename(&replacement, dir.path().join("a.yaml")).unwrap();
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        let after = scan(dir.path(), &config, &mut cache, |_| None).unwrap();
+        assert_eq!(spec_of(&after, "a").state, spec::DesiredState::Running);
+        assert!(!after.contains_key("b"));
+        assert_eq!(cache.files.len(), 1, "the removed file left the cache");
     }
 }
