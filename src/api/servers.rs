@@ -10,14 +10,7 @@ use super::views::ServerView;
 
 /// Every server, as a bare array (the seed API's shape).
 pub async fn list(State(state): State<AppState>) -> Json<Vec<ServerView>> {
-    Json(
-        state
-            .statuses
-            .list()
-            .iter()
-            .map(|s| ServerView::new(s, &state))
-            .collect(),
-    )
+    Json(state.statuses.map_all(|s| ServerView::new(s, &state)))
 }
 
 /// One server, by id or by name.

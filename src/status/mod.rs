@@ -298,6 +298,13 @@ impl StatusStore {
         self.read().values().cloned().collect()
     }
 
+    /// `view` of every server's status, ordered by name, without copying the statuses
+    /// first (`GET /servers` asks this of every server on every call). `view` runs under
+    /// the read lock: keep it short.
+    pub fn map_all<T>(&self, view: impl FnMut(&ServerStatus) -> T) -> Vec<T> {
+        self.read().values().map(view).collect()
+    }
+
     /// The server owning `port` and its phase, without copying any status (the proxy
     /// asks this on every request).
     pub fn by_port(&self, port: u16) -> Option<(String, Phase)> {
