@@ -146,10 +146,10 @@ fn deleting_a_server_does_not_wait_for_a_hanging_extension_install() {
             .contains("installing extension acme.hangs")
             .then_some(())
     });
-    assert!(
-        !processes_with("sleep 8888").is_empty(),
-        "the installer runs"
-    );
+    // The status names the install just before the installer process starts.
+    wait_for("the installer to run", Duration::from_secs(10), || {
+        (!processes_with("sleep 8888").is_empty()).then_some(())
+    });
 
     // The test config allows installs 60 s; the delete must not wait for that.
     devbox.remove_spec("hangs");
