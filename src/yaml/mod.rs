@@ -4,6 +4,13 @@
 //! here means a swap to a maintained fork touches this one file. The module also turns
 //! parser errors into [`YamlError`]s that carry a line, a column and the dotted path of
 //! the field that was wrong, which is what `devbox validate` and server status show.
+//!
+//! Every text is first checked by [`precheck`]: too large, nested too deep, or using
+//! anchors and aliases is refused before serde_yaml sees it.
+
+mod precheck;
+
+pub use precheck::{MAX_NESTING, MAX_YAML_BYTES, precheck};
 
 use std::fmt;
 
@@ -35,6 +42,7 @@ impl std::error::Error for YamlError {}
 
 /// Parses `text` into `T`, reporting where and in which field it went wrong.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    precheck(text)?;
     let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -80,6 +88,7 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
 /// The keys of the top-level mapping of `text`, or `None` when the document is not a
 /// mapping (or not YAML at all). Used to tell a spec file from a config file.
 pub fn top_level_keys(text: &str) -> Option<Vec<String>> {
+    precheck(text).ok()?;
     let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
     let mapping = value.as_mapping()?;
     Some(
