@@ -54,9 +54,10 @@ pub fn spec_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The outcome of every spec file read so far, by path, valid while the file's
-/// [`Stamp`] is unchanged. Parsing is a pure function of the text and the config (which
-/// does not change while devbox runs), so a cached outcome is as good as a fresh one.
+/// The outcome of every spec file read so far, by path, valid while the file's stamp
+/// (inode, size, times) is unchanged. Parsing is a pure function of the text and the
+/// config (which does not change while devbox runs), so a cached outcome is as good as
+/// a fresh one.
 #[derive(Default)]
 pub struct ScanCache {
     files: HashMap<PathBuf, CachedFile>,

@@ -2,7 +2,7 @@
 //!
 //! The controller is the only writer. Each server's status lives in memory and in
 //! `<state_dir>/servers/<name>/status.json` (written atomically, only when it changed,
-//! by a background [`writer`] so that no caller waits for the disk), so `devbox get`
+//! by a background writer thread so that no caller waits for the disk), so `devbox get`
 //! works without a running devbox and a restarted controller knows which processes to
 //! adopt. Readers (API, CLI) take snapshots.
 
