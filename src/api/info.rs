@@ -11,21 +11,32 @@ use crate::config::{ExtensionGroup, PackagedAssets, ServerSettings, UiConfig};
 
 #[derive(Serialize, JsonSchema)]
 pub struct Health {
-    /// Always `healthy` when devbox answers.
+    /// `healthy`, or `degraded` while status files cannot be written (see `state_error`).
     pub status: String,
     pub service: String,
     pub version: String,
     /// Servers devbox knows.
     pub servers: usize,
+    /// Why the state directory cannot be written (a full disk), while that lasts:
+    /// devbox keeps serving from memory, but a restart would not see the latest status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
 }
 
 /// devbox itself answers (no authentication needed).
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let state_error = state.statuses.write_failure();
     Json(Health {
-        status: "healthy".into(),
+        status: if state_error.is_some() {
+            "degraded"
+        } else {
+            "healthy"
+        }
+        .into(),
         service: "devbox".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        servers: state.statuses.names().len(),
+        servers: state.statuses.count(),
+        state_error,
     })
 }
 

@@ -319,6 +319,11 @@ impl StatusStore {
         self.read().get(name).map(|s| (s.port, s.phase))
     }
 
+    /// How many servers have a status.
+    pub fn count(&self) -> usize {
+        self.read().len()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
     }
