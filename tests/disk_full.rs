@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::{Devbox, wait_for};
 
-/// A tmpfs mounted on a directory, unmounted when dropped.
+/// A tmpfs mounted on a directory of a test's temp dir; when dropped (after the
+/// `Devbox`, whose temp dir cannot remove a mount point) it is unmounted and what is
+/// left of the temp dir removed.
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
@@ -35,6 +37,9 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        if let Some(root) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
 }
 
