@@ -346,17 +346,7 @@ fn post_servers_creates_a_stopped_server_as_an_ordinary_spec_file() {
     assert_eq!(spec["spec"]["state"].as_str(), Some("stopped"));
     assert_eq!(spec["spec"]["port"].as_u64(), Some(u64::from(port)));
     // `devbox validate` accepts what the API wrote.
-    let validate = devbox
-        .command()
-        .arg("validate")
-        .arg(devbox.specs())
-        .output()
-        .expect("devbox validate");
-    assert!(
-        validate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&validate.stderr)
-    );
+    devbox.assert_specs_valid();
 
     // GET /servers shows the display name; nothing runs.
     let listed = devbox.server("My Devbox Instance").expect("listed");

@@ -111,17 +111,7 @@ fn converges_after_kills_of_instances_and_of_devbox_under_api_load() {
     if let Err(why) = converged {
         panic!("not converged: {why}\n{}", devbox.log_tail());
     }
-    let validate = devbox
-        .command()
-        .arg("validate")
-        .arg(devbox.specs())
-        .output()
-        .expect("devbox validate");
-    assert!(
-        validate.status.success(),
-        "every spec file is valid: {}",
-        String::from_utf8_lossy(&validate.stdout)
-    );
+    devbox.assert_specs_valid();
 }
 
 /// Creates, starts, stops and deletes servers through the API until `stop`; counts

@@ -449,6 +449,22 @@ impl Devbox {
         )
     }
 
+    /// `devbox validate` on the specs directory passes.
+    pub fn assert_specs_valid(&self) {
+        let output = self
+            .command()
+            .arg("validate")
+            .arg(self.specs())
+            .output()
+            .expect("devbox validate");
+        assert!(
+            output.status.success(),
+            "devbox validate: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     pub fn log_tail(&self) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
