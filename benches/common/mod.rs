@@ -40,18 +40,38 @@ impl Devbox {
     /// Starts `devbox serve` in `root` (from [`Self::prepare`]) with `DEVBOX_LOG=debug`
     /// and waits until `/health` answers.
     pub fn start(root: tempfile::TempDir, http_port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_devbox"))
+        Self::start_with(root, http_port, None, "debug")
+    }
+
+    /// [`Self::start`] with `code_server` as the code-server binary (`--code-server`,
+    /// which wins over an inherited `DEVBOX_CODE_SERVER`) and `log_filter` as
+    /// `DEVBOX_LOG` (`debug` logs a line per proxied request, so a proxy measurement
+    /// wants `info`).
+    pub fn start_with(
+        root: tempfile::TempDir,
+        http_port: u16,
+        code_server: Option<&Path>,
+        log_filter: &str,
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_devbox"));
+        command
             .arg("--config")
             .arg(root.path().join("config.yaml"))
             .arg("--specs")
             .arg(root.path().join("specs"))
             .arg("--state-dir")
-            .arg(root.path().join("state"))
+            .arg(root.path().join("state"));
+        if let Some(code_server) = code_server {
+            command.arg("--code-server").arg(code_server);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--port")
             .arg(http_port.to_string())
-            .env("DEVBOX_LOG", "debug")
+            .env("DEVBOX_LOG", log_filter)
             .env_remove("DEVBOX_API_TOKEN")
+            .env_remove("DEVBOX_CONFIG_PATH")
+            .env_remove("DEVBOX_SERVER_PORT")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -210,4 +230,212 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     plain
+}
+
+// Shared by the reaction and proxy benchmarks: real code-server, a devbox with a chosen
+// code-server binary and log filter, a graceful stop on drop, process-group guards.
+
+/// The real code-server: `DEVBOX_CODE_SERVER`, else the project-local install that
+/// `scripts/install-code-server.sh` makes; panics naming that script when neither exists.
+pub fn code_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("DEVBOX_CODE_SERVER") {
+        return PathBuf::from(path);
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/code-server/bin/code-server");
+    assert!(
+        local.exists(),
+        "code-server not found: run scripts/install-code-server.sh (or set DEVBOX_CODE_SERVER)"
+    );
+    local
+}
+
+/// A program from `PATH` (or `/usr/sbin`, `/sbin`, where Debian puts nginx), or a panic
+/// that names the script that installs it.
+pub fn require_program(name: &str, installer: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("`{name}` not found: run {installer} (it installs it)"))
+}
+
+/// A `devbox serve` that, when dropped (also on panic), is stopped the way an operator
+/// would stop it (SIGTERM: devbox stops every code-server it runs), after which any
+/// instance it recorded and that still runs has its process group killed.
+pub struct ServingDevbox(Option<Devbox>);
+
+impl ServingDevbox {
+    /// See [`Devbox::start_with`].
+    pub fn start(
+        root: tempfile::TempDir,
+        http_port: u16,
+        code_server: &Path,
+        log_filter: &str,
+    ) -> Self {
+        Self(Some(Devbox::start_with(
+            root,
+            http_port,
+            Some(code_server),
+            log_filter,
+        )))
+    }
+}
+
+impl std::ops::Deref for ServingDevbox {
+    type Target = Devbox;
+
+    fn deref(&self) -> &Devbox {
+        self.0.as_ref().expect("devbox")
+    }
+}
+
+impl Drop for ServingDevbox {
+    fn drop(&mut self) {
+        let Some(devbox) = self.0.take() else { return };
+        let (root, _) = devbox.stop();
+        kill_recorded_instances(&root.path().join("state"));
+    }
+}
+
+/// Kills the process group of every instance recorded in `state_dir` whose leader still
+/// runs (checked by its kernel start time, so a reused pid is left alone).
+fn kill_recorded_instances(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("servers")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("status.json")) else {
+            continue;
+        };
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let process = &status["process"];
+        let (Some(pgid), Some(ticks)) = (process["pgid"].as_u64(), process["start_ticks"].as_u64())
+        else {
+            continue;
+        };
+        if start_ticks(pgid as u32) == Some(ticks) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Kernel start time of process `pid` (field 22 of `/proc/<pid>/stat`).
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A child process that leads its own process group (spawn its command through
+/// [`GroupGuard::spawn`]); the whole group is ended when the guard is dropped.
+pub struct GroupGuard {
+    child: Child,
+    what: String,
+    /// Set once [`GroupGuard::stop`] ran: the group is gone and its id may be reused.
+    stopped: bool,
+}
+
+impl GroupGuard {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(what: &str, command: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+        Self {
+            child,
+            what: what.to_owned(),
+            stopped: false,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the leader has exited (and so was reaped).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM to the group, up to `grace` for it to empty, then SIGKILL to whatever is
+    /// left. Returns how long the group took to go.
+    pub fn stop(&mut self, grace: Duration) -> Duration {
+        use nix::sys::signal::{Signal, killpg};
+        if self.stopped {
+            return Duration::ZERO;
+        }
+        let began = Instant::now();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = began + grace;
+        loop {
+            let _ = self.child.try_wait();
+            // Signal 0: fails (ESRCH) once no process of the group is left.
+            if killpg(group, None).is_err() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("{} did not stop within {grace:?}: SIGKILL", self.what);
+                let _ = killpg(group, Signal::SIGKILL);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.wait();
+        self.stopped = true;
+        began.elapsed()
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A port in `range` that nothing listens on right now and that is not in `taken`,
+/// searched from a place derived from the pid (so two runs rarely meet).
+pub fn free_port_in(range: std::ops::RangeInclusive<u16>, taken: &[u16]) -> u16 {
+    let (start, len) = (*range.start(), u32::from(range.end() - range.start()) + 1);
+    let offset = std::process::id() * 7919 % len;
+    (0..len)
+        .map(|i| start + ((offset + i) % len) as u16)
+        .find(|port| {
+            !taken.contains(port) && TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok()
+        })
+        .unwrap_or_else(|| panic!("no free port in {range:?}"))
+}
+
+/// The integer after `--name` on the command line, or `default`.
+pub fn arg_number(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|pair| pair[0] == name)
+        .map(|pair| {
+            pair[1]
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} wants a number, not `{}`", pair[1]))
+        })
+        .unwrap_or(default)
+}
+
+/// The machine's load averages (1, 5, 15 minutes), as `/proc/loadavg` has them: the
+/// figures of a run on a busy machine are worth less, and this says so beside them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -1,0 +1,622 @@
+//! Proxy: throughput and latency through devbox's `/vscode/<port>/` against the same
+//! request sent directly to the backend and through nginx.
+//!
+//! Starts two release `devbox serve` instances, each with one running server on a
+//! pinned port: one runs the real code-server, the other `tests/fixtures/fake_code_server.py`
+//! (a trivially fast backend, so that the proxy itself is what is measured; the
+//! code-server binary is per devbox, hence two). nginx (Debian's package) runs on
+//! loopback as a plain reverse proxy to the same two backends (keep-alive upstreams,
+//! HTTP/1.1, WebSocket upgrades; its config and temp files live in a temp dir).
+//!
+//! For each asset — a small static file of code-server (`media/code-icon.svg`, 516 B),
+//! code-server's `workbench.css` (767 KB) and the fake backend's `/bytes/482` — and each
+//! target (direct, nginx, devbox), `wrk -t2 -c16 --latency` runs as a separate process,
+//! after a 1 s warm-up, `--rounds` times (default 2) for `--duration` seconds (default
+//! 5), the targets interleaved in a rotating order so that the load of a shared machine
+//! touches them alike. Printed per target: the means of requests/s (± half their range
+//! over the rounds), p50 and p99 latency, the ratios to direct and to nginx, the
+//! proxy's CPU use (% of one core) and wrk's error count; and the verdict against the
+//! target (devbox ≥ 1.0× nginx's requests/s and ≤ its p99), beside the original Go
+//! tool's figures. Then WebSocket messages per second to the fake backend's echo,
+//! direct, through nginx and through devbox (one connection, one 64-byte message at a
+//! time and 32 in flight), against the target (devbox ≥ 0.9× direct).
+//!
+//! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`); about two
+//! minutes with the defaults. Needs code-server (`scripts/install-code-server.sh`, or
+//! `DEVBOX_CODE_SERVER`) and nginx and wrk (`scripts/install-bench-deps.sh`).
+
+mod common;
+
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{GroupGuard, ServingDevbox, millis};
+use tokio_tungstenite::tungstenite::{self, Message, stream::MaybeTlsStream};
+
+const CONFIG: &str = "server:
+  default_port: {http_port}
+  code_server_port_range: {start: 21000, end: 21999}
+code_server:
+  extension_gallery: '{}'
+  stop_timeout: 5s
+";
+const PORTS: std::ops::RangeInclusive<u16> = 21000..=21999;
+const INSTALL_DEPS: &str = "scripts/install-bench-deps.sh";
+const WARM_UP: Duration = Duration::from_secs(1);
+const WS_DURATION: Duration = Duration::from_secs(3);
+const WS_MESSAGE_BYTES: usize = 64;
+const WS_WINDOW: usize = 32;
+
+/// The original Go tool's proxy, from the issue: requests/s as a share of nginx's, p99.
+struct GoFigure {
+    ratio_to_nginx: f64,
+    p99_ms: f64,
+    nginx_p99_ms: f64,
+}
+
+/// One asset, reachable directly, through nginx and through devbox.
+struct Asset {
+    what: String,
+    direct: String,
+    nginx: String,
+    devbox: String,
+    /// The devbox serving `devbox`, whose CPU use is read.
+    devbox_pid: u32,
+    go: Option<GoFigure>,
+}
+
+/// What wrk reports for one run.
+struct Load {
+    requests_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Non-2xx/3xx responses plus socket errors.
+    errors: u64,
+    /// CPU the proxy used during the run, in % of one core.
+    proxy_cpu: Option<f64>,
+    /// Half the range of requests/s over the rounds, as a share of their mean.
+    spread: f64,
+}
+
+impl Load {
+    /// The means of several runs of one target (errors: their sum).
+    fn mean(runs: &[Load]) -> Load {
+        let n = runs.len() as f64;
+        let mean = |f: &dyn Fn(&Load) -> f64| runs.iter().map(f).sum::<f64>() / n;
+        let requests_per_sec = mean(&|l| l.requests_per_sec);
+        let (low, high) = runs.iter().fold((f64::MAX, 0.0_f64), |(low, high), l| {
+            (low.min(l.requests_per_sec), high.max(l.requests_per_sec))
+        });
+        Load {
+            requests_per_sec,
+            p50: Duration::from_secs_f64(mean(&|l| l.p50.as_secs_f64())),
+            p99: Duration::from_secs_f64(mean(&|l| l.p99.as_secs_f64())),
+            errors: runs.iter().map(|l| l.errors).sum(),
+            proxy_cpu: runs
+                .iter()
+                .map(|l| l.proxy_cpu)
+                .sum::<Option<f64>>()
+                .map(|total| total / n),
+            spread: (high - low) / 2.0 / requests_per_sec,
+        }
+    }
+}
+
+fn main() {
+    let seconds = common::arg_number("--duration", 5);
+    let rounds = common::arg_number("--rounds", 2).max(1) as usize;
+    let wrk = common::require_program("wrk", INSTALL_DEPS);
+    let nginx = common::require_program("nginx", INSTALL_DEPS);
+    let code_server = common::code_server();
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_code_server.py");
+
+    let cs_port = common::free_port_in(PORTS, &[]);
+    let fast_port = common::free_port_in(PORTS, &[cs_port]);
+    let real = devbox_with_server(&code_server, "cs", cs_port);
+    let fast = devbox_with_server(&fake, "fast", fast_port);
+    let nginx_dir = tempfile::Builder::new()
+        .prefix("devbox-bench-nginx.")
+        .tempdir()
+        .expect("temp dir");
+    let nginx_port = common::free_port();
+    let nginx = start_nginx(&nginx, nginx_dir.path(), nginx_port, cs_port, fast_port);
+    let nginx_pgid = nginx.pid();
+
+    let static_prefix = code_server_static_prefix(cs_port);
+    let code_server_asset = |what: &str, path: &str, go: Option<GoFigure>| Asset {
+        what: format!(
+            "{what} ({})",
+            size_label(&format!("http://127.0.0.1:{cs_port}/{path}"))
+        ),
+        direct: format!("http://127.0.0.1:{cs_port}/{path}"),
+        nginx: format!("http://127.0.0.1:{nginx_port}/cs/{path}"),
+        devbox: real.url(&format!("/vscode/{cs_port}/{path}")),
+        devbox_pid: real.pid(),
+        go,
+    };
+    let assets = [
+        code_server_asset(
+            "code-server static file media/code-icon.svg",
+            &format!("{static_prefix}media/code-icon.svg"),
+            Some(GoFigure {
+                ratio_to_nginx: 0.3,
+                p99_ms: 25.0,
+                nginx_p99_ms: 9.0,
+            }),
+        ),
+        code_server_asset(
+            "code-server workbench.css",
+            &format!("{static_prefix}vs/code/browser/workbench/workbench.css"),
+            Some(GoFigure {
+                ratio_to_nginx: 0.19,
+                p99_ms: 180.0,
+                nginx_p99_ms: 38.0,
+            }),
+        ),
+        Asset {
+            what: "fast backend /bytes/482 (482 B)".into(),
+            direct: format!("http://127.0.0.1:{fast_port}/bytes/482"),
+            nginx: format!("http://127.0.0.1:{nginx_port}/fast/bytes/482"),
+            devbox: fast.url(&format!("/vscode/{fast_port}/bytes/482")),
+            devbox_pid: fast.pid(),
+            go: None,
+        },
+    ];
+
+    println!(
+        "proxy: wrk -t2 -c16 -d{seconds}s --latency, {rounds} rounds per target interleaved (after a {}s warm-up), {} cores shared by load, proxy and backend",
+        WARM_UP.as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("nginx: worker_processes auto, keep-alive upstreams; devbox: release build");
+    println!("load average: {}", common::load_average());
+    let mut verdicts = Vec::new();
+    for asset in &assets {
+        for url in [&asset.direct, &asset.nginx, &asset.devbox] {
+            expect_ok(url);
+        }
+        println!();
+        println!("{}", asset.what);
+        println!(
+            "  {:<8} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>10} {:>7}",
+            "", "req/s", "±", "p50", "p99", "× direct", "× nginx", "proxy CPU", "errors"
+        );
+        // Rounds interleave the three targets (in a rotating order), so that a change
+        // of the machine's load in the middle of a run touches all of them alike.
+        let targets = [
+            (&asset.direct, None),
+            (&asset.nginx, Some(Cpu::Group(nginx_pgid))),
+            (&asset.devbox, Some(Cpu::Pid(asset.devbox_pid))),
+        ];
+        for (url, _) in &targets {
+            wrk_once(&wrk, url, WARM_UP.as_secs());
+        }
+        let mut samples: [Vec<Load>; 3] = Default::default();
+        for round in 0..rounds {
+            for k in 0..targets.len() {
+                let i = (k + round) % targets.len();
+                let (url, cpu) = &targets[i];
+                samples[i].push(run_wrk(&wrk, url, seconds, cpu.as_ref()));
+            }
+        }
+        let [direct, via_nginx, via_devbox] = samples.map(|runs| Load::mean(&runs));
+        print_row("direct", &direct, &direct, None);
+        print_row("nginx", &via_nginx, &direct, Some(&via_nginx));
+        print_row("devbox", &via_devbox, &direct, Some(&via_nginx));
+        let ratio = via_devbox.requests_per_sec / via_nginx.requests_per_sec;
+        let meets = ratio >= 1.0 && via_devbox.p99 <= via_nginx.p99;
+        println!(
+            "  target: ≥ 1.00× nginx and p99 ≤ nginx's ({:.2} ms): {}",
+            millis(via_nginx.p99),
+            if meets {
+                "meets target"
+            } else {
+                "MISSES target"
+            }
+        );
+        if let Some(go) = &asset.go {
+            println!(
+                "  original Go tool (issue, its own small and large asset): {:.2}× nginx, p99 {:.0} ms against nginx's {:.0} ms",
+                go.ratio_to_nginx, go.p99_ms, go.nginx_p99_ms
+            );
+        }
+        verdicts.push((asset.what.clone(), meets));
+    }
+
+    println!();
+    println!(
+        "WebSocket echo of the fast backend, {WS_MESSAGE_BYTES}-byte text messages, one connection, {} s per target and mode in {rounds} rounds",
+        WS_DURATION.as_secs()
+    );
+    println!(
+        "  {:<8} {:>18} {:>9} {:>24} {:>9}",
+        "", "1 in flight msg/s", "× direct", "32 in flight msg/s", "× direct"
+    );
+    let ws_urls = [
+        ("direct", format!("ws://127.0.0.1:{fast_port}/")),
+        ("nginx", format!("ws://127.0.0.1:{nginx_port}/fast/")),
+        (
+            "devbox",
+            format!("ws://127.0.0.1:{}/vscode/{fast_port}/", fast.http_port),
+        ),
+    ];
+    // Interleaved like the HTTP runs: `rounds` rounds of a share of WS_DURATION each.
+    let share = WS_DURATION / rounds as u32;
+    let mut totals = [(0.0, 0.0); 3];
+    for round in 0..rounds {
+        for k in 0..ws_urls.len() {
+            let i = (k + round) % ws_urls.len();
+            totals[i].0 += ws_rate(&ws_urls[i].1, 1, share) / rounds as f64;
+            totals[i].1 += ws_rate(&ws_urls[i].1, WS_WINDOW, share) / rounds as f64;
+        }
+    }
+    let ws: Vec<(&str, f64, f64)> = ws_urls
+        .iter()
+        .zip(totals)
+        .map(|((what, _), (sequential, pipelined))| (*what, sequential, pipelined))
+        .collect();
+    let (direct_seq, direct_pipe) = (ws[0].1, ws[0].2);
+    for (what, sequential, pipelined) in &ws {
+        println!(
+            "  {what:<8} {sequential:>18.0} {:>8.2}× {pipelined:>24.0} {:>8.2}×",
+            sequential / direct_seq,
+            pipelined / direct_pipe
+        );
+    }
+    let (devbox_seq, devbox_pipe) = (ws[2].1 / direct_seq, ws[2].2 / direct_pipe);
+    let ws_meets = devbox_seq >= 0.9 && devbox_pipe >= 0.9;
+    println!(
+        "  target: devbox ≥ 0.90× direct: {}",
+        if ws_meets {
+            "meets target"
+        } else {
+            "MISSES target"
+        }
+    );
+
+    println!();
+    println!("summary against the targets:");
+    for (what, meets) in verdicts {
+        println!("  {what}: {}", if meets { "meets" } else { "MISSES" });
+    }
+    println!(
+        "  WebSocket messages/s: {}",
+        if ws_meets { "meets" } else { "MISSES" }
+    );
+
+    println!("load average: {}", common::load_average());
+    drop(nginx);
+    drop(fast);
+    drop(real);
+}
+
+/// A devbox running `code_server` with one running server `name` pinned to `port`;
+/// waits until devbox reports it running.
+fn devbox_with_server(code_server: &Path, name: &str, port: u16) -> ServingDevbox {
+    let (root, http_port) = common::Devbox::prepare(CONFIG);
+    common::write_file(
+        &root.path().join("specs"),
+        &format!("{name}.yaml"),
+        &format!(
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n  state: running\n  port: {port}\n"
+        ),
+    );
+    // `info`: at `debug` devbox logs a line for every proxied request.
+    let devbox = ServingDevbox::start(root, http_port, code_server, "info");
+    common::wait_for(
+        &format!("server {name} running"),
+        Duration::from_secs(90),
+        || {
+            let status: serde_json::Value = ureq::get(&devbox.url(&format!("/servers/{name}")))
+                .call()
+                .ok()?
+                .body_mut()
+                .read_json()
+                .ok()?;
+            assert_ne!(status["status"], "failed", "{name} failed: {status}");
+            (status["status"] == "running").then_some(())
+        },
+    );
+    devbox
+}
+
+/// nginx in the foreground in its own process group, with everything it writes in `dir`.
+fn start_nginx(nginx: &Path, dir: &Path, port: u16, cs_port: u16, fast_port: u16) -> GroupGuard {
+    // As root, nginx's workers would switch to `nobody`, who cannot use temp files in a
+    // temp dir that only root may enter; the directive is ignored otherwise.
+    let running_as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let user = if running_as_root { "user root;" } else { "" };
+    let dir_text = dir.display();
+    let config = format!(
+        "daemon off;
+master_process on;
+worker_processes auto;
+{user}
+pid {dir_text}/nginx.pid;
+error_log {dir_text}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir_text}/client_body;
+    proxy_temp_path {dir_text}/proxy;
+    fastcgi_temp_path {dir_text}/fastcgi;
+    uwsgi_temp_path {dir_text}/uwsgi;
+    scgi_temp_path {dir_text}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+    upstream code_server {{ server 127.0.0.1:{cs_port}; keepalive 32; }}
+    upstream fast_backend {{ server 127.0.0.1:{fast_port}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        location /cs/ {{ proxy_pass http://code_server/; }}
+        location /fast/ {{ proxy_pass http://fast_backend/; }}
+    }}
+}}
+"
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, config).expect("write nginx.conf");
+    let output = std::fs::File::create(dir.join("output.log")).expect("nginx output file");
+    let mut guard = GroupGuard::spawn(
+        "nginx",
+        Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("nginx output file"))
+            .stderr(output),
+    );
+    let url = format!("http://127.0.0.1:{port}/fast/healthz");
+    common::wait_for("nginx to answer", Duration::from_secs(10), || {
+        if let Some(status) = guard.exited() {
+            let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            panic!(
+                "nginx exited ({status}):\n{}{}",
+                log("output.log"),
+                log("error.log")
+            );
+        }
+        ureq::get(&url).call().ok().map(|_| ())
+    });
+    guard
+}
+
+/// `stable-<commit>/static/out/`: where code-server serves its static files, as named
+/// by the workbench page it serves at `/`.
+fn code_server_static_prefix(port: u16) -> String {
+    let page = ureq::get(&format!("http://127.0.0.1:{port}/"))
+        .call()
+        .expect("code-server's workbench page")
+        .body_mut()
+        .read_to_string()
+        .expect("workbench page text");
+    const CSS: &str = "vs/code/browser/workbench/workbench.css";
+    page.split('"')
+        .find_map(|value| value.strip_suffix(CSS))
+        .map(|prefix| prefix.trim_start_matches("./").to_owned())
+        .unwrap_or_else(|| panic!("no link to {CSS} in code-server's page:\n{page}"))
+}
+
+/// `516 B` / `767 KB`: the size of what `url` answers.
+fn size_label(url: &str) -> String {
+    let bytes = ureq::get(url)
+        .call()
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"))
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .expect("body")
+        .len();
+    if bytes >= 10_000 {
+        format!("{:.0} KB", bytes as f64 / 1000.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// Panics unless `url` answers 200.
+fn expect_ok(url: &str) {
+    match ureq::get(url).call() {
+        Ok(response) if response.status() == 200 => {}
+        Ok(response) => panic!("GET {url}: {}", response.status()),
+        Err(err) => panic!("GET {url}: {err}"),
+    }
+}
+
+/// Whose CPU use to read during a run.
+enum Cpu {
+    Pid(u32),
+    /// Every process of a process group (nginx's master and workers).
+    Group(u32),
+}
+
+impl Cpu {
+    fn used(&self) -> Duration {
+        match self {
+            Cpu::Pid(pid) => common::cpu_time(*pid),
+            Cpu::Group(pgid) => group_members(*pgid).into_iter().map(common::cpu_time).sum(),
+        }
+    }
+}
+
+/// The pids of the processes in group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name: state, ppid, pgrp, …
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(pgid)
+        })
+        .collect()
+}
+
+/// Runs wrk against `url` for `seconds`, reading `cpu`'s use meanwhile, and reads its report.
+fn run_wrk(wrk: &Path, url: &str, seconds: u64, cpu: Option<&Cpu>) -> Load {
+    let cpu_before = cpu.map(Cpu::used);
+    let began = Instant::now();
+    let report = wrk_once(wrk, url, seconds);
+    let elapsed = began.elapsed();
+    let proxy_cpu = cpu.zip(cpu_before).map(|(cpu, before)| {
+        (cpu.used().saturating_sub(before)).as_secs_f64() / elapsed.as_secs_f64() * 100.0
+    });
+    let mut load = parse_wrk(&report)
+        .unwrap_or_else(|| panic!("cannot read wrk's report for {url}:\n{report}"));
+    load.proxy_cpu = proxy_cpu;
+    load
+}
+
+/// One wrk run, as a separate process; its standard output.
+fn wrk_once(wrk: &Path, url: &str, seconds: u64) -> String {
+    let output = Command::new(wrk)
+        .args(["-t2", "-c16", "--latency", "--timeout", "10s"])
+        .arg(format!("-d{seconds}s"))
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wrk");
+    assert!(
+        output.status.success(),
+        "wrk {url}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Requests/s, p50, p99 and errors from wrk's `--latency` report.
+fn parse_wrk(report: &str) -> Option<Load> {
+    let mut requests_per_sec = None;
+    let (mut p50, mut p99) = (None, None);
+    let mut errors = 0;
+    for line in report.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("Requests/sec:") {
+            requests_per_sec = value.trim().parse().ok();
+        } else if let Some(value) = line.strip_prefix("50%") {
+            p50 = parse_wrk_duration(value.trim());
+        } else if let Some(value) = line.strip_prefix("99%") {
+            p99 = parse_wrk_duration(value.trim());
+        } else if let Some(value) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += value.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(counts) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            errors += counts
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    Some(Load {
+        requests_per_sec: requests_per_sec?,
+        p50: p50?,
+        p99: p99?,
+        errors,
+        proxy_cpu: None,
+        spread: 0.0,
+    })
+}
+
+/// `812.00us`, `1.23ms`, `2.01s`, `1.50m` as wrk prints them.
+fn parse_wrk_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "us" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+fn print_row(what: &str, load: &Load, direct: &Load, nginx: Option<&Load>) {
+    let to_nginx = nginx.map_or_else(
+        || "-".to_owned(),
+        |nginx| format!("{:.2}×", load.requests_per_sec / nginx.requests_per_sec),
+    );
+    let cpu = load
+        .proxy_cpu
+        .map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.0} %"));
+    println!(
+        "  {what:<8} {:>9.0} {:>6} {:>9} {:>9} {:>8.2}× {:>8} {:>10} {:>7}",
+        load.requests_per_sec,
+        format!("{:.0} %", load.spread * 100.0),
+        format!("{:.2} ms", millis(load.p50)),
+        format!("{:.2} ms", millis(load.p99)),
+        load.requests_per_sec / direct.requests_per_sec,
+        to_nginx,
+        cpu,
+        load.errors
+    );
+}
+
+/// Echoed messages per second over one WebSocket connection to `url` during `duration`,
+/// with `window` messages in flight (sent together, then their echoes awaited).
+fn ws_rate(url: &str, window: usize, duration: Duration) -> f64 {
+    let (mut socket, _) =
+        tungstenite::connect(url).unwrap_or_else(|err| panic!("WebSocket {url}: {err}"));
+    if let MaybeTlsStream::Plain(stream) = socket.get_mut() {
+        configure(stream);
+    }
+    let payload = "x".repeat(WS_MESSAGE_BYTES);
+    let round_trip = |socket: &mut tungstenite::WebSocket<MaybeTlsStream<TcpStream>>| {
+        for _ in 0..window {
+            socket
+                .write(Message::text(payload.clone()))
+                .expect("WebSocket write");
+        }
+        socket.flush().expect("WebSocket flush");
+        for _ in 0..window {
+            match socket.read().expect("WebSocket read") {
+                Message::Text(echo) => assert_eq!(echo.len(), WS_MESSAGE_BYTES),
+                other => panic!("unexpected WebSocket message {other:?}"),
+            }
+        }
+    };
+    // A short warm-up, then the timed run.
+    for _ in 0..10 {
+        round_trip(&mut socket);
+    }
+    let began = Instant::now();
+    let mut messages = 0;
+    while began.elapsed() < duration {
+        round_trip(&mut socket);
+        messages += window;
+    }
+    let rate = messages as f64 / began.elapsed().as_secs_f64();
+    let _ = socket.close(None);
+    let _ = socket.flush();
+    rate
+}
+
+fn configure(stream: &TcpStream) {
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+}

@@ -1,0 +1,385 @@
+//! Reaction: how long from "I want this server running" to code-server answering.
+//!
+//! Each round (default 10, after one untimed warm-up round) measures both, in an order
+//! that alternates from round to round:
+//! - bare: real code-server started by hand with the flags and environment devbox uses
+//!   (`launch_plan` in `src/controller/reconciler/start.rs`), from spawn to the first
+//!   200 from its `/healthz`; then its process group is stopped;
+//! - devbox: one running release `devbox serve`; `specs/r<i>.yaml` is written (through a
+//!   temp file and a rename) with `state: running` and a pinned port, and timed until
+//!   `/healthz` on that port answers 200 (and, after that, until the same answer comes
+//!   through devbox's proxy at `/vscode/<port>/healthz`); then `state: stopped` and a
+//!   wait until devbox reports the server stopped.
+//!
+//! Prints both medians, p90, the difference and the ratio beside the target (devbox adds
+//! at most 100 ms at the median) and the original Go tool's figure (about 0.59 s from its
+//! start call to a proxied answer), plus where devbox's time goes, from its own log.
+//!
+//! Run: `cargo bench --bench reaction` (or `-- --rounds 20`, and `--debounce-ms N` to
+//! try another `controller.debounce` than devbox's default); about 30 s. Needs
+//! code-server (`scripts/install-code-server.sh`, or `DEVBOX_CODE_SERVER`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{GroupGuard, ServingDevbox, millis, percentile};
+
+/// devbox's defaults but for ports (a window away from the ephemeral ports that
+/// devbox's own HTTP port comes from) and no marketplace.
+const CONFIG: &str = "server:
+  default_port: {http_port}
+  code_server_port_range: {start: 21000, end: 21999}
+code_server:
+  extension_gallery: '{}'
+  stop_timeout: 5s
+";
+
+const PORTS: std::ops::RangeInclusive<u16> = 21000..=21999;
+/// Environment variables devbox removes from an instance's environment.
+const SCRUBBED_ENV: [&str; 5] = [
+    "VSCODE_IPC_HOOK_CLI",
+    "PASSWORD",
+    "HASHED_PASSWORD",
+    "PORT",
+    "CODE_SERVER_CONFIG",
+];
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(5);
+
+/// One devbox round.
+struct DevboxRound {
+    /// Spec written → `/healthz` on the instance's port answers 200.
+    healthz: Duration,
+    /// Spec written → `/vscode/<port>/healthz` through devbox answers 200.
+    proxied: Duration,
+    /// Spec written → devbox logs `provisioning on port …` (file event, debounce, reconcile).
+    seen: Option<Duration>,
+    /// Spec written → devbox logs `started: …` (its own health poll saw the instance).
+    running: Option<Duration>,
+    /// CPU devbox itself used from the spec's write to `/healthz` 200 (10 ms ticks).
+    cpu: Duration,
+}
+
+fn main() {
+    let rounds = common::arg_number("--rounds", 10) as usize;
+    let code_server = common::code_server();
+    println!(
+        "reaction: {rounds} rounds (+1 warm-up), {}",
+        code_server.display()
+    );
+    println!("load average: {}", common::load_average());
+
+    // `--debounce-ms N` tries another `controller.debounce` (default: devbox's, 100 ms).
+    let debounce = std::env::args()
+        .any(|arg| arg == "--debounce-ms")
+        .then(|| common::arg_number("--debounce-ms", 100));
+    let config = match debounce {
+        Some(ms) => {
+            println!("controller.debounce: {ms} ms");
+            format!("{CONFIG}controller:\n  debounce: {ms}ms\n")
+        }
+        None => CONFIG.to_owned(),
+    };
+    let (root, http_port) = common::Devbox::prepare(&config);
+    let bare_dir = root.path().join("bare");
+    let devbox = ServingDevbox::start(root, http_port, &code_server, "info");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+
+    let mut bare = Vec::new();
+    let mut managed = Vec::new();
+    let mut used_ports = Vec::new();
+    for round in 0..=rounds {
+        let bare_port = common::free_port_in(PORTS, &used_ports);
+        used_ports.push(bare_port);
+        let devbox_port = common::free_port_in(PORTS, &used_ports);
+        used_ports.push(devbox_port);
+        let bare_instance = bare_dir.join(round.to_string());
+        let run_bare = || bare_round(&agent, &code_server, &bare_instance, bare_port);
+        let run_devbox = || devbox_round(&agent, &devbox, round, devbox_port);
+        // Which goes first alternates, so neither always follows the other's stop.
+        let (b, d) = if round % 2 == 0 {
+            let b = run_bare();
+            (b, run_devbox())
+        } else {
+            let d = run_devbox();
+            (run_bare(), d)
+        };
+        let label = if round == 0 {
+            "warm-up".to_owned()
+        } else {
+            format!("round {round:>2}")
+        };
+        println!(
+            "  {label}: bare {:>6.0} ms   devbox {:>6.0} ms (proxied {:>6.0} ms)",
+            millis(b),
+            millis(d.healthz),
+            millis(d.proxied)
+        );
+        if round > 0 {
+            bare.push(b);
+            managed.push(d);
+        }
+    }
+    drop(devbox);
+    report(&bare, &managed);
+    println!("load average: {}", common::load_average());
+}
+
+/// Starts code-server by hand as devbox would, times spawn → `/healthz` 200, stops it.
+fn bare_round(agent: &ureq::Agent, code_server: &Path, dir: &Path, port: u16) -> Duration {
+    let sub = |name: &str| dir.join(name);
+    for name in [
+        "user-data",
+        "extensions",
+        "xdg-data",
+        "xdg-config",
+        "workspace",
+    ] {
+        std::fs::create_dir_all(sub(name)).expect("mkdir");
+    }
+    let config_file = sub("code-server.yaml");
+    std::fs::write(&config_file, "auth: none\ncert: false\n").expect("write config");
+    let log = std::fs::File::create(sub("code-server.log")).expect("log file");
+    let mut command = Command::new(code_server);
+    command
+        .arg("--auth")
+        .arg("none")
+        .arg("--bind-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--disable-telemetry")
+        .arg("--disable-update-check")
+        .arg("--user-data-dir")
+        .arg(sub("user-data"))
+        .arg("--extensions-dir")
+        .arg(sub("extensions"))
+        .arg("--config")
+        .arg(&config_file)
+        .arg(sub("workspace"))
+        .current_dir(sub("workspace"))
+        .env("XDG_DATA_HOME", sub("xdg-data"))
+        .env("XDG_CONFIG_HOME", sub("xdg-config"))
+        .env("EXTENSIONS_GALLERY", "{}")
+        .env("VSCODE_PROXY_URI", "./proxy/{{port}}")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log);
+    for key in SCRUBBED_ENV {
+        command.env_remove(key);
+    }
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let began = Instant::now();
+    let mut instance = GroupGuard::spawn("code-server", &mut command);
+    loop {
+        if healthy(agent, &url) {
+            break;
+        }
+        if let Some(status) = instance.exited() {
+            let log = std::fs::read_to_string(sub("code-server.log")).unwrap_or_default();
+            panic!("code-server exited during start ({status}):\n{log}");
+        }
+        assert!(
+            began.elapsed() < START_TIMEOUT,
+            "code-server did not answer {url} within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(POLL);
+    }
+    let elapsed = began.elapsed();
+    instance.stop(Duration::from_secs(10));
+    elapsed
+}
+
+/// Writes a running spec, times it to `/healthz` (direct, then proxied), then stops it.
+fn devbox_round(
+    agent: &ureq::Agent,
+    devbox: &ServingDevbox,
+    round: usize,
+    port: u16,
+) -> DevboxRound {
+    let name = format!("r{round}");
+    let spec = |state: &str| {
+        format!(
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n  state: {state}\n  port: {port}\n"
+        )
+    };
+    let specs = devbox.path("specs");
+    let direct = format!("http://127.0.0.1:{port}/healthz");
+    let proxied = devbox.url(&format!("/vscode/{port}/healthz"));
+    // Lines of earlier rounds are of no interest.
+    while devbox.log.try_recv().is_ok() {}
+
+    let cpu_before = common::cpu_time(devbox.pid());
+    let wall = SystemTime::now();
+    let began = Instant::now();
+    common::write_file(&specs, &format!("{name}.yaml"), &spec("running"));
+    let wait = |url: &str| loop {
+        if healthy(agent, url) {
+            return began.elapsed();
+        }
+        if began.elapsed() > START_TIMEOUT {
+            let status = agent
+                .get(&devbox.url(&format!("/servers/{name}")))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .unwrap_or_default();
+            panic!("{url} did not answer within {START_TIMEOUT:?}; status: {status}");
+        }
+        std::thread::sleep(POLL);
+    };
+    let healthz = wait(&direct);
+    let cpu = common::cpu_time(devbox.pid()).saturating_sub(cpu_before);
+    let proxied = wait(&proxied);
+
+    // devbox's own view, from the timestamps of its log lines.
+    let wall_secs = epoch_secs(wall);
+    let (mut seen, mut running) = (None, None);
+    let provisioning = format!("provisioning on port {port}");
+    let started = format!("http://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while running.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = devbox.log.recv_timeout(left) else {
+            break;
+        };
+        let at = || line_time(&line).map(|t| Duration::from_secs_f64((t - wall_secs).max(0.0)));
+        if line.contains(&provisioning) {
+            seen = at();
+        } else if line.contains("started: pid") && line.contains(&started) {
+            running = at();
+        }
+    }
+
+    common::write_file(&specs, &format!("{name}.yaml"), &spec("stopped"));
+    common::wait_for(&format!("{name} to stop"), Duration::from_secs(30), || {
+        let status: serde_json::Value = agent
+            .get(&devbox.url(&format!("/servers/{name}")))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_json()
+            .ok()?;
+        (status["status"] == "stopped").then_some(())
+    });
+    DevboxRound {
+        healthz,
+        proxied,
+        seen,
+        running,
+        cpu,
+    }
+}
+
+fn healthy(agent: &ureq::Agent, url: &str) -> bool {
+    agent
+        .get(url)
+        .call()
+        .is_ok_and(|r| r.status() == ureq::http::StatusCode::OK)
+}
+
+fn report(bare: &[Duration], managed: &[DevboxRound]) {
+    let healthz: Vec<Duration> = managed.iter().map(|r| r.healthz).collect();
+    let proxied: Vec<Duration> = managed.iter().map(|r| r.proxied).collect();
+    let seen: Vec<Duration> = managed.iter().filter_map(|r| r.seen).collect();
+    let running: Vec<Duration> = managed.iter().filter_map(|r| r.running).collect();
+    let after_healthy: Vec<Duration> = managed
+        .iter()
+        .filter_map(|r| r.running.map(|t| t.saturating_sub(r.healthz)))
+        .collect();
+
+    println!();
+    println!(
+        "{:<48} {:>9} {:>9} {:>9} {:>9}",
+        "", "median", "p90", "min", "max"
+    );
+    let row = |what: &str, samples: &[Duration]| {
+        if samples.is_empty() {
+            println!("{what:<48} {:>9}", "-");
+            return;
+        }
+        let cell = |p: f64| format!("{:.0} ms", millis(percentile(samples, p)));
+        println!(
+            "{what:<48} {:>9} {:>9} {:>9} {:>9}",
+            cell(50.0),
+            cell(90.0),
+            cell(0.0),
+            cell(100.0)
+        );
+    };
+    row("bare: spawn → /healthz 200", bare);
+    row("devbox: spec written → /healthz 200", &healthz);
+    row("  spec written → devbox acts (log)", &seen);
+    row("  spec written → devbox reports running (log)", &running);
+    row("  /healthz 200 → devbox reports running", &after_healthy);
+    row("devbox: spec written → proxied /healthz 200", &proxied);
+    let cpu: Vec<Duration> = managed.iter().map(|r| r.cpu).collect();
+    row("devbox's own CPU, spec written → /healthz 200", &cpu);
+
+    let (bare_median, devbox_median) = (percentile(bare, 50.0), percentile(&healthz, 50.0));
+    let added = millis(devbox_median) - millis(bare_median);
+    let verdict = if added <= 100.0 {
+        "meets target"
+    } else {
+        "MISSES target"
+    };
+    println!();
+    println!(
+        "devbox − bare, medians: {added:+.0} ms (target ≤ +100 ms: {verdict}); devbox / bare: {:.2}×",
+        devbox_median.as_secs_f64() / bare_median.as_secs_f64()
+    );
+    // The two runs of a round are seconds apart, so their difference is less touched
+    // by the machine's changing load than the difference of the medians.
+    let mut paired: Vec<f64> = bare
+        .iter()
+        .zip(&healthz)
+        .map(|(bare, devbox)| millis(*devbox) - millis(*bare))
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    println!(
+        "devbox − bare within each round: median {:+.0} ms, from {:+.0} to {:+.0} ms",
+        paired[(paired.len() - 1) / 2],
+        paired[0],
+        paired[paired.len() - 1]
+    );
+    println!(
+        "proxied answer, median: {:.0} ms (Go tool, start call → proxied answer: ~590 ms; bare code-server in the issue: ~450 ms)",
+        millis(percentile(&proxied, 50.0))
+    );
+}
+
+/// Seconds since the Unix epoch.
+fn epoch_secs(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Seconds since the Unix epoch of a log line's leading UTC timestamp, as tracing
+/// writes it (`2026-11-28T22:20:52.554891Z  INFO …`).
+fn line_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut date = date.split('-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let mut time = time.split(':').map(|part| part.parse::<f64>().ok());
+    let (hours, minutes, seconds) = (time.next()??, time.next()??, time.next()??);
+    let days = days_from_civil(year, month, day) as f64;
+    Some(days * 86_400.0 + hours * 3_600.0 + minutes * 60.0 + seconds)
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
