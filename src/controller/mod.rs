@@ -149,13 +149,7 @@ impl<R: Runtime> Controller<R> {
         )?);
         tokio::spawn(self.ctx.metrics.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();
-            move || {
-                statuses
-                    .list()
-                    .into_iter()
-                    .filter_map(|s| Some((s.name, s.process?.pgid)))
-                    .collect()
-            }
+            move || statuses.filter_map_all(|s| Some((s.name.clone(), s.process.as_ref()?.pgid)))
         }));
 
         let controller = &self.ctx.config.controller;

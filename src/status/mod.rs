@@ -305,6 +305,11 @@ impl StatusStore {
         self.read().values().map(view).collect()
     }
 
+    /// [`Self::map_all`] keeping only the `Some` results.
+    pub fn filter_map_all<T>(&self, pick: impl FnMut(&ServerStatus) -> Option<T>) -> Vec<T> {
+        self.read().values().filter_map(pick).collect()
+    }
+
     /// The server owning `port` and its phase, without copying any status (the proxy
     /// asks this on every request).
     pub fn by_port(&self, port: u16) -> Option<(String, Phase)> {
