@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Devbox, STARTUP, group_alive, healthz, wait_for};
+use common::{Devbox, Options, STARTUP, group_alive, healthz, wait_for};
 
 fn read_settings(devbox: &Devbox, name: &str) -> serde_json::Value {
     let path = devbox
@@ -200,6 +200,54 @@ fn sigterm_stops_every_server() {
         "no code-server outlives a devbox shutdown"
     );
     assert_eq!(devbox.status("a").expect("status kept")["phase"], "stopped");
+}
+
+#[test]
+fn with_on_shutdown_keep_servers_outlive_sigint_and_are_adopted() {
+    let mut devbox = Devbox::start_opts(
+        Options {
+            config: "controller:\n  on_shutdown: keep\n".into(),
+            ..Options::default()
+        },
+        |_| {},
+    );
+    devbox.write_spec("kept", "  state: running\n");
+    let (pid, port) = devbox.wait_running("kept");
+    devbox.interrupt();
+    assert!(group_alive(pid), "the server outlives devbox");
+    assert!(healthz(port).is_some(), "and keeps serving");
+    devbox.restart();
+    let (pid_after, port_after) = devbox.wait_running("kept");
+    assert_eq!(
+        (pid_after, port_after),
+        (pid, port),
+        "adopted, not restarted"
+    );
+}
+
+#[test]
+fn deleting_with_purge_removes_the_workspace() {
+    let devbox = Devbox::start_opts(
+        Options {
+            config: "controller:\n  purge_workspace_on_delete: true\n".into(),
+            ..Options::default()
+        },
+        |_| {},
+    );
+    devbox.write_spec("gone", "  state: running\n");
+    let (pid, _) = devbox.wait_running("gone");
+    let workspace = devbox.state().join("workspaces/gone");
+    std::fs::write(workspace.join("notes.txt"), "scratch").expect("write into workspace");
+    devbox.remove_spec("gone");
+    wait_for("gone to be forgotten", STARTUP, || {
+        devbox.server("gone").is_none().then_some(())
+    });
+    wait_for(
+        "its workspace to be purged",
+        Duration::from_secs(10),
+        || (!workspace.exists()).then_some(()),
+    );
+    assert!(!group_alive(pid), "its processes are gone");
 }
 
 #[test]

@@ -366,9 +366,18 @@ impl Devbox {
 
     /// SIGTERM devbox and wait for it to exit.
     pub fn terminate(&mut self) {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// SIGINT (Ctrl-C) devbox and wait for it to exit.
+    pub fn interrupt(&mut self) {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGINT);
+    }
+
+    fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(pid, signal);
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -378,7 +387,7 @@ impl Devbox {
             }
             let _ = child.kill();
             let _ = child.wait();
-            panic!("devbox did not exit within 30 s of SIGTERM");
+            panic!("devbox did not exit within 30 s of {signal}");
         }
     }
 
