@@ -252,3 +252,65 @@ fn doctor_finds_code_server() {
     assert!(report.contains("ok   code-server 4."), "{report}");
     assert!(report.contains("is writable"), "{report}");
 }
+
+#[test]
+fn serve_takes_its_config_port_and_directories_from_the_environment() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let base = common::free_ports(3);
+    let config = root.path().join("my-config.yaml");
+    std::fs::write(
+        &config,
+        common::test_config(base + 1, base + 2, base + 100, &root.path().join("vsix")),
+    )
+    .expect("write config");
+    let (specs, state) = (root.path().join("my-specs"), root.path().join("my-state"));
+    std::fs::create_dir_all(&specs).expect("specs dir");
+    std::fs::write(
+        specs.join("envy.yaml"),
+        "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: envy\nspec:\n  state: stopped\n",
+    )
+    .expect("write spec");
+    let serve = Command::new(devbox_bin())
+        .arg("serve")
+        .env("DEVBOX_CONFIG_PATH", &config)
+        .env("DEVBOX_SPECS_DIR", &specs)
+        .env("DEVBOX_STATE_DIR", &state)
+        .env("DEVBOX_SERVER_PORT", base.to_string())
+        .env_remove("DEVBOX_API_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start devbox");
+    let _serve = KillOnDrop(serve);
+    // The port from DEVBOX_SERVER_PORT wins over the config's default_port; the spec
+    // comes from DEVBOX_SPECS_DIR and its status lands in DEVBOX_STATE_DIR.
+    common::wait_for(
+        "devbox on DEVBOX_SERVER_PORT to list the spec",
+        std::time::Duration::from_secs(20),
+        || {
+            let servers: serde_json::Value = ureq::get(&format!("http://127.0.0.1:{base}/servers"))
+                .call()
+                .ok()?
+                .body_mut()
+                .read_json()
+                .ok()?;
+            (servers[0]["slug"] == "envy" && servers[0]["status"] == "stopped").then_some(())
+        },
+    );
+    let status_file = state.join("servers/envy/status.json");
+    common::wait_for(
+        "the status file",
+        std::time::Duration::from_secs(10),
+        || status_file.exists().then_some(()),
+    );
+}
+
+/// A child process killed (and reaped) when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
