@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages devbox needs to build and run code-server
-# (native Node modules, ripgrep, git, TLS/zlib headers for the Rust build).
+# (native Node modules, ripgrep, git, TLS/zlib headers for the Rust build), or the
+# packages named as arguments. With NO_SERVICE_START=1, packages that ship a service
+# (nginx) are kept from starting it during the install.
 #
 # Idempotent: only packages that are missing are installed, and `apt-get
 # update` runs only when something has to be installed. Prints nothing when
@@ -11,6 +13,9 @@ PACKAGES=(
   libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev
   build-essential python3 pkg-config ripgrep git libssl-dev zlib1g-dev
 )
+if (($# > 0)); then
+  PACKAGES=("$@")
+fi
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }
 
@@ -40,5 +45,12 @@ fi
 log "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq >&2
+# A policy-rc.d that answers 101 keeps packages from starting their services.
+policy=/usr/sbin/policy-rc.d
+if [[ "${NO_SERVICE_START:-}" == 1 && ! -e "$policy" ]]; then
+  printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+  "${SUDO[@]}" chmod 755 "$policy"
+  trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+fi
 "${SUDO[@]}" apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >&2
 log "done"
