@@ -554,6 +554,45 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The comma-separated values of header `name`, trimmed and lowercased.
+    pub fn header_list(&self, name: &str) -> Vec<String> {
+        self.header(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// A CORS preflight answer (`what` names it in failures): 2xx, `origin` allowed,
+    /// each of `methods` allowed, and the `content-type` and `authorization` headers.
+    pub fn assert_preflight(&self, what: &str, origin: &str, methods: &[&str]) {
+        assert!(
+            (200..300).contains(&self.status),
+            "{what}: preflight answers 2xx: {self}"
+        );
+        assert_eq!(
+            self.header("access-control-allow-origin"),
+            Some(origin),
+            "{what}: {:?}",
+            self.headers
+        );
+        let allowed = self.header_list("access-control-allow-methods");
+        for method in methods {
+            assert!(
+                allowed.iter().any(|m| m.eq_ignore_ascii_case(method)),
+                "{what}: {method} allowed: {allowed:?}"
+            );
+        }
+        let headers = self.header_list("access-control-allow-headers");
+        for header in ["content-type", "authorization"] {
+            assert!(
+                headers.iter().any(|h| h == header),
+                "{what}: {header} allowed: {headers:?}"
+            );
+        }
+    }
+
     /// The body as JSON (panics with the body when it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text)
