@@ -36,14 +36,6 @@ use std::time::{Duration, Instant};
 use common::{GroupGuard, ServingDevbox, millis};
 use tokio_tungstenite::tungstenite::{self, Message, stream::MaybeTlsStream};
 
-const CONFIG: &str = "server:
-  default_port: {http_port}
-  code_server_port_range: {start: 21000, end: 21999}
-code_server:
-  extension_gallery: '{}'
-  stop_timeout: 5s
-";
-const PORTS: std::ops::RangeInclusive<u16> = 21000..=21999;
 const INSTALL_DEPS: &str = "scripts/install-bench-deps.sh";
 const WARM_UP: Duration = Duration::from_secs(1);
 const WS_DURATION: Duration = Duration::from_secs(3);
@@ -113,8 +105,8 @@ fn main() {
     let code_server = common::code_server();
     let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_code_server.py");
 
-    let cs_port = common::free_port_in(PORTS, &[]);
-    let fast_port = common::free_port_in(PORTS, &[cs_port]);
+    let cs_port = common::free_port_in(common::INSTANCE_PORTS, &[]);
+    let fast_port = common::free_port_in(common::INSTANCE_PORTS, &[cs_port]);
     let real = devbox_with_server(&code_server, "cs", cs_port);
     let fast = devbox_with_server(&fake, "fast", fast_port);
     let nginx_dir = tempfile::Builder::new()
@@ -296,7 +288,7 @@ fn main() {
 /// A devbox running `code_server` with one running server `name` pinned to `port`;
 /// waits until devbox reports it running.
 fn devbox_with_server(code_server: &Path, name: &str, port: u16) -> ServingDevbox {
-    let (root, http_port) = common::Devbox::prepare(CONFIG);
+    let (root, http_port) = common::Devbox::prepare(common::INSTANCE_CONFIG);
     common::write_file(
         &root.path().join("specs"),
         &format!("{name}.yaml"),

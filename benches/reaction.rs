@@ -27,25 +27,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{GroupGuard, ServingDevbox, millis, percentile};
 
-/// devbox's defaults but for ports (a window away from the ephemeral ports that
-/// devbox's own HTTP port comes from) and no marketplace.
-const CONFIG: &str = "server:
-  default_port: {http_port}
-  code_server_port_range: {start: 21000, end: 21999}
-code_server:
-  extension_gallery: '{}'
-  stop_timeout: 5s
-";
-
-const PORTS: std::ops::RangeInclusive<u16> = 21000..=21999;
-/// Environment variables devbox removes from an instance's environment.
-const SCRUBBED_ENV: [&str; 5] = [
-    "VSCODE_IPC_HOOK_CLI",
-    "PASSWORD",
-    "HASHED_PASSWORD",
-    "PORT",
-    "CODE_SERVER_CONFIG",
-];
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(5);
 
@@ -79,9 +60,12 @@ fn main() {
     let config = match debounce {
         Some(ms) => {
             println!("controller.debounce: {ms} ms");
-            format!("{CONFIG}controller:\n  debounce: {ms}ms\n")
+            format!(
+                "{}controller:\n  debounce: {ms}ms\n",
+                common::INSTANCE_CONFIG
+            )
         }
-        None => CONFIG.to_owned(),
+        None => common::INSTANCE_CONFIG.to_owned(),
     };
     let (root, http_port) = common::Devbox::prepare(&config);
     let bare_dir = root.path().join("bare");
@@ -96,9 +80,9 @@ fn main() {
     let mut managed = Vec::new();
     let mut used_ports = Vec::new();
     for round in 0..=rounds {
-        let bare_port = common::free_port_in(PORTS, &used_ports);
+        let bare_port = common::free_port_in(common::INSTANCE_PORTS, &used_ports);
         used_ports.push(bare_port);
-        let devbox_port = common::free_port_in(PORTS, &used_ports);
+        let devbox_port = common::free_port_in(common::INSTANCE_PORTS, &used_ports);
         used_ports.push(devbox_port);
         let bare_instance = bare_dir.join(round.to_string());
         let run_bare = || bare_round(&agent, &code_server, &bare_instance, bare_port);
@@ -170,7 +154,7 @@ fn bare_round(agent: &ureq::Agent, code_server: &Path, dir: &Path, port: u16) ->
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log);
-    for key in SCRUBBED_ENV {
+    for key in devbox::runtime::SCRUBBED_ENV {
         command.env_remove(key);
     }
     let url = format!("http://127.0.0.1:{port}/healthz");

@@ -11,6 +11,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A config for benches that run instances: devbox's defaults but for the instance
+/// ports ([`INSTANCE_PORTS`], a window away from the ephemeral ports devbox's own HTTP
+/// port comes from) and no marketplace. `{http_port}` is filled in by [`Devbox::prepare`].
+pub const INSTANCE_CONFIG: &str = "server:
+  default_port: {http_port}
+  code_server_port_range: {start: 21000, end: 21999}
+code_server:
+  extension_gallery: '{}'
+  stop_timeout: 5s
+";
+pub const INSTANCE_PORTS: std::ops::RangeInclusive<u16> = 21000..=21999;
+
 /// A running `devbox serve`; killed (with its log reader) when dropped.
 pub struct Devbox {
     pub root: tempfile::TempDir,

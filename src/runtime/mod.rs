@@ -15,6 +15,16 @@ use tokio::sync::watch;
 
 use crate::status::ProcessRecord;
 
+/// Environment variables an instance must not inherit (see design.md: with
+/// `VSCODE_IPC_HOOK_CLI` set, code-server hands the folder to another instance and exits).
+pub const SCRUBBED_ENV: [&str; 5] = [
+    "VSCODE_IPC_HOOK_CLI",
+    "PASSWORD",
+    "HASHED_PASSWORD",
+    "PORT",
+    "CODE_SERVER_CONFIG",
+];
+
 /// Everything needed to launch one instance.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {

@@ -23,15 +23,6 @@ use crate::status::{ExtensionStatus, Phase, rfc3339};
 const OWN_PORT_GRACE: Duration = Duration::from_secs(5);
 /// Pause between `/healthz` probes while an instance starts.
 const START_POLL: Duration = Duration::from_millis(100);
-/// Environment variables an instance must not inherit (see design.md: with
-/// `VSCODE_IPC_HOOK_CLI` set, code-server hands the folder to another instance and exits).
-const SCRUBBED_ENV: [&str; 5] = [
-    "VSCODE_IPC_HOOK_CLI",
-    "PASSWORD",
-    "HASHED_PASSWORD",
-    "PORT",
-    "CODE_SERVER_CONFIG",
-];
 
 enum StartOutcome {
     Healthy,
@@ -262,7 +253,10 @@ impl<R: Runtime> ServerTask<R> {
             extensions_dir: self.dir.join("extensions"),
             user_data_dir: user_data.to_owned(),
             env: self.base_env(),
-            env_remove: SCRUBBED_ENV.iter().map(|s| (*s).to_owned()).collect(),
+            env_remove: crate::runtime::SCRUBBED_ENV
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             timeout: self.ctx.config.code_server.extension_install_timeout.get(),
         };
         for (index, extension) in spec.extensions.iter().enumerate() {
@@ -349,7 +343,10 @@ impl<R: Runtime> ServerTask<R> {
             program: code_server.binary.clone(),
             args,
             env,
-            env_remove: SCRUBBED_ENV.iter().map(|s| (*s).to_owned()).collect(),
+            env_remove: crate::runtime::SCRUBBED_ENV
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             working_dir: workspace.to_owned(),
             log_file: self.log_file(),
         }
