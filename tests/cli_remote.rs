@@ -193,9 +193,20 @@ fn apply_get_logs_and_delete_through_the_api() {
     assert!(text(&out).contains("no server `ghost`"), "{}", text(&out));
 
     // logs: devbox's events and code-server's output, in the seed's format.
-    let out = run(
-        remote(&devbox, cwd.path()),
-        &["logs", "remote-box", "-n", "1000"],
+    // devbox reads code-server's output as it comes: the startup lines may trail the
+    // healthy status by a moment.
+    let out = wait_for(
+        "code-server's startup lines in the logs",
+        Duration::from_secs(10),
+        || {
+            let out = run(
+                remote(&devbox, cwd.path()),
+                &["logs", "remote-box", "-n", "1000"],
+            );
+            stdout(&out)
+                .contains("HTTP server listening")
+                .then_some(out)
+        },
     );
     assert!(out.status.success(), "{}", text(&out));
     let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
