@@ -33,17 +33,28 @@ fn bindable(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
-/// `n` consecutive free ports. Test processes run in parallel, so the search starts at
-/// a place derived from the pid and the clock.
+/// Where the kernel picks source ports for outgoing connections: a port in that range
+/// can be taken by any connection while a devbox under test is down, and then devbox
+/// cannot listen on it again when it restarts.
+fn ephemeral_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// `n` consecutive free ports, all below the kernel's ephemeral range.
 pub fn free_ports(n: u16) -> u16 {
     // Tests of one binary run in parallel threads: hand each call its own window after
     // the previous one (never overlapping), starting at a place derived from the pid so
     // that test binaries run one after another rarely meet either.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let base = u64::from(std::process::id()) * 7919 % 35000;
+    const LOWEST: u16 = 10000;
+    let span = u64::from(ephemeral_port_start().saturating_sub(LOWEST).max(2 * n + 2));
+    let base = u64::from(std::process::id()) * 7919 % span;
     for _ in 0..500 {
         let offset = NEXT.fetch_add(u64::from(n) + 1, std::sync::atomic::Ordering::Relaxed);
-        let start = 20000 + ((base + offset) % (35000 - u64::from(n))) as u16;
+        let start = LOWEST + ((base + offset) % (span - u64::from(n))) as u16;
         if (start..start + n).all(bindable) {
             return start;
         }
@@ -264,9 +275,22 @@ impl Devbox {
             .spawn()
             .expect("start devbox");
         self.child = Some(child);
-        wait_for("devbox to answer /health", Duration::from_secs(20), || {
-            ureq::get(&self.url("/health")).call().ok().map(|_| ())
-        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ureq::get(&self.url("/health")).call().is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "devbox did not answer /health ({}); its log ends with:\n{}",
+                    exited.map_or("timed out after 20 s".to_string(), |status| status
+                        .to_string()),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
