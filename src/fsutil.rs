@@ -1,4 +1,5 @@
-//! Atomic file replacement: every spec and status file devbox writes goes through here.
+//! Atomic file replacement (every spec and status file devbox writes goes through here),
+//! removal that tolerates what is already gone, and cheap copies of whole trees.
 //!
 //! A reader (the spec watcher, `devbox get`, a crash-restarted controller) must only ever
 //! see the old file or the new one, never a torn write. So we write a temporary file in
@@ -79,6 +80,26 @@ pub fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Recreates the tree `source` at `target`, which must not exist yet: directories are
+/// created, files hard-linked (copied where the file system refuses a link, e.g. across
+/// devices), symbolic links recreated as they are.
+pub fn link_tree(source: &Path, target: &Path) -> io::Result<()> {
+    fs::create_dir(target)?;
+    for entry in fs::read_dir(source)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), target.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            link_tree(&from, &to)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +125,38 @@ mod tests {
         assert!(create_atomic(&target, b"first").unwrap());
         assert!(!create_atomic(&target, b"second").unwrap());
         assert_eq!(fs::read(&target).unwrap(), b"first");
+    }
+
+    #[test]
+    fn link_tree_shares_files_and_keeps_structure() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        fs::create_dir_all(source.join("out/nested")).unwrap();
+        fs::write(source.join("package.json"), "{}").unwrap();
+        fs::write(source.join("out/nested/main.js"), "code").unwrap();
+        std::os::unix::fs::symlink("out/nested/main.js", source.join("link.js")).unwrap();
+        let target = dir.path().join("copy");
+        link_tree(&source, &target).unwrap();
+        assert_eq!(
+            fs::read_to_string(target.join("out/nested/main.js")).unwrap(),
+            "code"
+        );
+        assert_eq!(
+            fs::metadata(target.join("package.json")).unwrap().ino(),
+            fs::metadata(source.join("package.json")).unwrap().ino(),
+            "files are hard links"
+        );
+        assert_eq!(
+            fs::read_link(target.join("link.js")).unwrap(),
+            Path::new("out/nested/main.js")
+        );
+        // A new file in the copy does not appear in the source: folders are not shared.
+        fs::write(target.join("out/cache.bin"), "x").unwrap();
+        assert!(!source.join("out/cache.bin").exists());
+        assert_eq!(
+            link_tree(&source, &target).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
     }
 }

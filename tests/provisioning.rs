@@ -43,20 +43,35 @@ fn vsix_installs_and_a_failing_marketplace_id_does_not_block_the_start() {
         "the error says why: {status}"
     );
 
-    let scratch = tempfile::tempdir().expect("temp dir");
-    let listed = Command::new(&devbox.code_server)
-        .arg("--extensions-dir")
-        .arg(devbox.state().join("servers/ext/extensions"))
-        .arg("--list-extensions")
-        .env("XDG_CONFIG_HOME", scratch.path())
-        .env("XDG_DATA_HOME", scratch.path())
-        .output()
-        .expect("code-server --list-extensions");
-    let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        listed.lines().any(|l| l.trim() == "devbox-test.local-tool"),
-        "{listed}"
+    // A second server wanting the same .vsix gets a copy of the cached install.
+    devbox.write_spec(
+        "ext2",
+        "  state: running\n  extensions: [local-tool.vsix]\n",
     );
+    devbox.wait_running("ext2");
+    assert!(
+        devbox
+            .log()
+            .contains("extension local-tool.vsix installed from the extension cache"),
+        "the second server's copy came from the cache:\n{}",
+        devbox.log_tail()
+    );
+    for server in ["ext", "ext2"] {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let listed = Command::new(&devbox.code_server)
+            .arg("--extensions-dir")
+            .arg(devbox.state().join(format!("servers/{server}/extensions")))
+            .arg("--list-extensions")
+            .env("XDG_CONFIG_HOME", scratch.path())
+            .env("XDG_DATA_HOME", scratch.path())
+            .output()
+            .expect("code-server --list-extensions");
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            listed.lines().any(|l| l.trim() == "devbox-test.local-tool"),
+            "{server}: {listed}"
+        );
+    }
 }
 
 #[test]

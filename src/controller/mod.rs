@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::config::{Config, ShutdownPolicy};
 use crate::health::HealthClient;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
+use crate::provision::Extensions;
 use crate::runtime::Runtime;
 use crate::status::{StatusError, StatusStore};
 use ports::PortAllocator;
@@ -62,8 +63,8 @@ pub struct Context<R> {
     pub metrics: Metrics,
     pub ports: Arc<PortAllocator>,
     pub health: HealthClient,
-    /// Bounds concurrent extension installs across all servers.
-    pub install_permits: Semaphore,
+    /// Extension installs for every server, through the host-wide cache.
+    pub extensions: Extensions,
     /// Wakes the controller to rescan (a task freed a port another spec wants).
     pub rescan: Arc<Notify>,
     /// Turns `true` when devbox shuts down.
@@ -112,7 +113,11 @@ impl<R: Runtime> Controller<R> {
                 config.controller.log_buffer_lines,
                 config.controller.log_max_bytes,
             ),
-            install_permits: Semaphore::new(config.code_server.extension_install_concurrency),
+            extensions: Extensions::new(
+                reconciler::installer_settings(&config),
+                config.code_server.extension_install_concurrency,
+                state_dir.join("extension-cache"),
+            ),
             config: Arc::new(config),
             runtime,
             statuses,

@@ -3,15 +3,15 @@
 //! existing path), install the server's extensions, and write its managed user settings.
 //!
 //! `workspace` and `settings` are blocking (run them in `spawn_blocking`); `extensions` is
-//! async and bounds concurrent installs host-wide with a shared semaphore.
+//! async, installs each distinct extension once into a host-wide cache and bounds the
+//! installer processes running at once.
 
 pub mod extensions;
 pub mod settings;
 pub mod workspace;
 
 pub use extensions::{
-    ExtensionOutcome, ExtensionRef, ExtensionResult, InstallerSettings, install_all,
-    is_valid_extension_id,
+    ExtensionOutcome, ExtensionRef, Extensions, InstallerSettings, is_valid_extension_id,
 };
 pub use settings::{SettingsError, apply_user_settings};
 pub use workspace::{WorkspaceError, WorkspaceSource, ZipLimits, check_zip, prepare};

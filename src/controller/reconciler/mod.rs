@@ -11,6 +11,8 @@ mod health;
 mod start;
 mod stop;
 
+pub(super) use start::installer_settings;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::ServerTask;
-use crate::config::ShutdownPolicy;
+use crate::config::{Config, ShutdownPolicy};
 use crate::controller::ports::PortError;
 use crate::logs::Level;
 use crate::provision::{
@@ -228,7 +228,7 @@ impl<R: Runtime> ServerTask<R> {
             Err(err) => return Err(format!("user settings: {err}")),
         }
 
-        if !self.install_extensions(spec, &user_data).await {
+        if !self.install_extensions(spec).await {
             return Ok(None);
         }
         Ok(Some(workspace))
@@ -236,7 +236,7 @@ impl<R: Runtime> ServerTask<R> {
 
     /// Installs the spec's extensions one by one, recording each outcome. A failed
     /// extension never blocks the start. Returns false when interrupted.
-    async fn install_extensions(&self, spec: &ServerSpec, user_data: &Path) -> bool {
+    async fn install_extensions(&self, spec: &ServerSpec) -> bool {
         let mut results: Vec<ExtensionStatus> = spec
             .extensions
             .iter()
@@ -248,41 +248,32 @@ impl<R: Runtime> ServerTask<R> {
             .collect();
         let pending = results.clone();
         self.set_status(|s| s.extension_results = pending);
-        let installer = InstallerSettings {
-            binary: self.ctx.config.code_server.binary.clone(),
-            extensions_dir: self.dir.join("extensions"),
-            user_data_dir: user_data.to_owned(),
-            env: self.base_env(),
-            env_remove: crate::runtime::SCRUBBED_ENV
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-            timeout: self.ctx.config.code_server.extension_install_timeout.get(),
-        };
+        let extensions_dir = self.dir.join("extensions");
         for (index, extension) in spec.extensions.iter().enumerate() {
             let label = extension.label();
             self.set_status(|s| s.message = Some(format!("installing extension {label}")));
-            let install = provision::extensions::install_all(
-                std::slice::from_ref(extension),
-                &installer,
-                &self.ctx.install_permits,
-            );
             // Dropping the install future kills the installer's process group.
             let outcome = tokio::select! {
-                results = install => results.into_iter().next().map(|r| r.outcome),
+                outcome = self.ctx.extensions.install(extension, &extensions_dir) => outcome,
                 () = self.until_interrupted(spec) => return false,
             };
             let (state, error) = match outcome {
-                Some(ExtensionOutcome::Installed) => {
+                ExtensionOutcome::Installed => {
                     self.event(Level::Info, format!("extension {label} installed"));
                     ("installed", None)
                 }
-                Some(ExtensionOutcome::AlreadyInstalled) => ("installed", None),
-                Some(ExtensionOutcome::Failed(error)) => {
+                ExtensionOutcome::Copied => {
+                    self.event(
+                        Level::Info,
+                        format!("extension {label} installed from the extension cache"),
+                    );
+                    ("installed", None)
+                }
+                ExtensionOutcome::AlreadyInstalled => ("installed", None),
+                ExtensionOutcome::Failed(error) => {
                     self.event(Level::Warn, format!("extension {label} failed: {error}"));
                     ("failed", Some(error))
                 }
-                None => ("failed", Some("installer returned no result".to_owned())),
             };
             results[index].state = state.into();
             results[index].error = error;
@@ -292,9 +283,8 @@ impl<R: Runtime> ServerTask<R> {
         true
     }
 
-    /// Environment shared by the instance and its extension installs.
+    /// The instance's environment before its spec's own variables.
     fn base_env(&self) -> Vec<(String, String)> {
-        let code_server = &self.ctx.config.code_server;
         let mut env = vec![
             (
                 "XDG_DATA_HOME".to_owned(),
@@ -305,10 +295,7 @@ impl<R: Runtime> ServerTask<R> {
                 path_string(&self.dir.join("xdg-config")),
             ),
         ];
-        if let Some(gallery) = &code_server.extension_gallery {
-            env.push(("EXTENSIONS_GALLERY".into(), gallery.clone()));
-        }
-        env.extend(code_server.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(code_server_env(&self.ctx.config));
         env
     }
 
@@ -343,10 +330,7 @@ impl<R: Runtime> ServerTask<R> {
             program: code_server.binary.clone(),
             args,
             env,
-            env_remove: crate::runtime::SCRUBBED_ENV
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            env_remove: scrubbed_env(),
             working_dir: workspace.to_owned(),
             log_file: self.log_file(),
         }
@@ -398,4 +382,32 @@ fn describe_source(source: &WorkspaceSource) -> String {
 
 fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+/// How extension installs run: with the binary and the environment instances get.
+pub(in crate::controller) fn installer_settings(config: &Config) -> InstallerSettings {
+    InstallerSettings {
+        binary: config.code_server.binary.clone(),
+        env: code_server_env(config),
+        env_remove: scrubbed_env(),
+        timeout: config.code_server.extension_install_timeout.get(),
+    }
+}
+
+/// The config's environment for code-server, instances and installers alike.
+fn code_server_env(config: &Config) -> Vec<(String, String)> {
+    let code_server = &config.code_server;
+    let mut env = Vec::new();
+    if let Some(gallery) = &code_server.extension_gallery {
+        env.push(("EXTENSIONS_GALLERY".into(), gallery.clone()));
+    }
+    env.extend(code_server.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+fn scrubbed_env() -> Vec<String> {
+    crate::runtime::SCRUBBED_ENV
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }

@@ -1,0 +1,360 @@
+//! Extension installation for servers: marketplace ids and local `.vsix` files. What a
+//! server's extensions folder already holds is skipped without starting node; everything
+//! else comes from the host-wide cache (`cache`), which runs code-server's installer
+//! (`installer`) once per distinct extension, a bounded number at a time.
+
+mod cache;
+mod ids;
+mod installed;
+mod installer;
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::Semaphore;
+
+pub use ids::is_valid_extension_id;
+pub use installer::InstallerSettings;
+
+use cache::{Cache, CacheKey, Provided};
+
+/// One extension a server wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionRef {
+    /// `publisher.name` or `publisher.name@version`, installed from the marketplace.
+    Marketplace(String),
+    /// A local `.vsix` file (absolute, already checked to be inside the vsix folder).
+    Vsix(PathBuf),
+}
+
+impl ExtensionRef {
+    /// What status shows: the id, or the file name of a `.vsix`.
+    pub fn label(&self) -> String {
+        match self {
+            ExtensionRef::Marketplace(id) => id.clone(),
+            ExtensionRef::Vsix(path) => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+        }
+    }
+}
+
+/// What happened to one extension of one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionOutcome {
+    /// The installer ran (into the cache) and the server got its copy.
+    Installed,
+    /// The server got a copy of what the cache already held.
+    Copied,
+    /// The server's extensions folder held it already.
+    AlreadyInstalled,
+    /// Why, in a line a user understands (the installer's last output lines).
+    Failed(String),
+}
+
+/// Installs extensions for every server of the host. Shared by all reconcilers.
+pub struct Extensions {
+    settings: InstallerSettings,
+    /// Bounds the installer processes running at once on the host.
+    permits: Semaphore,
+    cache: Cache,
+}
+
+impl Extensions {
+    /// At most `concurrency` installers at once; the cache lives in `cache_dir` (what an
+    /// interrupted install left there is removed now, blocking).
+    pub fn new(settings: InstallerSettings, concurrency: usize, cache_dir: PathBuf) -> Self {
+        Self {
+            settings,
+            permits: Semaphore::new(concurrency),
+            cache: Cache::open(cache_dir),
+        }
+    }
+
+    /// Gives the server whose extensions folder is `extensions_dir` the `extension`.
+    /// Dropping the future mid-install kills the installer's process group.
+    pub async fn install(
+        &self,
+        extension: &ExtensionRef,
+        extensions_dir: &Path,
+    ) -> ExtensionOutcome {
+        let probe = {
+            let (extension, dir) = (extension.clone(), extensions_dir.to_owned());
+            tokio::task::spawn_blocking(move || {
+                let (wanted, present) = installed::wanted_and_present(&extension, &dir)?;
+                let key = CacheKey::of(&extension, &wanted)
+                    .map_err(|e| format!("cannot read {}: {e}", extension.label()))?;
+                Ok::<_, String>((wanted, present, key))
+            })
+            .await
+        };
+        let (wanted, key) = match probe {
+            Ok(Ok((_, true, _))) => return ExtensionOutcome::AlreadyInstalled,
+            Ok(Ok((wanted, false, key))) => (wanted, key),
+            Ok(Err(why)) => return ExtensionOutcome::Failed(why),
+            Err(e) => return ExtensionOutcome::Failed(format!("internal error: {e}")),
+        };
+        let provided = self
+            .cache
+            .provide(
+                &key,
+                extension,
+                &wanted,
+                extensions_dir,
+                &self.settings,
+                &self.permits,
+            )
+            .await;
+        match provided {
+            Ok(Provided::Installed) => ExtensionOutcome::Installed,
+            Ok(Provided::Copied) => ExtensionOutcome::Copied,
+            Err(why) => {
+                tracing::warn!(extension = %extension.label(), reason = %why, "extension install failed");
+                ExtensionOutcome::Failed(why)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            ExtensionRef::Marketplace("a.b@1.0.0".into()).label(),
+            "a.b@1.0.0"
+        );
+        assert_eq!(
+            ExtensionRef::Vsix("/x/vsix/tool.vsix".into()).label(),
+            "tool.vsix"
+        );
+    }
+
+    fn fake_binary(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("fake-code-server");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Host-wide installs through `binary`, at most `concurrency` at once, with the cache
+    /// in `<dir>/cache`.
+    fn extensions(
+        dir: &Path,
+        binary: PathBuf,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Extensions {
+        let settings = InstallerSettings {
+            binary,
+            env: vec![("DEVBOX_TEST_VAR".into(), "from-settings".into())],
+            env_remove: vec!["HOME".into()],
+            timeout,
+        };
+        Extensions::new(settings, concurrency, dir.join("cache"))
+    }
+
+    fn marketplace(id: &str) -> ExtensionRef {
+        ExtensionRef::Marketplace(id.into())
+    }
+
+    fn process_alive(pid: i32) -> bool {
+        // Zombies do not count: they are dead, only not yet reaped by their parent.
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z"),
+            Err(_) => false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The script starts a grandchild that would outlive a kill of the leader alone.
+        let binary = fake_binary(
+            dir.path(),
+            &format!(
+                "echo installing...\nsleep 1000 &\necho $! > {p}\necho $$ >> {p}\nwhile true; do sleep 1; done",
+                p = pids.display()
+            ),
+        );
+        let extensions = extensions(dir.path(), binary, Duration::from_secs(1), 2);
+        let started = Instant::now();
+        let outcome = extensions
+            .install(&marketplace("a.b"), &dir.path().join("server"))
+            .await;
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+        match &outcome {
+            ExtensionOutcome::Failed(msg) => {
+                assert!(msg.starts_with("timed out after 1s"), "{msg}");
+                assert!(msg.contains("installing..."), "{msg}");
+            }
+            other => panic!("expected failure, got {other:?}"),
+        }
+        let text = fs::read_to_string(&pids).unwrap();
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 2);
+        // Give the kernel a moment to reap the orphaned grandchild (init reaps it).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pids.iter().any(|&p| process_alive(p)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for pid in pids {
+            assert!(!process_alive(pid), "process {pid} survived");
+        }
+        assert_eq!(extensions.permits.available_permits(), 2);
+        assert_eq!(
+            fs::read_dir(dir.path().join("cache")).unwrap().count(),
+            0,
+            "the interrupted install left nothing in the cache"
+        );
+    }
+
+    /// A fake installer that logs its arguments, fails for `bad.one` and `silent.fail`,
+    /// and otherwise installs like code-server: a folder and a manifest entry.
+    fn fake_installer(dir: &Path, log: &Path) -> PathBuf {
+        fake_binary(
+            dir,
+            &format!(
+                r#"echo "$@" >> {log}
+[ -z "$HOME" ] || {{ echo "HOME was not removed" >&2; exit 3; }}
+[ "$DEVBOX_TEST_VAR" = from-settings ] || {{ echo "env not set" >&2; exit 4; }}
+read line && {{ echo "stdin was not null" >&2; exit 5; }}
+case "$6" in
+  bad.one) echo "Installing extensions..."; printf '\033[31mError\033[0m: \n\n  getaddrinfo ENOTFOUND open-vsx.org  \n\n' >&2; exit 1 ;;
+  silent.fail) exit 7 ;;
+  *) folder="$(echo "$6" | tr A-Z a-z)-1.0.0"
+     mkdir -p "$2/$folder/out" && echo "code" > "$2/$folder/out/main.js"
+     printf '[{{"identifier":{{"id":"%s"}},"version":"1.0.0","location":{{"$mid":1,"path":"%s","scheme":"file"}},"relativeLocation":"%s"}}]' "$6" "$2/$folder" "$folder" > "$2/extensions.json"
+     echo "Extension '$6' was successfully installed." ;;
+esac"#,
+                log = log.display()
+            ),
+        )
+    }
+
+    #[tokio::test]
+    async fn each_extension_is_installed_once_and_copied_to_every_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("args.log");
+        let extensions = extensions(
+            dir.path(),
+            fake_installer(dir.path(), &log),
+            Duration::from_secs(20),
+            1,
+        );
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        let good = marketplace("Good.Two");
+        assert_eq!(
+            extensions.install(&good, &one).await,
+            ExtensionOutcome::Installed
+        );
+        assert_eq!(
+            extensions.install(&good, &two).await,
+            ExtensionOutcome::Copied
+        );
+        assert_eq!(
+            extensions.install(&marketplace("good.two"), &two).await,
+            ExtensionOutcome::AlreadyInstalled
+        );
+        let args = fs::read_to_string(&log).unwrap();
+        assert_eq!(args.lines().count(), 1, "one installer run: {args}");
+        assert!(
+            args.starts_with(&format!(
+                "--extensions-dir {} --user-data-dir ",
+                dir.path()
+                    .join("cache/.staging-marketplace-good.two@latest/extensions")
+                    .display()
+            )),
+            "{args}"
+        );
+        for server in [&one, &two] {
+            let copy = server.join("good.two-1.0.0/out/main.js");
+            assert_eq!(fs::read_to_string(&copy).unwrap(), "code\n");
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&fs::read(server.join("extensions.json")).unwrap()).unwrap();
+            assert_eq!(
+                manifest[0]["location"]["path"],
+                server.join("good.two-1.0.0").to_string_lossy().as_ref(),
+                "the manifest points at the server's own copy"
+            );
+        }
+        assert_eq!(
+            fs::metadata(one.join("good.two-1.0.0/out/main.js"))
+                .unwrap()
+                .ino(),
+            fs::metadata(two.join("good.two-1.0.0/out/main.js"))
+                .unwrap()
+                .ino(),
+            "the copies share their files"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_carry_the_installers_message_and_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("args.log");
+        let extensions = extensions(
+            dir.path(),
+            fake_installer(dir.path(), &log),
+            Duration::from_secs(20),
+            1,
+        );
+        let noisy = ExtensionOutcome::Failed("Error: | getaddrinfo ENOTFOUND open-vsx.org".into());
+        for server in ["one", "two"] {
+            let server = dir.path().join(server);
+            assert_eq!(
+                extensions.install(&marketplace("bad.one"), &server).await,
+                noisy
+            );
+            assert_eq!(
+                extensions
+                    .install(&marketplace("silent.fail"), &server)
+                    .await,
+                ExtensionOutcome::Failed("installer failed (exit status: 7) without output".into())
+            );
+        }
+        let args = fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            args.lines().count(),
+            2,
+            "the second server's failures come from memory: {args}"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("cache")).unwrap().count(),
+            0,
+            "failed installs leave nothing in the cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_binary_and_bad_vsix_fail_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let extensions = extensions(
+            dir.path(),
+            dir.path().join("no-such-binary"),
+            Duration::from_secs(5),
+            1,
+        );
+        let junk = dir.path().join("junk.vsix");
+        fs::write(&junk, b"nope").unwrap();
+        let server = dir.path().join("server");
+        assert!(matches!(
+            extensions.install(&marketplace("a.b"), &server).await,
+            ExtensionOutcome::Failed(m) if m.starts_with("cannot start")
+        ));
+        assert!(matches!(
+            extensions.install(&ExtensionRef::Vsix(junk), &server).await,
+            ExtensionOutcome::Failed(m) if m.contains("not a valid .vsix")
+        ));
+    }
+}
