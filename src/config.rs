@@ -264,7 +264,8 @@ pub struct ControllerSettings {
     pub vsix_dir: Option<PathBuf>,
     /// Full re-read of the specs directory, in case the file watcher missed something.
     pub resync_interval: HumanDuration,
-    /// Quiet time after a file event before the specs are re-read.
+    /// Pause after a file event before the specs are re-read, so that the events of one
+    /// save or `git pull` are read together. Devbox's own writes are read at once.
     pub debounce: HumanDuration,
     /// How often a running server's health is checked.
     pub health_interval: HumanDuration,
@@ -287,7 +288,7 @@ impl Default for ControllerSettings {
             state_dir: PathBuf::from(".devbox"),
             vsix_dir: None,
             resync_interval: HumanDuration::from_secs(30),
-            debounce: HumanDuration::from_millis(100),
+            debounce: HumanDuration::from_millis(25),
             health_interval: HumanDuration::from_secs(5),
             restart_backoff: Backoff::default(),
             crash_loop_threshold: 5,

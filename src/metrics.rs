@@ -5,6 +5,7 @@
 //! copy the latest figures out of a map, so listing servers never waits on `/proc`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct Usage {
 #[derive(Clone, Default)]
 pub struct Metrics {
     latest: Arc<RwLock<HashMap<String, Usage>>>,
+    /// Bumped whenever the figures change.
+    generation: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -35,8 +38,17 @@ impl Metrics {
             .copied()
     }
 
+    /// A number that changes whenever the figures change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn replace(&self, usage: HashMap<String, Usage>) {
-        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = usage;
+        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
+        if *latest != usage {
+            *latest = usage;
+            self.generation.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Samples forever: every `interval`, the groups that `groups()` names (server name →

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use common::{
-    Devbox, Options, Part, assert_types, assert_uuid, git_repo, group_alive, healthz, list_dir,
-    pid_alive, wait_for, write_vsix, zip_bytes,
+    Devbox, Options, Part, STARTUP, assert_types, assert_uuid, git_repo, group_alive, healthz,
+    list_dir, pid_alive, wait_for, write_vsix, zip_bytes,
 };
 
 /// A template in the seed's names ("Databricks Workshop" in tab "Workshops"), whose
@@ -298,6 +298,25 @@ fn get_servers_lists_a_bare_array_with_usage_for_running_servers() {
     assert_eq!(api["name"], "made by api");
     assert_eq!(api["status"], "stopped");
     assert!(api["pid"].is_null(), "{api}");
+
+    // The list is served from a cache: it must still follow what changes.
+    let uptime = running["uptime"].as_f64().expect("uptime");
+    wait_for("the listed uptime to grow", Duration::from_secs(5), || {
+        let list = devbox.get("/servers").json();
+        let now = list.as_array()?.iter().find(|s| s["name"] == "handmade")?["uptime"].as_f64()?;
+        (now > uptime).then_some(())
+    });
+    devbox.write_spec("handmade", "  state: stopped\n");
+    wait_for("the list to show the stop", STARTUP, || {
+        let list = devbox.get("/servers").json();
+        let server = list
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "handmade")?
+            .clone();
+        (server["status"] == "stopped" && server["pid"].is_null() && server.get("uptime").is_none())
+            .then_some(())
+    });
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod error;
 mod extract;
 mod info;
 mod lifecycle;
+mod listing;
 mod logstream;
 mod monitor;
 mod names;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub health: HealthClient,
     /// Wakes the controller after a spec was written.
     pub rescan: Arc<Notify>,
+    /// `GET /servers` as last serialized.
+    pub listing: Arc<listing::ListingCache>,
 }
 
 impl AppState {
@@ -76,15 +79,15 @@ impl AppState {
             ports: ctx.ports.clone(),
             health: ctx.health.clone(),
             rescan: ctx.rescan.clone(),
+            listing: Arc::default(),
         }
     }
 
     /// A server by id (uuid) or by name.
     pub fn find(&self, id_or_name: &str) -> Result<ServerStatus, ApiError> {
+        let id = uuid::Uuid::parse_str(id_or_name).ok();
         self.statuses
-            .list()
-            .into_iter()
-            .find(|s| s.id.to_string() == id_or_name || s.name == id_or_name)
+            .find(|s| Some(s.id) == id || s.name == id_or_name)
             .ok_or_else(|| ApiError::NotFound(format!("Server not found: {id_or_name}")))
     }
 

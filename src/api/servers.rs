@@ -6,11 +6,12 @@ use axum::extract::{Path, State};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::ServerId;
+use super::listing::JsonBytes;
 use super::views::ServerView;
 
 /// Every server, as a bare array (the seed API's shape).
-pub async fn list(State(state): State<AppState>) -> Json<Vec<ServerView>> {
-    Json(state.statuses.map_all(|s| ServerView::new(s, &state)))
+pub async fn list(State(state): State<AppState>) -> JsonBytes<Vec<ServerView>> {
+    state.listing.get(&state)
 }
 
 /// One server, by id or by name.

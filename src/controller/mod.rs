@@ -65,7 +65,9 @@ pub struct Context<R> {
     pub health: HealthClient,
     /// Extension installs for every server, through the host-wide cache.
     pub extensions: Extensions,
-    /// Wakes the controller to rescan (a task freed a port another spec wants).
+    /// Wakes the controller to rescan at once: devbox itself changed a spec file (the API
+    /// writes them whole, atomically) or freed a port another spec wants. Changes made
+    /// by others come through the file watcher and are debounced.
     pub rescan: Arc<Notify>,
     /// Turns `true` when devbox shuts down.
     pub shutdown: watch::Receiver<bool>,
@@ -146,7 +148,8 @@ impl<R: Runtime> Controller<R> {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ControllerError> {
         let specs_dir = self.ctx.config.controller.specs_dir.clone();
-        let mut watcher = Some(watcher::watch(&specs_dir, self.ctx.rescan.clone()).map_err(
+        let file_events = Arc::new(Notify::new());
+        let mut watcher = Some(watcher::watch(&specs_dir, file_events.clone()).map_err(
             |source| ControllerError::Watch {
                 path: specs_dir.clone(),
                 source,
@@ -169,7 +172,7 @@ impl<R: Runtime> Controller<R> {
                 // The directory may have been replaced: watch it anew once it is back.
                 None => watcher = None,
                 Some(_) if watcher.is_none() => {
-                    watcher = watcher::watch(&specs_dir, self.ctx.rescan.clone())
+                    watcher = watcher::watch(&specs_dir, file_events.clone())
                         .inspect_err(|err| tracing::warn!(%err, "cannot watch the specs directory; relying on resync"))
                         .ok();
                 }
@@ -177,7 +180,8 @@ impl<R: Runtime> Controller<R> {
             }
             let confirm_deletions = scanned == Some(true);
             tokio::select! {
-                _ = self.ctx.rescan.notified() => {
+                _ = self.ctx.rescan.notified() => {}
+                _ = file_events.notified() => {
                     // Let a burst of events (an editor's save, a `git pull`) settle.
                     tokio::time::sleep(debounce).await;
                 }

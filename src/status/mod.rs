@@ -375,6 +375,16 @@ impl StatusStore {
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
+    /// A number that changes whenever any status changes.
+    pub fn generation(&self) -> u64 {
+        *self.inner.generation.borrow()
+    }
+
+    /// A copy of the first status (by name) that `matches`.
+    pub fn find(&self, mut matches: impl FnMut(&ServerStatus) -> bool) -> Option<ServerStatus> {
+        self.read().values().find(|s| matches(s)).cloned()
+    }
+
     /// A receiver that changes whenever any status changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.generation.subscribe()
