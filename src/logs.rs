@@ -264,7 +264,23 @@ impl Tail {
             .take(len - self.offset)
             .read_to_end(&mut buf)?;
         self.offset += buf.len() as u64;
-        self.partial.extend_from_slice(&buf);
+        let mut lines = self.complete_lines(&buf);
+        if self.offset > max_bytes {
+            let rotated = rotate(&self.path)?;
+            // What was written between the read above and the copy is in the copy only.
+            let mut copy = std::fs::File::open(rotated)?;
+            copy.seek(SeekFrom::Start(self.offset))?;
+            let mut rest = Vec::new();
+            copy.read_to_end(&mut rest)?;
+            lines.extend(self.complete_lines(&rest));
+            self.offset = 0;
+        }
+        Ok(lines)
+    }
+
+    /// The lines `bytes` completes, after what an earlier read left unfinished.
+    fn complete_lines(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.partial.extend_from_slice(bytes);
         let mut lines = Vec::new();
         while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=pos).collect();
@@ -273,21 +289,21 @@ impl Tail {
                 lines.push(text);
             }
         }
-        if self.offset > max_bytes {
-            rotate(&self.path)?;
-            self.offset = 0;
-        }
-        Ok(lines)
+        lines
     }
 }
 
-/// Copies `path` to `path.1` and truncates it. The writer holds the file with O_APPEND,
-/// so it simply continues at the new end.
-fn rotate(path: &Path) -> std::io::Result<()> {
+/// Copies `path` to `path.1` and truncates it; returns the copy's path. The writer holds
+/// the file with O_APPEND, so it simply continues at the new end. (A line written in the
+/// instant between the copy and the truncation is lost: the price of a log file that
+/// outlives devbox, which adoption needs.)
+fn rotate(path: &Path) -> std::io::Result<PathBuf> {
     let mut rotated = path.as_os_str().to_owned();
     rotated.push(".1");
-    std::fs::copy(path, PathBuf::from(rotated))?;
-    OpenOptions::new().write(true).open(path)?.set_len(0)
+    let rotated = PathBuf::from(rotated);
+    std::fs::copy(path, &rotated)?;
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(rotated)
 }
 
 /// Appends one line to `path`, rotating first when the file is over `max_bytes`.

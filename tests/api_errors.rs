@@ -5,22 +5,11 @@
 
 mod common;
 
-use std::io::Write;
-
 use serde_json::{Value, json};
 
-use common::{Devbox, Options, Part, Reply, multipart, zip_bytes};
-
-/// Sends a request that must fail with `status` and an error mentioning `needle`, and
-/// checks that it changed nothing.
-fn rejected(devbox: &Devbox, what: &str, status: u16, needle: &str, send: impl FnOnce() -> Reply) {
-    let before = devbox.snapshot();
-    let reply = send();
-    assert_eq!(reply.status, status, "{what}: {reply}");
-    reply.assert_error(status, needle);
-    let after = devbox.snapshot();
-    assert_eq!(before, after, "{what} left something behind");
-}
+use common::{
+    Devbox, Options, Part, Reply, big_zip, form, multipart, rejected, upload_routes, zip_bytes,
+};
 
 /// A template whose items need no repository.
 const TEMPLATE_CONFIG: &str = r#"packaged_assets:
@@ -321,28 +310,6 @@ fn unknown_groups_and_bad_extensions_are_400() {
         "outside the range",
         || devbox.post_json("/servers", &json!({"name": "new-server", "port": 1})),
     );
-}
-
-/// The multipart routes, as (what, path): creation, and setting the workspace of an
-/// existing server.
-fn upload_routes(id: &str) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "create-with-workspace",
-            "/servers/create-with-workspace".into(),
-        ),
-        ("clone-workspace", format!("/servers/{id}/clone-workspace")),
-    ]
-}
-
-/// A form for `route`: a `name` for creation, plus `parts`.
-fn form<'a>(what: &str, parts: Vec<(&'a str, Part<'a>)>) -> Vec<(&'a str, Part<'a>)> {
-    let mut all = Vec::new();
-    if what == "create-with-workspace" {
-        all.push(("name", Part::Text("uploaded")));
-    }
-    all.extend(parts);
-    all
 }
 
 #[test]
@@ -734,23 +701,6 @@ fn taken_names_and_ports_are_409() {
         common::list_dir(&devbox.specs()),
         ["My-Box.yaml", "handmade.yaml"]
     );
-}
-
-/// A real zip archive of about `bytes` bytes (stored, not compressed).
-fn big_zip(bytes: usize) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    zip.start_file("big.bin", options).expect("entry");
-    let chunk: Vec<u8> = (0..65536u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
-        .collect();
-    let mut written = 0;
-    while written < bytes {
-        zip.write_all(&chunk).expect("write");
-        written += chunk.len();
-    }
-    zip.finish().expect("finish").into_inner()
 }
 
 /// `curl -F` of a file upload (curl copes with an answer that arrives before the whole

@@ -159,8 +159,17 @@ async fn send(socket: &mut WebSocket, message: &impl Serialize) -> bool {
     let Ok(text) = serde_json::to_string(message) else {
         return false;
     };
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
-        Ok(Ok(()))
-    )
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            // A close frame would wait behind the unread data: the client only sees the
+            // connection end. Say why here.
+            tracing::info!(
+                timeout = ?SEND_TIMEOUT,
+                "dropping a log stream client that stopped reading"
+            );
+            false
+        }
+    }
 }

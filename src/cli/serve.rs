@@ -13,6 +13,7 @@ use crate::runtime::process::ProcessRuntime;
 
 pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     init_tracing();
+    raise_open_file_limit();
     set_git_network_timeouts(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,9 +28,7 @@ async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         config.server.default_port,
     );
     // Bind first: a taken port should fail before any server is touched.
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
+    let listener = listen(address).with_context(|| format!("cannot listen on {address}"))?;
     match &config.source {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
         None => tracing::info!("using the embedded default configuration"),
@@ -64,6 +63,24 @@ async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections the kernel may queue before devbox accepts them. The standard library's
+/// 128 is too few for a classroom of browsers reconnecting at once: past it the kernel
+/// drops their SYNs, and each dropped client (a `/health` probe included) waits a whole
+/// second to retry. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `address` (reusing the address, like `TcpListener::bind`) with
+/// [`LISTEN_BACKLOG`].
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -81,6 +98,34 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutdown requested");
+}
+
+/// Every API client, log stream, proxied connection and code-server pipe is a file
+/// descriptor, and many systems start processes with a soft limit of 1024 (a classroom's
+/// browsers alone hold more). Out of descriptors, the listener accepts nothing, `/health`
+/// included: axum's accept loop just waits a second and tries again, without a word in
+/// the log. The hard limit is the administrator's ceiling; the soft one is ours to raise.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the open file limit");
+            return;
+        }
+    };
+    // An unlimited hard limit is not a valid soft one: the kernel caps it at nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map_or(hard, |nr_open| hard.min(nr_open));
+    if soft >= ceiling {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, ceiling, hard) {
+        Ok(()) => tracing::debug!(from = soft, to = ceiling, "raised the open file limit"),
+        Err(err) => tracing::warn!(%err, soft, "cannot raise the open file limit"),
+    }
 }
 
 /// A git server that accepts the connection and then stalls would hang a clone forever:

@@ -293,6 +293,11 @@ impl Devbox {
         }
     }
 
+    /// The pid of the running `devbox serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("devbox is running").id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
@@ -828,6 +833,64 @@ pub fn zip_bytes(entries: &[(&str, &str)]) -> Vec<u8> {
         zip.write_all(text.as_bytes()).expect("zip write");
     }
     zip.finish().expect("zip finish").into_inner()
+}
+
+/// A real zip archive of about `bytes` bytes (stored, not compressed).
+pub fn big_zip(bytes: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("big.bin", options).expect("entry");
+    let chunk: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let mut written = 0;
+    while written < bytes {
+        zip.write_all(&chunk).expect("write");
+        written += chunk.len();
+    }
+    zip.finish().expect("finish").into_inner()
+}
+
+/// Sends a request that must fail with `status` and an error mentioning `needle`, and
+/// checks that it changed nothing (see [`Devbox::snapshot`]).
+pub fn rejected(
+    devbox: &Devbox,
+    what: &str,
+    status: u16,
+    needle: &str,
+    send: impl FnOnce() -> Reply,
+) {
+    let before = devbox.snapshot();
+    let reply = send();
+    assert_eq!(reply.status, status, "{what}: {reply}");
+    reply.assert_error(status, needle);
+    let after = devbox.snapshot();
+    assert_eq!(before, after, "{what} left something behind");
+}
+
+/// The multipart routes, as (what, path): creation, and setting the workspace of an
+/// existing server `id`.
+pub fn upload_routes(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "create-with-workspace",
+            "/servers/create-with-workspace".into(),
+        ),
+        ("clone-workspace", format!("/servers/{id}/clone-workspace")),
+    ]
+}
+
+/// A form for the upload route `what` (see [`upload_routes`]): a `name` for creation,
+/// plus `parts`.
+pub fn form<'a>(what: &str, parts: Vec<(&'a str, Part<'a>)>) -> Vec<(&'a str, Part<'a>)> {
+    let mut all = Vec::new();
+    if what == "create-with-workspace" {
+        all.push(("name", Part::Text("uploaded")));
+    }
+    all.extend(parts);
+    all
 }
 
 /// A git repository at `dir` with one commit on `main` holding `files`.

@@ -235,8 +235,8 @@ fn managed(target: &Path, fill: Option<Fill<'_>>) -> Result<PathBuf, WorkspaceEr
 }
 
 /// Validate a zip archive without extracting it (the API uses it to reject uploads early).
-/// Applies the same rules as extraction, from the archive's metadata; the byte limit is
-/// additionally enforced on the real data while extracting.
+/// Applies the same rules as extraction, to the archive's metadata and to its data
+/// decompressed into nothing; extraction enforces them again on what it writes.
 pub fn check_zip(archive: &Path, limits: &ZipLimits) -> Result<(), WorkspaceError> {
     zip::check(archive, limits)
 }

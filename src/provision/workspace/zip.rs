@@ -1,7 +1,7 @@
 //! Zip archive workspaces: validating an archive from its metadata (zip-slip, absolute
 //! paths, symlinks, encryption, compression methods, duplicates, entry count, total size
-//! and per-entry ratio limits) and extracting it, re-checking the byte limits on the real
-//! data while writing.
+//! and per-entry ratio limits) and from its real data, and extracting it, re-checking
+//! the byte limits on the real data while writing.
 
 use std::collections::HashSet;
 use std::fs;
@@ -12,10 +12,26 @@ use zip::CompressionMethod;
 
 use super::{RATIO_EXEMPT_BYTES, WorkspaceError, ZipLimits};
 
-/// Validates `archive` without extracting it (see [`super::check_zip`]).
+/// Validates `archive` without extracting it (see [`super::check_zip`]): its metadata,
+/// then its data, decompressed into nothing under the same limits, because the sizes an
+/// archive declares can lie.
 pub(super) fn check(archive: &Path, limits: &ZipLimits) -> Result<(), WorkspaceError> {
     let mut zip = open_zip(archive)?;
-    scan_zip(&mut zip, archive, limits).map(|_| ())
+    let plan = scan_zip(&mut zip, archive, limits)?;
+    let mut written: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    for entry in plan.iter().filter(|entry| !entry.is_dir) {
+        let mut reader = open_entry(&mut zip, entry)?;
+        copy_checked(
+            &mut reader,
+            &mut io::sink(),
+            entry,
+            &mut written,
+            limits,
+            &mut buf,
+        )?;
+    }
+    Ok(())
 }
 
 fn open_zip(archive: &Path) -> Result<zip::ZipArchive<fs::File>, WorkspaceError> {
@@ -266,16 +282,7 @@ pub(super) fn extract(
         if let Some(parent) = path.parent() {
             create_dir(parent)?;
         }
-        let mut reader = zip.by_index(entry.index).map_err(|source| match source {
-            zip::result::ZipError::Io(e) => WorkspaceError::ZipCorruptEntry {
-                entry: entry.name.clone(),
-                source: e,
-            },
-            other => WorkspaceError::ZipCorruptEntry {
-                entry: entry.name.clone(),
-                source: io::Error::other(other.to_string()),
-            },
-        })?;
+        let mut reader = open_entry(&mut zip, entry)?;
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -286,47 +293,7 @@ pub(super) fn extract(
                     e,
                 )
             })?;
-        let mut entry_bytes: u64 = 0;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // zip refuses to return more than the declared size (it fails the whole
-                    // read that crosses it, with this message); report that clearly.
-                    if e.kind() == io::ErrorKind::InvalidData
-                        && e.to_string().contains("declared uncompressed size")
-                    {
-                        return Err(WorkspaceError::ZipEntryLargerThanDeclared {
-                            entry: entry.name.clone(),
-                            declared: entry.declared,
-                        });
-                    }
-                    return Err(WorkspaceError::ZipCorruptEntry {
-                        entry: entry.name.clone(),
-                        source: e,
-                    });
-                }
-            };
-            entry_bytes = entry_bytes.saturating_add(n as u64);
-            written = written.saturating_add(n as u64);
-            if written > limits.max_total_bytes {
-                return Err(WorkspaceError::ZipLimitExceededWhileWriting {
-                    entry: entry.name.clone(),
-                    max: limits.max_total_bytes,
-                });
-            }
-            if entry_bytes > entry.declared {
-                return Err(WorkspaceError::ZipEntryLargerThanDeclared {
-                    entry: entry.name.clone(),
-                    declared: entry.declared,
-                });
-            }
-            out.write_all(&buf[..n]).map_err(|e| {
-                WorkspaceError::io(format!("cannot write zip entry {:?}", entry.name), e)
-            })?;
-        }
+        copy_checked(&mut reader, &mut out, entry, &mut written, limits, &mut buf)?;
         if entry.executable {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| {
@@ -338,6 +305,73 @@ pub(super) fn extract(
         }
     }
     Ok(())
+}
+
+fn open_entry<'a>(
+    zip: &'a mut zip::ZipArchive<fs::File>,
+    entry: &PlannedEntry,
+) -> Result<zip::read::ZipFile<'a, fs::File>, WorkspaceError> {
+    zip.by_index(entry.index)
+        .map_err(|source| WorkspaceError::ZipCorruptEntry {
+            entry: entry.name.clone(),
+            source: match source {
+                zip::result::ZipError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            },
+        })
+}
+
+/// Copies one entry's data to `out`, counting it against its declared size and, in
+/// `written`, against the archive's limit on the real data.
+fn copy_checked(
+    reader: &mut impl Read,
+    out: &mut impl Write,
+    entry: &PlannedEntry,
+    written: &mut u64,
+    limits: &ZipLimits,
+    buf: &mut [u8],
+) -> Result<(), WorkspaceError> {
+    let mut entry_bytes: u64 = 0;
+    loop {
+        let n = match reader.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // zip refuses to return more than the declared size (it fails the whole
+                // read that crosses it, with this message); report that clearly.
+                if e.kind() == io::ErrorKind::InvalidData
+                    && e.to_string().contains("declared uncompressed size")
+                {
+                    return Err(WorkspaceError::ZipEntryLargerThanDeclared {
+                        entry: entry.name.clone(),
+                        declared: entry.declared,
+                    });
+                }
+                return Err(WorkspaceError::ZipCorruptEntry {
+                    entry: entry.name.clone(),
+                    source: e,
+                });
+            }
+        };
+        entry_bytes = entry_bytes.saturating_add(n as u64);
+        *written = written.saturating_add(n as u64);
+        if *written > limits.max_total_bytes {
+            return Err(WorkspaceError::ZipLimitExceededWhileWriting {
+                entry: entry.name.clone(),
+                max: limits.max_total_bytes,
+            });
+        }
+        if entry_bytes > entry.declared {
+            return Err(WorkspaceError::ZipEntryLargerThanDeclared {
+                entry: entry.name.clone(),
+                declared: entry.declared,
+            });
+        }
+        out.write_all(&buf[..n]).map_err(|e| {
+            WorkspaceError::io(format!("cannot write zip entry {:?}", entry.name), e)
+        })?;
+    }
 }
 
 #[cfg(test)]
@@ -579,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn zip_declared_size_lie_is_caught_while_writing() {
+    fn zip_declared_size_lie_is_caught_by_the_check_and_while_writing() {
         let dir = tempfile::tempdir().unwrap();
         let mut buf = Cursor::new(Vec::new());
         {
@@ -592,9 +626,14 @@ mod tests {
         forge_declared_size(&mut bytes, 100);
         let archive = dir.path().join("liar.zip");
         fs::write(&archive, &bytes).unwrap();
-        // Metadata looks fine...
-        check_zip(&archive, &ZipLimits::default()).unwrap();
-        // ...but the real data is bigger than declared.
+        // The metadata looks fine, but the real data is bigger than declared: the check
+        // decompresses it...
+        assert!(matches!(
+            check_zip(&archive, &ZipLimits::default()),
+            Err(WorkspaceError::ZipEntryLargerThanDeclared { entry, declared: 100 })
+                if entry == "liar.txt"
+        ));
+        // ...and so does the extraction (the archive may have changed since the check).
         assert_prepare_refused(&archive, &ZipLimits::default(), |err| {
             matches!(
                 err,
