@@ -287,22 +287,22 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(document.as_ref().clone()) }
         }),
     );
-    let auth = middleware::from_fn_with_state(state.clone(), authenticate);
-    let mut api_routes = app
-        .merge(openapi_route)
-        .with_state(state.clone())
-        .layer(auth.clone());
+    let mut api_routes = app.merge(openapi_route).with_state(state.clone());
+    let mut proxy = crate::proxy::router(crate::proxy::ProxyState {
+        statuses: state.statuses.clone(),
+        forwarder: crate::proxy::Forwarder::default(),
+    });
+    // Without a token there is nothing to check: no layer, no work per request.
+    if state.config.server.api_token.is_some() {
+        let auth = middleware::from_fn_with_state(state.clone(), authenticate);
+        api_routes = api_routes.layer(auth.clone());
+        proxy = proxy.layer(auth);
+    }
     // CORS wraps the API (401s included); proxied code-server pages keep their own rules.
     if let Some(cors) = cors(&state.config) {
         api_routes = api_routes.layer(cors);
     }
-    let proxy = crate::proxy::router(crate::proxy::ProxyState {
-        statuses: state.statuses.clone(),
-        forwarder: crate::proxy::Forwarder::default(),
-    });
-    api_routes
-        .merge(proxy.layer(auth))
-        .merge(crate::ui::router())
+    api_routes.merge(proxy).merge(crate::ui::router())
 }
 
 /// Requires the API token, when one is configured, on every API and proxy route but

@@ -22,7 +22,7 @@ use crate::status::{ExtensionStatus, Phase, rfc3339};
 /// How long this server's own previous port may stay unbindable after a stop.
 const OWN_PORT_GRACE: Duration = Duration::from_secs(5);
 /// Pause between `/healthz` probes while an instance starts.
-const START_POLL: Duration = Duration::from_millis(100);
+const START_POLL: Duration = Duration::from_millis(25);
 
 enum StartOutcome {
     Healthy,
