@@ -222,7 +222,7 @@ fn devbox_round(
     let proxied = wait(&proxied);
 
     // devbox's own view, from the timestamps of its log lines.
-    let wall_secs = epoch_secs(wall);
+    let wall_secs = common::epoch_secs(wall);
     let (mut seen, mut running) = (None, None);
     let provisioning = format!("provisioning on port {port}");
     let started = format!("http://127.0.0.1:{port}/");
@@ -232,7 +232,9 @@ fn devbox_round(
         let Ok(line) = devbox.log.recv_timeout(left) else {
             break;
         };
-        let at = || line_time(&line).map(|t| Duration::from_secs_f64((t - wall_secs).max(0.0)));
+        let at = || {
+            common::log_line_time(&line).map(|t| Duration::from_secs_f64((t - wall_secs).max(0.0)))
+        };
         if line.contains(&provisioning) {
             seen = at();
         } else if line.contains("started: pid") && line.contains(&started) {
@@ -335,35 +337,4 @@ fn report(bare: &[Duration], managed: &[DevboxRound]) {
         "proxied answer, median: {:.0} ms (Go tool, start call → proxied answer: ~590 ms; bare code-server in the issue: ~450 ms)",
         millis(percentile(&proxied, 50.0))
     );
-}
-
-/// Seconds since the Unix epoch.
-fn epoch_secs(time: SystemTime) -> f64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
-/// Seconds since the Unix epoch of a log line's leading UTC timestamp, as tracing
-/// writes it (`2026-11-28T22:20:52.554891Z  INFO …`).
-fn line_time(line: &str) -> Option<f64> {
-    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let mut date = date.split('-').map(|part| part.parse::<i64>().ok());
-    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
-    let mut time = time.split(':').map(|part| part.parse::<f64>().ok());
-    let (hours, minutes, seconds) = (time.next()??, time.next()??, time.next()??);
-    let days = days_from_civil(year, month, day) as f64;
-    Some(days * 86_400.0 + hours * 3_600.0 + minutes * 60.0 + seconds)
-}
-
-/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }

@@ -451,3 +451,17 @@ pub fn load_average() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Seconds since the Unix epoch of `time`.
+pub fn epoch_secs(time: std::time::SystemTime) -> f64 {
+    time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Seconds since the Unix epoch of the UTC timestamp a devbox log line starts with, as
+/// tracing writes it (`2026-11-28T22:20:52.554891Z  INFO …`).
+pub fn log_line_time(line: &str) -> Option<f64> {
+    let stamp = humantime::parse_rfc3339(line.split_whitespace().next()?).ok()?;
+    Some(epoch_secs(stamp))
+}
