@@ -25,6 +25,7 @@ use crate::health::HealthClient;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::provision::Extensions;
+use crate::provision::workspace::GitMirrors;
 use crate::runtime::Runtime;
 use crate::status::{StatusError, StatusStore};
 use ports::PortAllocator;
@@ -65,6 +66,8 @@ pub struct Context<R> {
     pub health: HealthClient,
     /// Extension installs for every server, through the host-wide cache.
     pub extensions: Extensions,
+    /// Local mirrors of the repositories workspaces are cloned from.
+    pub git_mirrors: Arc<GitMirrors>,
     /// Wakes the controller to rescan at once: devbox itself changed a spec file (the API
     /// writes them whole, atomically) or freed a port another spec wants. Changes made
     /// by others come through the file watcher and are debounced.
@@ -120,6 +123,7 @@ impl<R: Runtime> Controller<R> {
                 config.code_server.extension_install_concurrency,
                 state_dir.join("extension-cache"),
             ),
+            git_mirrors: Arc::new(GitMirrors::new(state_dir.join("git-mirrors"))),
             config: Arc::new(config),
             runtime,
             statuses,

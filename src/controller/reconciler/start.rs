@@ -195,8 +195,9 @@ impl<R: Runtime> ServerTask<R> {
                 format!("preparing workspace from {}", describe_source(&source)),
             );
         }
+        let mirrors = self.ctx.git_mirrors.clone();
         let prepare = tokio::task::spawn_blocking(move || {
-            provision::workspace::prepare(&source, &target, &limits, git_timeout)
+            provision::workspace::prepare(&source, &target, &limits, git_timeout, Some(&mirrors))
         });
         let workspace = tokio::select! {
             prepared = prepare => prepared

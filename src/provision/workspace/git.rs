@@ -6,10 +6,10 @@ use std::cell::Cell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use git2::build::{CheckoutBuilder, RepoBuilder};
+use git2::build::{CheckoutBuilder, CloneLocal, RepoBuilder};
 use git2::{Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository};
 
-use super::WorkspaceError;
+use super::{GitMirrors, WorkspaceError};
 
 /// Fetch options whose progress callbacks abort the transfer once `deadline` has passed.
 fn fetch_options<'a>(deadline: Instant, timed_out: &'a Cell<bool>) -> FetchOptions<'a> {
@@ -50,12 +50,14 @@ fn fetch_options<'a>(deadline: Instant, timed_out: &'a Cell<bool>) -> FetchOptio
 }
 
 /// Clones `url` into `into` (an empty folder) and checks out `reference` (None = the
-/// remote's default branch), giving up once `timeout` has passed.
+/// remote's default branch), giving up once `timeout` has passed. With `mirrors`, the
+/// clone is made from the local mirror of `url`, fetched first unless it is fresh.
 pub(super) fn clone(
     url: &str,
     reference: Option<&str>,
     into: &Path,
     timeout: Duration,
+    mirrors: Option<&GitMirrors>,
 ) -> Result<(), WorkspaceError> {
     let deadline = Instant::now() + timeout;
     let timed_out = Cell::new(false);
@@ -73,12 +75,30 @@ pub(super) fn clone(
         }
     };
 
-    let repo = {
-        let mut builder = RepoBuilder::new();
-        builder.fetch_options(fetch_options(deadline, &timed_out));
-        builder
-            .clone(url, into)
-            .map_err(|e| map_err(e, timed_out.get()))?
+    let repo = match mirrors {
+        Some(mirrors) => mirrors.with_mirror(
+            url,
+            || fetch_options(deadline, &timed_out),
+            |e| map_err(e, timed_out.get()),
+            |mirror| {
+                let from_mirror = || -> Result<Repository, git2::Error> {
+                    // A local clone hard-links the mirror's objects.
+                    let repo = RepoBuilder::new()
+                        .clone_local(CloneLocal::Local)
+                        .clone(&mirror.to_string_lossy(), into)?;
+                    repo.remote_set_url("origin", url)?;
+                    Ok(repo)
+                };
+                from_mirror().map_err(|e| map_err(e, false))
+            },
+        )?,
+        None => {
+            let mut builder = RepoBuilder::new();
+            builder.fetch_options(fetch_options(deadline, &timed_out));
+            builder
+                .clone(url, into)
+                .map_err(|e| map_err(e, timed_out.get()))?
+        }
     };
     let Some(reference) = reference else {
         return Ok(());
@@ -178,7 +198,9 @@ mod tests {
     use git2::{Oid, Repository};
 
     use crate::provision::workspace::test_support::{assert_failed_cleanly, no_leftovers};
-    use crate::provision::workspace::{WorkspaceError, WorkspaceSource, ZipLimits, prepare};
+    use crate::provision::workspace::{
+        GitMirrors, WorkspaceError, WorkspaceSource, ZipLimits, prepare,
+    };
 
     /// A repository with `README.md` on the default branch `main`, `dev.txt` on branch `dev`
     /// (one commit later), and a tag `v1` on main's commit. Returns (path, main commit, dev
@@ -234,6 +256,7 @@ mod tests {
             target,
             &ZipLimits::default(),
             timeout,
+            None,
         )
     }
 
@@ -288,6 +311,64 @@ mod tests {
         clone_to(&url, Some("main"), &t).unwrap();
         assert_eq!(head_commit(&t), main);
         no_leftovers(&ws, &["default", "dev", "main"]);
+    }
+
+    #[test]
+    fn clones_through_a_mirror_fetch_the_remote_once_and_point_at_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (origin, main, dev) = make_repo(dir.path());
+        let url = file_url(&origin);
+        let mirrors = GitMirrors::new(dir.path().join("mirrors"));
+        let ws = dir.path().join("ws");
+        let through_mirror = |reference: Option<&str>, target: &Path| {
+            prepare(
+                &WorkspaceSource::Git {
+                    url: url.clone(),
+                    reference: reference.map(str::to_owned),
+                },
+                target,
+                &ZipLimits::default(),
+                Duration::from_secs(30),
+                Some(&mirrors),
+            )
+        };
+        through_mirror(None, &ws.join("one")).unwrap();
+        assert_eq!(head_commit(&ws.join("one")), main);
+
+        // A commit pushed now is not fetched again for the next clone: the mirror is fresh.
+        let repo = Repository::open(&origin).unwrap();
+        let sig = git2::Signature::now("Test", "test@example.com").unwrap();
+        let tree = repo.find_commit(main).unwrap().tree().unwrap();
+        let parent = repo.find_commit(main).unwrap();
+        let later = repo
+            .commit(Some("HEAD"), &sig, &sig, "later", &tree, &[&parent])
+            .unwrap();
+        through_mirror(Some("dev"), &ws.join("two")).unwrap();
+        assert_eq!(head_commit(&ws.join("two")), dev);
+        through_mirror(Some("main"), &ws.join("three")).unwrap();
+        assert_eq!(
+            head_commit(&ws.join("three")),
+            main,
+            "served from the mirror"
+        );
+        assert_ne!(later, main);
+
+        // Each clone's origin is the real repository, not the mirror.
+        let clone = Repository::open(ws.join("two")).unwrap();
+        assert_eq!(
+            clone.find_remote("origin").unwrap().url(),
+            Ok(url.as_str())
+        );
+        let mirrored: Vec<_> = fs::read_dir(dir.path().join("mirrors"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            mirrored.len(),
+            1,
+            "one mirror, no staging left: {mirrored:?}"
+        );
+        no_leftovers(&ws, &["one", "two", "three"]);
     }
 
     #[test]

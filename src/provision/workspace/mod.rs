@@ -3,8 +3,9 @@
 //!
 //! This module owns the public API (`WorkspaceSource`, `ZipLimits`, `WorkspaceError`,
 //! `prepare`, `check_zip`) and the managed-target logic; the sources' own work lives in
-//! `zip` (validating and extracting archives: zip-slip, symlinks, bombs) and `git`
-//! (cloning, reference checkout, timeouts).
+//! `zip` (validating and extracting archives: zip-slip, symlinks, bombs), `git`
+//! (cloning, reference checkout, timeouts) and `mirror` (one fetch of a repository for
+//! many clones).
 //!
 //! Everything here is blocking; the reconciler runs it in `spawn_blocking`. A managed
 //! workspace is built in a temporary directory beside its final place and renamed into
@@ -12,6 +13,7 @@
 //! existing non-empty workspace is never touched (user work is never destroyed).
 
 mod git;
+mod mirror;
 // In this file `zip::` names the child module; the zip crate is spelled `::zip::`.
 mod zip;
 
@@ -19,6 +21,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use mirror::GitMirrors;
 
 /// Where a workspace's content comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,19 +167,21 @@ impl WorkspaceError {
 /// Idempotent: if `target` already exists and is non-empty, it is kept as is (never
 /// overwritten) and returned. Empty: create target. Git: clone into a temp dir beside
 /// target, check out `reference`, rename into place. Zip: extract into a temp dir beside
-/// target, then rename. A failure leaves no partial target behind.
+/// target, then rename. A failure leaves no partial target behind. Git clones come from
+/// `mirrors` when given (see [`GitMirrors`]), else straight from the remote.
 pub fn prepare(
     source: &WorkspaceSource,
     target: &Path,
     limits: &ZipLimits,
     git_timeout: Duration,
+    mirrors: Option<&GitMirrors>,
 ) -> Result<PathBuf, WorkspaceError> {
     match source {
         WorkspaceSource::Path(p) => existing_dir(p),
         WorkspaceSource::Empty => managed(target, None),
         WorkspaceSource::Git { url, reference } => managed(
             target,
-            Some(&|tmp| git::clone(url, reference.as_deref(), tmp, git_timeout)),
+            Some(&|tmp| git::clone(url, reference.as_deref(), tmp, git_timeout, mirrors)),
         ),
         WorkspaceSource::Zip(archive) => {
             managed(target, Some(&|tmp| zip::extract(archive, tmp, limits)))
@@ -370,7 +376,7 @@ mod test_support {
         source: &WorkspaceSource,
         target: &Path,
     ) -> Result<PathBuf, WorkspaceError> {
-        prepare(source, target, &ZipLimits::default(), Duration::ZERO)
+        prepare(source, target, &ZipLimits::default(), Duration::ZERO, None)
     }
 
     pub(super) fn prepare_zip(
@@ -383,6 +389,7 @@ mod test_support {
             target,
             limits,
             Duration::ZERO,
+            None,
         )
     }
 

@@ -1,0 +1,138 @@
+//! Local mirrors of the repositories workspaces are cloned from. Thirty servers of one
+//! workshop template clone one repository: the remote is fetched once into a bare
+//! mirror under the state dir, and each workspace is cloned from the mirror, its objects
+//! hard-linked (they never change) and its work tree written fresh. The clone's
+//! `origin` is the real URL, so `git pull` in the workspace works as after any clone.
+//!
+//! A mirror fetched less than [`FRESH_FOR`] ago is used as it is; older, it is fetched
+//! again before the next clone. One repository's mirror is fetched under a write lock and
+//! cloned from under a read lock, so clones never see a fetch half done.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use git2::{FetchOptions, Repository};
+use sha2::{Digest, Sha256};
+
+use super::WorkspaceError;
+use crate::fsutil;
+
+/// How long a fetched mirror serves clones before it is fetched again: long enough for
+/// a workshop's burst of clones, short enough that a push is seen by the next server.
+const FRESH_FOR: Duration = Duration::from_secs(15);
+/// Touched after each fetch: its age is the mirror's.
+const FETCHED_MARKER: &str = "devbox-fetched";
+const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+
+pub struct GitMirrors {
+    dir: PathBuf,
+    locks: Mutex<HashMap<String, Arc<RwLock<()>>>>,
+}
+
+impl GitMirrors {
+    /// Mirrors kept in `dir` (created when the first one is).
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            locks: Mutex::default(),
+        }
+    }
+
+    /// Calls `clone_from` with the path of `url`'s mirror, fetched (with `options`) unless
+    /// it is fresh. Git errors go through `git_error`.
+    pub(super) fn with_mirror<'a, T>(
+        &self,
+        url: &str,
+        options: impl Fn() -> FetchOptions<'a>,
+        git_error: impl Fn(git2::Error) -> WorkspaceError,
+        clone_from: impl FnOnce(&Path) -> Result<T, WorkspaceError>,
+    ) -> Result<T, WorkspaceError> {
+        let name = mirror_name(url);
+        let mirror = self.dir.join(&name);
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(locks.entry(name.clone()).or_default())
+        };
+        if !is_fresh(&mirror) {
+            let _writing = lock.write().unwrap_or_else(PoisonError::into_inner);
+            // Another clone may have fetched it while this one waited.
+            if !is_fresh(&mirror) {
+                self.fetch(url, &name, &mirror, options())
+                    .map_err(|error| match error {
+                        MirrorError::Git(e) => git_error(e),
+                        MirrorError::Io(what, e) => WorkspaceError::io(what, e),
+                    })?;
+            }
+        }
+        let _reading = lock.read().unwrap_or_else(PoisonError::into_inner);
+        clone_from(&mirror)
+    }
+
+    /// Fetches every branch and tag of `url` into its mirror (made first when missing,
+    /// in a staging folder), and points the mirror's HEAD at the remote's default branch,
+    /// which clones check out when they name no branch.
+    fn fetch(
+        &self,
+        url: &str,
+        name: &str,
+        mirror: &Path,
+        mut options: FetchOptions<'_>,
+    ) -> Result<(), MirrorError> {
+        let exists = mirror.join("HEAD").is_file();
+        let staging = self.dir.join(format!(".staging-{name}"));
+        let io = |what: &str, path: &Path| {
+            let what = format!("{what} {}", path.display());
+            move |e| MirrorError::Io(what, e)
+        };
+        let repo = if exists {
+            Repository::open_bare(mirror)?
+        } else {
+            fsutil::remove_dir_if_exists(&staging).map_err(io("cannot remove", &staging))?;
+            fs::create_dir_all(&self.dir).map_err(io("cannot create", &self.dir))?;
+            let repo = Repository::init_bare(&staging)?;
+            repo.remote_with_fetch("origin", url, MIRROR_REFSPECS[0])?;
+            repo
+        };
+        let mut remote = repo.find_remote("origin")?;
+        remote.fetch(&MIRROR_REFSPECS, Some(&mut options), None)?;
+        if let Ok(default) = remote.default_branch()
+            && let Ok(default) = default.as_str()
+        {
+            repo.set_head(default)?;
+        }
+        if !exists {
+            fs::rename(&staging, mirror).map_err(io("cannot move into place", &staging))?;
+        }
+        fs::write(mirror.join(FETCHED_MARKER), b"")
+            .map_err(io("cannot mark as fetched", mirror))
+    }
+}
+
+enum MirrorError {
+    Git(git2::Error),
+    Io(String, std::io::Error),
+}
+
+impl From<git2::Error> for MirrorError {
+    fn from(error: git2::Error) -> Self {
+        Self::Git(error)
+    }
+}
+
+/// A file name for `url`'s mirror: no URL characters reach the file system.
+fn mirror_name(url: &str) -> String {
+    let digest = Sha256::digest(url.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.git")
+}
+
+fn is_fresh(mirror: &Path) -> bool {
+    fs::metadata(mirror.join(FETCHED_MARKER))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|fetched| fetched.elapsed().ok())
+        .is_some_and(|age| age < FRESH_FOR)
+}
