@@ -250,6 +250,15 @@ impl<R: Runtime> ServerTask<R> {
         let pending = results.clone();
         self.set_status(|s| s.extension_results = pending);
         let extensions_dir = self.dir.join("extensions");
+        if spec.extensions.len() > 1 {
+            // Every installer this server needs runs at once; the copies below then wait
+            // on nothing but each other.
+            self.set_status(|s| s.message = Some("installing extensions".into()));
+            tokio::select! {
+                () = self.ctx.extensions.prefetch(&spec.extensions) => {}
+                () = self.until_interrupted(spec) => return false,
+            }
+        }
         for (index, extension) in spec.extensions.iter().enumerate() {
             let label = extension.label();
             self.set_status(|s| s.message = Some(format!("installing extension {label}")));

@@ -114,15 +114,15 @@ impl Cache {
         }
     }
 
-    /// Copies `extension` into the server's `extensions_dir`, installing it into the
-    /// cache first unless it is there already (then `permits` bounds the installers
-    /// running on the host).
+    /// Copies `extension` into the server's `extensions_dir` (when given), installing it
+    /// into the cache first unless it is there already (then `permits` bounds the
+    /// installers running on the host).
     pub(super) async fn provide(
         &self,
         key: &CacheKey,
         extension: &ExtensionRef,
         wanted: &Wanted,
-        extensions_dir: &Path,
+        extensions_dir: Option<&Path>,
         settings: &InstallerSettings,
         permits: &Semaphore,
     ) -> Result<Provided, String> {
@@ -149,7 +149,10 @@ impl Cache {
             filled?;
             Provided::Installed
         };
-        let (source, target) = (entry.join("extensions"), extensions_dir.to_owned());
+        let Some(target) = extensions_dir.map(Path::to_owned) else {
+            return Ok(provided);
+        };
+        let source = entry.join("extensions");
         blocking(move || copy_entry(&source, &target))
             .await
             .map_err(|why| format!("cannot copy it from the extension cache: {why}"))?;

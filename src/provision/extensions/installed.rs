@@ -16,12 +16,10 @@ const MANIFEST: &str = "extensions.json";
 /// Folders an uninstall left behind, which VS Code deletes at its next start.
 const OBSOLETE: &str = ".obsolete";
 
-/// What to look for in the extensions folder, and whether it is already there.
-pub(super) fn wanted_and_present(
-    extension: &ExtensionRef,
-    extensions_dir: &Path,
-) -> Result<(Wanted, bool), String> {
-    let wanted = match extension {
+/// What to look for in an extensions folder: the id and version `extension` installs as
+/// (a `.vsix` file is read for them).
+pub(super) fn wanted(extension: &ExtensionRef) -> Result<Wanted, String> {
+    Ok(match extension {
         ExtensionRef::Marketplace(spec) => {
             let (id, version) = match spec.split_once('@') {
                 Some((id, v)) => (id, Some(v.to_owned())),
@@ -39,9 +37,7 @@ pub(super) fn wanted_and_present(
                 version: Some(version),
             }
         }
-    };
-    let present = is_present(extensions_dir, &wanted);
-    Ok((wanted, present))
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -393,13 +389,8 @@ mod tests {
         // Marketplace ids are case-insensitive; a vsix is identified by its package.json.
         let vsix = ext.join("t.vsix");
         build_vsix(&vsix, "DevBox", "Local-Tool", "0.1.2");
-        let (_, present) = wanted_and_present(&ExtensionRef::Vsix(vsix), ext).unwrap();
-        assert!(present);
-        let (_, present) = wanted_and_present(
-            &ExtensionRef::Marketplace("DevBox.Local-Tool@0.1.2".into()),
-            ext,
-        )
-        .unwrap();
-        assert!(present);
+        assert!(is_present(ext, &wanted(&ExtensionRef::Vsix(vsix)).unwrap()));
+        let marketplace = ExtensionRef::Marketplace("DevBox.Local-Tool@0.1.2".into());
+        assert!(is_present(ext, &wanted(&marketplace).unwrap()));
     }
 }

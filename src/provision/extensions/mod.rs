@@ -81,16 +81,15 @@ impl Extensions {
         let probe = {
             let (extension, dir) = (extension.clone(), extensions_dir.to_owned());
             tokio::task::spawn_blocking(move || {
-                let (wanted, present) = installed::wanted_and_present(&extension, &dir)?;
-                let key = CacheKey::of(&extension, &wanted)
-                    .map_err(|e| format!("cannot read {}: {e}", extension.label()))?;
-                Ok::<_, String>((wanted, present, key))
+                let (wanted, key) = identify(&extension)?;
+                let present = installed::is_present(&dir, &wanted);
+                Ok::<_, String>((wanted, key, present))
             })
             .await
         };
         let (wanted, key) = match probe {
-            Ok(Ok((_, true, _))) => return ExtensionOutcome::AlreadyInstalled,
-            Ok(Ok((wanted, false, key))) => (wanted, key),
+            Ok(Ok((_, _, true))) => return ExtensionOutcome::AlreadyInstalled,
+            Ok(Ok((wanted, key, false))) => (wanted, key),
             Ok(Err(why)) => return ExtensionOutcome::Failed(why),
             Err(e) => return ExtensionOutcome::Failed(format!("internal error: {e}")),
         };
@@ -100,7 +99,7 @@ impl Extensions {
                 &key,
                 extension,
                 &wanted,
-                extensions_dir,
+                Some(extensions_dir),
                 &self.settings,
                 &self.permits,
             )
@@ -114,6 +113,40 @@ impl Extensions {
             }
         }
     }
+
+    /// Fills the cache with `extensions`, their installers running at once (as many as
+    /// the host allows), so that the installs that follow only copy. Failures are left
+    /// for those installs to report (the cache remembers them).
+    pub async fn prefetch(&self, extensions: &[ExtensionRef]) {
+        let fills = extensions.iter().map(|extension| async move {
+            let probe = {
+                let extension = extension.clone();
+                tokio::task::spawn_blocking(move || identify(&extension)).await
+            };
+            if let Ok(Ok((wanted, key))) = probe {
+                let _ = self
+                    .cache
+                    .provide(
+                        &key,
+                        extension,
+                        &wanted,
+                        None,
+                        &self.settings,
+                        &self.permits,
+                    )
+                    .await;
+            }
+        });
+        futures_util::future::join_all(fills).await;
+    }
+}
+
+/// What `extension` installs as, and its cache entry (reads a `.vsix`: blocking).
+fn identify(extension: &ExtensionRef) -> Result<(installed::Wanted, CacheKey), String> {
+    let wanted = installed::wanted(extension)?;
+    let key = CacheKey::of(extension, &wanted)
+        .map_err(|e| format!("cannot read {}: {e}", extension.label()))?;
+    Ok((wanted, key))
 }
 
 #[cfg(test)]
@@ -296,6 +329,43 @@ esac"#,
                 .unwrap()
                 .ino(),
             "the copies share their files"
+        );
+    }
+
+    #[tokio::test]
+    async fn prefetched_extensions_are_only_copied_and_failures_keep_their_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("args.log");
+        let extensions = extensions(
+            dir.path(),
+            fake_installer(dir.path(), &log),
+            Duration::from_secs(20),
+            2,
+        );
+        let wanted = [
+            marketplace("one.ext"),
+            marketplace("two.ext"),
+            marketplace("bad.one"),
+        ];
+        extensions.prefetch(&wanted).await;
+        assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
+        let server = dir.path().join("server");
+        assert_eq!(
+            extensions.install(&wanted[0], &server).await,
+            ExtensionOutcome::Copied
+        );
+        assert_eq!(
+            extensions.install(&wanted[1], &server).await,
+            ExtensionOutcome::Copied
+        );
+        assert_eq!(
+            extensions.install(&wanted[2], &server).await,
+            ExtensionOutcome::Failed("Error: | getaddrinfo ENOTFOUND open-vsx.org".into())
+        );
+        assert_eq!(
+            fs::read_to_string(&log).unwrap().lines().count(),
+            3,
+            "no installer ran after the prefetch"
         );
     }
 
