@@ -6,7 +6,9 @@
 //!
 //! A mirror fetched less than [`FRESH_FOR`] ago is used as it is; older, it is fetched
 //! again before the next clone. One repository's mirror is fetched under a write lock and
-//! cloned from under a read lock, so clones never see a fetch half done.
+//! cloned from under a read lock, so clones never see a fetch half done. Clones that find
+//! the mirror stale queue on a separate lock to fetch it, not as writers: a queue of
+//! writers would let clones run only one at a time.
 
 use std::collections::HashMap;
 use std::fs;
@@ -29,7 +31,15 @@ const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:
 
 pub struct GitMirrors {
     dir: PathBuf,
-    locks: Mutex<HashMap<String, Arc<RwLock<()>>>>,
+    locks: Mutex<HashMap<String, Arc<MirrorLocks>>>,
+}
+
+#[derive(Default)]
+struct MirrorLocks {
+    /// Held by the one clone that fetches; the others wait here, then find it fresh.
+    fetching: Mutex<()>,
+    /// Written by a fetch, read by clones.
+    contents: RwLock<()>,
 }
 
 impl GitMirrors {
@@ -52,14 +62,15 @@ impl GitMirrors {
     ) -> Result<T, WorkspaceError> {
         let name = mirror_name(url);
         let mirror = self.dir.join(&name);
-        let lock = {
+        let locks = {
             let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(locks.entry(name.clone()).or_default())
         };
         if !is_fresh(&mirror) {
-            let _writing = lock.write().unwrap_or_else(PoisonError::into_inner);
+            let _fetching = locks.fetching.lock().unwrap_or_else(PoisonError::into_inner);
             // Another clone may have fetched it while this one waited.
             if !is_fresh(&mirror) {
+                let _writing = locks.contents.write().unwrap_or_else(PoisonError::into_inner);
                 self.fetch(url, &name, &mirror, options())
                     .map_err(|error| match error {
                         MirrorError::Git(e) => git_error(e),
@@ -67,7 +78,7 @@ impl GitMirrors {
                     })?;
             }
         }
-        let _reading = lock.read().unwrap_or_else(PoisonError::into_inner);
+        let _reading = locks.contents.read().unwrap_or_else(PoisonError::into_inner);
         clone_from(&mirror)
     }
 
