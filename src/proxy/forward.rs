@@ -113,6 +113,13 @@ fn strip_devbox_credentials(headers: &mut HeaderMap) {
     if bearer {
         headers.remove(header::AUTHORIZATION);
     }
+    let has_token_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().windows(13).any(|w| w == b"devbox_token="));
+    if !has_token_cookie {
+        return;
+    }
     let cookies: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
