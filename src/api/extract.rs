@@ -1,15 +1,18 @@
 //! Request and response wrappers that keep the API's error contract: a body that is not
 //! the expected JSON is a 400 with `{"error": …}` (axum's own rejections are plain text),
-//! and a creation answers 201.
+//! a creation answers 201, and a body serialized beforehand is documented as its type.
+
+use std::marker::PhantomData;
 
 use aide::generate::GenContext;
 use aide::openapi::{Operation, Response, StatusCode as DocStatus};
 use aide::{OperationInput, OperationOutput};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -80,6 +83,42 @@ impl<T: JsonSchema> OperationOutput for Created<T> {
         Self::operation_response(ctx, operation)
             .map(|response| vec![(Some(DocStatus::Code(201)), response)])
             .unwrap_or_default()
+    }
+}
+
+/// A JSON body serialized beforehand; documented as `T`.
+pub struct JsonBytes<T> {
+    body: Bytes,
+    shape: PhantomData<T>,
+}
+
+impl<T> JsonBytes<T> {
+    pub fn new(body: Bytes) -> Self {
+        Self {
+            body,
+            shape: PhantomData,
+        }
+    }
+}
+
+impl<T> IntoResponse for JsonBytes<T> {
+    fn into_response(self) -> HttpResponse {
+        ([(header::CONTENT_TYPE, "application/json")], self.body).into_response()
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for JsonBytes<T> {
+    type Inner = T;
+
+    fn operation_response(ctx: &mut GenContext, operation: &mut Operation) -> Option<Response> {
+        Json::<T>::operation_response(ctx, operation)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<DocStatus>, Response)> {
+        Json::<T>::inferred_responses(ctx, operation)
     }
 }
 

@@ -3,20 +3,13 @@
 //! again until something they show changes: a status, the CPU and memory figures, or
 //! (while a server runs) its uptime, which the list shows to a tenth of a second.
 
-use std::marker::PhantomData;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aide::OperationOutput;
-use aide::generate::GenContext;
-use aide::openapi::{Operation, Response, StatusCode as DocStatus};
-use axum::Json;
 use axum::body::Bytes;
-use axum::http::header;
-use axum::response::{IntoResponse, Response as HttpResponse};
-use schemars::JsonSchema;
 
 use super::AppState;
+use super::extract::JsonBytes;
 use super::views::ServerView;
 
 /// What a serialized list depends on.
@@ -74,41 +67,5 @@ impl ListingCache {
             body: body.clone(),
         });
         JsonBytes::new(body)
-    }
-}
-
-/// A JSON body serialized beforehand; documented as `T`.
-pub struct JsonBytes<T> {
-    body: Bytes,
-    shape: PhantomData<T>,
-}
-
-impl<T> JsonBytes<T> {
-    fn new(body: Bytes) -> Self {
-        Self {
-            body,
-            shape: PhantomData,
-        }
-    }
-}
-
-impl<T> IntoResponse for JsonBytes<T> {
-    fn into_response(self) -> HttpResponse {
-        ([(header::CONTENT_TYPE, "application/json")], self.body).into_response()
-    }
-}
-
-impl<T: JsonSchema> OperationOutput for JsonBytes<T> {
-    type Inner = T;
-
-    fn operation_response(ctx: &mut GenContext, operation: &mut Operation) -> Option<Response> {
-        Json::<T>::operation_response(ctx, operation)
-    }
-
-    fn inferred_responses(
-        ctx: &mut GenContext,
-        operation: &mut Operation,
-    ) -> Vec<(Option<DocStatus>, Response)> {
-        Json::<T>::inferred_responses(ctx, operation)
     }
 }

@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::JsonBytes;
 use super::extract::ServerId;
-use super::listing::JsonBytes;
 use super::views::ServerView;
 
 /// Every server, as a bare array (the seed API's shape).

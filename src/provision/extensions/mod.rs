@@ -275,16 +275,18 @@ esac"#,
         )
     }
 
-    #[tokio::test]
-    async fn each_extension_is_installed_once_and_copied_to_every_server() {
+    /// A temp dir, the file the fake installer logs its runs to, and installs through it.
+    fn with_fake_installer(concurrency: usize) -> (tempfile::TempDir, PathBuf, Extensions) {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("args.log");
-        let extensions = extensions(
-            dir.path(),
-            fake_installer(dir.path(), &log),
-            Duration::from_secs(20),
-            1,
-        );
+        let binary = fake_installer(dir.path(), &log);
+        let extensions = extensions(dir.path(), binary, Duration::from_secs(20), concurrency);
+        (dir, log, extensions)
+    }
+
+    #[tokio::test]
+    async fn each_extension_is_installed_once_and_copied_to_every_server() {
+        let (dir, log, extensions) = with_fake_installer(1);
         let (one, two) = (dir.path().join("one"), dir.path().join("two"));
         let good = marketplace("Good.Two");
         assert_eq!(
@@ -334,14 +336,7 @@ esac"#,
 
     #[tokio::test]
     async fn prefetched_extensions_are_only_copied_and_failures_keep_their_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("args.log");
-        let extensions = extensions(
-            dir.path(),
-            fake_installer(dir.path(), &log),
-            Duration::from_secs(20),
-            2,
-        );
+        let (dir, log, extensions) = with_fake_installer(2);
         let wanted = [
             marketplace("one.ext"),
             marketplace("two.ext"),
@@ -371,14 +366,7 @@ esac"#,
 
     #[tokio::test]
     async fn failures_carry_the_installers_message_and_are_remembered() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("args.log");
-        let extensions = extensions(
-            dir.path(),
-            fake_installer(dir.path(), &log),
-            Duration::from_secs(20),
-            1,
-        );
+        let (dir, log, extensions) = with_fake_installer(1);
         let noisy = ExtensionOutcome::Failed("Error: | getaddrinfo ENOTFOUND open-vsx.org".into());
         for server in ["one", "two"] {
             let server = dir.path().join(server);
