@@ -235,8 +235,9 @@ impl<R: Runtime> ServerTask<R> {
         Ok(Some(workspace))
     }
 
-    /// Installs the spec's extensions one by one, recording each outcome. A failed
-    /// extension never blocks the start. Returns false when interrupted.
+    /// Installs the spec's extensions (the installers the cache needs at once, then one
+    /// copy after another), recording each outcome. A failed extension never blocks the
+    /// start. Returns false when interrupted.
     async fn install_extensions(&self, spec: &ServerSpec) -> bool {
         let mut results: Vec<ExtensionStatus> = spec
             .extensions
@@ -255,7 +256,7 @@ impl<R: Runtime> ServerTask<R> {
             // on nothing but each other.
             self.set_status(|s| s.message = Some("installing extensions".into()));
             tokio::select! {
-                () = self.ctx.extensions.prefetch(&spec.extensions) => {}
+                () = self.ctx.extensions.prefetch(&spec.extensions, &extensions_dir) => {}
                 () = self.until_interrupted(spec) => return false,
             }
         }

@@ -78,20 +78,10 @@ impl Extensions {
         extension: &ExtensionRef,
         extensions_dir: &Path,
     ) -> ExtensionOutcome {
-        let probe = {
-            let (extension, dir) = (extension.clone(), extensions_dir.to_owned());
-            tokio::task::spawn_blocking(move || {
-                let (wanted, key) = identify(&extension)?;
-                let present = installed::is_present(&dir, &wanted);
-                Ok::<_, String>((wanted, key, present))
-            })
-            .await
-        };
-        let (wanted, key) = match probe {
-            Ok(Ok((_, _, true))) => return ExtensionOutcome::AlreadyInstalled,
-            Ok(Ok((wanted, key, false))) => (wanted, key),
-            Ok(Err(why)) => return ExtensionOutcome::Failed(why),
-            Err(e) => return ExtensionOutcome::Failed(format!("internal error: {e}")),
+        let (wanted, key) = match probe(extension, extensions_dir).await {
+            Ok(Probe::Present) => return ExtensionOutcome::AlreadyInstalled,
+            Ok(Probe::Missing(wanted, key)) => (wanted, key),
+            Err(why) => return ExtensionOutcome::Failed(why),
         };
         let provided = self
             .cache
@@ -114,16 +104,13 @@ impl Extensions {
         }
     }
 
-    /// Fills the cache with `extensions`, their installers running at once (as many as
-    /// the host allows), so that the installs that follow only copy. Failures are left
-    /// for those installs to report (the cache remembers them).
-    pub async fn prefetch(&self, extensions: &[ExtensionRef]) {
+    /// Fills the cache with those of `extensions` that the server's `extensions_dir`
+    /// lacks, their installers running at once (as many as the host allows), so that the
+    /// installs that follow only copy. Failures are left for those installs to report
+    /// (the cache remembers them).
+    pub async fn prefetch(&self, extensions: &[ExtensionRef], extensions_dir: &Path) {
         let fills = extensions.iter().map(|extension| async move {
-            let probe = {
-                let extension = extension.clone();
-                tokio::task::spawn_blocking(move || identify(&extension)).await
-            };
-            if let Ok(Ok((wanted, key))) = probe {
+            if let Ok(Probe::Missing(wanted, key)) = probe(extension, extensions_dir).await {
                 let _ = self
                     .cache
                     .provide(
@@ -141,12 +128,27 @@ impl Extensions {
     }
 }
 
-/// What `extension` installs as, and its cache entry (reads a `.vsix`: blocking).
-fn identify(extension: &ExtensionRef) -> Result<(installed::Wanted, CacheKey), String> {
-    let wanted = installed::wanted(extension)?;
-    let key = CacheKey::of(extension, &wanted)
-        .map_err(|e| format!("cannot read {}: {e}", extension.label()))?;
-    Ok((wanted, key))
+enum Probe {
+    /// The server's extensions folder holds it already.
+    Present,
+    /// What it installs as, and its cache entry.
+    Missing(installed::Wanted, CacheKey),
+}
+
+/// Whether `extensions_dir` holds `extension` (a `.vsix` file is read: off the workers).
+async fn probe(extension: &ExtensionRef, extensions_dir: &Path) -> Result<Probe, String> {
+    let (extension, dir) = (extension.clone(), extensions_dir.to_owned());
+    let probed = tokio::task::spawn_blocking(move || {
+        let wanted = installed::wanted(&extension)?;
+        if installed::is_present(&dir, &wanted) {
+            return Ok(Probe::Present);
+        }
+        let key = CacheKey::of(&extension, &wanted)
+            .map_err(|e| format!("cannot read {}: {e}", extension.label()))?;
+        Ok(Probe::Missing(wanted, key))
+    })
+    .await;
+    probed.unwrap_or_else(|e| Err(format!("internal error: {e}")))
 }
 
 #[cfg(test)]
@@ -342,9 +344,9 @@ esac"#,
             marketplace("two.ext"),
             marketplace("bad.one"),
         ];
-        extensions.prefetch(&wanted).await;
-        assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
         let server = dir.path().join("server");
+        extensions.prefetch(&wanted, &server).await;
+        assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
         assert_eq!(
             extensions.install(&wanted[0], &server).await,
             ExtensionOutcome::Copied
