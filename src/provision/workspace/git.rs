@@ -355,10 +355,7 @@ mod tests {
 
         // Each clone's origin is the real repository, not the mirror.
         let clone = Repository::open(ws.join("two")).unwrap();
-        assert_eq!(
-            clone.find_remote("origin").unwrap().url(),
-            Ok(url.as_str())
-        );
+        assert_eq!(clone.find_remote("origin").unwrap().url(), Ok(url.as_str()));
         let mirrored: Vec<_> = fs::read_dir(dir.path().join("mirrors"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

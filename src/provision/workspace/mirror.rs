@@ -67,10 +67,16 @@ impl GitMirrors {
             Arc::clone(locks.entry(name.clone()).or_default())
         };
         if !is_fresh(&mirror) {
-            let _fetching = locks.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+            let _fetching = locks
+                .fetching
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             // Another clone may have fetched it while this one waited.
             if !is_fresh(&mirror) {
-                let _writing = locks.contents.write().unwrap_or_else(PoisonError::into_inner);
+                let _writing = locks
+                    .contents
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
                 self.fetch(url, &name, &mirror, options())
                     .map_err(|error| match error {
                         MirrorError::Git(e) => git_error(e),
@@ -78,7 +84,10 @@ impl GitMirrors {
                     })?;
             }
         }
-        let _reading = locks.contents.read().unwrap_or_else(PoisonError::into_inner);
+        let _reading = locks
+            .contents
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         clone_from(&mirror)
     }
 
@@ -117,8 +126,7 @@ impl GitMirrors {
         if !exists {
             fs::rename(&staging, mirror).map_err(io("cannot move into place", &staging))?;
         }
-        fs::write(mirror.join(FETCHED_MARKER), b"")
-            .map_err(io("cannot mark as fetched", mirror))
+        fs::write(mirror.join(FETCHED_MARKER), b"").map_err(io("cannot mark as fetched", mirror))
     }
 }
 
