@@ -1,6 +1,7 @@
 //! What must not happen: servers lost to a glitch of the specs directory, ports kept by
 //! stopped servers or handed out although a spec pins them, processes that escape a
-//! stop, and a delete that waits for a hanging extension install.
+//! stop, instances nobody recorded, and a delete that waits for a hanging extension
+//! install.
 
 mod common;
 
@@ -161,4 +162,43 @@ fn deleting_a_server_does_not_wait_for_a_hanging_extension_install() {
         Duration::from_secs(10),
         || processes_with("sleep 8888").is_empty().then_some(()),
     );
+}
+
+#[test]
+fn instances_no_status_recorded_are_killed_at_start() {
+    // What a devbox killed right after starting an instance leaves: processes marked
+    // as its instances, in no status file. Another devbox's instance must survive.
+    let strays = std::sync::Mutex::new(Vec::new());
+    let devbox = Devbox::start_opts(common::Options::default(), |root| {
+        let state = root.join("state");
+        for owner in [state.clone(), root.join("elsewhere")] {
+            let child = std::process::Command::new("sleep")
+                .arg("1000")
+                .env("DEVBOX_INSTANCE", format!("stray-{}", owner.display()))
+                .env("DEVBOX_INSTANCE_OF", &owner)
+                .spawn()
+                .expect("start a stray");
+            strays.lock().expect("strays").push(child);
+        }
+    });
+    let mut strays = strays.into_inner().expect("strays");
+    wait_for(
+        "the unrecorded instance to be killed",
+        Duration::from_secs(10),
+        || strays[0].try_wait().ok().flatten(),
+    );
+    assert_eq!(
+        strays[1].try_wait().expect("wait"),
+        None,
+        "another devbox's instance is left alone"
+    );
+    assert!(
+        devbox
+            .log()
+            .contains("killed an instance no status recorded"),
+        "{}",
+        devbox.log_tail()
+    );
+    let _ = strays[1].kill();
+    let _ = strays[1].wait();
 }

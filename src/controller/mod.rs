@@ -105,6 +105,16 @@ impl<R: Runtime> Controller<R> {
             })?;
         }
         let statuses = StatusStore::open(&state_dir)?;
+        // Instances started by a devbox that was killed before it could record them:
+        // no spec can claim them, and they hold ports.
+        let recorded: HashSet<String> = statuses
+            .list()
+            .into_iter()
+            .filter_map(|status| Some(status.process?.instance))
+            .collect();
+        for tag in runtime.kill_unrecorded(&reconciler::instance_owner(&state_dir), &recorded) {
+            tracing::warn!(instance = %tag, "killed an instance no status recorded (devbox had died while starting it)");
+        }
         let ports = Arc::new(PortAllocator::new(config.server.code_server_port_range));
         // Ports of processes recorded before a restart stay with them (adoption).
         for status in statuses.list() {

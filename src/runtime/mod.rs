@@ -7,6 +7,7 @@
 pub mod process;
 pub mod procfs;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,10 @@ pub struct LaunchPlan {
     pub working_dir: PathBuf,
     /// stdout and stderr are appended here.
     pub log_file: PathBuf,
+    /// Which devbox the instance belongs to (its state dir): every process of the
+    /// instance is marked with it, so that a devbox killed before it could record an
+    /// instance finds it again (see [`Runtime::kill_unrecorded`]).
+    pub owner: String,
 }
 
 /// How a process ended.
@@ -139,4 +144,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// the port for seconds). Never touches anything that is not that instance's, even
     /// if the process group id has been reused.
     fn clean_up(&self, record: &ProcessRecord) -> impl Future<Output = ()> + Send;
+
+    /// Kills every process of `owner`'s instances whose tag is not in `recorded`: an
+    /// earlier devbox started them and was killed before it could record them, so no
+    /// spec can claim them. Returns the tags of the instances killed. Blocking; for the
+    /// start of devbox, before any instance is started.
+    fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String>;
 }

@@ -7,6 +7,7 @@
 //! environment. Output goes straight to a log file, so an instance outlives a killed
 //! devbox without a broken pipe and can be adopted by the next one.
 
+use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,6 +28,8 @@ const ADOPTED_POLL: Duration = Duration::from_secs(1);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Environment variable holding an instance's unique tag.
 const INSTANCE_TAG_VAR: &str = "DEVBOX_INSTANCE";
+/// Environment variable naming the devbox an instance belongs to ([`LaunchPlan::owner`]).
+const OWNER_VAR: &str = "DEVBOX_INSTANCE_OF";
 
 #[derive(Debug, Default, Clone)]
 pub struct ProcessRuntime;
@@ -58,6 +61,7 @@ impl Runtime for ProcessRuntime {
         }
         command.envs(plan.env.iter().map(|(k, v)| (k, v)));
         command.env(INSTANCE_TAG_VAR, &instance);
+        command.env(OWNER_VAR, &plan.owner);
         let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
             program: plan.program.clone(),
             source,
@@ -101,6 +105,21 @@ impl Runtime for ProcessRuntime {
         // Only processes carrying this instance's tag: the group id may have been reused.
         signal_all(record, Scope::Tagged, Signal::SIGKILL).await;
         wait_gone(record, Scope::Tagged, KILL_WAIT).await;
+    }
+
+    fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String> {
+        let owner_entry = format!("{OWNER_VAR}={owner}");
+        let mut killed = Vec::new();
+        for (pid, tag) in procfs::tagged(INSTANCE_TAG_VAR, &owner_entry) {
+            if recorded.contains(&tag) {
+                continue;
+            }
+            // Every process of the instance carries its tag: kill each one.
+            if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() && !killed.contains(&tag) {
+                killed.push(tag);
+            }
+        }
+        killed
     }
 
     fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {

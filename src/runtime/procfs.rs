@@ -89,6 +89,30 @@ pub fn group_or_tagged(pgid: u32, tag: Option<&str>) -> Vec<u32> {
         .collect()
 }
 
+/// `(pid, value of tag_var)` of every live process whose environment holds exactly
+/// `owner_entry` (`KEY=value`) and some value of `tag_var`, from one pass over `/proc`.
+pub fn tagged(tag_var: &str, owner_entry: &str) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let tag_prefix = format!("{tag_var}=");
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat(*pid).is_some_and(|s| s.is_alive()))
+        .filter_map(|pid| {
+            let environ =
+                std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")).ok()?;
+            let mut entries = environ.split(|b| *b == 0);
+            if !entries.clone().any(|e| e == owner_entry.as_bytes()) {
+                return None;
+            }
+            let tag = entries.find_map(|e| e.strip_prefix(tag_prefix.as_bytes()))?;
+            Some((pid, String::from_utf8_lossy(tag).into_owned()))
+        })
+        .collect()
+}
+
 /// Whether process `pid`'s environment holds exactly the entry `entry` (`KEY=value`).
 pub fn environ_has(pid: u32, entry: &str) -> bool {
     std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))

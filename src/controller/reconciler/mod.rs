@@ -11,7 +11,7 @@ mod health;
 mod start;
 mod stop;
 
-pub(super) use start::installer_settings;
+pub(super) use start::{installer_settings, instance_owner};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -344,6 +344,7 @@ impl<R: Runtime> ServerTask<R> {
             env_remove: scrubbed_env(),
             working_dir: workspace.to_owned(),
             log_file: self.log_file(),
+            owner: instance_owner(self.ctx.statuses.state_dir()),
         }
     }
 
@@ -421,4 +422,12 @@ fn scrubbed_env() -> Vec<String> {
         .iter()
         .map(|s| (*s).to_owned())
         .collect()
+}
+
+/// [`LaunchPlan::owner`] of the instances of the devbox with this state dir.
+pub(in crate::controller) fn instance_owner(state_dir: &Path) -> String {
+    std::path::absolute(state_dir)
+        .unwrap_or_else(|_| state_dir.to_owned())
+        .to_string_lossy()
+        .into_owned()
 }
