@@ -83,11 +83,15 @@ impl<R: Runtime> ServerTask<R> {
             instance.record.clone(),
             spec.hash.clone(),
         );
-        // Recorded at once, with the spec it runs, so a devbox killed right now adopts it.
+        // Recorded at once, with the spec it runs, and on disk before anything else, so
+        // that a devbox killed right now adopts it. (Killed before, it finds the
+        // instance unrecorded and kills it at its next start.)
         self.set_status(|s| {
             s.process = Some(record);
             s.applied_hash = Some(hash);
         });
+        let statuses = self.ctx.statuses.clone();
+        let _ = tokio::task::spawn_blocking(move || statuses.flush()).await;
         self.instance = Some(instance);
         self.applied_hash = Some(spec.hash.clone());
         match self.wait_healthy(port, &spec).await {
