@@ -53,7 +53,7 @@ fn main() {
     );
     println!("load average: {}", common::load_average());
 
-    // `--debounce-ms N` tries another `controller.debounce` (default: devbox's, 100 ms).
+    // `--debounce-ms N` tries another `controller.debounce` (default: devbox's, 25 ms).
     let debounce = std::env::args()
         .any(|arg| arg == "--debounce-ms")
         .then(|| common::arg_number("--debounce-ms", 100));
