@@ -256,68 +256,20 @@ fn an_archive_that_lies_about_its_size_is_refused_at_upload() {
 // ---------------------------------------------------------------------------------------
 // A thousand WebSocket clients
 
-/// A `devbox serve` of our own on `devbox`'s directories and port (stop the harness's
-/// first), started with a soft open-file limit of `soft_nofile`, as a shell or a service
-/// manager may hand it; stopped when dropped.
-struct Serve {
-    child: std::process::Child,
-}
-
-impl Serve {
-    fn start(devbox: &Devbox, soft_nofile: u64) -> Self {
-        use nix::sys::resource::{Resource, getrlimit, setrlimit};
-        use std::os::unix::process::CommandExt;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(devbox.path("devbox.log"))
-            .expect("log file");
-        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        let mut command = devbox.command();
-        command
-            .arg("serve")
-            .arg("--port")
-            .arg(devbox.http_port.to_string())
-            .env("DEVBOX_LOG", "debug")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
+/// Restarts `devbox` (stopped) with a soft open-file limit of `soft_nofile`, as a shell
+/// or a service manager may hand it.
+fn restart_with_soft_nofile(devbox: &mut Devbox, soft_nofile: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    devbox.restart_with(|command| {
         // SAFETY: setrlimit is a plain system call, which is safe between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 setrlimit(Resource::RLIMIT_NOFILE, soft_nofile, hard).map_err(std::io::Error::from)
             });
         }
-        let mut serve = Self {
-            child: command.spawn().expect("start devbox"),
-        };
-        wait_for("devbox to answer /health", LIVENESS, || {
-            if let Ok(Some(status)) = serve.child.try_wait() {
-                panic!("devbox exited ({status}):\n{}", devbox.log_tail());
-            }
-            ureq::get(&devbox.url("/health")).call().ok()
-        });
-        serve
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + LIVENESS;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    });
 }
 
 /// The soft and hard "Max open files" of process `pid`.
@@ -486,8 +438,8 @@ fn a_thousand_websocket_clients_at_once_all_stream_and_devbox_stays_responsive()
     let mut devbox = Devbox::start();
     devbox.terminate();
     // A soft limit of 512, below the crowd: devbox must raise it itself.
-    let serve = Serve::start(&devbox, 512);
-    let pid = serve.pid();
+    restart_with_soft_nofile(&mut devbox, 512);
+    let pid = devbox.pid();
     // To the hard limit, or the kernel's ceiling when that is unlimited.
     let (soft, hard) = nofile_limits(pid);
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap_or_default();
@@ -600,7 +552,6 @@ fn a_thousand_websocket_clients_at_once_all_stream_and_devbox_stays_responsive()
     devbox.create(&json!({"name": "third"}));
     read_until("third");
     check("at the end");
-    drop(serve);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,6 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/common/code_server.rs"]
+mod code_server;
+// Not every bench or test binary starts code-server.
+#[allow(unused_imports)]
+pub use code_server::code_server;
+
 /// A config for benches that run instances: devbox's defaults but for the instance
 /// ports ([`INSTANCE_PORTS`], a window away from the ephemeral ports devbox's own HTTP
 /// port comes from) and no marketplace. `{http_port}` is filled in by [`Devbox::prepare`].
@@ -246,20 +252,6 @@ fn strip_ansi(line: &str) -> String {
 
 // Shared by the reaction and proxy benchmarks: real code-server, a devbox with a chosen
 // code-server binary and log filter, a graceful stop on drop, process-group guards.
-
-/// The real code-server: `DEVBOX_CODE_SERVER`, else the project-local install that
-/// `scripts/install-code-server.sh` makes; panics naming that script when neither exists.
-pub fn code_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("DEVBOX_CODE_SERVER") {
-        return PathBuf::from(path);
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/code-server/bin/code-server");
-    assert!(
-        local.exists(),
-        "code-server not found: run scripts/install-code-server.sh (or set DEVBOX_CODE_SERVER)"
-    );
-    local
-}
 
 /// A program from `PATH` (or `/usr/sbin`, `/sbin`, where Debian puts nginx), or a panic
 /// that names the script that installs it.

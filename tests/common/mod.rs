@@ -12,18 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The real code-server, installed by `scripts/install-code-server.sh`.
-pub fn code_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("DEVBOX_CODE_SERVER") {
-        return PathBuf::from(path);
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/code-server/bin/code-server");
-    assert!(
-        local.exists(),
-        "code-server not found: run scripts/test.sh (it installs code-server) or set DEVBOX_CODE_SERVER"
-    );
-    local
-}
+mod code_server;
+// Not every bench or test binary starts code-server.
+#[allow(unused_imports)]
+pub use code_server::code_server;
 
 pub fn devbox_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_devbox"))
@@ -259,21 +251,27 @@ impl Devbox {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(|_| {});
+    }
+
+    /// Starts `devbox serve` (its command changed by `configure` first) and waits until
+    /// it answers `/health`.
+    fn spawn_with(&mut self, configure: impl FnOnce(&mut Command)) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("devbox.log"))
             .expect("log file");
-        let child = self
-            .command()
+        let mut command = self.command();
+        command
             .arg("serve")
             .arg("--port")
             .arg(self.http_port.to_string())
             .env("DEVBOX_LOG", "debug")
             .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start devbox");
+            .stderr(Stdio::from(log));
+        configure(&mut command);
+        let child = command.spawn().expect("start devbox");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while ureq::get(&self.url("/health")).call().is_err() {
@@ -423,6 +421,11 @@ impl Devbox {
     /// Starts devbox again on the same directories.
     pub fn restart(&mut self) {
         self.spawn();
+    }
+
+    /// [`Self::restart`] with `configure` applied to the command first (limits, env).
+    pub fn restart_with(&mut self, configure: impl FnOnce(&mut Command)) {
+        self.spawn_with(configure);
     }
 
     pub fn log(&self) -> String {
