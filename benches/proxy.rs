@@ -9,14 +9,20 @@
 //! HTTP/1.1, WebSocket upgrades; its config and temp files live in a temp dir).
 //!
 //! For each asset — a small static file of code-server (`media/code-icon.svg`, 516 B),
-//! code-server's `workbench.css` (767 KB) and the fake backend's `/bytes/482` — and each
-//! target (direct, nginx, devbox), `wrk -t2 -c16 --latency` runs as a separate process,
-//! after a 1 s warm-up, `--rounds` times (default 2) for `--duration` seconds (default
-//! 5), the targets interleaved in a rotating order so that the load of a shared machine
-//! touches them alike. Printed per target: the means of requests/s (± half their range
-//! over the rounds), p50 and p99 latency, the ratios to direct and to nginx, the
-//! proxy's CPU use (% of one core) and wrk's error count; and the verdict against the
-//! target (devbox ≥ 1.0× nginx's requests/s and ≤ its p99), beside the original Go
+//! code-server's `workbench.css` (767 KB), the fake backend's `/bytes/482`, and
+//! code-server's `workbench.js` asked for as browsers do (`Accept-Encoding: gzip,
+//! deflate, br, zstd`: code-server compresses its 11 MB anew for every request) — and
+//! each target (direct, nginx, devbox), `wrk -t2 -c16 --latency` (`-c4` for
+//! `workbench.js`) runs as a separate process, after a 1 s warm-up, `--rounds` times
+//! (default 2) for `--duration` seconds (default 5), the targets interleaved in a
+//! rotating order so that the load of a shared machine touches them alike. devbox
+//! answers code-server's static files from its cache after the first answer; for those
+//! a fourth row, "no cache", sends the same requests with `Cache-Control: no-cache`
+//! (a hard reload), which devbox forwards to code-server: the proxy path alone. Printed
+//! per target: the means of requests/s (± half their range over the rounds), p50 and
+//! p99 latency, the ratios to direct and to nginx, the proxy's CPU use (% of one core)
+//! and wrk's error count; and the verdict against the target (devbox ≥ 1.0× nginx's
+//! requests/s and ≤ its p99), beside the original Go
 //! tool's figures. Then WebSocket messages per second to the fake backend's echo,
 //! direct, through nginx and through devbox (one connection, one 64-byte message at a
 //! time and 32 in flight), against the target (devbox ≥ 0.9× direct).
@@ -41,6 +47,10 @@ const WARM_UP: Duration = Duration::from_secs(1);
 const WS_DURATION: Duration = Duration::from_secs(3);
 const WS_MESSAGE_BYTES: usize = 64;
 const WS_WINDOW: usize = 32;
+/// What a browser's request says it accepts (Chromium's list).
+const BROWSER_ENCODINGS: &[&str] = &["Accept-Encoding: gzip, deflate, br, zstd"];
+/// A hard reload's header: devbox forwards such a request instead of using its cache.
+const NO_CACHE: &str = "Cache-Control: no-cache";
 
 /// The original Go tool's proxy, from the issue: requests/s as a share of nginx's, p99.
 struct GoFigure {
@@ -58,6 +68,21 @@ struct Asset {
     /// The devbox serving `devbox`, whose CPU use is read.
     devbox_pid: u32,
     go: Option<GoFigure>,
+    /// Request headers, the same for every target (`Accept-Encoding`, as browsers send it).
+    headers: &'static [&'static str],
+    /// wrk's connections (fewer where each answer costs the backend a lot of CPU).
+    connections: u32,
+    /// devbox answers it from its static cache: a fourth row sends the same requests
+    /// with `Cache-Control: no-cache`, which devbox forwards to the instance.
+    cached_by_devbox: bool,
+}
+
+/// One row of an asset's table: where wrk sends its load, and whose CPU is read.
+struct Target<'a> {
+    label: &'static str,
+    url: &'a str,
+    headers: Vec<&'static str>,
+    cpu: Option<Cpu>,
 }
 
 /// What wrk reports for one run.
@@ -121,13 +146,29 @@ fn main() {
     let code_server_asset = |what: &str, path: &str, go: Option<GoFigure>| Asset {
         what: format!(
             "{what} ({})",
-            size_label(&format!("http://127.0.0.1:{cs_port}/{path}"))
+            size_label(&format!("http://127.0.0.1:{cs_port}/{path}"), &[])
         ),
         direct: format!("http://127.0.0.1:{cs_port}/{path}"),
         nginx: format!("http://127.0.0.1:{nginx_port}/cs/{path}"),
         devbox: real.url(&format!("/vscode/{cs_port}/{path}")),
         devbox_pid: real.pid(),
         go,
+        headers: &[],
+        connections: 16,
+        cached_by_devbox: true,
+    };
+    let workbench_js = format!("{static_prefix}vs/code/browser/workbench/workbench.js");
+    let brotli_js = Asset {
+        what: format!(
+            "code-server workbench.js as browsers ask for it, brotli ({} compressed)",
+            size_label(
+                &format!("http://127.0.0.1:{cs_port}/{workbench_js}"),
+                BROWSER_ENCODINGS
+            )
+        ),
+        headers: BROWSER_ENCODINGS,
+        connections: 4,
+        ..code_server_asset("", &workbench_js, None)
     };
     let assets = [
         code_server_asset(
@@ -155,11 +196,15 @@ fn main() {
             devbox: fast.url(&format!("/vscode/{fast_port}/bytes/482")),
             devbox_pid: fast.pid(),
             go: None,
+            headers: &[],
+            connections: 16,
+            cached_by_devbox: false,
         },
+        brotli_js,
     ];
 
     println!(
-        "proxy: wrk -t2 -c16 -d{seconds}s --latency, {rounds} rounds per target interleaved (after a {}s warm-up), {} cores shared by load, proxy and backend",
+        "proxy: wrk -t2 -c16 -d{seconds}s --latency (-c4 for workbench.js), {rounds} rounds per target interleaved (after a {}s warm-up), {} cores shared by load, proxy and backend",
         WARM_UP.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -167,8 +212,26 @@ fn main() {
     println!("load average: {}", common::load_average());
     let mut verdicts = Vec::new();
     for asset in &assets {
-        for url in [&asset.direct, &asset.nginx, &asset.devbox] {
-            expect_ok(url);
+        // Rounds interleave the targets (in a rotating order), so that a change of the
+        // machine's load in the middle of a run touches all of them alike.
+        let target = |label, url, cpu| Target {
+            label,
+            url,
+            headers: asset.headers.to_vec(),
+            cpu,
+        };
+        let mut targets = vec![
+            target("direct", &asset.direct, None),
+            target("nginx", &asset.nginx, Some(Cpu::Group(nginx_pgid))),
+            target("devbox", &asset.devbox, Some(Cpu::Pid(asset.devbox_pid))),
+        ];
+        if asset.cached_by_devbox {
+            let mut uncached = target("no cache", &asset.devbox, Some(Cpu::Pid(asset.devbox_pid)));
+            uncached.headers.push(NO_CACHE);
+            targets.push(uncached);
+        }
+        for target in &targets {
+            expect_ok(target.url, &target.headers);
         }
         println!();
         println!("{}", asset.what);
@@ -176,28 +239,27 @@ fn main() {
             "  {:<8} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>10} {:>7}",
             "", "req/s", "±", "p50", "p99", "× direct", "× nginx", "proxy CPU", "errors"
         );
-        // Rounds interleave the three targets (in a rotating order), so that a change
-        // of the machine's load in the middle of a run touches all of them alike.
-        let targets = [
-            (&asset.direct, None),
-            (&asset.nginx, Some(Cpu::Group(nginx_pgid))),
-            (&asset.devbox, Some(Cpu::Pid(asset.devbox_pid))),
-        ];
-        for (url, _) in &targets {
-            wrk_once(&wrk, url, WARM_UP.as_secs());
+        for target in &targets {
+            wrk_once(&wrk, target, asset.connections, WARM_UP.as_secs());
         }
-        let mut samples: [Vec<Load>; 3] = Default::default();
+        let mut samples: Vec<Vec<Load>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
             for k in 0..targets.len() {
                 let i = (k + round) % targets.len();
-                let (url, cpu) = &targets[i];
-                samples[i].push(run_wrk(&wrk, url, seconds, cpu.as_ref()));
+                samples[i].push(run_wrk(&wrk, &targets[i], asset.connections, seconds));
             }
         }
-        let [direct, via_nginx, via_devbox] = samples.map(|runs| Load::mean(&runs));
-        print_row("direct", &direct, &direct, None);
-        print_row("nginx", &via_nginx, &direct, Some(&via_nginx));
-        print_row("devbox", &via_devbox, &direct, Some(&via_nginx));
+        let loads: Vec<Load> = samples.iter().map(|runs| Load::mean(runs)).collect();
+        let (direct, via_nginx, via_devbox) = (&loads[0], &loads[1], &loads[2]);
+        print_row("direct", direct, direct, None);
+        for (target, load) in targets.iter().zip(&loads).skip(1) {
+            print_row(target.label, load, direct, Some(via_nginx));
+        }
+        if asset.cached_by_devbox {
+            println!(
+                "  devbox answers it from its static cache (code-server's first answer kept); \"no cache\": the same requests with `{NO_CACHE}`, forwarded to code-server"
+            );
+        }
         let ratio = via_devbox.requests_per_sec / via_nginx.requests_per_sec;
         let meets = ratio >= 1.0 && via_devbox.p99 <= via_nginx.p99;
         println!(
@@ -401,10 +463,9 @@ fn code_server_static_prefix(port: u16) -> String {
         .unwrap_or_else(|| panic!("no link to {CSS} in code-server's page:\n{page}"))
 }
 
-/// `516 B` / `767 KB`: the size of what `url` answers.
-fn size_label(url: &str) -> String {
-    let bytes = ureq::get(url)
-        .call()
+/// `516 B` / `767 KB`: the size of what `url` answers to a request with `headers`.
+fn size_label(url: &str, headers: &[&str]) -> String {
+    let bytes = get_with(url, headers)
         .unwrap_or_else(|err| panic!("GET {url}: {err}"))
         .body_mut()
         .with_config()
@@ -419,10 +480,27 @@ fn size_label(url: &str) -> String {
     }
 }
 
-/// Panics unless `url` answers 200.
-fn expect_ok(url: &str) {
-    match ureq::get(url).call() {
-        Ok(response) if response.status() == 200 => {}
+/// A GET request for `url` with `headers` (`Name: value` lines, as wrk takes them).
+fn get_with(url: &str, headers: &[&str]) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let mut request = ureq::get(url);
+    for header in headers {
+        if let Some((name, value)) = header.split_once(':') {
+            request = request.header(name.trim(), value.trim());
+        }
+    }
+    request.call()
+}
+
+/// Panics unless `url` answers 200 to a request with `headers`, read to its end (so
+/// that devbox's cache has the answer before the runs).
+fn expect_ok(url: &str, headers: &[&str]) {
+    match get_with(url, headers) {
+        Ok(mut response) if response.status() == 200 => {
+            let body = response.body_mut().with_config().limit(64 * 1024 * 1024);
+            if let Err(err) = body.read_to_vec() {
+                panic!("GET {url}: {err}");
+            }
+        }
         Ok(response) => panic!("GET {url}: {}", response.status()),
         Err(err) => panic!("GET {url}: {err}"),
     }
@@ -466,32 +544,40 @@ fn group_members(pgid: u32) -> Vec<u32> {
 }
 
 /// Runs wrk against `url` for `seconds`, reading `cpu`'s use meanwhile, and reads its report.
-fn run_wrk(wrk: &Path, url: &str, seconds: u64, cpu: Option<&Cpu>) -> Load {
+fn run_wrk(wrk: &Path, target: &Target, connections: u32, seconds: u64) -> Load {
+    let cpu = target.cpu.as_ref();
     let cpu_before = cpu.map(Cpu::used);
     let began = Instant::now();
-    let report = wrk_once(wrk, url, seconds);
+    let report = wrk_once(wrk, target, connections, seconds);
     let elapsed = began.elapsed();
     let proxy_cpu = cpu.zip(cpu_before).map(|(cpu, before)| {
         (cpu.used().saturating_sub(before)).as_secs_f64() / elapsed.as_secs_f64() * 100.0
     });
     let mut load = parse_wrk(&report)
-        .unwrap_or_else(|| panic!("cannot read wrk's report for {url}:\n{report}"));
+        .unwrap_or_else(|| panic!("cannot read wrk's report for {}:\n{report}", target.url));
     load.proxy_cpu = proxy_cpu;
     load
 }
 
 /// One wrk run, as a separate process; its standard output.
-fn wrk_once(wrk: &Path, url: &str, seconds: u64) -> String {
-    let output = Command::new(wrk)
-        .args(["-t2", "-c16", "--latency", "--timeout", "10s"])
-        .arg(format!("-d{seconds}s"))
-        .arg(url)
+fn wrk_once(wrk: &Path, target: &Target, connections: u32, seconds: u64) -> String {
+    let mut command = Command::new(wrk);
+    command
+        .args(["-t2", "--latency", "--timeout", "10s"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"));
+    for header in &target.headers {
+        command.args(["-H", header]);
+    }
+    let output = command
+        .arg(target.url)
         .stdin(Stdio::null())
         .output()
         .expect("run wrk");
     assert!(
         output.status.success(),
-        "wrk {url}: {}\n{}",
+        "wrk {}: {}\n{}",
+        target.url,
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );

@@ -77,6 +77,10 @@ pub struct ServerSettings {
     pub api_token: Option<String>,
     /// Origins allowed by CORS (`*` for any); empty = no CORS headers.
     pub cors_allowed_origins: Vec<String>,
+    /// Memory for the proxy's shared cache of code-server's static files (the
+    /// workbench's scripts, styles and fonts, which every browser loads), in MiB;
+    /// 0 turns the cache off.
+    pub static_cache_mb: u64,
 }
 
 impl Default for ServerSettings {
@@ -91,6 +95,7 @@ impl Default for ServerSettings {
             request_timeout: HumanDuration::from_secs(300),
             api_token: None,
             cors_allowed_origins: vec!["*".into()],
+            static_cache_mb: 64,
         }
     }
 }

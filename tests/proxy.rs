@@ -1,4 +1,5 @@
-//! The reverse proxy: bytes through it equal bytes direct, WebSockets pass through,
+//! The reverse proxy: bytes through it equal bytes direct, code-server's static files
+//! come from the shared cache after the first answer, WebSockets pass through,
 //! unmanaged ports are refused without a connection, stopped servers get a 503 page,
 //! redirects and cookies keep the prefix.
 
@@ -84,6 +85,94 @@ fn static_asset_bytes_through_the_proxy_equal_direct() {
         (status, location.as_str()),
         (308, format!("/vscode/{port}/?folder=/x").as_str())
     );
+}
+
+/// A GET with `headers`: status, the `Age` header (set only by a cache) and the body.
+fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Vec<u8>) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.call().expect("request");
+    let age = response
+        .headers()
+        .get("age")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(50 * 1024 * 1024)
+        .read_to_vec()
+        .expect("body");
+    (response.status().as_u16(), age, body)
+}
+
+#[test]
+fn static_files_come_from_the_shared_cache_after_the_first_answer() {
+    let devbox = Devbox::start();
+    devbox.write_spec("ide-a", "  state: running\n");
+    devbox.write_spec("ide-b", "  state: running\n");
+    let (_, port_a) = devbox.wait_running("ide-a");
+    let (_, port_b) = devbox.wait_running("ide-b");
+    let (_, _, page) = get_with(&format!("http://127.0.0.1:{port_a}/?folder=/tmp"), &[]);
+    let page = String::from_utf8_lossy(&page);
+    let script = page
+        .split('"')
+        .find(|s| s.ends_with("workbench.js") && s.contains("/static/"))
+        .expect("the workbench page links its script")
+        .trim_start_matches("./")
+        .to_owned();
+    let brotli = [("accept-encoding", "gzip, deflate, br")];
+    let (status, _, direct) = get_with(&format!("http://127.0.0.1:{port_a}/{script}"), &brotli);
+    assert_eq!(status, 200);
+
+    // The first answer comes from the instance; every later one, through any server's
+    // prefix, from devbox's memory (with an `Age`), byte for byte the same.
+    let first = get_with(&devbox.url(&format!("/vscode/{port_a}/{script}")), &brotli);
+    assert_eq!((first.0, first.1.as_deref()), (200, None), "first answer");
+    assert!(
+        first.2 == direct,
+        "the proxied answer equals the direct one"
+    );
+    for url in [
+        devbox.url(&format!("/vscode/{port_a}/{script}")),
+        devbox.url(&format!("/vscode/{port_b}/{script}")),
+        devbox.url(&format!("/s/ide-b/{script}")),
+    ] {
+        let (status, age, body) = get_with(&url, &brotli);
+        assert_eq!(status, 200, "{url}");
+        assert!(age.is_some(), "{url} is answered from the cache");
+        assert!(
+            body == direct,
+            "{url}: the cached answer equals the direct one"
+        );
+    }
+
+    // Another encoding is another answer; a hard reload goes to the instance.
+    let (_, age, plain) = get_with(&devbox.url(&format!("/vscode/{port_b}/{script}")), &[]);
+    assert_eq!(age, None, "an uncompressed answer is not the brotli one");
+    assert!(
+        plain.len() > direct.len(),
+        "uncompressed: {} bytes",
+        plain.len()
+    );
+    let reload = [
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cache-control", "no-cache"),
+    ];
+    let (_, age, body) = get_with(&devbox.url(&format!("/vscode/{port_b}/{script}")), &reload);
+    assert_eq!(age, None, "a hard reload is not answered from the cache");
+    assert!(body == direct);
+
+    // Answers that are not build-addressed static files are never kept.
+    let health = devbox.url(&format!("/vscode/{port_a}/healthz"));
+    assert_eq!(get_with(&health, &[]).1, None);
+    assert_eq!(get_with(&health, &[]).1, None);
 }
 
 #[test]

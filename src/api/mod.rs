@@ -254,6 +254,11 @@ fn upload_limit(config: &Config) -> usize {
     usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
+fn static_cache_bytes(config: &Config) -> usize {
+    let bytes = config.server.static_cache_mb.saturating_mul(1024 * 1024);
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
 /// The OpenAPI document of every route.
 pub fn openapi() -> OpenApi {
     let mut api = base_document();
@@ -290,7 +295,7 @@ pub fn router(state: AppState) -> Router {
     let mut api_routes = app.merge(openapi_route).with_state(state.clone());
     let mut proxy = crate::proxy::router(crate::proxy::ProxyState {
         statuses: state.statuses.clone(),
-        forwarder: crate::proxy::Forwarder::default(),
+        forwarder: crate::proxy::Forwarder::new(static_cache_bytes(&state.config)),
     });
     // Without a token there is nothing to check: no layer, no work per request.
     if state.config.server.api_token.is_some() {

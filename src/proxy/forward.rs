@@ -1,6 +1,7 @@
 //! Forwarding one HTTP request to an instance and streaming the answer back, over a
-//! pool of keep-alive connections; and the header rules both forwarding and tunnels
-//! follow (RFC 9110's hop-by-hop headers, `X-Forwarded-*`).
+//! pool of keep-alive connections (or answering it from the static cache); and the
+//! header rules both forwarding and tunnels follow (RFC 9110's hop-by-hop headers,
+//! `X-Forwarded-*`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,15 +16,19 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::bad_gateway;
+use super::static_cache::StaticCache;
 
-/// Pooled HTTP/1.1 client to the instances. Cloning shares the pool.
+/// Pooled HTTP/1.1 client to the instances, and the cache of their static files.
+/// Cloning shares both.
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<HttpConnector, Body>,
+    cache: StaticCache,
 }
 
-impl Default for Forwarder {
-    fn default() -> Self {
+impl Forwarder {
+    /// A forwarder whose static cache holds at most `cache_bytes` (0: no cache).
+    pub fn new(cache_bytes: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -31,11 +36,12 @@ impl Default for Forwarder {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self { client }
+        Self {
+            client,
+            cache: StaticCache::new(cache_bytes),
+        }
     }
-}
 
-impl Forwarder {
     /// Sends `request` to the instance on `port`, with `prefix` stripped from its path.
     pub async fn forward(&self, port: u16, prefix: &str, request: Request) -> Response {
         let (mut parts, body) = request.into_parts();
@@ -43,13 +49,21 @@ impl Forwarder {
             return bad_gateway(message);
         }
         prepare_request_headers(&mut parts, false);
+        let cache_key = self.cache.key(&parts);
+        if let Some(cached) = cache_key.as_ref().and_then(|key| self.cache.get(key)) {
+            return cached;
+        }
         match self.client.request(Request::from_parts(parts, body)).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
                 rewrite_location(&mut parts.headers, prefix);
                 rewrite_cookie_paths(&mut parts.headers, prefix);
-                Response::from_parts(parts, Body::new(body))
+                let response = Response::from_parts(parts, Body::new(body));
+                match cache_key {
+                    Some(key) => self.cache.store_as_it_streams(key, response),
+                    None => response,
+                }
             }
             Err(err) => bad_gateway(format!("instance on port {port} did not answer: {err}")),
         }
