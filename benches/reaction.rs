@@ -22,7 +22,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{GroupGuard, ServingDevbox, millis, percentile};
@@ -118,45 +118,8 @@ fn main() {
 
 /// Starts code-server by hand as devbox would, times spawn → `/healthz` 200, stops it.
 fn bare_round(agent: &ureq::Agent, code_server: &Path, dir: &Path, port: u16) -> Duration {
+    let mut command = common::bare_code_server(code_server, dir, port);
     let sub = |name: &str| dir.join(name);
-    for name in [
-        "user-data",
-        "extensions",
-        "xdg-data",
-        "xdg-config",
-        "workspace",
-    ] {
-        std::fs::create_dir_all(sub(name)).expect("mkdir");
-    }
-    let config_file = sub("code-server.yaml");
-    std::fs::write(&config_file, "auth: none\ncert: false\n").expect("write config");
-    let log = std::fs::File::create(sub("code-server.log")).expect("log file");
-    let mut command = Command::new(code_server);
-    command
-        .arg("--auth")
-        .arg("none")
-        .arg("--bind-addr")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--disable-telemetry")
-        .arg("--disable-update-check")
-        .arg("--user-data-dir")
-        .arg(sub("user-data"))
-        .arg("--extensions-dir")
-        .arg(sub("extensions"))
-        .arg("--config")
-        .arg(&config_file)
-        .arg(sub("workspace"))
-        .current_dir(sub("workspace"))
-        .env("XDG_DATA_HOME", sub("xdg-data"))
-        .env("XDG_CONFIG_HOME", sub("xdg-config"))
-        .env("EXTENSIONS_GALLERY", "{}")
-        .env("VSCODE_PROXY_URI", "./proxy/{{port}}")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log);
-    for key in devbox::runtime::SCRUBBED_ENV {
-        command.env_remove(key);
-    }
     let url = format!("http://127.0.0.1:{port}/healthz");
     let began = Instant::now();
     let mut instance = GroupGuard::spawn("code-server", &mut command);

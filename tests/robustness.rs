@@ -1,7 +1,7 @@
 //! What must not happen: servers lost to a glitch of the specs directory, ports kept by
 //! stopped servers or handed out although a spec pins them, processes that escape a
-//! stop, instances nobody recorded, and a delete that waits for a hanging extension
-//! install.
+//! stop, instances nobody recorded, a delete that waits for a hanging extension
+//! install, and a server left to the next devbox with its extensions half installed.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Devbox, STARTUP, group_alive, wait_for};
+use common::{Devbox, Options, STARTUP, group_alive, healthz, wait_for};
 
 /// A code-server wrapper for fault injection: runs `prelude` (shell), then the real one.
 fn wrapper(dir: &Path, prelude: &str) -> PathBuf {
@@ -161,6 +161,52 @@ fn deleting_a_server_does_not_wait_for_a_hanging_extension_install() {
         "the installer to be killed",
         Duration::from_secs(10),
         || processes_with("sleep 8888").is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both() {
+    let fake_dir = tempfile::tempdir().expect("temp dir");
+    let code_server = wrapper(
+        fake_dir.path(),
+        "case \"$*\" in *--install-extension*) exec sleep 8889 ;; esac",
+    );
+    let mut devbox = Devbox::start_opts(
+        Options {
+            code_server: Some(code_server),
+            config: "controller:\n  on_shutdown: keep\n".into(),
+            ..Options::default()
+        },
+        |_| {},
+    );
+    devbox.write_spec("overlap", "  state: running\n  extensions: [acme.slow]\n");
+    // code-server answers on its port while its extension is still being installed…
+    let port = wait_for("code-server to boot during the install", STARTUP, || {
+        let server = devbox.server("overlap")?;
+        let port = u16::try_from(server["port"].as_u64()?).ok()?;
+        healthz(port)?;
+        (!processes_with("sleep 8889").is_empty()).then_some(port)
+    });
+    let server = devbox.server("overlap").expect("overlap");
+    assert_eq!(server["status"], "starting", "{server}");
+    // …but is not running for devbox, and the proxy lets nobody in yet.
+    assert_eq!(devbox.get(&format!("/vscode/{port}/")).status, 503);
+    let pid = devbox.status("overlap").expect("status")["process"]["pid"]
+        .as_u64()
+        .expect("the instance is recorded") as u32;
+
+    // Stopped with `on_shutdown: keep`, devbox still stops an instance whose
+    // extensions are not all in place: the next devbox starts it anew.
+    devbox.interrupt();
+    assert!(
+        !group_alive(pid),
+        "the half-provisioned instance was stopped"
+    );
+    assert!(healthz(port).is_none());
+    wait_for(
+        "the installer to be killed",
+        Duration::from_secs(10),
+        || processes_with("sleep 8889").is_empty().then_some(()),
     );
 }
 

@@ -457,3 +457,49 @@ pub fn log_line_time(line: &str) -> Option<f64> {
     let stamp = humantime::parse_rfc3339(line.split_whitespace().next()?).ok()?;
     Some(epoch_secs(stamp))
 }
+
+/// code-server started by hand as devbox starts it (the same flags and environment),
+/// with its folders, config file and log in `dir` (`code-server.log`), on `port`: the
+/// bare baseline the benches compare devbox with.
+pub fn bare_code_server(code_server: &Path, dir: &Path, port: u16) -> Command {
+    let sub = |name: &str| dir.join(name);
+    for name in [
+        "user-data",
+        "extensions",
+        "xdg-data",
+        "xdg-config",
+        "workspace",
+    ] {
+        std::fs::create_dir_all(sub(name)).expect("mkdir");
+    }
+    let config_file = sub("code-server.yaml");
+    std::fs::write(&config_file, "auth: none\ncert: false\n").expect("write config");
+    let log = std::fs::File::create(sub("code-server.log")).expect("log file");
+    let mut command = Command::new(code_server);
+    command
+        .arg("--auth")
+        .arg("none")
+        .arg("--bind-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--disable-telemetry")
+        .arg("--disable-update-check")
+        .arg("--user-data-dir")
+        .arg(sub("user-data"))
+        .arg("--extensions-dir")
+        .arg(sub("extensions"))
+        .arg("--config")
+        .arg(&config_file)
+        .arg(sub("workspace"))
+        .current_dir(sub("workspace"))
+        .env("XDG_DATA_HOME", sub("xdg-data"))
+        .env("XDG_CONFIG_HOME", sub("xdg-config"))
+        .env("EXTENSIONS_GALLERY", "{}")
+        .env("VSCODE_PROXY_URI", "./proxy/{{port}}")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log);
+    for key in devbox::runtime::SCRUBBED_ENV {
+        command.env_remove(key);
+    }
+    command
+}

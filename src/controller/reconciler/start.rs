@@ -1,6 +1,7 @@
-//! Starting a server: port, workspace, user settings, extensions, then code-server
-//! itself, until its `/healthz` answers. Every long step gives way when the spec stops
-//! wanting this start (stopped, deleted, edited) or devbox shuts down.
+//! Starting a server: port, workspace and user settings, then code-server itself while
+//! the extensions are installed, until both are done and its `/healthz` answers. Every
+//! long step gives way when the spec stops wanting this start (stopped, deleted,
+//! edited) or devbox shuts down.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +29,11 @@ enum StartOutcome {
     Healthy,
     Exited(ExitInfo),
     TimedOut,
-    /// See [`ServerTask::interrupted`].
-    Interrupted,
+    /// See [`ServerTask::interrupted`]; `provisioned` is false when the extensions
+    /// were not all installed yet.
+    Interrupted {
+        provisioned: bool,
+    },
 }
 
 impl<R: Runtime> ServerTask<R> {
@@ -94,7 +98,7 @@ impl<R: Runtime> ServerTask<R> {
         let _ = tokio::task::spawn_blocking(move || statuses.flush()).await;
         self.instance = Some(instance);
         self.applied_hash = Some(spec.hash.clone());
-        match self.wait_healthy(port, &spec).await {
+        match self.wait_ready(port, &spec).await {
             StartOutcome::Healthy => {
                 self.healthy_since = Some(Instant::now());
                 self.health_failures = 0;
@@ -129,10 +133,15 @@ impl<R: Runtime> ServerTask<R> {
                 );
                 self.fail(reason, true);
             }
-            StartOutcome::Interrupted => {
+            StartOutcome::Interrupted { provisioned } => {
                 let shutting_down = *self.ctx.shutdown.borrow();
-                if shutting_down && self.ctx.config.controller.on_shutdown == ShutdownPolicy::Keep {
-                    // Left for the next devbox to adopt, like every other server.
+                if shutting_down
+                    && provisioned
+                    && self.ctx.config.controller.on_shutdown == ShutdownPolicy::Keep
+                {
+                    // Left for the next devbox to adopt, like every other server. (One
+                    // whose extensions are not all in place is stopped, so that the
+                    // next devbox starts it anew.)
                     return;
                 }
                 self.stop("start interrupted", None).await;
@@ -181,7 +190,7 @@ impl<R: Runtime> ServerTask<R> {
         self.event(Level::Info, "start interrupted");
     }
 
-    /// Workspace, user settings and extensions: everything a start needs first.
+    /// Workspace and user settings: everything code-server needs before it starts.
     /// `Ok(None)` when the start was interrupted.
     async fn provision(&self, spec: &ServerSpec) -> Result<Option<PathBuf>, String> {
         let config = &self.ctx.config;
@@ -232,11 +241,39 @@ impl<R: Runtime> ServerTask<R> {
             Ok(Err(err)) => return Err(format!("user settings: {err}")),
             Err(err) => return Err(format!("user settings: {err}")),
         }
-
-        if !self.install_extensions(spec).await {
-            return Ok(None);
-        }
         Ok(Some(workspace))
+    }
+
+    /// Installs the extensions while code-server boots, and waits for both. code-server
+    /// reads its extensions only once a browser connects, and the proxy lets no browser
+    /// in before the server runs, so the two may overlap: a start costs the longer of
+    /// them instead of their sum.
+    async fn wait_ready(&self, port: u16, spec: &ServerSpec) -> StartOutcome {
+        let installing = self.install_extensions(spec);
+        let healthy = self.wait_healthy(port, spec);
+        tokio::pin!(installing, healthy);
+        let (mut installed, mut is_healthy) = (false, false);
+        while !(installed && is_healthy) {
+            tokio::select! {
+                completed = &mut installing, if !installed => {
+                    if !completed {
+                        return StartOutcome::Interrupted { provisioned: false };
+                    }
+                    installed = true;
+                    if !is_healthy {
+                        self.set_status(|s| s.message = Some("starting code-server".into()));
+                    }
+                }
+                outcome = &mut healthy, if !is_healthy => match outcome {
+                    StartOutcome::Healthy => is_healthy = true,
+                    StartOutcome::Interrupted { .. } => {
+                        return StartOutcome::Interrupted { provisioned: installed };
+                    }
+                    other => return other,
+                },
+            }
+        }
+        StartOutcome::Healthy
     }
 
     /// Installs the spec's extensions (the installers the cache needs at once, then one
@@ -361,7 +398,7 @@ impl<R: Runtime> ServerTask<R> {
                 return StartOutcome::Exited(exit);
             }
             if self.interrupted(spec) {
-                return StartOutcome::Interrupted;
+                return StartOutcome::Interrupted { provisioned: true };
             }
             if self
                 .ctx
