@@ -284,6 +284,9 @@ pub struct ControllerSettings {
     pub log_max_bytes: u64,
     /// Log lines kept in memory per server.
     pub log_buffer_lines: usize,
+    /// Extensions in the extension cache and git mirrors that no server has used for
+    /// this long are removed (servers keep their own copies).
+    pub cache_retention: HumanDuration,
 }
 
 impl Default for ControllerSettings {
@@ -301,6 +304,7 @@ impl Default for ControllerSettings {
             purge_workspace_on_delete: false,
             log_max_bytes: 10 * 1024 * 1024,
             log_buffer_lines: 1000,
+            cache_retention: HumanDuration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Atomic file replacement (every spec and status file devbox writes goes through here),
-//! removal that tolerates what is already gone, and cheap copies of whole trees.
+//! removal that tolerates what is already gone, cheap copies of whole trees, and marks
+//! of last use for the caches' clean-up.
 //!
 //! A reader (the spec watcher, `devbox get`, a crash-restarted controller) must only ever
 //! see the old file or the new one, never a torn write. So we write a temporary file in
@@ -7,7 +8,8 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// Replaces `path` with `contents` atomically. The parent directory must exist.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -100,9 +102,84 @@ pub fn link_tree(source: &Path, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets `path`'s modification time to now, creating it empty if needed: a mark of last
+/// use, read back by [`unused_entries`].
+pub fn touch(path: &Path) -> io::Result<()> {
+    File::options()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .set_modified(SystemTime::now())
+}
+
+/// How long ago the entry `dir` was last used: the age of its `marker` file, or of the
+/// entry itself when it has none. `None` when neither can be read.
+pub fn idle_for(dir: &Path, marker: &str) -> Option<Duration> {
+    let modified = fs::metadata(dir.join(marker))
+        .or_else(|_| fs::metadata(dir))
+        .and_then(|m| m.modified())
+        .ok()?;
+    Some(modified.elapsed().unwrap_or_default())
+}
+
+/// Whether the entry `dir` has been unused for longer than `max_age` (see [`idle_for`]).
+pub fn unused_for(dir: &Path, marker: &str, max_age: Duration) -> bool {
+    idle_for(dir, marker).is_some_and(|idle| idle > max_age)
+}
+
+/// The entries of the cache folder `dir` (name and path) unused for longer than
+/// `max_age` (see [`idle_for`]), but for those whose name starts with `skip_prefix`.
+pub fn unused_entries(
+    dir: &Path,
+    marker: &str,
+    max_age: Duration,
+    skip_prefix: &str,
+) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
+        .filter(|(name, path)| {
+            !name.starts_with(skip_prefix) && path.is_dir() && unused_for(path, marker, max_age)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_unused_by_their_marker_or_else_their_own_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(24 * 60 * 60);
+        let long_ago = SystemTime::now() - 40 * day;
+        for name in ["used", "stale", "unmarked", ".staging-x"] {
+            fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        touch(&dir.path().join("used/mark")).unwrap();
+        touch(&dir.path().join("stale/mark")).unwrap();
+        let age = |path: &str| {
+            File::open(dir.path().join(path))
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        };
+        age("stale/mark");
+        age("unmarked");
+        age(".staging-x");
+        let mut unused: Vec<String> = unused_entries(dir.path(), "mark", 30 * day, ".staging-")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        unused.sort();
+        assert_eq!(unused, ["stale", "unmarked"]);
+        // A new use makes an entry young again.
+        touch(&dir.path().join("stale/mark")).unwrap();
+        assert!(idle_for(&dir.path().join("stale"), "mark").unwrap() < day);
+    }
 
     #[test]
     fn replaces_and_leaves_no_temp_files() {

@@ -6,6 +6,7 @@
 //! serialised in its task; servers progress in parallel.
 
 pub mod decide;
+mod housekeeping;
 pub mod ports;
 pub mod reconciler;
 pub mod scan;
@@ -169,6 +170,7 @@ impl<R: Runtime> Controller<R> {
                 source,
             },
         )?);
+        tokio::spawn(housekeeping::run(self.ctx.clone()));
         tokio::spawn(self.ctx.metrics.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();
             move || statuses.filter_map_all(|s| Some((s.name.clone(), s.process.as_ref()?.pgid)))

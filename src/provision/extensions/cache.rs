@@ -10,7 +10,9 @@
 //! for [`FAILURE_MEMORY`]: the servers waiting for it fail with the same message at once.
 //!
 //! VS Code treats an installed extension's files as read-only (an update installs a new
-//! folder), which is what makes sharing them through hard links safe.
+//! folder), which is what makes sharing them through hard links safe; and it is why an
+//! entry no server has asked for in a long while can go (see [`Cache::prune`]) without
+//! touching the copies servers have.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -33,6 +35,9 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 const UNPINNED_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Prefix of an entry being installed; leftovers of an interrupted install are removed.
 const STAGING_PREFIX: &str = ".staging-";
+/// Touched in an entry each time a server gets the extension: its age is the entry's
+/// time unused.
+const USED_MARKER: &str = "devbox-used";
 
 /// Which cache entry holds an extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +136,14 @@ impl Cache {
         let entry = self.dir.join(&key.name);
         let filled = {
             let (entry, wanted, expires) = (entry.clone(), wanted.clone(), key.expires);
-            blocking(move || Ok(is_filled(&entry, &wanted, expires))).await?
+            blocking(move || {
+                let filled = is_filled(&entry, &wanted, expires);
+                if filled {
+                    mark_used(&entry);
+                }
+                Ok(filled)
+            })
+            .await?
         };
         let provided = if filled {
             Provided::Copied
@@ -157,6 +169,44 @@ impl Cache {
             .await
             .map_err(|why| format!("cannot copy it from the extension cache: {why}"))?;
         Ok(provided)
+    }
+
+    /// Removes the entries no server has been given for longer than `max_age`, each
+    /// under its lock (an install or copy of it finishes first, and makes it young
+    /// again). Servers keep their copies. Returns how many went.
+    pub(super) async fn prune(&self, max_age: Duration) -> usize {
+        let dir = self.dir.clone();
+        let candidates = blocking(move || {
+            Ok(fsutil::unused_entries(
+                &dir,
+                USED_MARKER,
+                max_age,
+                STAGING_PREFIX,
+            ))
+        })
+        .await
+        .unwrap_or_default();
+        let mut removed = 0;
+        for (name, entry) in candidates {
+            let slot = self.slot(&name);
+            let _held = slot.lock().await;
+            let outcome = blocking(move || {
+                let unused = fsutil::unused_for(&entry, USED_MARKER, max_age);
+                if unused {
+                    fsutil::remove_dir_if_exists(&entry)?;
+                }
+                Ok(unused)
+            })
+            .await;
+            match outcome {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(%err, entry = %name, "cannot remove an unused extension cache entry")
+                }
+            }
+        }
+        removed
     }
 
     fn slot(&self, name: &str) -> Arc<Mutex<Slot>> {
@@ -201,6 +251,7 @@ impl Cache {
                 }
                 fsutil::remove_dir_if_exists(&entry)?;
                 std::fs::rename(&staging, &entry)?;
+                mark_used(&entry);
                 return Ok(installed);
             }
             fsutil::remove_dir_if_exists(&staging)?;
@@ -211,6 +262,14 @@ impl Cache {
         })
         .await
         .map_err(|why| format!("cannot update the extension cache: {why}"))?
+    }
+}
+
+/// Marks `entry` as used now (for [`Cache::prune`]); a failure only makes the entry
+/// look older than it is.
+fn mark_used(entry: &Path) {
+    if let Err(err) = fsutil::touch(&entry.join(USED_MARKER)) {
+        tracing::debug!(%err, entry = %entry.display(), "cannot mark an extension cache entry used");
     }
 }
 

@@ -9,6 +9,7 @@ mod installed;
 mod installer;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -102,6 +103,12 @@ impl Extensions {
                 ExtensionOutcome::Failed(why)
             }
         }
+    }
+
+    /// Removes the cache's extensions no server has been given for longer than
+    /// `max_age`; returns how many.
+    pub async fn prune_cache(&self, max_age: Duration) -> usize {
+        self.cache.prune(max_age).await
     }
 
     /// Fills the cache with those of `extensions` that the server's `extensions_dir`
@@ -334,6 +341,50 @@ esac"#,
                 .ino(),
             "the copies share their files"
         );
+    }
+
+    #[tokio::test]
+    async fn entries_unused_for_long_are_pruned_and_servers_keep_their_copies() {
+        let (dir, log, extensions) = with_fake_installer(1);
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        let (kept, dropped) = (marketplace("kept.one"), marketplace("dropped.one"));
+        for extension in [&kept, &dropped] {
+            extensions.install(extension, &one).await;
+        }
+        let day = Duration::from_secs(24 * 60 * 60);
+        assert_eq!(extensions.prune_cache(day).await, 0, "all used just now");
+        let cache = dir.path().join("cache");
+        for entry in [
+            "marketplace-kept.one@latest",
+            "marketplace-dropped.one@latest",
+        ] {
+            fs::File::options()
+                .append(true)
+                .open(cache.join(entry).join("devbox-used"))
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - 2 * day)
+                .unwrap();
+        }
+        // A server given `kept.one` now makes its entry young again.
+        assert_eq!(
+            extensions.install(&kept, &two).await,
+            ExtensionOutcome::Copied
+        );
+        assert_eq!(extensions.prune_cache(day).await, 1);
+        assert!(cache.join("marketplace-kept.one@latest").is_dir());
+        assert!(!cache.join("marketplace-dropped.one@latest").exists());
+        let copy = one.join("dropped.one-1.0.0/out/main.js");
+        assert_eq!(
+            fs::read_to_string(copy).unwrap(),
+            "code\n",
+            "the server's copy stays"
+        );
+        // The next server that wants it gets it installed again.
+        assert_eq!(
+            extensions.install(&dropped, &two).await,
+            ExtensionOutcome::Installed
+        );
+        assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
     }
 
     #[tokio::test]

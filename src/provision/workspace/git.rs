@@ -366,6 +366,32 @@ mod tests {
             "one mirror, no staging left: {mirrored:?}"
         );
         no_leftovers(&ws, &["one", "two", "three"]);
+
+        // A mirror used a moment ago stays; one unused for longer than the limit goes,
+        // and the workspaces cloned from it keep working.
+        let day = Duration::from_secs(24 * 60 * 60);
+        assert_eq!(mirrors.prune(day), 0);
+        let marker = dir
+            .path()
+            .join("mirrors")
+            .join(&mirrored[0])
+            .join("devbox-fetched");
+        fs::File::options()
+            .append(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * day)
+            .unwrap();
+        assert_eq!(mirrors.prune(day), 1);
+        assert_eq!(fs::read_dir(dir.path().join("mirrors")).unwrap().count(), 0);
+        let clone = Repository::open(ws.join("two")).unwrap();
+        assert_eq!(clone.head().unwrap().peel_to_commit().unwrap().id(), dev);
+        assert!(
+            clone.statuses(None).unwrap().is_empty(),
+            "its objects are its own"
+        );
+        through_mirror(None, &ws.join("four")).unwrap();
+        assert_eq!(head_commit(&ws.join("four")), later, "fetched anew");
     }
 
     #[test]

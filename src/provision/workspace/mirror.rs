@@ -8,7 +8,9 @@
 //! again before the next clone. One repository's mirror is fetched under a write lock and
 //! cloned from under a read lock, so clones never see a fetch half done. Clones that find
 //! the mirror stale queue on a separate lock to fetch it, not as writers: a queue of
-//! writers would let clones run only one at a time.
+//! writers would let clones run only one at a time. A mirror no clone has used for a
+//! long while is removed ([`GitMirrors::prune`]); workspaces do not need it (their
+//! objects are their own hard links).
 
 use std::collections::HashMap;
 use std::fs;
@@ -89,6 +91,39 @@ impl GitMirrors {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         clone_from(&mirror)
+    }
+
+    /// Removes the mirrors no clone has used for longer than `max_age` (each under its
+    /// locks, so no clone or fetch of it is under way); returns how many. Blocking.
+    pub fn prune(&self, max_age: Duration) -> usize {
+        let mut removed = 0;
+        for (name, mirror) in
+            fsutil::unused_entries(&self.dir, FETCHED_MARKER, max_age, ".staging-")
+        {
+            let locks = {
+                let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+                Arc::clone(locks.entry(name.clone()).or_default())
+            };
+            let _fetching = locks
+                .fetching
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let _writing = locks
+                .contents
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            // A clone may have fetched it while this waited.
+            if !fsutil::unused_for(&mirror, FETCHED_MARKER, max_age) {
+                continue;
+            }
+            match fsutil::remove_dir_if_exists(&mirror) {
+                Ok(()) => removed += 1,
+                Err(err) => {
+                    tracing::warn!(%err, mirror = %mirror.display(), "cannot remove an unused git mirror")
+                }
+            }
+        }
+        removed
     }
 
     /// Fetches every branch and tag of `url` into its mirror (made first when missing,
