@@ -27,7 +27,7 @@
 //! direct, through nginx and through devbox (one connection, one 64-byte message at a
 //! time and 32 in flight), against the target (devbox ≥ 0.9× direct).
 //!
-//! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`); about two
+//! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`); about four
 //! minutes with the defaults. Needs code-server (`scripts/install-code-server.sh`, or
 //! `DEVBOX_CODE_SERVER`) and nginx and wrk (`scripts/install-bench-deps.sh`).
 
