@@ -17,27 +17,46 @@ fn fake_code_server() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_code_server.py")
 }
 
+/// A GET (redirects not followed): status, body and `Location`.
 fn get(url: &str) -> (u16, Vec<u8>, String) {
+    let (status, headers, body) = get_with(url, &[]);
+    let location = headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, body, location)
+}
+
+/// A GET with `headers` (redirects not followed): status, headers and body.
+fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, ureq::http::HeaderMap, Vec<u8>) {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .build()
         .new_agent();
-    let mut response = agent.get(url).call().expect("request");
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.call().expect("request");
     let body = response
         .body_mut()
         .with_config()
         .limit(50 * 1024 * 1024)
         .read_to_vec()
         .expect("body");
-    (status, body, location)
+    (response.status().as_u16(), response.headers().clone(), body)
+}
+
+/// A GET with `headers`: status, the `Age` header (set only by a cache) and the body.
+fn get_cached(url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Vec<u8>) {
+    let (status, headers, body) = get_with(url, headers);
+    let age = headers
+        .get("age")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, age, body)
 }
 
 #[test]
@@ -87,31 +106,6 @@ fn static_asset_bytes_through_the_proxy_equal_direct() {
     );
 }
 
-/// A GET with `headers`: status, the `Age` header (set only by a cache) and the body.
-fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Vec<u8>) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut request = agent.get(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let mut response = request.call().expect("request");
-    let age = response
-        .headers()
-        .get("age")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(50 * 1024 * 1024)
-        .read_to_vec()
-        .expect("body");
-    (response.status().as_u16(), age, body)
-}
-
 #[test]
 fn static_files_come_from_the_shared_cache_after_the_first_answer() {
     let devbox = Devbox::start();
@@ -119,7 +113,7 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
     devbox.write_spec("ide-b", "  state: running\n");
     let (_, port_a) = devbox.wait_running("ide-a");
     let (_, port_b) = devbox.wait_running("ide-b");
-    let (_, _, page) = get_with(&format!("http://127.0.0.1:{port_a}/?folder=/tmp"), &[]);
+    let (_, _, page) = get_cached(&format!("http://127.0.0.1:{port_a}/?folder=/tmp"), &[]);
     let page = String::from_utf8_lossy(&page);
     let script = page
         .split('"')
@@ -128,12 +122,12 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
         .trim_start_matches("./")
         .to_owned();
     let brotli = [("accept-encoding", "gzip, deflate, br")];
-    let (status, _, direct) = get_with(&format!("http://127.0.0.1:{port_a}/{script}"), &brotli);
+    let (status, _, direct) = get_cached(&format!("http://127.0.0.1:{port_a}/{script}"), &brotli);
     assert_eq!(status, 200);
 
     // The first answer comes from the instance; every later one, through any server's
     // prefix, from devbox's memory (with an `Age`), byte for byte the same.
-    let first = get_with(&devbox.url(&format!("/vscode/{port_a}/{script}")), &brotli);
+    let first = get_cached(&devbox.url(&format!("/vscode/{port_a}/{script}")), &brotli);
     assert_eq!((first.0, first.1.as_deref()), (200, None), "first answer");
     assert!(
         first.2 == direct,
@@ -144,7 +138,7 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
         devbox.url(&format!("/vscode/{port_b}/{script}")),
         devbox.url(&format!("/s/ide-b/{script}")),
     ] {
-        let (status, age, body) = get_with(&url, &brotli);
+        let (status, age, body) = get_cached(&url, &brotli);
         assert_eq!(status, 200, "{url}");
         assert!(age.is_some(), "{url} is answered from the cache");
         assert!(
@@ -154,7 +148,7 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
     }
 
     // Another encoding is another answer; a hard reload goes to the instance.
-    let (_, age, plain) = get_with(&devbox.url(&format!("/vscode/{port_b}/{script}")), &[]);
+    let (_, age, plain) = get_cached(&devbox.url(&format!("/vscode/{port_b}/{script}")), &[]);
     assert_eq!(age, None, "an uncompressed answer is not the brotli one");
     assert!(
         plain.len() > direct.len(),
@@ -165,14 +159,14 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
         ("accept-encoding", "gzip, deflate, br"),
         ("cache-control", "no-cache"),
     ];
-    let (_, age, body) = get_with(&devbox.url(&format!("/vscode/{port_b}/{script}")), &reload);
+    let (_, age, body) = get_cached(&devbox.url(&format!("/vscode/{port_b}/{script}")), &reload);
     assert_eq!(age, None, "a hard reload is not answered from the cache");
     assert!(body == direct);
 
     // Answers that are not build-addressed static files are never kept.
     let health = devbox.url(&format!("/vscode/{port_a}/healthz"));
-    assert_eq!(get_with(&health, &[]).1, None);
-    assert_eq!(get_with(&health, &[]).1, None);
+    assert_eq!(get_cached(&health, &[]).1, None);
+    assert_eq!(get_cached(&health, &[]).1, None);
 }
 
 #[test]
