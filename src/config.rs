@@ -285,7 +285,7 @@ pub struct ControllerSettings {
     /// Log lines kept in memory per server.
     pub log_buffer_lines: usize,
     /// Extensions in the extension cache and git mirrors that no server has used for
-    /// this long are removed (servers keep their own copies).
+    /// this long are removed (servers keep their own copies); `0s` keeps them forever.
     pub cache_retention: HumanDuration,
 }
 

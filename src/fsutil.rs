@@ -112,14 +112,18 @@ pub fn touch(path: &Path) -> io::Result<()> {
         .set_modified(SystemTime::now())
 }
 
-/// How long ago the entry `dir` was last used: the age of its `marker` file, or of the
-/// entry itself when it has none. `None` when neither can be read.
+/// How long ago the entry `dir` was last used: the age of its `marker` file. An entry
+/// without one (made before markers were kept) gets one now and counts as just used.
+/// `None` when the marker can be neither read nor made.
 pub fn idle_for(dir: &Path, marker: &str) -> Option<Duration> {
-    let modified = fs::metadata(dir.join(marker))
-        .or_else(|_| fs::metadata(dir))
-        .and_then(|m| m.modified())
-        .ok()?;
-    Some(modified.elapsed().unwrap_or_default())
+    let marker = dir.join(marker);
+    match fs::metadata(&marker).and_then(|m| m.modified()) {
+        Ok(modified) => Some(modified.elapsed().unwrap_or_default()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            touch(&marker).ok().map(|()| Duration::ZERO)
+        }
+        Err(_) => None,
+    }
 }
 
 /// Whether the entry `dir` has been unused for longer than `max_age` (see [`idle_for`]).
@@ -127,8 +131,13 @@ pub fn unused_for(dir: &Path, marker: &str, max_age: Duration) -> bool {
     idle_for(dir, marker).is_some_and(|idle| idle > max_age)
 }
 
+/// Prefix an entry is renamed to before it is removed: a removal cut short (devbox
+/// killed) leaves a folder by that name, never a half-removed entry under its own.
+const REMOVING_PREFIX: &str = ".removing-";
+
 /// The entries of the cache folder `dir` (name and path) unused for longer than
 /// `max_age` (see [`idle_for`]), but for those whose name starts with `skip_prefix`.
+/// Removals an earlier run left unfinished are finished first.
 pub fn unused_entries(
     dir: &Path,
     marker: &str,
@@ -138,13 +147,39 @@ pub fn unused_entries(
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    entries
+    let mut unused = Vec::new();
+    for (name, path) in entries
         .flatten()
         .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
-        .filter(|(name, path)| {
-            !name.starts_with(skip_prefix) && path.is_dir() && unused_for(path, marker, max_age)
-        })
-        .collect()
+    {
+        if name.starts_with(REMOVING_PREFIX) {
+            if let Err(err) = remove_dir_if_exists(&path) {
+                tracing::warn!(%err, path = %path.display(), "cannot finish removing a cache entry");
+            }
+        } else if !name.starts_with(skip_prefix)
+            && path.is_dir()
+            && unused_for(&path, marker, max_age)
+        {
+            unused.push((name, path));
+        }
+    }
+    unused
+}
+
+/// Removes the cache entry `entry`: renamed out of the way first (see
+/// [`REMOVING_PREFIX`]), then deleted.
+pub fn remove_entry(entry: &Path) -> io::Result<()> {
+    let name = entry
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an entry needs a name"))?;
+    let mut doomed = std::ffi::OsString::from(REMOVING_PREFIX);
+    doomed.push(name);
+    let doomed = entry.with_file_name(doomed);
+    match fs::rename(entry, &doomed) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        result => result?,
+    }
+    remove_dir_if_exists(&doomed)
 }
 
 #[cfg(test)]
@@ -152,33 +187,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_are_unused_by_their_marker_or_else_their_own_age() {
+    fn entries_are_unused_by_their_marker_and_removed_out_of_the_way() {
         let dir = tempfile::tempdir().unwrap();
         let day = Duration::from_secs(24 * 60 * 60);
         let long_ago = SystemTime::now() - 40 * day;
-        for name in ["used", "stale", "unmarked", ".staging-x"] {
+        for name in ["used", "stale", "unmarked", ".staging-x", ".removing-y"] {
             fs::create_dir(dir.path().join(name)).unwrap();
         }
-        touch(&dir.path().join("used/mark")).unwrap();
-        touch(&dir.path().join("stale/mark")).unwrap();
-        let age = |path: &str| {
-            File::open(dir.path().join(path))
+        for marked in ["used/mark", "stale/mark", ".staging-x/mark"] {
+            touch(&dir.path().join(marked)).unwrap();
+        }
+        for old in ["stale/mark", ".staging-x/mark", "unmarked"] {
+            File::open(dir.path().join(old))
                 .unwrap()
                 .set_modified(long_ago)
                 .unwrap();
-        };
-        age("stale/mark");
-        age("unmarked");
-        age(".staging-x");
-        let mut unused: Vec<String> = unused_entries(dir.path(), "mark", 30 * day, ".staging-")
-            .into_iter()
-            .map(|(name, _)| name)
+        }
+        let unused = unused_entries(dir.path(), "mark", 30 * day, ".staging-");
+        let names: Vec<&str> = unused.iter().map(|(name, _)| name.as_str()).collect();
+        // An old entry without a marker (from before markers) gets one: used now.
+        assert_eq!(names, ["stale"]);
+        assert!(dir.path().join("unmarked/mark").is_file());
+        assert!(
+            !dir.path().join(".removing-y").exists(),
+            "an unfinished removal is finished"
+        );
+        remove_entry(&unused[0].1).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        unused.sort();
-        assert_eq!(unused, ["stale", "unmarked"]);
-        // A new use makes an entry young again.
-        touch(&dir.path().join("stale/mark")).unwrap();
-        assert!(idle_for(&dir.path().join("stale"), "mark").unwrap() < day);
+        left.sort();
+        assert_eq!(left, [".staging-x", "unmarked", "used"]);
+        remove_entry(&dir.path().join("stale")).unwrap();
     }
 
     #[test]

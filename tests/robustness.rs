@@ -211,6 +211,37 @@ fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both
 }
 
 #[test]
+fn an_instance_that_dies_while_its_extensions_install_fails_the_start() {
+    let fake_dir = tempfile::tempdir().expect("temp dir");
+    let code_server = wrapper(
+        fake_dir.path(),
+        "case \"$*\" in *--install-extension*) exec sleep 8887 ;; esac",
+    );
+    let devbox = Devbox::start_with(code_server, |_| {});
+    devbox.write_spec("dies", "  state: running\n  extensions: [acme.slow]\n");
+    let port = wait_for("code-server to boot during the install", STARTUP, || {
+        let port = u16::try_from(devbox.server("dies")?["port"].as_u64()?).ok()?;
+        healthz(port).map(|_| port)
+    });
+    let pid = devbox.status("dies").expect("status")["process"]["pid"]
+        .as_u64()
+        .expect("the instance is recorded") as i32;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the instance");
+    // The test config allows installs 60 s: the start must not wait for that to notice.
+    wait_for("the start to fail", Duration::from_secs(10), || {
+        devbox
+            .log()
+            .contains("code-server exited during start")
+            .then_some(())
+    });
+    assert!(healthz(port).is_none());
+}
+
+#[test]
 fn instances_no_status_recorded_are_killed_at_start() {
     // What a devbox killed right after starting an instance leaves: processes marked
     // as its instances, in no status file. Another devbox's instance must survive.

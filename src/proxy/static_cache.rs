@@ -5,15 +5,17 @@
 //! brotli-compressed `workbench.js` (11 MB, 3 MB compressed) costs it about 0.7 s of
 //! CPU, for every browser that opens the IDE. The path names the build, so the answer
 //! is the same from every instance of that code-server: the first answer is kept here
-//! (keyed by path, query and the request's `Accept-Encoding`, the only header the
+//! (keyed by path, `Host` and the request's `Accept-Encoding`, the only header the
 //! answer varies on) and every later browser, of any server, gets it from memory.
 //!
-//! Only what HTTP lets a shared cache keep is kept: `200` answers to plain `GET`s that
-//! say `public` with a `max-age`, carry no `Set-Cookie`, vary on nothing but
-//! `Accept-Encoding`, and fit the per-entry limit; they are kept for their `max-age`.
-//! A request with a validator (`If-None-Match`, `If-Modified-Since`), a `Range`, an
-//! `Authorization` or `Cache-Control: no-cache` (a hard reload) goes to the instance.
-//! The least recently used entries leave when the total passes the configured size.
+//! Only what HTTP lets a shared cache keep is kept: `200` answers to plain `GET`s
+//! (without a query) that say `public` with a `max-age` (or `s-maxage`), carry no
+//! `Set-Cookie`, vary on nothing but `Accept-Encoding`, arrive whole and fit the
+//! per-entry limit; they are kept for that lifetime. A request with a validator
+//! (`If-None-Match`, `If-Modified-Since`), a `Range`, an `Authorization`, `Pragma` or
+//! `Cache-Control: no-cache`, `no-store` or `max-age=0` (a reload) goes to the
+//! instance. The least recently used entries leave when the total passes the
+//! configured size, and at most a few answers are recorded at once.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -29,12 +31,17 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 /// The largest single answer kept: a fifth of the cache, at most 16 MiB (the biggest
 /// file of the workbench, `workbench.js`, is 11 MB uncompressed).
 const MAX_ENTRY_BYTES: usize = 16 << 20;
+/// Answers recorded at once, at most: each holds up to an entry's size until it ends.
+const MAX_RECORDINGS: usize = 8;
 
-/// What identifies one cached answer.
+/// What identifies one cached answer: the path, the `Host` the browser used (the same
+/// for every server behind one devbox; a different one reaches something else, e.g.
+/// code-server's `--proxy-domain` apps), and every `Accept-Encoding` line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    path_and_query: String,
-    accept_encoding: Option<HeaderValue>,
+    path: String,
+    host: Option<HeaderValue>,
+    accept_encoding: Vec<HeaderValue>,
 }
 
 struct Entry {
@@ -76,13 +83,15 @@ impl StaticCache {
     }
 
     /// The key for a request (already retargeted at the instance), when its answer may
-    /// come from or go into the cache.
+    /// come from or go into the cache: a plain `GET` of a build-addressed file without
+    /// a query (the workbench asks for none; with one, anyone could fill the cache with
+    /// copies of one file).
     pub fn key(&self, parts: &request::Parts) -> Option<CacheKey> {
-        if self.capacity == 0 || parts.method != Method::GET {
-            return None;
-        }
-        let path_and_query = parts.uri.path_and_query()?.as_str();
-        if !is_build_addressed(parts.uri.path()) {
+        if self.capacity == 0
+            || parts.method != Method::GET
+            || parts.uri.query().is_some()
+            || !is_build_addressed(parts.uri.path())
+        {
             return None;
         }
         let headers = &parts.headers;
@@ -91,15 +100,24 @@ impl StaticCache {
             header::IF_NONE_MATCH,
             header::IF_MODIFIED_SINCE,
             header::AUTHORIZATION,
+            header::PRAGMA,
         ]
         .iter()
         .any(|name| headers.contains_key(name))
-            || directives(headers.get_all(header::CACHE_CONTROL))
-                .any(|(name, _)| name.eq_ignore_ascii_case("no-cache"))
-            || headers.contains_key(header::PRAGMA);
+            || directives(headers.get_all(header::CACHE_CONTROL)).any(|(name, value)| {
+                // A hard reload, or a client that wants nothing older than now.
+                name.eq_ignore_ascii_case("no-cache")
+                    || name.eq_ignore_ascii_case("no-store")
+                    || (name.eq_ignore_ascii_case("max-age") && value == Some("0"))
+            });
         (!bypass).then(|| CacheKey {
-            path_and_query: path_and_query.to_owned(),
-            accept_encoding: headers.get(header::ACCEPT_ENCODING).cloned(),
+            path: parts.uri.path().to_owned(),
+            host: headers.get(header::HOST).cloned(),
+            accept_encoding: headers
+                .get_all(header::ACCEPT_ENCODING)
+                .iter()
+                .cloned()
+                .collect(),
         })
     }
 
@@ -135,8 +153,11 @@ impl StaticCache {
         let Some(fresh_for) = storable_for(&response, self.max_entry) else {
             return response;
         };
-        if !self.lock().recording.insert(key.clone()) {
-            return response;
+        {
+            let mut entries = self.lock();
+            if entries.recording.len() >= MAX_RECORDINGS || !entries.recording.insert(key.clone()) {
+                return response;
+            }
         }
         let (parts, body) = response.into_parts();
         let recording = Recording {
@@ -145,6 +166,7 @@ impl StaticCache {
             status: parts.status,
             headers: parts.headers.clone(),
             fresh_for,
+            expected_size: content_length(&parts.headers),
             chunks: Vec::new(),
             size: 0,
         };
@@ -211,25 +233,35 @@ fn storable_for(response: &Response<Body>, max_entry: usize) -> Option<Duration>
     }
     let varies_on_more = directives(headers.get_all(header::VARY))
         .any(|(name, _)| !name.eq_ignore_ascii_case("accept-encoding"));
-    let too_big = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|length| length > max_entry);
+    let too_big = content_length(headers).is_some_and(|length| length > max_entry);
     if varies_on_more || too_big {
         return None;
     }
-    let mut public = false;
-    let mut max_age = None;
+    let seconds = |value: Option<&str>| value?.trim_matches('"').parse::<u64>().ok();
+    let (mut public, mut max_age, mut shared_max_age) = (false, None, None);
     for (name, value) in directives(headers.get_all(header::CACHE_CONTROL)) {
         match name.to_ascii_lowercase().as_str() {
             "public" => public = true,
-            "max-age" => max_age = value.and_then(|v| v.trim_matches('"').parse::<u64>().ok()),
+            "max-age" => max_age = seconds(value),
+            // For shared caches, `s-maxage` overrides `max-age`.
+            "s-maxage" => shared_max_age = seconds(value),
             "private" | "no-store" | "no-cache" => return None,
             _ => {}
         }
     }
-    let max_age = max_age.filter(|&secs| public && secs > 0)?;
-    Some(Duration::from_secs(max_age))
+    // What an earlier cache on the way already spent of it.
+    let age = seconds(headers.get(header::AGE).and_then(|v| v.to_str().ok())).unwrap_or(0);
+    let lifetime = shared_max_age.or(max_age)?.checked_sub(age)?;
+    (public && lifetime > 0).then(|| Duration::from_secs(lifetime))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The comma-separated `name[=value]` items of a list header (`Cache-Control`, `Vary`).
@@ -255,6 +287,9 @@ struct Recording {
     status: StatusCode,
     headers: HeaderMap,
     fresh_for: Duration,
+    /// `Content-Length`: a body that ends shorter (the instance closed the connection
+    /// early) is not kept.
+    expected_size: Option<usize>,
     chunks: Vec<Bytes>,
     size: usize,
 }
@@ -268,11 +303,15 @@ impl Recording {
     }
 
     fn finish(&mut self) {
-        let chunks = std::mem::take(&mut self.chunks);
-        let body = match chunks.len() {
-            1 => chunks.into_iter().next().unwrap_or_default(),
-            _ => Bytes::from(chunks.concat()),
-        };
+        if self
+            .expected_size
+            .is_some_and(|expected| expected != self.size)
+        {
+            return;
+        }
+        // One copy of its own: a chunk as received shares (and would keep alive) the
+        // whole buffer it was read into.
+        let body = Bytes::from(std::mem::take(&mut self.chunks).concat());
         let entry = Entry {
             status: self.status,
             headers: std::mem::take(&mut self.headers),
@@ -355,11 +394,15 @@ mod tests {
     }
 
     fn answer(headers: &[(&str, &str)], body: &'static str) -> Response<Body> {
+        answer_with(headers, Body::from(body))
+    }
+
+    fn answer_with(headers: &[(&str, &str)], body: Body) -> Response<Body> {
         let mut builder = Response::builder().status(200);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        builder.body(Body::from(body)).unwrap()
+        builder.body(body).unwrap()
     }
 
     const IMMUTABLE: (&str, &str) = ("cache-control", "public, max-age=31536000");
@@ -374,8 +417,8 @@ mod tests {
     fn only_plain_gets_of_build_addressed_files_have_a_key() {
         let cache = StaticCache::new(1 << 20);
         assert!(cache.key(&request(SCRIPT, &[])).is_some());
-        assert!(cache.key(&request(&format!("{SCRIPT}?v=1"), &[])).is_some());
         for path in [
+            &format!("{SCRIPT}?v=1"),
             "/static/out/workbench.js",
             "/stable-xyz123456/static/a.js",
             "/stable-409c64e0df4d/out/a.js",
@@ -388,7 +431,9 @@ mod tests {
             ("if-none-match", "W/\"1\""),
             ("if-modified-since", "Sat, 28 Nov 2026 21:25:26 GMT"),
             ("authorization", "Basic eDp5"),
-            ("cache-control", "max-age=0, no-cache"),
+            ("cache-control", "no-cache"),
+            ("cache-control", "max-age=0"),
+            ("cache-control", "no-store"),
             ("pragma", "no-cache"),
         ] {
             assert!(
@@ -400,10 +445,16 @@ mod tests {
         post.method = Method::POST;
         assert!(cache.key(&post).is_none());
         assert!(StaticCache::new(0).key(&request(SCRIPT, &[])).is_none());
-        // The encodings a client accepts are part of the key.
-        assert_ne!(
-            cache.key(&request(SCRIPT, &[("accept-encoding", "br")])),
-            cache.key(&request(SCRIPT, &[]))
+        // The encodings a client accepts (every line of them) and its `Host` are part
+        // of the key.
+        let key = |headers: &[(&str, &str)]| cache.key(&request(SCRIPT, headers)).unwrap();
+        let gzip = ("accept-encoding", "gzip");
+        assert_ne!(key(&[gzip]), key(&[]));
+        assert_ne!(key(&[gzip, ("accept-encoding", "br")]), key(&[gzip]));
+        assert_ne!(key(&[("host", "a.example")]), key(&[("host", "b.example")]));
+        assert_eq!(
+            key(&[gzip, ("host", "a.example")]),
+            key(&[("host", "a.example"), gzip])
         );
     }
 
@@ -420,6 +471,7 @@ mod tests {
         );
         for refused in [
             vec![("cache-control", "public, max-age=0")],
+            vec![("cache-control", "public, max-age=60"), ("age", "60")],
             vec![("cache-control", "max-age=600")],
             vec![("cache-control", "public")],
             vec![("cache-control", "public, max-age=600, no-store")],
@@ -474,6 +526,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_streamed_answer_is_kept_only_when_it_arrives_whole() {
+        let cache = StaticCache::new(1 << 20);
+        let key = cache.key(&request(SCRIPT, &[])).unwrap();
+        let chunked = |chunks: Vec<&'static str>| {
+            let stream = futures_util::stream::iter(
+                chunks
+                    .into_iter()
+                    .map(|chunk| Ok::<_, std::io::Error>(Bytes::from(chunk))),
+            );
+            answer_with(&[IMMUTABLE], Body::from_stream(stream))
+        };
+        // The client reads one piece of three, then goes away.
+        let response = cache.store_as_it_streams(key.clone(), chunked(vec!["a", "b", "c"]));
+        let mut body = response.into_body();
+        assert!(body.frame().await.is_some());
+        drop(body);
+        assert!(cache.get(&key).is_none(), "a partial answer is not kept");
+        // Shorter than its Content-Length (the instance closed early): not kept either.
+        let short = answer_with(
+            &[IMMUTABLE, ("content-length", "9")],
+            Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                Bytes::from("abc"),
+            )])),
+        );
+        pass(&cache, &key, short).await;
+        assert!(cache.get(&key).is_none(), "a truncated answer is not kept");
+        // Read to its end, in pieces of unknown total length: kept whole.
+        assert_eq!(
+            pass(&cache, &key, chunked(vec!["a", "b", "c"])).await,
+            "abc"
+        );
+        let cached = cache.get(&key).expect("kept");
+        assert_eq!(
+            cached.into_body().collect().await.unwrap().to_bytes(),
+            "abc"
+        );
+    }
+
+    #[tokio::test]
     async fn one_recording_per_file_at_a_time() {
         let cache = StaticCache::new(1 << 20);
         let key = cache.key(&request(SCRIPT, &[])).unwrap();
@@ -491,7 +582,7 @@ mod tests {
             "first"
         );
         // An abandoned recording frees its key.
-        let other = cache.key(&request(&format!("{SCRIPT}?v=2"), &[])).unwrap();
+        let other = cache.key(&request(&format!("{SCRIPT}.map"), &[])).unwrap();
         drop(cache.store_as_it_streams(other.clone(), answer(&[IMMUTABLE], "lost")));
         pass(&cache, &other, answer(&[IMMUTABLE], "again")).await;
         assert!(cache.get(&other).is_some());
@@ -501,11 +592,7 @@ mod tests {
     async fn stale_answers_leave_and_the_least_recently_used_go_first() {
         // Entries of 10 bytes: five fit, and none is over a fifth of the cache.
         let cache = StaticCache::new(50);
-        let key = |n: u32| {
-            cache
-                .key(&request(&format!("{SCRIPT}?n={n}"), &[]))
-                .unwrap()
-        };
+        let key = |n: u32| cache.key(&request(&format!("{SCRIPT}{n}"), &[])).unwrap();
         for n in 0..5 {
             pass(&cache, &key(n), answer(&[IMMUTABLE], "0123456789")).await;
         }

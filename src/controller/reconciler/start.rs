@@ -18,12 +18,14 @@ use crate::provision::{
 };
 use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime};
 use crate::spec::ServerSpec;
-use crate::status::{ExtensionStatus, Phase, rfc3339};
+use crate::status::{ExtensionStatus, Phase, ServerStatus, rfc3339};
 
 /// How long this server's own previous port may stay unbindable after a stop.
 const OWN_PORT_GRACE: Duration = Duration::from_secs(5);
 /// Pause between `/healthz` probes while an instance starts.
 const START_POLL: Duration = Duration::from_millis(25);
+/// How often a healthy instance still waiting for its extensions is checked for an exit.
+const EXIT_POLL: Duration = Duration::from_millis(250);
 
 enum StartOutcome {
     Healthy,
@@ -179,13 +181,7 @@ impl<R: Runtime> ServerTask<R> {
             s.phase = Phase::Stopped;
             s.message = Some("start interrupted".into());
             s.port = pinned;
-            for result in s
-                .extension_results
-                .iter_mut()
-                .filter(|r| r.state == "pending")
-            {
-                result.state = "skipped".into();
-            }
+            skip_pending_extensions(s);
         });
         self.event(Level::Info, "start interrupted");
     }
@@ -249,6 +245,14 @@ impl<R: Runtime> ServerTask<R> {
     /// in before the server runs, so the two may overlap: a start costs the longer of
     /// them instead of their sum.
     async fn wait_ready(&self, port: u16, spec: &ServerSpec) -> StartOutcome {
+        let outcome = self.race_installs_and_boot(port, spec).await;
+        if !matches!(outcome, StartOutcome::Healthy) {
+            self.set_status(skip_pending_extensions);
+        }
+        outcome
+    }
+
+    async fn race_installs_and_boot(&self, port: u16, spec: &ServerSpec) -> StartOutcome {
         let installing = self.install_extensions(spec);
         let healthy = self.wait_healthy(port, spec);
         tokio::pin!(installing, healthy);
@@ -271,6 +275,12 @@ impl<R: Runtime> ServerTask<R> {
                     }
                     other => return other,
                 },
+                // Healthy, still installing: an instance that dies meanwhile ends the start.
+                () = tokio::time::sleep(EXIT_POLL), if is_healthy => {
+                    if let Some(exit) = self.instance.as_ref().and_then(Instance::exit_status) {
+                        return StartOutcome::Exited(exit);
+                    }
+                }
             }
         }
         StartOutcome::Healthy
@@ -414,6 +424,17 @@ impl<R: Runtime> ServerTask<R> {
             }
             tokio::time::sleep(START_POLL).await;
         }
+    }
+}
+
+/// Extensions a start left uninstalled (it was interrupted or failed) are `skipped`.
+fn skip_pending_extensions(status: &mut ServerStatus) {
+    for result in status
+        .extension_results
+        .iter_mut()
+        .filter(|r| r.state == "pending")
+    {
+        result.state = "skipped".into();
     }
 }
 

@@ -193,7 +193,7 @@ impl Cache {
             let outcome = blocking(move || {
                 let unused = fsutil::unused_for(&entry, USED_MARKER, max_age);
                 if unused {
-                    fsutil::remove_dir_if_exists(&entry)?;
+                    fsutil::remove_entry(&entry)?;
                 }
                 Ok(unused)
             })

@@ -116,7 +116,7 @@ impl GitMirrors {
             if !fsutil::unused_for(&mirror, FETCHED_MARKER, max_age) {
                 continue;
             }
-            match fsutil::remove_dir_if_exists(&mirror) {
+            match fsutil::remove_entry(&mirror) {
                 Ok(()) => removed += 1,
                 Err(err) => {
                     tracing::warn!(%err, mirror = %mirror.display(), "cannot remove an unused git mirror")
