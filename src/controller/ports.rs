@@ -234,9 +234,16 @@ fn is_bindable(port: u16) -> bool {
 mod tests {
     use super::*;
 
-    /// A range of `n` ports that were free a moment ago.
+    /// A range of `n` ports that were free a moment ago: its own for each call (tests run
+    /// in parallel, and one holds a port of its range on purpose), spread by the pid
+    /// over test processes, and below the kernel's ephemeral ports (32768 and up), which
+    /// any outgoing connection may take at any moment.
     fn free_range(n: u16) -> PortRange {
-        for start in (40000..60000).step_by(97) {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let base = 22_000 + (std::process::id() % 50) as u16 * 100;
+        for _ in 0..100 {
+            let start = base + NEXT.fetch_add(n, Ordering::Relaxed) % 5_000;
             if (start..start + n).all(is_bindable) {
                 return PortRange {
                     start,
