@@ -109,7 +109,31 @@ fn converges_after_kills_of_instances_and_of_devbox_under_api_load() {
 
     let converged = wait_until_converged(&devbox, Duration::from_secs(240));
     if let Err(why) = converged {
-        panic!("not converged: {why}\n{}", devbox.log_tail());
+        // The server the mismatch names (`name`), with everything devbox logged of it.
+        let named: Vec<String> = why
+            .split('`')
+            .nth(1)
+            .map(|name| {
+                // Not a longer name that starts with it (`api-02` in `api-025`).
+                let names_it = |line: &str| {
+                    line.match_indices(name).any(|(at, _)| {
+                        !line[at + name.len()..]
+                            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+                    })
+                };
+                devbox
+                    .log()
+                    .lines()
+                    .filter(|line| names_it(line) && !line.contains("idle connection"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "not converged: {why}\n{}\n--- its log lines:\n{}",
+            devbox.log_tail(),
+            named.join("\n")
+        );
     }
     devbox.assert_specs_valid();
 }

@@ -112,6 +112,44 @@ fn ports_return_to_the_pool_and_pinned_ports_stay_reserved() {
 }
 
 #[test]
+fn a_create_right_after_a_restart_never_takes_a_port_a_spec_file_pins() {
+    // Many spec files, so that reading them all takes a while after a restart.
+    let mut devbox = Devbox::start_opts(
+        Options {
+            ports: 2,
+            ..Options::default()
+        },
+        |root| {
+            for n in 0..1000 {
+                let spec = format!(
+                    "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: filler-{n:04}\nspec:\n  state: stopped\n"
+                );
+                std::fs::write(root.join(format!("specs/filler-{n:04}.yaml")), spec)
+                    .expect("write a spec");
+            }
+        },
+    );
+    let pinned = devbox.port_start;
+    devbox.write_spec("pinner", &format!("  state: stopped\n  port: {pinned}\n"));
+    devbox.wait_status("pinner", "stopped");
+    devbox.kill9();
+    devbox.restart();
+    // At once: the API must know the pins of every spec file before it takes a port.
+    let created = devbox.post_json("/servers", &serde_json::json!({"name": "fresh"}));
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created: serde_json::Value = serde_json::from_str(&created.text).expect("json");
+    let port = created["data"]["port"]
+        .as_u64()
+        .or_else(|| created["port"].as_u64())
+        .unwrap_or_else(|| panic!("no port in {created}"));
+    assert_eq!(
+        port,
+        u64::from(pinned) + 1,
+        "the new server took the other port, not the pinned one"
+    );
+}
+
+#[test]
 fn processes_that_leave_the_group_are_stopped_too() {
     let fake_dir = tempfile::tempdir().expect("temp dir");
     // Like a VS Code terminal: a process in its own session, outside the launcher's group.

@@ -123,6 +123,21 @@ impl<R: Runtime> Controller<R> {
                 ports.claim(&status.name, port);
             }
         }
+        // The API pins ports for new specs as soon as it serves, so the ports the spec
+        // files already pin must be known before: a create right after a restart took
+        // the port of a stopped server whose file the first scan had not read yet.
+        let mut scan_cache = scan::ScanCache::default();
+        match scan::scan(
+            &config.controller.specs_dir,
+            &config,
+            &mut scan_cache,
+            |port| ports.owner(port),
+        ) {
+            Ok(desired) => ports.set_pinned(scan::pinned_ports(&desired), |name| {
+                desired.contains_key(name)
+            }),
+            Err(err) => tracing::warn!(%err, "cannot read the specs directory yet"),
+        }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Context {
             logs: LogHub::new(
@@ -148,7 +163,7 @@ impl<R: Runtime> Controller<R> {
             ctx: Arc::new(ctx),
             servers: HashMap::new(),
             missing: HashMap::new(),
-            scan_cache: scan::ScanCache::default(),
+            scan_cache,
             shutdown_tx,
         })
     }
