@@ -103,15 +103,25 @@ impl Devbox {
                 }
             }
         });
-        let devbox = Self {
+        let mut devbox = Self {
             root,
             http_port,
             child,
             log,
         };
-        wait_for("devbox to answer /health", Duration::from_secs(30), || {
-            ureq::get(&devbox.url("/health")).call().ok().map(|_| ())
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ureq::get(&devbox.url("/health")).call().is_err() {
+            if let Ok(Some(status)) = devbox.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                let log: Vec<String> = devbox.log.try_iter().collect();
+                panic!("devbox exited during start ({status}):\n{}", log.join("\n"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for devbox to answer /health"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         devbox
     }
 
@@ -161,12 +171,14 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// Where devbox's own HTTP port (and nginx's) comes from: below the kernel's ephemeral
+/// ports (32768 and up), which the benches' own client connections cycle through, so
+/// that none of them takes the port while devbox restarts on it.
+pub const HTTP_PORTS: std::ops::RangeInclusive<u16> = 23000..=27999;
+
+/// A loopback port in [`HTTP_PORTS`] nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    free_port_in(HTTP_PORTS, &[])
 }
 
 /// The `p`-th percentile (0–100) of `samples`, by nearest rank.
