@@ -143,37 +143,36 @@ fn main() {
     let nginx_pgid = nginx.pid();
 
     let static_prefix = code_server_static_prefix(cs_port);
-    let code_server_asset = |what: &str, path: &str, go: Option<GoFigure>| Asset {
-        what: format!(
-            "{what} ({})",
-            size_label(&format!("http://127.0.0.1:{cs_port}/{path}"), &[])
-        ),
-        direct: format!("http://127.0.0.1:{cs_port}/{path}"),
-        nginx: format!("http://127.0.0.1:{nginx_port}/cs/{path}"),
-        devbox: real.url(&format!("/vscode/{cs_port}/{path}")),
-        devbox_pid: real.pid(),
-        go,
-        headers: &[],
-        connections: 16,
-        cached_by_devbox: true,
-    };
-    let workbench_js = format!("{static_prefix}vs/code/browser/workbench/workbench.js");
+    // `what` is labelled with the size of the answer to a request with `headers`.
+    let code_server_asset =
+        |what: &str, path: &str, headers: &'static [&'static str], go: Option<GoFigure>| {
+            let direct = format!("http://127.0.0.1:{cs_port}/{path}");
+            Asset {
+                what: format!("{what} ({})", size_label(&direct, headers)),
+                direct,
+                nginx: format!("http://127.0.0.1:{nginx_port}/cs/{path}"),
+                devbox: real.url(&format!("/vscode/{cs_port}/{path}")),
+                devbox_pid: real.pid(),
+                go,
+                headers,
+                connections: 16,
+                cached_by_devbox: true,
+            }
+        };
     let brotli_js = Asset {
-        what: format!(
-            "code-server workbench.js as browsers ask for it, brotli ({} compressed)",
-            size_label(
-                &format!("http://127.0.0.1:{cs_port}/{workbench_js}"),
-                BROWSER_ENCODINGS
-            )
-        ),
-        headers: BROWSER_ENCODINGS,
         connections: 4,
-        ..code_server_asset("", &workbench_js, None)
+        ..code_server_asset(
+            "code-server workbench.js as browsers ask for it, brotli",
+            &format!("{static_prefix}vs/code/browser/workbench/workbench.js"),
+            BROWSER_ENCODINGS,
+            None,
+        )
     };
     let assets = [
         code_server_asset(
             "code-server static file media/code-icon.svg",
             &format!("{static_prefix}media/code-icon.svg"),
+            &[],
             Some(GoFigure {
                 ratio_to_nginx: 0.3,
                 p99_ms: 25.0,
@@ -183,6 +182,7 @@ fn main() {
         code_server_asset(
             "code-server workbench.css",
             &format!("{static_prefix}vs/code/browser/workbench/workbench.css"),
+            &[],
             Some(GoFigure {
                 ratio_to_nginx: 0.19,
                 p99_ms: 180.0,

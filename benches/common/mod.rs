@@ -112,8 +112,11 @@ impl Devbox {
         let deadline = Instant::now() + Duration::from_secs(30);
         while ureq::get(&devbox.url("/health")).call().is_err() {
             if let Ok(Some(status)) = devbox.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                let log: Vec<String> = devbox.log.try_iter().collect();
+                // The reader thread ends (and the channel closes) at the end of stdout.
+                let mut log = Vec::new();
+                while let Ok(line) = devbox.log.recv_timeout(Duration::from_secs(1)) {
+                    log.push(line);
+                }
                 panic!("devbox exited during start ({status}):\n{}", log.join("\n"));
             }
             assert!(

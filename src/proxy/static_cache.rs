@@ -397,6 +397,14 @@ mod tests {
         answer_with(headers, Body::from(body))
     }
 
+    /// A body of `chunks`, one frame each, of no known length.
+    fn streamed(chunks: &[&'static str]) -> Body {
+        let frames = chunks
+            .iter()
+            .map(|chunk| Ok::<_, std::io::Error>(Bytes::from_static(chunk.as_bytes())));
+        Body::from_stream(futures_util::stream::iter(frames.collect::<Vec<_>>()))
+    }
+
     fn answer_with(headers: &[(&str, &str)], body: Body) -> Response<Body> {
         let mut builder = Response::builder().status(200);
         for (name, value) in headers {
@@ -529,34 +537,19 @@ mod tests {
     async fn a_streamed_answer_is_kept_only_when_it_arrives_whole() {
         let cache = StaticCache::new(1 << 20);
         let key = cache.key(&request(SCRIPT, &[])).unwrap();
-        let chunked = |chunks: Vec<&'static str>| {
-            let stream = futures_util::stream::iter(
-                chunks
-                    .into_iter()
-                    .map(|chunk| Ok::<_, std::io::Error>(Bytes::from(chunk))),
-            );
-            answer_with(&[IMMUTABLE], Body::from_stream(stream))
-        };
+        let chunked = |chunks: &[&'static str]| answer_with(&[IMMUTABLE], streamed(chunks));
         // The client reads one piece of three, then goes away.
-        let response = cache.store_as_it_streams(key.clone(), chunked(vec!["a", "b", "c"]));
+        let response = cache.store_as_it_streams(key.clone(), chunked(&["a", "b", "c"]));
         let mut body = response.into_body();
         assert!(body.frame().await.is_some());
         drop(body);
         assert!(cache.get(&key).is_none(), "a partial answer is not kept");
         // Shorter than its Content-Length (the instance closed early): not kept either.
-        let short = answer_with(
-            &[IMMUTABLE, ("content-length", "9")],
-            Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
-                Bytes::from("abc"),
-            )])),
-        );
+        let short = answer_with(&[IMMUTABLE, ("content-length", "9")], streamed(&["abc"]));
         pass(&cache, &key, short).await;
         assert!(cache.get(&key).is_none(), "a truncated answer is not kept");
         // Read to its end, in pieces of unknown total length: kept whole.
-        assert_eq!(
-            pass(&cache, &key, chunked(vec!["a", "b", "c"])).await,
-            "abc"
-        );
+        assert_eq!(pass(&cache, &key, chunked(&["a", "b", "c"])).await, "abc");
         let cached = cache.get(&key).expect("kept");
         assert_eq!(
             cached.into_body().collect().await.unwrap().to_bytes(),
