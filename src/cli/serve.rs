@@ -14,7 +14,7 @@ use crate::runtime::process::ProcessRuntime;
 pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     init_tracing();
     raise_open_file_limit();
-    set_git_network_timeouts(&config);
+    configure_libgit2(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -131,7 +131,12 @@ fn raise_open_file_limit() {
 /// A git server that accepts the connection and then stalls would hang a clone forever:
 /// the clone's own deadline only fires while data flows. libgit2's socket timeouts
 /// cover the rest.
-fn set_git_network_timeouts(config: &Config) {
+/// libgit2's process-wide settings: network timeouts, and no hash check of every object
+/// read. Workspaces are checked out of devbox's own mirrors, whose objects were hashed
+/// when they were fetched; the check on read (as `git` itself does not do) was a tenth
+/// of devbox's CPU in a 30-seat workshop (`benches/workshop.rs`, under `perf`).
+fn configure_libgit2(config: &Config) {
+    git2::opts::strict_hash_verification(false);
     let read_ms =
         i32::try_from(config.ui.workspace.git_timeout.get().as_millis()).unwrap_or(i32::MAX);
     // SAFETY: libgit2 keeps these in unsynchronised globals; this runs before the async
