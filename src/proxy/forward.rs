@@ -87,6 +87,10 @@ pub(super) fn retarget(parts: &mut request::Parts, port: u16, prefix: &str) -> R
     Ok(())
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Removes hop-by-hop headers and sets `X-Forwarded-For/Proto/Host`. The browser's
 /// `Host` is kept (and copied to `X-Forwarded-Host`): code-server checks WebSocket
 /// origins against it.
@@ -99,21 +103,21 @@ pub(super) fn prepare_request_headers(parts: &mut request::Parts, upgrade: bool)
     strip_hop_by_hop(headers, upgrade);
     strip_devbox_credentials(headers);
     if let Some(ip) = client {
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {ip}"),
-            None => ip.to_string(),
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {ip}")),
+            None => HeaderValue::from_str(&ip.to_string()),
         };
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-            headers.insert("x-forwarded-for", value);
+        if let Ok(value) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !headers.contains_key("x-forwarded-host")
+    if !headers.contains_key(&X_FORWARDED_HOST)
         && let Some(host) = headers.get(header::HOST).cloned()
     {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
@@ -151,9 +155,28 @@ fn strip_devbox_credentials(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers that are about one connection only (RFC 9110 §7.6.1), besides `Connection`
+/// and `Upgrade` and whatever `Connection` names.
+const CONNECTION_SPECIFIC: [HeaderName; 5] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
 /// RFC 9110 §7.6.1: `Connection`, the headers it names, and the connection-specific
 /// ones. A WebSocket handshake keeps `Connection: upgrade` and `Upgrade`.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one look at each name, no removals.
+    let any_hop_by_hop = headers.keys().any(|name| {
+        *name == header::CONNECTION
+            || *name == header::UPGRADE
+            || CONNECTION_SPECIFIC.contains(name)
+    });
+    if !any_hop_by_hop {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -165,13 +188,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-    ] {
+    for name in &CONNECTION_SPECIFIC {
         headers.remove(name);
     }
     if !upgrade {
@@ -261,6 +278,18 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn each_connection_specific_header_goes_even_alone() {
+        for name in &CONNECTION_SPECIFIC {
+            let mut headers = HeaderMap::new();
+            headers.insert(name.clone(), HeaderValue::from_static("x"));
+            headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            strip_hop_by_hop(&mut headers, false);
+            assert!(!headers.contains_key(name), "{name} stayed");
+            assert!(headers.contains_key(header::ACCEPT));
+        }
     }
 
     #[test]
