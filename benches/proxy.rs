@@ -27,8 +27,9 @@
 //! direct, through nginx and through devbox (one connection, one 64-byte message at a
 //! time and 32 in flight), against the target (devbox ≥ 0.9× direct).
 //!
-//! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`); about four
-//! minutes with the defaults. Needs code-server (`scripts/install-code-server.sh`, or
+//! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`; `-- --only fast`
+//! runs only the rows whose title holds `fast`, and `-- --only websocket` the
+//! WebSocket part); about four minutes with the defaults. Needs code-server (`scripts/install-code-server.sh`, or
 //! `DEVBOX_CODE_SERVER`) and nginx and wrk (`scripts/install-bench-deps.sh`).
 
 mod common;
@@ -210,8 +211,13 @@ fn main() {
     );
     println!("nginx: worker_processes auto, keep-alive upstreams; devbox: release build");
     println!("load average: {}", common::load_average());
+    let only = common::arg_text("--only").map(|text| text.to_lowercase());
+    let chosen = |title: &str| {
+        only.as_ref()
+            .is_none_or(|text| title.to_lowercase().contains(text))
+    };
     let mut verdicts = Vec::new();
-    for asset in &assets {
+    for asset in assets.iter().filter(|asset| chosen(&asset.what)) {
         // Rounds interleave the targets (in a rotating order), so that a change of the
         // machine's load in the middle of a run touches all of them alike.
         let target = |label, url, cpu| Target {
@@ -280,9 +286,43 @@ fn main() {
         verdicts.push((asset.what.clone(), meets));
     }
 
+    let websocket_title = "WebSocket echo of the fast backend";
+    let ws_meets = chosen(websocket_title).then(|| {
+        let devbox_url = format!("ws://127.0.0.1:{}/vscode/{fast_port}/", fast.http_port);
+        websocket_echo(websocket_title, fast_port, nginx_port, &devbox_url, rounds)
+    });
+
+    println!();
+    println!("summary against the targets:");
+    for (what, meets) in verdicts {
+        println!("  {what}: {}", if meets { "meets" } else { "MISSES" });
+    }
+    if let Some(ws_meets) = ws_meets {
+        println!(
+            "  WebSocket messages/s: {}",
+            if ws_meets { "meets" } else { "MISSES" }
+        );
+    }
+
+    println!("load average: {}", common::load_average());
+    drop(nginx);
+    drop(fast);
+    drop(real);
+}
+
+/// Messages per second of the WebSocket echo, direct, through nginx and through devbox
+/// (`devbox_url`), one at a time and [`WS_WINDOW`] in flight; prints them and returns
+/// whether devbox meets its target.
+fn websocket_echo(
+    title: &str,
+    fast_port: u16,
+    nginx_port: u16,
+    devbox_url: &str,
+    rounds: usize,
+) -> bool {
     println!();
     println!(
-        "WebSocket echo of the fast backend, {WS_MESSAGE_BYTES}-byte text messages, one connection, {} s per target and mode in {rounds} rounds",
+        "{title}, {WS_MESSAGE_BYTES}-byte text messages, one connection, {} s per target and mode in {rounds} rounds",
         WS_DURATION.as_secs()
     );
     println!(
@@ -292,10 +332,7 @@ fn main() {
     let ws_urls = [
         ("direct", format!("ws://127.0.0.1:{fast_port}/")),
         ("nginx", format!("ws://127.0.0.1:{nginx_port}/fast/")),
-        (
-            "devbox",
-            format!("ws://127.0.0.1:{}/vscode/{fast_port}/", fast.http_port),
-        ),
+        ("devbox", devbox_url.to_owned()),
     ];
     // Interleaved like the HTTP runs: `rounds` rounds of a share of WS_DURATION each.
     let share = WS_DURATION / rounds as u32;
@@ -330,21 +367,7 @@ fn main() {
             "MISSES target"
         }
     );
-
-    println!();
-    println!("summary against the targets:");
-    for (what, meets) in verdicts {
-        println!("  {what}: {}", if meets { "meets" } else { "MISSES" });
-    }
-    println!(
-        "  WebSocket messages/s: {}",
-        if ws_meets { "meets" } else { "MISSES" }
-    );
-
-    println!("load average: {}", common::load_average());
-    drop(nginx);
-    drop(fast);
-    drop(real);
+    ws_meets
 }
 
 /// A devbox running `code_server` with one running server `name` pinned to `port`;

@@ -437,15 +437,20 @@ pub fn free_port_in(range: std::ops::RangeInclusive<u16>, taken: &[u16]) -> u16 
 
 /// The integer after `--name` on the command line, or `default`.
 pub fn arg_number(name: &str, default: u64) -> u64 {
+    arg_text(name).map_or(default, |value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} wants a number, not `{value}`"))
+    })
+}
+
+/// The value after `name` on the command line (`--only websocket`), if given.
+#[allow(dead_code)] // Not every bench takes a text argument.
+pub fn arg_text(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.windows(2)
         .find(|pair| pair[0] == name)
-        .map(|pair| {
-            pair[1]
-                .parse()
-                .unwrap_or_else(|_| panic!("{name} wants a number, not `{}`", pair[1]))
-        })
-        .unwrap_or(default)
+        .map(|pair| pair[1].clone())
 }
 
 /// The machine's load averages (1, 5, 15 minutes), as `/proc/loadavg` has them: the
