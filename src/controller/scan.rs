@@ -28,6 +28,10 @@ pub enum Desired {
 /// Whether `path` is a spec file the controller reads (`*.yaml` / `*.yml`, not hidden:
 /// atomic writers create dot-prefixed temporary files beside their target).
 pub fn is_spec_file(path: &Path) -> bool {
+    has_spec_name(path) && path.is_file()
+}
+
+fn has_spec_name(path: &Path) -> bool {
     let hidden = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -36,7 +40,7 @@ pub fn is_spec_file(path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     );
-    !hidden && yaml && path.is_file()
+    !hidden && yaml
 }
 
 /// Every spec file under `dir`, sorted (not recursive: one directory of servers). Any
@@ -45,8 +49,19 @@ pub fn is_spec_file(path: &Path) -> bool {
 pub fn spec_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if is_spec_file(&path) {
+        let entry = entry?;
+        let path = entry.path();
+        if !has_spec_name(&path) {
+            continue;
+        }
+        // The entry's own type costs no system call; a symlink (or a filesystem that
+        // does not say) is followed.
+        let is_file = match entry.file_type() {
+            Ok(kind) if kind.is_file() => true,
+            Ok(kind) if kind.is_dir() => false,
+            _ => path.is_file(),
+        };
+        if is_file {
             files.push(path);
         }
     }
@@ -232,6 +247,25 @@ mod tests {
             "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}"
         );
         std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
+    }
+
+    #[test]
+    fn spec_files_are_regular_or_linked_yaml_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "plain", "  port: 8020\n");
+        std::fs::create_dir(dir.path().join("folder.yaml")).unwrap();
+        std::fs::write(dir.path().join(".hidden.yaml"), "junk").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        write(elsewhere.path(), "linked", "  port: 8021\n");
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("linked.yaml"),
+            dir.path().join("linked.yml"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("dangling.yaml")).unwrap();
+        let files = spec_files(dir.path()).unwrap();
+        let names: Vec<_> = files.iter().filter_map(|f| f.file_name()).collect();
+        assert_eq!(names, ["linked.yml", "plain.yaml"]);
     }
 
     #[test]
