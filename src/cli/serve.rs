@@ -128,13 +128,14 @@ fn raise_open_file_limit() {
     }
 }
 
-/// A git server that accepts the connection and then stalls would hang a clone forever:
-/// the clone's own deadline only fires while data flows. libgit2's socket timeouts
-/// cover the rest.
-/// libgit2's process-wide settings: network timeouts, and no hash check of every object
-/// read. Workspaces are checked out of devbox's own mirrors, whose objects were hashed
-/// when they were fetched; the check on read (as `git` itself does not do) was a tenth
-/// of devbox's CPU in a 30-seat workshop (`benches/workshop.rs`, under `perf`).
+/// libgit2's process-wide settings.
+///
+/// - Network timeouts: a git server that accepts the connection and then stalls would
+///   hang a clone forever, as the clone's own deadline only fires while data flows.
+/// - No hash check of every object read: workspaces are checked out of devbox's own
+///   mirrors, whose objects were hashed when they were fetched. The check on read
+///   (which `git` itself does not do) was a tenth of devbox's CPU in a 30-seat
+///   workshop (`benches/workshop.rs`, under `perf`).
 fn configure_libgit2(config: &Config) {
     git2::opts::strict_hash_verification(false);
     let read_ms =
