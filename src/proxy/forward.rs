@@ -1,43 +1,32 @@
-//! Forwarding one HTTP request to an instance and streaming the answer back, over a
-//! pool of keep-alive connections (or answering it from the static cache); and the
-//! header rules both forwarding and tunnels follow (RFC 9110's hop-by-hop headers,
+//! Forwarding one HTTP request to an instance and streaming the answer back, over
+//! keep-alive connections (or answering it from the static cache); and the header
+//! rules both forwarding and tunnels follow (RFC 9110's hop-by-hop headers,
 //! `X-Forwarded-*`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Uri, request};
 use axum::response::Response;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::backend::Backends;
 use super::bad_gateway;
 use super::static_cache::StaticCache;
 
-/// Pooled HTTP/1.1 client to the instances, and the cache of their static files.
+/// The keep-alive connections to the instances, and the cache of their static files.
 /// Cloning shares both.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Body>,
+    backends: Backends,
     cache: StaticCache,
 }
 
 impl Forwarder {
     /// A forwarder whose static cache holds at most `cache_bytes` (0: no cache).
     pub fn new(cache_bytes: usize) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Self {
-            client,
+            backends: Backends::default(),
             cache: StaticCache::new(cache_bytes),
         }
     }
@@ -53,13 +42,17 @@ impl Forwarder {
         if let Some(cached) = cache_key.as_ref().and_then(|key| self.cache.get(key)) {
             return cached;
         }
-        match self.client.request(Request::from_parts(parts, body)).await {
+        match self
+            .backends
+            .send(port, Request::from_parts(parts, body))
+            .await
+        {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
                 rewrite_location(&mut parts.headers, prefix);
                 rewrite_cookie_paths(&mut parts.headers, prefix);
-                let response = Response::from_parts(parts, Body::new(body));
+                let response = Response::from_parts(parts, body);
                 match cache_key {
                     Some(key) => self.cache.store_as_it_streams(key, response),
                     None => response,
@@ -70,20 +63,25 @@ impl Forwarder {
     }
 }
 
-/// Points the request at `127.0.0.1:<port>`, without `prefix`, keeping the query.
+/// Points the request at the instance on `port`: its path without `prefix` (the query
+/// kept), in the origin form an HTTP/1.1 request line carries, and a `Host` when the
+/// client sent none.
 pub(super) fn retarget(parts: &mut request::Parts, port: u16, prefix: &str) -> Result<(), String> {
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let rest = path_and_query
         .strip_prefix(prefix)
         .unwrap_or(path_and_query);
-    let rest = if rest.starts_with('/') {
-        rest.to_owned()
+    let uri = if rest.starts_with('/') {
+        rest.parse::<Uri>()
     } else {
-        format!("/{rest}")
+        format!("/{rest}").parse::<Uri>()
     };
-    parts.uri = format!("http://127.0.0.1:{port}{rest}")
-        .parse::<Uri>()
-        .map_err(|err| format!("bad request path: {err}"))?;
+    parts.uri = uri.map_err(|err| format!("bad request path: {err}"))?;
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(&format!("127.0.0.1:{port}"))
+    {
+        parts.headers.insert(header::HOST, host);
+    }
     Ok(())
 }
 
@@ -263,6 +261,7 @@ fn with_prefixed_path(cookie: &str, prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
 
     #[test]
     fn hop_by_hop_headers_go_and_named_ones_too() {
@@ -333,14 +332,15 @@ mod tests {
             .unwrap();
         let (mut parts, _) = request.into_parts();
         retarget(&mut parts, 8010, "/vscode/8010").unwrap();
-        assert_eq!(parts.uri, "http://127.0.0.1:8010/static/a.js?v=1");
+        assert_eq!(parts.uri, "/static/a.js?v=1");
+        assert_eq!(parts.headers[header::HOST], "127.0.0.1:8010");
         let request = Request::builder()
             .uri("/vscode/8010/")
             .body(Body::empty())
             .unwrap();
         let (mut parts, _) = request.into_parts();
         retarget(&mut parts, 8010, "/vscode/8010").unwrap();
-        assert_eq!(parts.uri, "http://127.0.0.1:8010/");
+        assert_eq!(parts.uri, "/");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! no connection is attempted (so the proxy cannot be used to reach other services on
 //! the host). A managed server that is not running answers 503 with a page that says
 //! so. Requests and responses stream through (nothing is buffered whole), over pooled
-//! keep-alive HTTP/1.1 connections; code-server's build-addressed static files are
+//! keep-alive HTTP/1.1 connections (`backend`); code-server's build-addressed static files are
 //! also kept in a shared cache (`static_cache`); WebSocket upgrades become raw byte
 //! tunnels.
 
+mod backend;
 mod forward;
 mod static_cache;
 mod tunnel;

@@ -35,11 +35,6 @@ pub async fn upgrade(port: u16, prefix: &str, mut request: Request) -> Response 
         return bad_gateway(message);
     }
     prepare_request_headers(&mut parts, true);
-    // An HTTP/1 request line carries the path only.
-    parts.uri = parts.uri.path_and_query().map_or_else(
-        || "/".parse().unwrap_or_default(),
-        |pq| pq.as_str().parse().unwrap_or_default(),
-    );
     let stream = match TcpStream::connect(("127.0.0.1", port)).await {
         Ok(stream) => stream,
         Err(err) => {

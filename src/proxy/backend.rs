@@ -1,0 +1,296 @@
+//! Keep-alive HTTP/1.1 connections to the instances, kept per port.
+//!
+//! A request takes the most recently used idle connection to its port (or opens one),
+//! and the connection goes back when the answer's body has been read to its end. That
+//! is all a proxy to loopback instances needs, and it costs less per request than a
+//! general client pool: no pool key to hash, no task spawned per request to wait for
+//! the connection to become idle (measured by `benches/proxy.rs`, fast backend).
+//!
+//! code-server (Node) closes a keep-alive connection after 5 s idle. Connections idle
+//! for longer than [`IDLE_FOR_AT_MOST`] are not used again, and a request a closed
+//! connection refused before sending anything goes out on another one.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Shorter than Node's 5 s keep-alive timeout, so that a request seldom meets a
+/// connection the instance is closing at that moment.
+const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(4);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept per port; more are closed.
+const IDLE_PER_PORT: usize = 256;
+
+/// Why a request did not get an answer from the instance.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("cannot connect: no answer within {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout,
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// The idle connections of every port. Cloning shares them.
+#[derive(Clone, Default)]
+pub struct Backends {
+    idle: Arc<Mutex<HashMap<u16, Vec<Idle>>>>,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl Backends {
+    /// Sends `request` (origin-form URI, `Host` set) to the instance on `port`. The
+    /// answer's body gives its connection back once read to its end.
+    pub async fn send(
+        &self,
+        port: u16,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, BackendError> {
+        while let Some(mut sender) = self.take_idle(port) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.give_back_after(port, sender, response)),
+                Err(mut refused) => match refused.take_message() {
+                    // Closed before the request was written: another connection.
+                    Some(unsent) => request = unsent,
+                    None => return Err(refused.into_error().into()),
+                },
+            }
+        }
+        let mut sender = connect(port).await?;
+        let response = sender.send_request(request).await?;
+        Ok(self.give_back_after(port, sender, response))
+    }
+
+    fn take_idle(&self, port: u16) -> Option<SendRequest<Body>> {
+        let mut idle = self.lock();
+        let connections = idle.get_mut(&port)?;
+        while let Some(connection) = connections.pop() {
+            if !connection.sender.is_closed() && connection.since.elapsed() < IDLE_FOR_AT_MOST {
+                return Some(connection.sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, port: u16, sender: SendRequest<Body>) {
+        let mut idle = self.lock();
+        let connections = idle.entry(port).or_default();
+        connections.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_FOR_AT_MOST);
+        if connections.len() < IDLE_PER_PORT {
+            connections.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn give_back_after(
+        &self,
+        port: u16,
+        sender: SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Response<Body> {
+        response.map(|body| {
+            Body::new(GivesBackConnection {
+                body,
+                connection: Some((self.clone(), port, sender)),
+            })
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u16, Vec<Idle>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A new connection to `127.0.0.1:port`, driven by its own task.
+async fn connect(port: u16) -> Result<SendRequest<Body>, BackendError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .map_err(|_| BackendError::ConnectTimeout)?
+        .map_err(BackendError::Connect)?;
+    // Small requests and answers must leave at once (see `cli::serve`).
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(%err, port, "instance connection closed");
+        }
+    });
+    Ok(sender)
+}
+
+/// An answer's body that returns its connection to the idle ones at its end. Dropped
+/// before its end, it drops the connection too (hyper then closes it: the rest of the
+/// answer would be in the way of the next one).
+struct GivesBackConnection {
+    body: Incoming,
+    connection: Option<(Backends, u16, SendRequest<Body>)>,
+}
+
+impl GivesBackConnection {
+    fn give_back(&mut self) {
+        if let Some((backends, port, sender)) = self.connection.take() {
+            backends.give_back(port, sender);
+        }
+    }
+}
+
+impl http_body::Body for GivesBackConnection {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            None => self.give_back(),
+            Some(Err(_)) => self.connection = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for GivesBackConnection {
+    fn drop(&mut self) {
+        // A server stops polling a body that says it has ended (an empty one, or the
+        // last bytes of a known length), so the end is also seen here.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A loopback HTTP/1.1 server answering every request with `body`, that closes each
+    /// connection after `answers_per_connection` answers; returns its port and the
+    /// count of connections it accepted.
+    async fn instance(
+        body: &'static str,
+        answers_per_connection: usize,
+    ) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    for _ in 0..answers_per_connection {
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut buf = [0; 1024];
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        request.clear();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn get(port: u16) -> Request<Body> {
+        Request::get("/")
+            .header("host", format!("127.0.0.1:{port}"))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn read_answer(backends: &Backends, port: u16) -> String {
+        let response = backends.send(port, get(port)).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_read_to_their_end_free_the_connection_for_the_next_request() {
+        let (port, accepted) = instance("hello", usize::MAX).await;
+        let backends = Backends::default();
+        for _ in 0..3 {
+            assert_eq!(read_answer(&backends, port).await, "hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_instance_closed_is_replaced_without_an_error() {
+        let (port, accepted) = instance("once", 1).await;
+        let backends = Backends::default();
+        for _ in 0..3 {
+            assert_eq!(read_answer(&backends, port).await, "once");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_before_its_end_takes_its_connection_along() {
+        let (port, accepted) = instance("a longer answer", usize::MAX).await;
+        let backends = Backends::default();
+        let unread = backends.send(port, get(port)).await.unwrap();
+        drop(unread);
+        assert_eq!(read_answer(&backends, port).await, "a longer answer");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1 + 1);
+    }
+
+    #[tokio::test]
+    async fn a_port_nobody_listens_on_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let err = Backends::default().send(port, get(port)).await.unwrap_err();
+        assert!(matches!(err, BackendError::Connect(_)), "{err}");
+    }
+}
