@@ -29,9 +29,9 @@
 //! messages in flight: one at a time, the rate is one over the round trip, which any
 //! proxy lengthens by two sockets; that ratio is printed beside nginx's).
 //!
-//! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`; `-- --only fast`
-//! runs only the rows whose title holds `fast`, and `-- --only websocket` the
-//! WebSocket part); about four minutes with the defaults. Needs code-server (`scripts/install-code-server.sh`, or
+//! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`; `-- --only TEXT`
+//! runs only the parts whose title holds TEXT, e.g. `bytes` for the fast backend's
+//! HTTP row or `websocket`); about four minutes with the defaults. Needs code-server (`scripts/install-code-server.sh`, or
 //! `DEVBOX_CODE_SERVER`) and nginx and wrk (`scripts/install-bench-deps.sh`).
 
 mod common;

@@ -28,6 +28,8 @@ use tokio::net::TcpStream;
 /// connection the instance is closing at that moment.
 const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(4);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an idle connection may take to take a request; a busier one is dropped.
+const READY_WITHIN: Duration = Duration::from_millis(100);
 /// Idle connections kept per port; more are closed.
 const IDLE_PER_PORT: usize = 256;
 
@@ -62,7 +64,14 @@ impl Backends {
         mut request: Request<Body>,
     ) -> Result<Response<Body>, BackendError> {
         while let Some(mut sender) = self.take_idle(port) {
-            if sender.ready().await.is_err() {
+            // An answer can end before its request does (an early 413 to an upload):
+            // that connection stays busy until the upload is written. Do not wait long.
+            let ready = sender.is_ready()
+                || matches!(
+                    tokio::time::timeout(READY_WITHIN, sender.ready()).await,
+                    Ok(Ok(()))
+                );
+            if !ready {
                 continue;
             }
             match sender.try_send_request(request).await {
@@ -93,12 +102,10 @@ impl Backends {
     fn give_back(&self, port: u16, sender: SendRequest<Body>) {
         let mut idle = self.lock();
         let connections = idle.entry(port).or_default();
-        connections.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_FOR_AT_MOST);
+        let now = Instant::now();
+        connections.retain(|c| !c.sender.is_closed() && now - c.since < IDLE_FOR_AT_MOST);
         if connections.len() < IDLE_PER_PORT {
-            connections.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            connections.push(Idle { sender, since: now });
         }
     }
 
@@ -167,9 +174,11 @@ impl http_body::Body for GivesBackConnection {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         match &frame {
+            // Trailers are a body's last frame; a server does not ask for more after them.
             None => self.give_back(),
-            Some(Err(_)) => self.connection = None,
+            Some(Ok(frame)) if frame.is_trailers() => self.give_back(),
             Some(Ok(_)) => {}
+            Some(Err(_)) => self.connection = None,
         }
         Poll::Ready(frame)
     }
@@ -283,6 +292,46 @@ mod tests {
         drop(unread);
         assert_eq!(read_answer(&backends, port).await, "a longer answer");
         assert_eq!(accepted.load(Ordering::SeqCst), 1 + 1);
+    }
+
+    #[tokio::test]
+    async fn empty_answers_free_their_connection_unread() {
+        let (port, accepted) = instance("", usize::MAX).await;
+        let backends = Backends::default();
+        for _ in 0..3 {
+            drop(backends.send(port, get(port)).await.unwrap());
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_upload_answered_before_its_end_does_not_hold_up_the_next_request() {
+        let (port, _) = instance("too large", usize::MAX).await;
+        let backends = Backends::default();
+        // An upload that never ends: its connection stays busy writing it.
+        let (_uploading, chunks) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+        let upload = Request::post("/upload")
+            .header("host", format!("127.0.0.1:{port}"))
+            .body(Body::new(http_body_util::StreamBody::new(
+                tokio_stream_from(chunks),
+            )))
+            .unwrap();
+        let early = backends.send(port, upload).await.unwrap();
+        let bytes = early.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "too large");
+        let next = tokio::time::timeout(Duration::from_secs(10), read_answer(&backends, port));
+        assert_eq!(
+            next.await.expect("the next request waited for the upload"),
+            "too large"
+        );
+    }
+
+    /// The receiving half of a channel as a stream of body frames.
+    fn tokio_stream_from(
+        mut chunks: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+    ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> {
+        futures_util::stream::poll_fn(move |cx| chunks.poll_recv(cx))
     }
 
     #[tokio::test]

@@ -34,10 +34,10 @@ impl Forwarder {
     /// Sends `request` to the instance on `port`, with `prefix` stripped from its path.
     pub async fn forward(&self, port: u16, prefix: &str, request: Request) -> Response {
         let (mut parts, body) = request.into_parts();
+        prepare_request_headers(&mut parts, false);
         if let Err(message) = retarget(&mut parts, port, prefix) {
             return bad_gateway(message);
         }
-        prepare_request_headers(&mut parts, false);
         let cache_key = self.cache.key(&parts);
         if let Some(cached) = cache_key.as_ref().and_then(|key| self.cache.get(key)) {
             return cached;

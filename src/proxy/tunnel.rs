@@ -31,10 +31,10 @@ pub fn is_upgrade(request: &Request) -> bool {
 pub async fn upgrade(port: u16, prefix: &str, mut request: Request) -> Response {
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
+    prepare_request_headers(&mut parts, true);
     if let Err(message) = retarget(&mut parts, port, prefix) {
         return bad_gateway(message);
     }
-    prepare_request_headers(&mut parts, true);
     let stream = match TcpStream::connect(("127.0.0.1", port)).await {
         Ok(stream) => stream,
         Err(err) => {
