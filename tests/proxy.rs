@@ -236,11 +236,23 @@ fn unmanaged_ports_are_refused_without_a_connection_and_stopped_servers_get_503(
     let pinned = devbox.port_start + 3;
     devbox.write_spec("sleeper", &format!("  state: stopped\n  port: {pinned}\n"));
     devbox.wait_status("sleeper", "stopped");
-    let (status, page, _) = get(&devbox.url(&format!("/vscode/{pinned}/")));
+    assert_stopped_page(&devbox, pinned, "sleeper");
+
+    // A server without a pinned port gives its port up when it stops; a tab still open
+    // on it is told the same.
+    devbox.write_spec("napper", "  state: running\n");
+    let (_, given_up) = devbox.wait_running("napper");
+    devbox.write_spec("napper", "  state: stopped\n");
+    devbox.wait_status("napper", "stopped");
+    assert_stopped_page(&devbox, given_up, "napper");
+}
+
+fn assert_stopped_page(devbox: &Devbox, port: u16, name: &str) {
+    let (status, page, _) = get(&devbox.url(&format!("/vscode/{port}/")));
     assert_eq!(status, 503);
     let page = String::from_utf8_lossy(&page);
     assert!(
-        page.contains("sleeper is stopped") && page.contains("href=\"/\""),
+        page.contains(&format!("{name} is stopped")) && page.contains("href=\"/\""),
         "{page}"
     );
 }

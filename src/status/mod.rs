@@ -8,9 +8,9 @@
 
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -202,6 +202,10 @@ pub struct StatusStore {
 
 struct StoreInner {
     shared: Arc<Shared>,
+    /// Ports servers gave up when they stopped, with their names, until another server
+    /// takes the port: a browser tab still open on the old `/vscode/<port>/` is then
+    /// told which server stopped, instead of that the port is unknown. Memory only.
+    released_ports: Mutex<HashMap<u16, String>>,
     /// Bumped on every change, so waiters (API handlers, tests) can watch for convergence.
     generation: watch::Sender<u64>,
     writer: Writer,
@@ -268,6 +272,7 @@ impl StatusStore {
         Ok(Self {
             inner: Arc::new(StoreInner {
                 shared,
+                released_ports: Mutex::new(HashMap::new()),
                 generation: watch::channel(0).0,
                 writer,
             }),
@@ -313,10 +318,14 @@ impl StatusStore {
     /// The server owning `port` and its phase, without copying any status (the proxy
     /// asks this on every request).
     pub fn by_port(&self, port: u16) -> Option<(String, Phase)> {
-        self.read()
-            .values()
-            .find(|s| s.port == Some(port))
-            .map(|s| (s.name.clone(), s.phase))
+        let servers = self.read();
+        if let Some(holder) = servers.values().find(|s| s.port == Some(port)) {
+            return Some((holder.name.clone(), holder.phase));
+        }
+        // The server that last held the port, while it does not run elsewhere.
+        let released = self.released_ports();
+        let last = servers.get(released.get(&port)?)?;
+        (last.phase != Phase::Running).then(|| (last.name.clone(), last.phase))
     }
 
     /// Server `name`'s port and phase.
@@ -347,6 +356,14 @@ impl StatusStore {
                     return;
                 }
             }
+            let old_port = current.get(&name).and_then(|old| old.port);
+            let mut released = self.released_ports();
+            if let Some(old_port) = old_port.filter(|&p| status.port != Some(p)) {
+                released.insert(old_port, name.clone());
+            }
+            if let Some(port) = status.port {
+                released.remove(&port);
+            }
         }
         status.updated_at = now_rfc3339();
         self.write_map().insert(name.clone(), status);
@@ -371,6 +388,7 @@ impl StatusStore {
     /// directories are not touched; [`Self::flush`] before removing them).
     pub fn remove(&self, name: &str) {
         self.write_map().remove(name);
+        self.released_ports().retain(|_, holder| holder != name);
         self.inner.writer.mark(name);
         self.inner.generation.send_modify(|g| *g += 1);
     }
@@ -392,6 +410,14 @@ impl StatusStore {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServerStatus>> {
         self.inner.shared.read()
+    }
+
+    fn released_ports(&self) -> MutexGuard<'_, HashMap<u16, String>> {
+        // A map of names: nothing a panicking holder could leave half-changed.
+        self.inner
+            .released_ports
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ServerStatus>> {
@@ -468,5 +494,32 @@ mod tests {
         reopened.remove("a");
         reopened.flush();
         assert!(StatusStore::open(dir.path()).unwrap().get("a").is_none());
+    }
+
+    fn with(name: &str, phase: Phase, port: Option<u16>) -> ServerStatus {
+        let mut status = ServerStatus::new(name, Uuid::nil(), name);
+        status.phase = phase;
+        status.port = port;
+        status
+    }
+
+    #[test]
+    fn a_released_port_names_its_stopped_server_until_another_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StatusStore::open(dir.path()).unwrap();
+        store.put(with("a", Phase::Running, Some(8010)));
+        store.put(with("a", Phase::Stopped, None));
+        assert_eq!(store.by_port(8010), Some(("a".into(), Phase::Stopped)));
+
+        store.put(with("a", Phase::Running, Some(8011)));
+        assert_eq!(store.by_port(8010), None, "a runs elsewhere now");
+        store.put(with("a", Phase::Stopped, None));
+        assert_eq!(store.by_port(8011), Some(("a".into(), Phase::Stopped)));
+
+        store.put(with("b", Phase::Starting, Some(8011)));
+        assert_eq!(store.by_port(8011), Some(("b".into(), Phase::Starting)));
+        store.put(with("b", Phase::Stopped, None));
+        store.remove("b");
+        assert_eq!(store.by_port(8011), None, "a deleted server names no port");
     }
 }
