@@ -264,24 +264,25 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    #[tokio::test]
-    async fn answers_read_to_their_end_free_the_connection_for_the_next_request() {
-        let (port, accepted) = instance("hello", usize::MAX).await;
+    /// Connections an instance that closes each after `answers_per_connection` answers
+    /// accepted for three requests in a row, each answered in full.
+    async fn connections_for_three_answers(answers_per_connection: usize) -> usize {
+        let (port, accepted) = instance("hello", answers_per_connection).await;
         let backends = Backends::default();
         for _ in 0..3 {
             assert_eq!(read_answer(&backends, port).await, "hello");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn answers_read_to_their_end_free_the_connection_for_the_next_request() {
+        assert_eq!(connections_for_three_answers(usize::MAX).await, 1);
     }
 
     #[tokio::test]
     async fn a_connection_the_instance_closed_is_replaced_without_an_error() {
-        let (port, accepted) = instance("once", 1).await;
-        let backends = Backends::default();
-        for _ in 0..3 {
-            assert_eq!(read_answer(&backends, port).await, "once");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(connections_for_three_answers(1).await, 3);
     }
 
     #[tokio::test]
