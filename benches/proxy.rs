@@ -31,8 +31,9 @@
 //!
 //! Run: `cargo bench --bench proxy` (or `-- --rounds 3 --duration 10`; `-- --only TEXT`
 //! runs only the parts whose title holds TEXT, e.g. `bytes` for the fast backend's
-//! HTTP row or `websocket`); about four minutes with the defaults. Needs code-server (`scripts/install-code-server.sh`, or
-//! `DEVBOX_CODE_SERVER`) and nginx and wrk (`scripts/install-bench-deps.sh`).
+//! HTTP row or `websocket`); about four minutes with the defaults. Needs code-server
+//! (`scripts/install-code-server.sh`, or `DEVBOX_CODE_SERVER`) and nginx and wrk
+//! (`scripts/install-bench-deps.sh`).
 
 mod common;
 
