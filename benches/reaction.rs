@@ -22,7 +22,6 @@
 mod common;
 
 use std::path::Path;
-
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{GroupGuard, ServingDevbox, millis, percentile};
@@ -119,7 +118,6 @@ fn main() {
 /// Starts code-server by hand as devbox would, times spawn → `/healthz` 200, stops it.
 fn bare_round(agent: &ureq::Agent, code_server: &Path, dir: &Path, port: u16) -> Duration {
     let mut command = common::bare_code_server(code_server, dir, port);
-    let sub = |name: &str| dir.join(name);
     let url = format!("http://127.0.0.1:{port}/healthz");
     let began = Instant::now();
     let mut instance = GroupGuard::spawn("code-server", &mut command);
@@ -128,7 +126,7 @@ fn bare_round(agent: &ureq::Agent, code_server: &Path, dir: &Path, port: u16) ->
             break;
         }
         if let Some(status) = instance.exited() {
-            let log = std::fs::read_to_string(sub("code-server.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(dir.join("code-server.log")).unwrap_or_default();
             panic!("code-server exited during start ({status}):\n{log}");
         }
         assert!(

@@ -23,6 +23,15 @@ fn wrapper(dir: &Path, prelude: &str) -> PathBuf {
     path
 }
 
+/// A wrapper whose installs hang as `sleep <seconds>` (a number unique to the test, by
+/// which its installer is found in the process table); serving works.
+fn hanging_installs(dir: &Path, seconds: u32) -> PathBuf {
+    wrapper(
+        dir,
+        &format!("case \"$*\" in *--install-extension*) exec sleep {seconds} ;; esac"),
+    )
+}
+
 /// Pids of live processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -172,11 +181,8 @@ fn processes_that_leave_the_group_are_stopped_too() {
 #[test]
 fn deleting_a_server_does_not_wait_for_a_hanging_extension_install() {
     let fake_dir = tempfile::tempdir().expect("temp dir");
-    // Installs hang (like an offline .vsix with missing dependencies); serving works.
-    let code_server = wrapper(
-        fake_dir.path(),
-        "case \"$*\" in *--install-extension*) exec sleep 8888 ;; esac",
-    );
+    // Installs hang (like an offline .vsix with missing dependencies).
+    let code_server = hanging_installs(fake_dir.path(), 8888);
     let devbox = Devbox::start_with(code_server, |_| {});
     devbox.write_spec("hangs", "  state: running\n  extensions: [acme.hangs]\n");
     wait_for("the install to start", STARTUP, || {
@@ -205,10 +211,7 @@ fn deleting_a_server_does_not_wait_for_a_hanging_extension_install() {
 #[test]
 fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both() {
     let fake_dir = tempfile::tempdir().expect("temp dir");
-    let code_server = wrapper(
-        fake_dir.path(),
-        "case \"$*\" in *--install-extension*) exec sleep 8889 ;; esac",
-    );
+    let code_server = hanging_installs(fake_dir.path(), 8889);
     let mut devbox = Devbox::start_opts(
         Options {
             code_server: Some(code_server),
@@ -251,10 +254,7 @@ fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both
 #[test]
 fn an_instance_that_dies_while_its_extensions_install_fails_the_start() {
     let fake_dir = tempfile::tempdir().expect("temp dir");
-    let code_server = wrapper(
-        fake_dir.path(),
-        "case \"$*\" in *--install-extension*) exec sleep 8887 ;; esac",
-    );
+    let code_server = hanging_installs(fake_dir.path(), 8887);
     let devbox = Devbox::start_with(code_server, |_| {});
     devbox.write_spec("dies", "  state: running\n  extensions: [acme.slow]\n");
     let port = wait_for("code-server to boot during the install", STARTUP, || {

@@ -245,18 +245,16 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
 /// Bytes an upload request may carry: the configured file limit plus room for the
 /// other form fields (the file itself is checked exactly while it streams in).
 fn upload_limit(config: &Config) -> usize {
-    let bytes = config
-        .ui
-        .workspace
-        .max_upload_size_mb
-        .saturating_mul(1024 * 1024)
-        + 1024 * 1024;
-    usize::try_from(bytes).unwrap_or(usize::MAX)
+    mib(config.ui.workspace.max_upload_size_mb.saturating_add(1))
 }
 
 fn static_cache_bytes(config: &Config) -> usize {
-    let bytes = config.server.static_cache_mb.saturating_mul(1024 * 1024);
-    usize::try_from(bytes).unwrap_or(usize::MAX)
+    mib(config.server.static_cache_mb)
+}
+
+/// `n` MiB in bytes, or as many as fit.
+fn mib(n: u64) -> usize {
+    usize::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
 }
 
 /// The OpenAPI document of every route.

@@ -322,10 +322,10 @@ impl StatusStore {
         if let Some(holder) = servers.values().find(|s| s.port == Some(port)) {
             return Some((holder.name.clone(), holder.phase));
         }
-        // The server that last held the port, while it does not run elsewhere.
+        // The server that last held the port, while it holds no other.
         let released = self.released_ports();
         let last = servers.get(released.get(&port)?)?;
-        (last.phase != Phase::Running).then(|| (last.name.clone(), last.phase))
+        last.port.is_none().then(|| (last.name.clone(), last.phase))
     }
 
     /// Server `name`'s port and phase.
@@ -349,16 +349,19 @@ impl StatusStore {
         let name = status.name.clone();
         {
             let current = self.read();
-            if let Some(old) = current.get(&name) {
+            let old = current.get(&name);
+            if let Some(old) = old {
                 let mut unchanged = old.clone();
                 unchanged.updated_at.clone_from(&status.updated_at);
                 if unchanged == status {
                     return;
                 }
             }
-            let old_port = current.get(&name).and_then(|old| old.port);
             let mut released = self.released_ports();
-            if let Some(old_port) = old_port.filter(|&p| status.port != Some(p)) {
+            if let Some(old_port) = old
+                .and_then(|old| old.port)
+                .filter(|&p| status.port != Some(p))
+            {
                 released.insert(old_port, name.clone());
             }
             if let Some(port) = status.port {

@@ -29,6 +29,8 @@ use crate::fsutil;
 const FRESH_FOR: Duration = Duration::from_secs(15);
 /// Touched after each fetch: its age is the mirror's.
 const FETCHED_MARKER: &str = "devbox-fetched";
+/// Prefix of a mirror being made; clean-up leaves such folders alone.
+const STAGING_PREFIX: &str = ".staging-";
 const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
 
 pub struct GitMirrors {
@@ -98,7 +100,7 @@ impl GitMirrors {
     pub fn prune(&self, max_age: Duration) -> usize {
         let mut removed = 0;
         for (name, mirror) in
-            fsutil::unused_entries(&self.dir, FETCHED_MARKER, max_age, ".staging-")
+            fsutil::unused_entries(&self.dir, FETCHED_MARKER, max_age, STAGING_PREFIX)
         {
             let locks = {
                 let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -137,7 +139,7 @@ impl GitMirrors {
         mut options: FetchOptions<'_>,
     ) -> Result<(), MirrorError> {
         let exists = mirror.join("HEAD").is_file();
-        let staging = self.dir.join(format!(".staging-{name}"));
+        let staging = self.dir.join(format!("{STAGING_PREFIX}{name}"));
         let io = |what: &str, path: &Path| {
             let what = format!("{what} {}", path.display());
             move |e| MirrorError::Io(what, e)
