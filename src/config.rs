@@ -73,10 +73,30 @@ pub struct ServerSettings {
     /// controller to report the outcome.
     pub request_timeout: HumanDuration,
     /// Bearer token required by every API route but `/health`; unset = no auth.
-    /// `DEVBOX_API_TOKEN` overrides it.
+    /// `DEVBOX_API_TOKEN` overrides it. Prefer `api_token_file`: a config file is
+    /// often readable by more people than a secret should be.
     pub api_token: Option<String>,
-    /// Origins allowed by CORS (`*` for any); empty = no CORS headers.
+    /// A file holding the API token (its first line); read once at start.
+    /// `--api-token-file` / `DEVBOX_API_TOKEN_FILE` override it.
+    pub api_token_file: Option<PathBuf>,
+    /// Other origins whose pages may call devbox (CORS, and the cross-site check on
+    /// every request that changes something). Empty (the default) = devbox's own pages
+    /// only. `*` allows every origin and is refused unless an API token is set.
     pub cors_allowed_origins: Vec<String>,
+    /// Host names (with an optional `:port`) devbox answers to besides its own
+    /// (loopback names, the bind address, the host of `public_url`). Requests for any
+    /// other `Host` are refused, which defeats DNS rebinding. `*` turns the check off
+    /// (unsafe: any web page can then reach devbox through a rebinding name).
+    pub allowed_hosts: Vec<String>,
+    /// The URL people open devbox at, when it is not `http://127.0.0.1:<port>` (behind
+    /// a TLS proxy, or on the machine's name): its host is allowed, and its origin is
+    /// devbox's own.
+    pub public_url: Option<String>,
+    /// Longest a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout: HumanDuration,
+    /// How long a dashboard login lasts.
+    pub session_ttl: HumanDuration,
     /// Memory for the proxy's shared cache of code-server's static files (the
     /// workbench's scripts, styles and fonts, which every browser loads), in MiB;
     /// 0 turns the cache off.
@@ -94,7 +114,12 @@ impl Default for ServerSettings {
             },
             request_timeout: HumanDuration::from_secs(300),
             api_token: None,
-            cors_allowed_origins: vec!["*".into()],
+            api_token_file: None,
+            cors_allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            public_url: None,
+            header_read_timeout: HumanDuration::from_secs(30),
+            session_ttl: HumanDuration::from_secs(12 * 60 * 60),
             static_cache_mb: 64,
         }
     }
@@ -154,8 +179,15 @@ pub struct WorkspaceSettings {
     pub max_extracted_size_mb: u64,
     /// Most entries a zip workspace may hold.
     pub max_zip_entries: usize,
-    /// Longest a git clone may take.
+    /// Longest a git clone may take, checkout included.
     pub git_timeout: HumanDuration,
+    /// Largest git workspace on disk (the checkout and its `.git`); a clone that grows
+    /// past it fails and leaves no workspace behind.
+    pub max_workspace_mb: u64,
+    /// Allow git URLs whose host is (or resolves to) a loopback, link-local or
+    /// unspecified address. Off by default: such a URL reaches services inside the
+    /// host (or a cloud's metadata service) on devbox's behalf.
+    pub allow_local_git_hosts: bool,
 }
 
 impl Default for WorkspaceSettings {
@@ -168,6 +200,8 @@ impl Default for WorkspaceSettings {
             max_extracted_size_mb: 1024,
             max_zip_entries: 100_000,
             git_timeout: HumanDuration::from_secs(300),
+            max_workspace_mb: 1024,
+            allow_local_git_hosts: false,
         }
     }
 }
@@ -230,6 +264,22 @@ pub struct CodeServerSettings {
     pub extension_install_timeout: HumanDuration,
     /// Extension installs running at once across all servers.
     pub extension_install_concurrency: usize,
+    /// How instances listen: `socket` (a Unix socket only devbox can open; the
+    /// default) or `tcp` (a loopback port anyone on the host can connect to).
+    pub listen: ListenMode,
+}
+
+/// How a code-server instance listens for devbox's proxy and health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenMode {
+    /// `--socket FILE --socket-mode 600` in a directory only devbox's user may enter:
+    /// no TCP port, so no other local user or participant reaches the IDE directly.
+    #[default]
+    Socket,
+    /// `--bind-addr 127.0.0.1:PORT` (the original tool's way): every local user and
+    /// every participant's terminal can open any instance on its port.
+    Tcp,
 }
 
 impl Default for CodeServerSettings {
@@ -243,6 +293,7 @@ impl Default for CodeServerSettings {
             stop_timeout: HumanDuration::from_secs(10),
             extension_install_timeout: HumanDuration::from_secs(120),
             extension_install_concurrency: 4,
+            listen: ListenMode::Socket,
         }
     }
 }
@@ -284,6 +335,11 @@ pub struct ControllerSettings {
     pub log_max_bytes: u64,
     /// Log lines kept in memory per server.
     pub log_buffer_lines: usize,
+    /// Bytes of log lines kept in memory per server (whichever of the two limits is
+    /// reached first); a longer line is cut and marked.
+    pub log_buffer_bytes: u64,
+    /// Most servers devbox manages; more spec files are invalid, and the API answers 409.
+    pub max_servers: usize,
     /// Extensions in the extension cache and git mirrors that no server has used for
     /// this long are removed (servers keep their own copies); `0s` keeps them forever.
     pub cache_retention: HumanDuration,
@@ -304,6 +360,8 @@ impl Default for ControllerSettings {
             purge_workspace_on_delete: false,
             log_max_bytes: 10 * 1024 * 1024,
             log_buffer_lines: 1000,
+            log_buffer_bytes: 1024 * 1024,
+            max_servers: 500,
             cache_retention: HumanDuration::from_secs(30 * 24 * 60 * 60),
         }
     }
@@ -344,6 +402,7 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub code_server: Option<PathBuf>,
     pub api_token: Option<String>,
+    pub api_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -633,6 +692,7 @@ mod tests {
                 state_dir: Some("st".into()),
                 code_server: Some("/x/code-server".into()),
                 api_token: Some("secret".into()),
+                api_token_file: None,
             },
         )
         .unwrap();

@@ -27,6 +27,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod fsutil;
 pub mod health;
+pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod provision;

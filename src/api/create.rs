@@ -11,13 +11,13 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::{Created, JsonBody};
 use super::names::{self, ServerName};
 use super::upload;
 use super::views::ServerView;
 use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
+use crate::http::ApiError;
 use crate::spec::{
     ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };

@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use crate::http::ApiError;
 
 /// The `{id}` of a server route: its uuid or its name.
 #[derive(Debug, serde::Deserialize, JsonSchema)]

@@ -7,10 +7,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::ServerId;
 use super::views::{ActionData, Done, Envelope};
 use super::wait::{self, Verdict};
+use crate::http::ApiError;
 use crate::spec::{DesiredState, DevServer, RESTARTED_AT_ANNOTATION};
 use crate::status::Phase;
 

@@ -1,4 +1,4 @@
-//! The HTTP API (axum): routes, shared state, authentication and CORS.
+//! The HTTP API (axum): its routes and the state its handlers share.
 //!
 //! Handlers never touch processes. Reads come from the status store; changes are
 //! written as spec files, after which the handler waits for the controller to report
@@ -11,7 +11,6 @@
 //! (whole specs, for `devbox apply --server`).
 
 mod create;
-mod error;
 mod extract;
 mod info;
 mod lifecycle;
@@ -32,20 +31,16 @@ use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with, put_with};
 use aide::openapi::{Info, OpenApi};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
 use tokio::sync::Notify;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use error::ApiError;
 pub use views::ServerView;
 
 use crate::config::Config;
 use crate::controller::Context;
 use crate::controller::ports::PortAllocator;
 use crate::health::HealthClient;
+use crate::http::ApiError;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::spec::ServerSpec;
@@ -248,12 +243,8 @@ fn upload_limit(config: &Config) -> usize {
     mib(config.ui.workspace.max_upload_size_mb.saturating_add(1))
 }
 
-fn static_cache_bytes(config: &Config) -> usize {
-    mib(config.server.static_cache_mb)
-}
-
 /// `n` MiB in bytes, or as many as fit.
-fn mib(n: u64) -> usize {
+pub(crate) fn mib(n: u64) -> usize {
     usize::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
 }
 
@@ -278,7 +269,8 @@ fn base_document() -> OpenApi {
     }
 }
 
-/// The complete HTTP application.
+/// The API's routes (and `/openapi.json`) with their state; the HTTP front
+/// ([`crate::http`]) adds the proxy, the dashboard and the guards.
 pub fn router(state: AppState) -> Router {
     let mut api = base_document();
     let app = routes(upload_limit(&state.config)).finish_api(&mut api);
@@ -290,86 +282,5 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(document.as_ref().clone()) }
         }),
     );
-    let mut api_routes = app.merge(openapi_route).with_state(state.clone());
-    let mut proxy = crate::proxy::router(crate::proxy::ProxyState {
-        statuses: state.statuses.clone(),
-        forwarder: crate::proxy::Forwarder::new(static_cache_bytes(&state.config)),
-    });
-    // Without a token there is nothing to check: no layer, no work per request.
-    if state.config.server.api_token.is_some() {
-        let auth = middleware::from_fn_with_state(state.clone(), authenticate);
-        api_routes = api_routes.layer(auth.clone());
-        proxy = proxy.layer(auth);
-    }
-    // CORS wraps the API (401s included); proxied code-server pages keep their own rules.
-    if let Some(cors) = cors(&state.config) {
-        api_routes = api_routes.layer(cors);
-    }
-    api_routes.merge(proxy).merge(crate::ui::router())
-}
-
-/// Requires the API token, when one is configured, on every API and proxy route but
-/// `/health` (the dashboard's own files are public: they ask for the token). Browsers cannot add headers to page
-/// navigations and WebSockets, so the `devbox_token` cookie the dashboard sets counts too.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(token) = state.config.server.api_token.as_deref() else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    // CORS preflights never get here: the CORS layer outside answers them.
-    let public = path == "/health";
-    if public {
-        return next.run(request).await;
-    }
-    let headers = request.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix("devbox_token="));
-    match bearer.or(cookie) {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
-            next.run(request).await
-        }
-        Some(_) => ApiError::Unauthorized("invalid API token".into()).into_response(),
-        None => {
-            ApiError::Unauthorized("missing API token: send `Authorization: Bearer <token>`".into())
-                .into_response()
-        }
-    }
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// CORS as the seed API describes it, for the configured origins.
-fn cors(config: &Config) -> Option<CorsLayer> {
-    let origins = &config.server.cors_allowed_origins;
-    if origins.is_empty() {
-        return None;
-    }
-    let allow_origin = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow_origin)
-            .allow_methods([
-                Method::GET,
-                Method::POST,
-                Method::PUT,
-                Method::DELETE,
-                Method::OPTIONS,
-            ])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
-    )
+    app.merge(openapi_route).with_state(state)
 }

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::QueryParams;
 use super::extract::ServerId;
 use super::views::{Envelope, SuccessWord, round1};
+use crate::http::ApiError;
 use crate::runtime::procfs;
 use crate::status::{Phase, ServerStatus};
 

@@ -2,7 +2,7 @@
 //! (what the original web UI suggests), and the slug (`My-Devbox-Instance`) that names
 //! the spec file.
 
-use super::error::ApiError;
+use crate::http::ApiError;
 use crate::spec::is_valid_name;
 
 /// A checked display name and its slug.

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::JsonBytes;
 use super::extract::ServerId;
 use super::views::ServerView;
+use crate::http::ApiError;
 
 /// Every server, as a bare array (the seed API's shape).
 pub async fn list(State(state): State<AppState>) -> JsonBytes<Vec<ServerView>> {

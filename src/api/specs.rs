@@ -7,10 +7,10 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::JsonBody;
 use super::views::{Envelope, ServerView};
 use super::wait::{self, Verdict};
+use crate::http::ApiError;
 use crate::spec::DevServer;
 use crate::spec_files::SpecFileError;
 

@@ -10,13 +10,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::JsonBody;
 use super::extract::ServerId;
 use super::upload;
 use super::views::Envelope;
 use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
+use crate::http::ApiError;
 use crate::spec::{DesiredState, ServerSpec};
 use crate::status::{ExtensionStatus, Phase, ServerStatus, server_dir};
 

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use tokio::io::AsyncWriteExt;
 
 use super::AppState;
-use super::error::ApiError;
+use crate::http::ApiError;
 use crate::provision::{ZipLimits, check_zip};
 use crate::spec::{GitWorkspace, Workspace};
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::AppState;
-use super::error::ApiError;
+use crate::http::ApiError;
 use crate::status::{Phase, ServerStatus};
 
 /// What a waiter concludes from the current status of its server.

@@ -45,6 +45,10 @@ pub struct Cli {
     /// Bearer token: required from API clients by `serve`, sent by `--server` commands.
     #[arg(long, global = true, env = "DEVBOX_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// A file holding the bearer token (its first line), so that the token never shows
+    /// on a command line or in an environment.
+    #[arg(long, global = true, env = "DEVBOX_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -116,6 +120,7 @@ impl Cli {
             state_dir: self.state_dir.clone(),
             code_server: self.code_server.clone(),
             api_token: self.api_token.clone(),
+            api_token_file: self.api_token_file.clone(),
         }
     }
 

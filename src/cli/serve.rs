@@ -6,7 +6,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::config::Config;
 use crate::controller::Controller;
 use crate::runtime::process::ProcessRuntime;
@@ -46,7 +46,7 @@ async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         }
     });
     let http = tokio::spawn(async move {
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.wait_for(|stop| *stop).await;

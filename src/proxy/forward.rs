@@ -132,7 +132,7 @@ fn strip_devbox_credentials(headers: &mut HeaderMap) {
     let has_token_cookie = headers
         .get_all(header::COOKIE)
         .iter()
-        .any(|v| v.as_bytes().windows(13).any(|w| w == b"devbox_token="));
+        .any(|v| v.as_bytes().windows(15).any(|w| w == b"devbox_session="));
     if !has_token_cookie {
         return;
     }
@@ -142,7 +142,7 @@ fn strip_devbox_credentials(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with("devbox_token="))
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("devbox_session="))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
@@ -300,7 +300,7 @@ mod tests {
         );
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; devbox_token=secret; b=2"),
+            HeaderValue::from_static("a=1; devbox_session=secret; b=2"),
         );
         strip_devbox_credentials(&mut headers);
         assert!(!headers.contains_key(header::AUTHORIZATION));
@@ -308,7 +308,7 @@ mod tests {
         let mut only_token = HeaderMap::new();
         only_token.insert(
             header::COOKIE,
-            HeaderValue::from_static("devbox_token=secret"),
+            HeaderValue::from_static("devbox_session=secret"),
         );
         strip_devbox_credentials(&mut only_token);
         assert!(!only_token.contains_key(header::COOKIE));

@@ -20,7 +20,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::any;
 
-use crate::api::ApiError;
+use crate::http::ApiError;
 use crate::status::{Phase, StatusStore};
 pub use forward::Forwarder;
 
