@@ -414,6 +414,16 @@ pub enum ConfigError {
     },
     #[error("invalid config:\n{}", crate::diagnostic::join(.0))]
     Invalid(Vec<Diagnostic>),
+    #[error("cannot read the API token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the API token file {0} is empty")]
+    EmptyTokenFile(PathBuf),
+    /// A combination that would let any web page drive devbox.
+    #[error("{0}")]
+    Unsafe(String),
 }
 
 impl Config {
@@ -430,6 +440,8 @@ impl Config {
             None => Self::embedded_default(),
         };
         config.apply(overrides);
+        config.read_token_file()?;
+        config.check_safety()?;
         // Status records and log lines name these directories; make them independent of
         // the working directory of whoever reads them later.
         for dir in [
@@ -506,6 +518,41 @@ impl Config {
         if let Some(token) = overrides.api_token.as_ref().filter(|t| !t.is_empty()) {
             self.server.api_token = Some(token.clone());
         }
+        if let Some(file) = &overrides.api_token_file {
+            self.server.api_token_file = Some(file.clone());
+        }
+    }
+
+    /// Takes the API token from `server.api_token_file` when one is named (it beats a
+    /// token written in the config or given in the environment).
+    fn read_token_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.server.api_token_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(ConfigError::EmptyTokenFile(path.clone()));
+        }
+        self.server.api_token = Some(token.to_owned());
+        Ok(())
+    }
+
+    /// Refuses settings under which any web page could drive devbox.
+    fn check_safety(&self) -> Result<(), ConfigError> {
+        let any_origin = self.server.cors_allowed_origins.iter().any(|o| o == "*");
+        if any_origin && self.server.api_token.is_none() {
+            return Err(ConfigError::Unsafe(
+                "server.cors_allowed_origins allows every origin (\"*\") but no API token is set: \
+                 any web page you visit could then create servers and run code on this host. \
+                 Set server.api_token_file (or DEVBOX_API_TOKEN), or list the origins you trust"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The folder `.vsix` references resolve in.

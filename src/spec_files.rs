@@ -24,6 +24,9 @@ pub enum SpecFileError {
     NotFound(String),
     #[error("{}", crate::diagnostic::join(.0))]
     Invalid(Vec<Diagnostic>),
+    /// The file would be larger than devbox reads: written, it would only be refused.
+    #[error("the spec would be a file of {bytes} bytes; devbox reads spec files of at most {limit} bytes", limit = crate::yaml::MAX_YAML_BYTES)]
+    TooLarge { bytes: usize },
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -201,9 +204,13 @@ fn read(path: &Path, name: &str) -> Result<DevServer, SpecFileError> {
 }
 
 fn render(server: &DevServer, path: &Path) -> Result<String, SpecFileError> {
-    server
+    let text = server
         .to_yaml()
-        .map_err(|err| SpecFileError::Invalid(vec![Diagnostic::file(path, err.to_string())]))
+        .map_err(|err| SpecFileError::Invalid(vec![Diagnostic::file(path, err.to_string())]))?;
+    if text.len() > crate::yaml::MAX_YAML_BYTES {
+        return Err(SpecFileError::TooLarge { bytes: text.len() });
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ mod common;
 
 use serde_json::{Value, json};
 
-use common::{Devbox, Options, Part, Reply, assert_types, git_repo, list_dir, multipart};
+use common::{
+    Devbox, Options, Part, Reply, assert_types, devbox_bin, free_ports, git_repo, list_dir,
+    multipart,
+};
 
 const TOKEN: &str = "s3cret-T0ken";
 
@@ -338,21 +341,23 @@ fn assert_seed_preflight(reply: &Reply, what: &str) {
 }
 
 #[test]
-fn cors_allows_any_origin_by_default() {
+fn cors_is_same_origin_only_by_default() {
     let devbox = Devbox::start();
     for (path, method) in [
         ("/servers", "POST"),
         ("/servers", "GET"),
         ("/servers/some-id", "DELETE"),
-        ("/servers/some-id/start", "POST"),
         ("/config", "GET"),
     ] {
-        assert_seed_preflight(
-            &preflight(&devbox, path, method),
-            &format!("{method} {path}"),
+        let reply = preflight(&devbox, path, method);
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            None,
+            "preflight {method} {path}: {reply}"
         );
     }
-    // Actual answers carry the header too, errors included.
+    // A read from another origin's page gets its answer without a CORS header, so the
+    // browser keeps it from that page.
     let listed = devbox.call(
         "GET",
         "/servers",
@@ -360,26 +365,46 @@ fn cors_allows_any_origin_by_default() {
         None,
     );
     assert_eq!(listed.status, 200);
-    assert_eq!(listed.header("access-control-allow-origin"), Some("*"));
-    let missing = devbox.call(
-        "GET",
-        "/servers/nope",
-        &[("Origin", "http://ui.example.com")],
-        None,
+    assert_eq!(listed.header("access-control-allow-origin"), None);
+}
+
+/// The original tool's development setting: every origin, which is safe only with a
+/// token (a page cannot send it without the user's help).
+fn any_origin_with_token() -> Options {
+    Options {
+        config: format!("server:\n  api_token: \"{TOKEN}\"\n  cors_allowed_origins: ['*']\n"),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn cors_for_every_origin_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("devbox.yaml");
+    std::fs::write(&config, "server:\n  cors_allowed_origins: ['*']\n").expect("config");
+    let output = std::process::Command::new(devbox_bin())
+        .args(["--specs", "specs", "--state-dir", "state", "--config"])
+        .arg(&config)
+        .args(["serve", "--port", &free_ports(1).to_string()])
+        .current_dir(dir.path())
+        .env_remove("DEVBOX_API_TOKEN")
+        .output()
+        .expect("devbox runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cors_allowed_origins") && stderr.contains("API token"),
+        "says why: {stderr}"
     );
-    assert_eq!(missing.status, 404);
-    assert_eq!(missing.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        !dir.path().join("state").exists(),
+        "nothing was started: {stderr}"
+    );
 }
 
 #[test]
 fn cors_preflight_needs_no_token() {
-    let devbox = Devbox::start_opts(
-        Options {
-            config: format!("server:\n  api_token: \"{TOKEN}\"\n"),
-            ..Options::default()
-        },
-        |_| {},
-    );
+    let devbox = Devbox::start_opts(any_origin_with_token(), |_| {});
     assert_seed_preflight(
         &preflight(&devbox, "/servers", "POST"),
         "preflight with a token configured",
@@ -395,13 +420,7 @@ fn cors_preflight_needs_no_token() {
 
 #[test]
 fn cors_headers_are_on_401_answers_too() {
-    let devbox = Devbox::start_opts(
-        Options {
-            config: format!("server:\n  api_token: \"{TOKEN}\"\n"),
-            ..Options::default()
-        },
-        |_| {},
-    );
+    let devbox = Devbox::start_opts(any_origin_with_token(), |_| {});
     let refused = devbox.call(
         "GET",
         "/servers",

@@ -308,8 +308,12 @@ fn the_log_websocket_needs_the_token() {
             vec![("Authorization", "Bearer wrong".to_owned())],
         ),
         (
-            "a wrong cookie",
-            vec![("Cookie", "devbox_token=wrong".to_owned())],
+            "a made-up session",
+            vec![("Cookie", "devbox_session=wrong".to_owned())],
+        ),
+        (
+            "the token as a cookie (what the old dashboard set from script)",
+            vec![("Cookie", format!("devbox_token={TOKEN}"))],
         ),
     ] {
         for path in ["/ws/logs", "/ws/logs/anything"] {
@@ -326,12 +330,24 @@ fn the_log_websocket_needs_the_token() {
         &[("Authorization", format!("Bearer {TOKEN}"))],
     )
     .unwrap_or_else(|status| panic!("/ws/logs with the token: HTTP {status}"));
-    // The dashboard's cookie is accepted as well (browsers cannot set headers on
-    // WebSockets).
+    // The dashboard's session cookie is accepted as well (browsers cannot set headers
+    // on WebSockets): the token is exchanged for it once.
+    let login = devbox.call(
+        "POST",
+        "/auth/login",
+        &[("Content-Type", "application/json")],
+        Some(format!(r#"{{"token": "{TOKEN}"}}"#).as_bytes()),
+    );
+    assert_eq!(login.status, 200, "{login}");
+    let session = login
+        .header("set-cookie")
+        .and_then(|cookie| cookie.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
     let cookie = ws_connect(
         &devbox,
         "/ws/logs",
-        &[("Cookie", format!("other=1; devbox_token={TOKEN}"))],
+        &[("Cookie", format!("other=1; {session}"))],
     );
     assert!(
         cookie.is_ok(),

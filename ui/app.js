@@ -2,8 +2,9 @@
  * devbox dashboard: all behaviour of the web UI (ui/index.html is the skeleton,
  * ui/style.css the looks). It talks only to devbox's REST API and WebSocket log
  * streams on the same origin: lists servers live, creates them (blank, git, zip or from
- * a template), starts/stops/restarts/deletes them, streams their logs, asks for an API
- * token on 401, and switches between dark and light.
+ * a template), starts/stops/restarts/deletes them, streams their logs, logs in with the
+ * API token on 401 (the token goes to devbox once, for an HttpOnly session cookie; the
+ * page never keeps it), and switches between dark and light.
  *
  * Stable selectors (for browser tests):
  *   #create-form                          the create form
@@ -28,7 +29,8 @@
  *   #template-items [data-template="<item>"] button[data-action=use-template]
  *   #template-dialog input[name=name], #template-create, #template-error
  *   #confirm-dialog, #confirm-yes, #confirm-no       delete confirmation
- *   #token-dialog input[name=token], #token-save, #token-reason   API token prompt
+ *   #token-dialog input[name=token], #token-save, #token-reason   API token login
+ *   #token-button (log in), #logout-button (log out; visible with a session)
  *   #error (.banner-text), #error-close   the error banner
  *   #toasts .toast                        success notices
  *   #theme-toggle (html[data-theme=dark|light]), #refresh, #connection[data-state]
@@ -40,7 +42,6 @@
 
 const BASE_PATH = location.pathname.replace(/[^/]*$/, ''); // "/" when served at the root
 const THEME_KEY = 'devbox-theme';
-const TOKEN_KEY = 'devbox-token';
 const MAX_LOG_LINES = 1000;
 const FAST_REFRESH_MS = 1500; // while something is starting or stopping
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9 _.-]*$/;
@@ -88,6 +89,7 @@ const state = {
   refreshSeq: 0,
   renderedSeq: 0,
   needsToken: false,
+  loggedIn: false,
   templateTabs: [],
   selectedTab: '',
   templateTarget: null, // { tab, item } while the template dialog is open
@@ -138,8 +140,6 @@ class ApiError extends Error {
 /** Calls the API; resolves to the parsed body, or throws ApiError with the API's words. */
 async function api(path, { method = 'GET', json, form } = {}) {
   const headers = { Accept: 'application/json' };
-  const token = loadToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
   let body = form;
   if (json !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -178,29 +178,37 @@ function errorMessage(response, payload) {
 }
 
 // ---------------------------------------------------------------------------
-// API token (asked for on 401; sent as a header, and as a cookie for WebSockets and the IDE)
+// Login (asked for on 401). The token is sent once to /auth/login, which answers with
+// an HttpOnly session cookie: no script of this page (or of any other page under
+// devbox's origin) can read the token or the session afterwards.
 
-function loadToken() {
+async function logIn(token) {
+  const response = await fetch(`${BASE_PATH}auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify({ token }),
+    credentials: 'same-origin',
+  });
+  if (!response.ok) throw new ApiError(response.status, errorMessage(response, await readBody(response)));
+  state.loggedIn = true;
+}
+
+async function logOut() {
   try {
-    return localStorage.getItem(TOKEN_KEY) || '';
+    await fetch(`${BASE_PATH}auth/logout`, { method: 'POST', credentials: 'same-origin' });
+  } catch (_) { /* the session ends on its own */ }
+  state.loggedIn = false;
+}
+
+/** Whether this browser has a session (after a reload the page knows only by asking). */
+async function loadSession() {
+  try {
+    const session = await readBody(await fetch(`${BASE_PATH}auth/session`, { credentials: 'same-origin' }));
+    state.loggedIn = Boolean(session && session.logged_in);
   } catch (_) {
-    return '';
+    state.loggedIn = false;
   }
-}
-
-function storeToken(token) {
-  try {
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
-  } catch (_) { /* private mode: the cookie still works for this session */ }
-  setTokenCookie(token);
-}
-
-function setTokenCookie(token) {
-  const secure = location.protocol === 'https:' ? '; Secure' : '';
-  document.cookie = token
-    ? `devbox_token=${token}; path=/; SameSite=Strict${secure}`
-    : `devbox_token=; path=/; max-age=0; SameSite=Strict${secure}`;
+  updateTokenButton();
 }
 
 function askForToken(reason) {
@@ -219,22 +227,33 @@ function openTokenDialog(reason) {
 }
 
 function updateTokenButton() {
-  setHidden($('#token-button'), !(state.needsToken || loadToken()));
+  setHidden($('#token-button'), !state.needsToken || state.loggedIn);
+  setHidden($('#logout-button'), !state.loggedIn);
 }
 
 function bindTokenDialog() {
   $('#token-button').addEventListener('click', () => openTokenDialog(''));
-  $('#token-form').addEventListener('submit', (event) => {
+  $('#logout-button').addEventListener('click', async () => {
+    await logOut();
+    updateTokenButton();
+    loadEverything();
+  });
+  $('#token-form').addEventListener('submit', async (event) => {
     event.preventDefault();
-    const token = $('#token-input').value.trim();
+    const input = $('#token-input');
+    const token = input.value.trim();
     if (!token) return;
-    storeToken(token);
+    try {
+      await logIn(token);
+    } catch (err) {
+      setFormError('#token-reason', `devbox says: ${err.message}`);
+      return;
+    } finally {
+      input.value = '';
+    }
     finishTokenDialog();
   });
-  $('#token-forget').addEventListener('click', () => {
-    storeToken('');
-    finishTokenDialog();
-  });
+  $('#token-cancel').addEventListener('click', () => $('#token-dialog').close());
 }
 
 function finishTokenDialog() {
@@ -1204,11 +1223,9 @@ function bindEvents() {
 
 function start() {
   applyTheme(storedTheme() || 'dark'); // until the config says otherwise
-  const token = loadToken();
-  if (token) setTokenCookie(token); // the cookie may have expired with the browser session
-  updateTokenButton();
   bindEvents();
   updateSlugHint();
+  loadSession();
   loadEverything();
 }
 

@@ -46,6 +46,12 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(format!(
+                    "the request body is larger than {} bytes, the most a spec may hold",
+                    crate::yaml::MAX_YAML_BYTES
+                )))
+            }
             Err(rejection) => Err(ApiError::BadRequest(describe(&rejection))),
         }
     }

@@ -273,7 +273,8 @@ fn base_document() -> OpenApi {
 /// ([`crate::http`]) adds the proxy, the dashboard and the guards.
 pub fn router(state: AppState) -> Router {
     let mut api = base_document();
-    let app = routes(upload_limit(&state.config)).finish_api(&mut api);
+    let uploads = upload_limit(&state.config);
+    let app = routes(uploads).finish_api(&mut api);
     let document = Arc::new(api);
     let openapi_route = Router::new().route(
         "/openapi.json",
@@ -282,5 +283,44 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(document.as_ref().clone()) }
         }),
     );
-    app.merge(openapi_route).with_state(state)
+    // A JSON body never needs more than a spec file may hold (upload routes set their
+    // own, larger limit); past it the request is a 413 before anything is written.
+    app.merge(openapi_route)
+        .layer(DefaultBodyLimit::max(crate::yaml::MAX_YAML_BYTES))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            refuse_declared_oversize(uploads, request, next)
+        }))
+        .with_state(state)
+}
+
+/// A body whose `Content-Length` already says it is too large is refused before a
+/// byte of it is read. Past the body limits alone, hyper would first invite the client
+/// to send it (`100 Continue`), then close the connection in the middle of the
+/// upload, and the client would see a broken pipe instead of the 413.
+async fn refuse_declared_oversize(
+    upload_limit: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let headers = request.headers();
+    let multipart = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"multipart/"));
+    let limit = if multipart {
+        upload_limit
+    } else {
+        crate::yaml::MAX_YAML_BYTES
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(bytes) if bytes > limit as u64 => ApiError::PayloadTooLarge(format!(
+            "the request body is {bytes} bytes; this route takes at most {limit} bytes"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }

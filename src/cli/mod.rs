@@ -15,6 +15,7 @@ mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, Overrides};
@@ -124,6 +125,22 @@ impl Cli {
         }
     }
 
+    /// The token `--server` commands send: from `--api-token-file`, else `--api-token`.
+    fn client_token(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.api_token_file else {
+            return Ok(self.api_token.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the API token file {} is empty",
+            path.display()
+        );
+        Ok(Some(token.to_owned()))
+    }
+
     fn load_config(&self, port: Option<u16>) -> anyhow::Result<Config> {
         Ok(Config::load(self.config.as_deref(), &self.overrides(port))?)
     }
@@ -152,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Apply { .. }
             | Command::Delete { .. }
             | Command::Logs { .. },
-        ) => Some(remote::Remote::new(url, cli.api_token.clone())?),
+        ) => Some(remote::Remote::new(url, cli.client_token()?)?),
         _ => None,
     };
     match (&cli.command, remote) {

@@ -3,10 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 use crate::api::AppState;
+
 use crate::config::Config;
 use crate::controller::Controller;
 use crate::runtime::process::ProcessRuntime;
@@ -22,43 +22,35 @@ pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     runtime.block_on(serve(config, bind))
 }
 
-async fn serve(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
-    let address = SocketAddr::new(
-        bind.unwrap_or(config.server.bind_address),
-        config.server.default_port,
-    );
+async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
+    if let Some(bind) = bind {
+        config.server.bind_address = bind;
+    }
+    let address = SocketAddr::new(config.server.bind_address, config.server.default_port);
     // Bind first: a taken port should fail before any server is touched.
     let listener = listen(address).with_context(|| format!("cannot listen on {address}"))?;
     match &config.source {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
         None => tracing::info!("using the embedded default configuration"),
     }
+    let config_header_timeout = config.server.header_read_timeout.get();
     let controller = Controller::new(config, ProcessRuntime)?;
     let ctx = controller.context();
     let state = AppState::new(&ctx);
     let (stop_http, mut http_stopped) = watch::channel(false);
-    // Small answers and proxied WebSocket frames must leave at once: with Nagle's
-    // algorithm on, each waited ~40 ms for the client's delayed ACK (measured by
-    // benches/proxy.rs: 4x fewer requests per second on a small file).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    let http = tokio::spawn(async move {
-        let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let header_read_timeout = config_header_timeout;
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        crate::http::app(state),
+        header_read_timeout,
+        async move {
+            let _ = http_stopped.wait_for(|stop| *stop).await;
+        },
+    ));
     tracing::info!(%address, "devbox listening");
     controller.run(shutdown_signal()).await?;
     let _ = stop_http.send(true);
-    http.await
-        .context("HTTP server task failed")?
-        .context("HTTP server failed")?;
+    http.await.context("HTTP server task failed")?;
     tracing::info!("devbox stopped");
     Ok(())
 }

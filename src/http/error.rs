@@ -21,6 +21,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Refused by a guard (foreign `Host` or `Origin`), whoever is asking.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -45,6 +48,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,6 +75,7 @@ impl From<SpecFileError> for ApiError {
     fn from(err: SpecFileError) -> Self {
         match err {
             SpecFileError::Exists(_) => ApiError::Conflict(err.to_string()),
+            SpecFileError::TooLarge { .. } => ApiError::PayloadTooLarge(err.to_string()),
             SpecFileError::NotFound(_) => ApiError::NotFound(err.to_string()),
             // The file is devbox's business; the client needs the field and the reason.
             SpecFileError::Invalid(diags) => ApiError::BadRequest(
@@ -128,7 +133,7 @@ impl OperationOutput for ApiError {
         let Some(response) = Self::operation_response(ctx, operation) else {
             return Vec::new();
         };
-        [400, 401, 404, 409, 413, 500]
+        [400, 401, 403, 404, 409, 413, 500]
             .into_iter()
             .map(|code| (Some(DocStatus::Code(code)), response.clone()))
             .collect()

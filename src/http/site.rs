@@ -1,0 +1,315 @@
+//! Who devbox is on the web: the host names it answers to and the origins whose pages
+//! count as its own. Both guards (`Host` and `Origin`) ask this one place, and every
+//! decision is a plain function of the configuration and the request's headers.
+//!
+//! devbox's names are the loopback names, the bind address when it is a specific one,
+//! the host of `server.public_url`, and `server.allowed_hosts`. A page's origin is
+//! devbox's own when its host and port are the ones the request was sent to (which
+//! the host guard has already checked) or those of `public_url`; the origins in
+//! `server.cors_allowed_origins` are let in besides.
+
+use std::net::IpAddr;
+
+use axum::http::uri::Authority;
+
+use crate::config::Config;
+
+/// Where a request that carries an `Origin` comes from, as far as devbox is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// No `Origin` and no `Sec-Fetch-Site: cross-site`: a script, curl, the CLI, or a
+    /// browser's own navigation.
+    NoOrigin,
+    /// A page of devbox itself.
+    Own,
+    /// A page of an origin listed in `server.cors_allowed_origins` (or any, with `*`).
+    Listed,
+    /// Any other page.
+    Foreign,
+}
+
+/// devbox's names and origins, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// `server.allowed_hosts` holds `*`: the host check is off.
+    any_host: bool,
+    /// Host names (lower case, IPv6 in brackets) with the port they must come with;
+    /// `None` = any port.
+    names: Vec<(String, Option<u16>)>,
+    /// The authority of `public_url` (lower case), if one is set.
+    public_authority: Option<String>,
+    /// `server.cors_allowed_origins` as written, lower case.
+    listed_origins: Vec<String>,
+}
+
+/// Names of this machine that no DNS rebinding can produce: a page's `Host` is the
+/// name in its own URL, which is the attacker's. Any port: an SSH tunnel from a laptop
+/// (`ssh -L 9000:localhost:8000`) makes the browser send `localhost:9000`.
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+impl Site {
+    pub fn new(config: &Config) -> Self {
+        let server = &config.server;
+        let mut names: Vec<(String, Option<u16>)> = LOOPBACK_NAMES
+            .iter()
+            .map(|name| ((*name).to_owned(), None))
+            .collect();
+        if !server.bind_address.is_unspecified() && !server.bind_address.is_loopback() {
+            names.push((host_of_ip(server.bind_address), Some(server.default_port)));
+        }
+        let public_authority = server
+            .public_url
+            .as_deref()
+            .and_then(|url| url.parse::<axum::http::Uri>().ok())
+            .and_then(|uri| uri.authority().cloned());
+        if let Some(authority) = &public_authority {
+            // Behind a TLS proxy the port the browser used is the proxy's.
+            names.push((authority.host().to_ascii_lowercase(), None));
+        }
+        let mut any_host = false;
+        for entry in &server.allowed_hosts {
+            if entry == "*" {
+                any_host = true;
+            } else if let Ok(authority) = entry.parse::<Authority>() {
+                names.push((authority.host().to_ascii_lowercase(), authority.port_u16()));
+            }
+        }
+        Self {
+            any_host,
+            names,
+            public_authority: public_authority.map(|a| a.as_str().to_ascii_lowercase()),
+            listed_origins: server
+                .cors_allowed_origins
+                .iter()
+                .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// Whether devbox answers to `host` (the request's `Host`, or the authority of an
+    /// absolute request target).
+    pub fn allows_host(&self, host: &str) -> bool {
+        if self.any_host {
+            return true;
+        }
+        let Ok(authority) = host.parse::<Authority>() else {
+            return false;
+        };
+        let name = authority.host().to_ascii_lowercase();
+        let port = authority.port_u16();
+        self.names.iter().any(|(allowed, allowed_port)| {
+            *allowed == name && allowed_port.is_none_or(|p| Some(p) == port)
+        })
+    }
+
+    /// Where a request comes from: `origin` is its `Origin` header, `host` the `Host`
+    /// it was sent to, `cross_site` whether the browser said `Sec-Fetch-Site: cross-site`.
+    pub fn provenance(
+        &self,
+        origin: Option<&str>,
+        host: Option<&str>,
+        cross_site: bool,
+    ) -> Provenance {
+        let Some(origin) = origin else {
+            return if cross_site {
+                Provenance::Foreign
+            } else {
+                Provenance::NoOrigin
+            };
+        };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        if self
+            .listed_origins
+            .iter()
+            .any(|listed| *listed == origin || listed == "*")
+        {
+            return Provenance::Listed;
+        }
+        if cross_site {
+            return Provenance::Foreign;
+        }
+        // `null` (a sandboxed frame, a file, a redirect across origins) parses as no URI.
+        let Some(authority) = origin_authority(&origin) else {
+            return Provenance::Foreign;
+        };
+        let same_as_request = host.is_some_and(|host| same_authority(&authority, host));
+        let same_as_public = self
+            .public_authority
+            .as_deref()
+            .is_some_and(|public| same_authority(&authority, public));
+        if same_as_request || same_as_public {
+            Provenance::Own
+        } else {
+            Provenance::Foreign
+        }
+    }
+
+    /// What an operator would set to let `host` in, for the 403's message.
+    pub fn remedy(&self, host: &str) -> String {
+        let name = host
+            .parse::<Authority>()
+            .map(|a| a.host().to_owned())
+            .unwrap_or_else(|_| host.to_owned());
+        format!(
+            "add `{name}` to server.allowed_hosts (or set server.public_url to the URL people open devbox at)"
+        )
+    }
+}
+
+/// `http://host:port` → `host:port` (with the scheme's default port written out, so
+/// that `https://a` and a `Host: a:443` compare equal).
+fn origin_authority(origin: &str) -> Option<String> {
+    let uri = origin.parse::<axum::http::Uri>().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    let port = authority.port_u16().or(match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    })?;
+    Some(format!("{}:{port}", authority.host()))
+}
+
+/// Whether `origin` (`host:port`, from [`origin_authority`]) names `host` (a `Host`
+/// header, whose port may be left out when it is the scheme's default).
+fn same_authority(origin: &str, host: &str) -> bool {
+    let Ok(host) = host.parse::<Authority>() else {
+        return false;
+    };
+    let name = host.host().to_ascii_lowercase();
+    match host.port_u16() {
+        Some(port) => origin == format!("{name}:{port}"),
+        None => origin == format!("{name}:80") || origin == format!("{name}:443"),
+    }
+}
+
+fn host_of_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(yaml: &str) -> Site {
+        let config = Config::parse(std::path::Path::new("t.yaml"), yaml).unwrap();
+        Site::new(&config)
+    }
+
+    #[test]
+    fn loopback_names_are_devbox_and_a_rebinding_name_is_not() {
+        let site = site("{}");
+        for host in [
+            "127.0.0.1:8000",
+            "localhost:8000",
+            "LOCALHOST:9000",
+            "[::1]:8000",
+            "localhost",
+        ] {
+            assert!(site.allows_host(host), "{host}");
+        }
+        for host in [
+            "rebind.attacker.example:8000",
+            "127.0.0.1.nip.io:8000",
+            "10.0.0.5:8000",
+            "",
+            "a b",
+        ] {
+            assert!(!site.allows_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn configured_names_are_devbox() {
+        let site = site(
+            "server:\n  bind_address: 10.0.0.5\n  public_url: https://ide.example.org\n  allowed_hosts: [box.lan, 'other.lan:9000']\n",
+        );
+        assert!(site.allows_host("10.0.0.5:8000"));
+        assert!(!site.allows_host("10.0.0.5:8001"));
+        assert!(site.allows_host("ide.example.org"));
+        assert!(site.allows_host("box.lan:1234"));
+        assert!(site.allows_host("other.lan:9000"));
+        assert!(!site.allows_host("other.lan:9001"));
+        assert!(
+            site.remedy("x.lan:8000")
+                .contains("`x.lan` to server.allowed_hosts")
+        );
+    }
+
+    #[test]
+    fn unspecified_bind_address_is_no_name_and_star_turns_the_check_off() {
+        assert!(!site("server:\n  bind_address: 0.0.0.0\n").allows_host("0.0.0.0:8000"));
+        assert!(site("server:\n  allowed_hosts: ['*']\n").allows_host("anything.example:1"));
+    }
+
+    #[test]
+    fn origins() {
+        let site = site(
+            "server:\n  cors_allowed_origins: ['http://tool.example:3000']\n  public_url: https://ide.example.org/\n",
+        );
+        let from = |origin, host, cross| site.provenance(origin, host, cross);
+        assert_eq!(
+            from(None, Some("127.0.0.1:8000"), false),
+            Provenance::NoOrigin
+        );
+        assert_eq!(
+            from(None, Some("127.0.0.1:8000"), true),
+            Provenance::Foreign
+        );
+        assert_eq!(
+            from(Some("http://127.0.0.1:8000"), Some("127.0.0.1:8000"), false),
+            Provenance::Own
+        );
+        assert_eq!(
+            from(Some("http://localhost:8000"), Some("127.0.0.1:8000"), false),
+            Provenance::Foreign
+        );
+        assert_eq!(
+            from(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8000"), false),
+            Provenance::Foreign
+        );
+        assert_eq!(
+            from(Some("https://evil.example"), Some("127.0.0.1:8000"), false),
+            Provenance::Foreign
+        );
+        assert_eq!(
+            from(Some("null"), Some("127.0.0.1:8000"), false),
+            Provenance::Foreign
+        );
+        assert_eq!(
+            from(
+                Some("http://tool.example:3000"),
+                Some("127.0.0.1:8000"),
+                true
+            ),
+            Provenance::Listed
+        );
+        assert_eq!(
+            from(
+                Some("https://ide.example.org"),
+                Some("ide.example.org"),
+                false
+            ),
+            Provenance::Own
+        );
+        assert_eq!(
+            from(
+                Some("https://ide.example.org"),
+                Some("127.0.0.1:8000"),
+                false
+            ),
+            Provenance::Own
+        );
+        assert_eq!(
+            from(
+                Some("http://ide.example.org"),
+                Some("ide.example.org"),
+                false
+            ),
+            Provenance::Own
+        );
+    }
+}
