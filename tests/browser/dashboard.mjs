@@ -2,12 +2,17 @@
 /*
  * Real-browser end-to-end test of the devbox dashboard (run by tests/browser.rs).
  *
- *   node tests/browser/dashboard.mjs BASE_URL GIT_URL ARTIFACTS_DIR FILE_NAME
+ *   node tests/browser/dashboard.mjs BASE_URL GIT_URL ARTIFACTS_DIR FILE_NAME TOKEN
  *
  * Drives Debian's Chromium (/usr/bin/chromium, headless, fresh profile) through
  * playwright-core, which is found through NODE_PATH (scripts/install-browser.sh prints
  * the directory) and never downloads a browser. Against a running devbox whose
- * workspaces may be `file://` git URLs, it:
+ * workspaces may be `file://` git URLs and which needs the API token TOKEN, it:
+ *   logs in through the token dialog and checks that no script of the page can read the
+ *   token or the session (not in document.cookie, not in localStorage); lets a page of
+ *   another origin on the same site (another loopback port, served by this script) try a
+ *   cross-origin fetch PUT of a spec, a no-cors POST that would start a server, and a
+ *   form POST that would create one, and checks through the API that none happened;
  *   creates a server through the form (a display name with a space, workspace = GIT_URL),
  *   starts it with its Start button and waits for `running`, screenshots the narrow
  *   (390×844) layout, opens the IDE through the Open IDE link (a new tab on
@@ -25,8 +30,9 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import http from 'node:http';
 
-const USAGE = 'usage: node dashboard.mjs BASE_URL GIT_URL ARTIFACTS_DIR FILE_NAME';
+const USAGE = 'usage: node dashboard.mjs BASE_URL GIT_URL ARTIFACTS_DIR FILE_NAME TOKEN';
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -40,8 +46,8 @@ const IDE_TIMEOUT = 60_000; // workbench + explorer over the proxied WebSocket
 const TRUST_PROMPT_WAIT = 20_000; // code-server's "Do you trust the authors" dialog
 const OVERALL_TIMEOUT = 240_000;
 
-const [baseArg, gitUrl, artifacts, fileName] = process.argv.slice(2);
-if (!baseArg || !gitUrl || !artifacts || !fileName) {
+const [baseArg, gitUrl, artifacts, fileName, token] = process.argv.slice(2);
+if (!baseArg || !gitUrl || !artifacts || !fileName || !token) {
   console.error(USAGE);
   process.exit(2);
 }
@@ -171,11 +177,79 @@ try {
     });
   });
 
-  await step('open the dashboard', async () => {
+  await step('open the dashboard; it asks for the token and logs in', async () => {
     await dashboard.goto(baseUrl);
+    await dashboard.locator('#token-dialog[open]').waitFor();
+    await dashboard.locator('#token-input').fill(token);
+    await dashboard.locator('#token-save').click();
+    await dashboard.locator('#token-dialog').waitFor({ state: 'hidden' });
+    await dashboard.locator('#logout-button').waitFor({ state: 'visible' });
     await dashboard.locator('#connection[data-state=ok]').waitFor();
     await dashboard.locator('#servers-empty').waitFor({ state: 'visible' }); // a fresh devbox has no servers
     await dashboard.locator('#create-form input[name=workspace][value=git]').waitFor();
+  });
+
+  await step('no script of the page can read the token or the session', async () => {
+    const seen = await dashboard.evaluate(() => ({
+      cookie: document.cookie,
+      storage: JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }),
+    }));
+    for (const [where, text] of Object.entries(seen)) {
+      if (text.includes(token)) throw new Error(`the token is readable in ${where}: ${text}`);
+      if (text.includes('devbox_session')) throw new Error(`the session is readable in ${where}: ${text}`);
+    }
+  });
+
+  await step('a page of another origin on the same site changes nothing', async () => {
+    const target = baseUrl.replace(/\/$/, '');
+    const page = `<!doctype html><title>evil</title><body>
+<iframe name="sink"></iframe>
+<form id="f" method="POST" enctype="multipart/form-data" target="sink"
+      action="${target}/servers/create-with-workspace">
+  <input name="name" value="evil-form"><input name="github_url" value="https://example.invalid/r.git">
+</form>
+<script>
+(async () => {
+  const results = {};
+  try {
+    const r = await fetch('${target}/specs/evil-fetch', { method: 'PUT', credentials: 'include',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ apiVersion: 'devbox/v1', kind: 'DevServer', metadata: { name: 'evil-fetch' },
+        spec: { state: 'running' } }) });
+    results.put = 'answered ' + r.status;
+  } catch (err) { results.put = 'refused: ' + err.message; }
+  try {
+    await fetch('${target}/servers/create-metadata', { method: 'POST', mode: 'no-cors', credentials: 'include',
+      headers: { 'Content-Type': 'text/plain' }, body: '{"name": "evil-simple"}' });
+    results.simple = 'sent';
+  } catch (err) { results.simple = 'refused: ' + err.message; }
+  document.getElementById('f').submit();
+  await new Promise((resolve) => document.querySelector('iframe').addEventListener('load', resolve));
+  results.form = 'sent';
+  document.title = 'done ' + JSON.stringify(results);
+})();
+</script></body>`;
+    const evil = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/html' });
+      res.end(page);
+    });
+    await new Promise((resolve) => evil.listen(0, '127.0.0.1', resolve));
+    const attacker = await context.newPage();
+    activePage = attacker;
+    try {
+      await attacker.goto(`http://127.0.0.1:${evil.address().port}/`);
+      await attacker.waitForFunction(() => document.title.startsWith('done'), null, { timeout: STEP_TIMEOUT });
+      const title = await attacker.title();
+      console.log(`  foreign page: ${title}`);
+      if (!title.includes('"put":"refused')) throw new Error(`the cross-origin PUT was not refused: ${title}`);
+    } finally {
+      await attacker.close();
+      evil.close();
+      activePage = dashboard;
+    }
+    const listed = await dashboard.evaluate(async () => (await fetch('servers')).json());
+    const names = listed.map((s) => s.name);
+    if (names.some((n) => n.startsWith('evil'))) throw new Error(`a foreign page created servers: ${names}`);
   });
 
   await step(`create "${DISPLAY_NAME}" with a git workspace through the form`, async () => {
