@@ -222,11 +222,12 @@ fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both
     );
     devbox.write_spec("overlap", "  state: running\n  extensions: [acme.slow]\n");
     // code-server answers on its port while its extension is still being installed…
-    let port = wait_for("code-server to boot during the install", STARTUP, || {
+    let (port, direct) = wait_for("code-server to boot during the install", STARTUP, || {
         let server = devbox.server("overlap")?;
         let port = u16::try_from(server["port"].as_u64()?).ok()?;
-        healthz(port)?;
-        (!processes_with("sleep 8889").is_empty()).then_some(port)
+        let direct = devbox.direct("overlap")?;
+        healthz(&direct)?;
+        (!processes_with("sleep 8889").is_empty()).then_some((port, direct))
     });
     let server = devbox.server("overlap").expect("overlap");
     assert_eq!(server["status"], "starting", "{server}");
@@ -243,7 +244,7 @@ fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both
         !group_alive(pid),
         "the half-provisioned instance was stopped"
     );
-    assert!(healthz(port).is_none());
+    assert!(healthz(&direct).is_none());
     wait_for(
         "the installer to be killed",
         Duration::from_secs(10),
@@ -257,9 +258,9 @@ fn an_instance_that_dies_while_its_extensions_install_fails_the_start() {
     let code_server = hanging_installs(fake_dir.path(), 8887);
     let devbox = Devbox::start_with(code_server, |_| {});
     devbox.write_spec("dies", "  state: running\n  extensions: [acme.slow]\n");
-    let port = wait_for("code-server to boot during the install", STARTUP, || {
-        let port = u16::try_from(devbox.server("dies")?["port"].as_u64()?).ok()?;
-        healthz(port).map(|_| port)
+    let direct = wait_for("code-server to boot during the install", STARTUP, || {
+        let direct = devbox.direct("dies")?;
+        healthz(&direct).map(|_| direct)
     });
     let pid = devbox.status("dies").expect("status")["process"]["pid"]
         .as_u64()
@@ -276,7 +277,7 @@ fn an_instance_that_dies_while_its_extensions_install_fails_the_start() {
             .contains("code-server exited during start")
             .then_some(())
     });
-    assert!(healthz(port).is_none());
+    assert!(healthz(&direct).is_none());
 }
 
 #[test]

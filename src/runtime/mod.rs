@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::endpoint::{Endpoint, EndpointError};
 use crate::status::ProcessRecord;
 
 /// Environment variables an instance must not inherit (see design.md: with
@@ -36,6 +37,9 @@ pub struct LaunchPlan {
     pub env: Vec<(String, String)>,
     /// Inherited variables to remove.
     pub env_remove: Vec<String>,
+    /// Where the instance listens (its arguments say so too); recorded in its
+    /// [`ProcessRecord`], so that a restarted devbox connects to it the same way.
+    pub endpoint: Endpoint,
     pub working_dir: PathBuf,
     /// stdout and stderr are appended here.
     pub log_file: PathBuf,
@@ -111,6 +115,8 @@ pub enum RuntimeError {
     },
     #[error("processes of group {pgid} still alive after SIGKILL")]
     Unkillable { pgid: u32 },
+    #[error(transparent)]
+    Socket(#[from] EndpointError),
 }
 
 fn spawn_hint(err: &std::io::Error) -> &'static str {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError, procfs};
+use crate::endpoint;
 use crate::status::ProcessRecord;
 
 /// How often a stop checks whether the instance is gone, and an adopted process is alive.
@@ -46,6 +47,10 @@ impl Runtime for ProcessRuntime {
             .open(&plan.log_file)
             .map_err(log_error)?;
         let log_err = log.try_clone().map_err(log_error)?;
+        if let Some(socket) = plan.endpoint.socket() {
+            // A killed instance leaves its socket file behind.
+            endpoint::remove_stale_socket(socket)?;
+        }
         let instance = uuid::Uuid::new_v4().to_string();
         let mut command = Command::new(&plan.program);
         command
@@ -82,6 +87,7 @@ impl Runtime for ProcessRuntime {
                 pgid: pid,
                 start_ticks,
                 instance,
+                socket: plan.endpoint.socket().map(ToOwned::to_owned),
             },
             exited: rx,
         })
@@ -91,10 +97,12 @@ impl Runtime for ProcessRuntime {
         let everything = Scope::GroupAndTagged;
         signal_all(record, everything, Signal::SIGTERM).await;
         if wait_gone(record, everything, grace).await {
+            remove_socket(record);
             return Ok(());
         }
         signal_all(record, everything, Signal::SIGKILL).await;
         if wait_gone(record, everything, KILL_WAIT).await {
+            remove_socket(record);
             Ok(())
         } else {
             Err(RuntimeError::Unkillable { pgid: record.pgid })
@@ -104,7 +112,9 @@ impl Runtime for ProcessRuntime {
     async fn clean_up(&self, record: &ProcessRecord) {
         // Only processes carrying this instance's tag: the group id may have been reused.
         signal_all(record, Scope::Tagged, Signal::SIGKILL).await;
-        wait_gone(record, Scope::Tagged, KILL_WAIT).await;
+        if wait_gone(record, Scope::Tagged, KILL_WAIT).await {
+            remove_socket(record);
+        }
     }
 
     fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String> {
@@ -152,18 +162,37 @@ enum Scope {
     Tagged,
 }
 
+/// The environment entry (`KEY=tag`) that marks a process of `record`'s instance.
+fn tag_entries(record: &ProcessRecord) -> Vec<String> {
+    if record.instance.is_empty() {
+        return Vec::new();
+    }
+    vec![format!("{INSTANCE_TAG_VAR}={}", record.instance)]
+}
+
 /// The live processes of `record` in `scope`, read from `/proc` off the async workers.
 async fn remaining(record: &ProcessRecord, scope: Scope) -> Vec<u32> {
-    let pgid = record.pgid;
-    let tag =
-        (!record.instance.is_empty()).then(|| format!("{INSTANCE_TAG_VAR}={}", record.instance));
-    let found = tokio::task::spawn_blocking(move || match (scope, tag) {
-        (Scope::GroupAndTagged, tag) => procfs::group_or_tagged(pgid, tag.as_deref()),
-        (Scope::Tagged, Some(tag)) => procfs::group_or_tagged(0, Some(&tag)),
-        (Scope::Tagged, None) => Vec::new(),
-    })
-    .await;
+    let pgid = match scope {
+        Scope::GroupAndTagged => record.pgid,
+        Scope::Tagged => 0,
+    };
+    let tags = tag_entries(record);
+    if pgid == 0 && tags.is_empty() {
+        return Vec::new();
+    }
+    let found = tokio::task::spawn_blocking(move || procfs::group_or_tagged(pgid, &tags)).await;
     found.unwrap_or_default()
+}
+
+/// Removes the socket of an instance that is gone (code-server removes it on SIGTERM,
+/// not when killed); the next start would replace it anyway, but a deleted server's
+/// would stay.
+fn remove_socket(record: &ProcessRecord) {
+    if let Some(socket) = &record.socket
+        && let Err(err) = endpoint::remove_stale_socket(socket)
+    {
+        tracing::warn!(%err, "cannot remove the socket of a stopped instance");
+    }
 }
 
 async fn signal_all(record: &ProcessRecord, scope: Scope, signal: Signal) {
