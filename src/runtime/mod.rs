@@ -8,6 +8,7 @@ pub mod process;
 pub mod procfs;
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,24 @@ pub const SCRUBBED_ENV: [&str; 5] = [
     "CODE_SERVER_CONFIG",
 ];
 
+/// Every inherited variable whose name starts with this is devbox's own (its API
+/// token, the paths of its config and token file, …) and is kept from instances and
+/// extension installs: whoever uses an IDE can read its environment.
+pub const DEVBOX_ENV_PREFIX: &str = "DEVBOX_";
+
+/// The inherited variables an instance or an extension install must not see:
+/// [`SCRUBBED_ENV`], and every variable of devbox's own environment named
+/// `DEVBOX_…` (see [`DEVBOX_ENV_PREFIX`]). Variables the config or a spec sets
+/// explicitly are added after this removal, so they still reach the instance.
+pub fn scrubbed_env() -> Vec<OsString> {
+    let mut names: Vec<OsString> = SCRUBBED_ENV.iter().map(OsString::from).collect();
+    names.extend(std::env::vars_os().map(|(name, _)| name).filter(|name| {
+        name.as_encoded_bytes()
+            .starts_with(DEVBOX_ENV_PREFIX.as_bytes())
+    }));
+    names
+}
+
 /// Everything needed to launch one instance.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {
@@ -36,7 +55,7 @@ pub struct LaunchPlan {
     /// Variables added to the inherited environment.
     pub env: Vec<(String, String)>,
     /// Inherited variables to remove.
-    pub env_remove: Vec<String>,
+    pub env_remove: Vec<OsString>,
     /// Where the instance listens (its arguments say so too); recorded in its
     /// [`ProcessRecord`], so that a restarted devbox connects to it the same way.
     pub endpoint: Endpoint,

@@ -3,9 +3,9 @@
 //! Each instance leads a new process group, so a stop signals the launcher and all its
 //! children at once (SIGTERM to the launcher alone leaves the extension host orphaned).
 //! Processes that leave the group (VS Code terminals get their own session) are still
-//! found: every process of an instance inherits a unique `DEVBOX_INSTANCE` tag in its
-//! environment. Output goes straight to a log file, so an instance outlives a killed
-//! devbox without a broken pipe and can be adopted by the next one.
+//! found: every process of an instance inherits a unique tag in its environment
+//! ([`INSTANCE_TAG_VAR`]). Output goes straight to a log file, so an instance outlives a
+//! killed devbox without a broken pipe and can be adopted by the next one.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -27,10 +27,18 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 const ADOPTED_POLL: Duration = Duration::from_secs(1);
 /// How long after SIGKILL an instance may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// Environment variable holding an instance's unique tag.
-const INSTANCE_TAG_VAR: &str = "DEVBOX_INSTANCE";
+/// Environment variable holding an instance's unique tag. Not `DEVBOX_…`: no variable
+/// of that prefix reaches an instance (one rule without exceptions, which a test can
+/// check in `/proc/<pid>/environ`). Not `CODE_SERVER_…` either: code-server reads
+/// variables of its own prefix (`CODE_SERVER_CONFIG`, `CODE_SERVER_PARENT_PID`, …), and a
+/// later release could read ours. `DEVSERVER_` names what the process belongs to, a
+/// `DevServer` (the spec's kind), and nothing else uses it.
+const INSTANCE_TAG_VAR: &str = "DEVSERVER_INSTANCE";
 /// Environment variable naming the devbox an instance belongs to ([`LaunchPlan::owner`]).
-const OWNER_VAR: &str = "DEVBOX_INSTANCE_OF";
+const OWNER_VAR: &str = "DEVSERVER_INSTANCE_OF";
+/// The names an older devbox marked its instances with; still recognised, so that its
+/// instances are found, stopped and adopted after an upgrade.
+const LEGACY_MARKERS: [(&str, &str); 1] = [("DEVBOX_INSTANCE", "DEVBOX_INSTANCE_OF")];
 
 #[derive(Debug, Default, Clone)]
 pub struct ProcessRuntime;
@@ -118,15 +126,19 @@ impl Runtime for ProcessRuntime {
     }
 
     fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String> {
-        let owner_entry = format!("{OWNER_VAR}={owner}");
         let mut killed = Vec::new();
-        for (pid, tag) in procfs::tagged(INSTANCE_TAG_VAR, &owner_entry) {
-            if recorded.contains(&tag) {
-                continue;
-            }
-            // Every process of the instance carries its tag: kill each one.
-            if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() && !killed.contains(&tag) {
-                killed.push(tag);
+        for (tag_var, owner_var) in markers() {
+            let owner_entry = format!("{owner_var}={owner}");
+            for (pid, tag) in procfs::tagged(tag_var, &owner_entry) {
+                if recorded.contains(&tag) {
+                    continue;
+                }
+                // Every process of the instance carries its tag: kill each one.
+                if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+                    && !killed.contains(&tag)
+                {
+                    killed.push(tag);
+                }
             }
         }
         killed
@@ -162,12 +174,20 @@ enum Scope {
     Tagged,
 }
 
-/// The environment entry (`KEY=tag`) that marks a process of `record`'s instance.
+/// The marker variables, `(tag, owner)`: today's, then an older devbox's.
+fn markers() -> impl Iterator<Item = (&'static str, &'static str)> {
+    std::iter::once((INSTANCE_TAG_VAR, OWNER_VAR)).chain(LEGACY_MARKERS)
+}
+
+/// The environment entries (`KEY=tag`) that mark a process of `record`'s instance,
+/// under today's name and an older devbox's (the tag is a UUID: unique either way).
 fn tag_entries(record: &ProcessRecord) -> Vec<String> {
     if record.instance.is_empty() {
         return Vec::new();
     }
-    vec![format!("{INSTANCE_TAG_VAR}={}", record.instance)]
+    markers()
+        .map(|(tag_var, _)| format!("{tag_var}={}", record.instance))
+        .collect()
 }
 
 /// The live processes of `record` in `scope`, read from `/proc` off the async workers.

@@ -412,7 +412,7 @@ impl<R: Runtime> ServerTask<R> {
             program: code_server.binary.clone(),
             args,
             env,
-            env_remove: scrubbed_env(),
+            env_remove: crate::runtime::scrubbed_env(),
             endpoint: endpoint.clone(),
             working_dir: workspace.to_owned(),
             log_file: self.log_file(),
@@ -484,7 +484,7 @@ pub(in crate::controller) fn installer_settings(config: &Config) -> InstallerSet
     InstallerSettings {
         binary: config.code_server.binary.clone(),
         env: code_server_env(config),
-        env_remove: scrubbed_env(),
+        env_remove: crate::runtime::scrubbed_env(),
         timeout: config.code_server.extension_install_timeout.get(),
     }
 }
@@ -498,13 +498,6 @@ fn code_server_env(config: &Config) -> Vec<(String, String)> {
     }
     env.extend(code_server.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
-}
-
-fn scrubbed_env() -> Vec<String> {
-    crate::runtime::SCRUBBED_ENV
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
 }
 
 /// [`LaunchPlan::owner`] of the instances of the devbox with this state dir.
