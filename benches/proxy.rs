@@ -2,7 +2,8 @@
 //! request sent directly to the backend and through nginx.
 //!
 //! Starts two release `devbox serve` instances, each with one running server on a
-//! pinned port: one runs the real code-server, the other `tests/fixtures/fake_code_server.py`
+//! pinned port (with `code_server.listen: tcp`, so that devbox reaches its backend on a
+//! loopback port as nginx and the direct requests do): one runs the real code-server, the other `tests/fixtures/fake_code_server.py`
 //! (a trivially fast backend, so that the proxy itself is what is measured; the
 //! code-server binary is per devbox, hence two). nginx (Debian's package) runs on
 //! loopback as a plain reverse proxy to the same two backends (keep-alive upstreams,
@@ -379,7 +380,11 @@ fn websocket_echo(
 /// A devbox running `code_server` with one running server `name` pinned to `port`;
 /// waits until devbox reports it running.
 fn devbox_with_server(code_server: &Path, name: &str, port: u16) -> ServingDevbox {
-    let (root, http_port) = common::Devbox::prepare(common::INSTANCE_CONFIG);
+    // `listen: tcp`: the direct and nginx rows reach the backends on their ports, so
+    // devbox does too, and the three rows differ by the proxy alone. (With devbox's
+    // default, a Unix socket, its leg to the backend would be the cheaper one.)
+    let config = format!("{}  listen: tcp\n", common::INSTANCE_CONFIG);
+    let (root, http_port) = common::Devbox::prepare(&config);
     common::write_file(
         &root.path().join("specs"),
         &format!("{name}.yaml"),

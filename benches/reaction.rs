@@ -3,13 +3,14 @@
 //! Each round (default 10, after one untimed warm-up round) measures both, in an order
 //! that alternates from round to round:
 //! - bare: real code-server started by hand with the flags and environment devbox uses
-//!   (`launch_plan` in `src/controller/reconciler/start.rs`), from spawn to the first
-//!   200 from its `/healthz`; then its process group is stopped;
+//!   (`launch_plan` in `src/controller/reconciler/start.rs`; a Unix socket, as devbox's
+//!   default `listen: socket`), from spawn to the first 200 from its `/healthz`; then
+//!   its process group is stopped;
 //! - devbox: one running release `devbox serve`; `specs/r<i>.yaml` is written (through a
 //!   temp file and a rename) with `state: running` and a pinned port, and timed until
-//!   `/healthz` on that port answers 200 (and, after that, until the same answer comes
-//!   through devbox's proxy at `/vscode/<port>/healthz`); then `state: stopped` and a
-//!   wait until devbox reports the server stopped.
+//!   `/healthz` straight on the instance's socket answers 200 (and, after that, until the
+//!   same answer comes through devbox's proxy at `/vscode/<port>/healthz`); then `state:
+//!   stopped` and a wait until devbox reports the server stopped.
 //!
 //! Prints both medians, p90, the difference and the ratio beside the target (devbox adds
 //! at most 100 ms at the median) and the original Go tool's figure (about 0.59 s from its
@@ -24,14 +25,14 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{GroupGuard, ServingDevbox, millis, percentile};
+use common::{Direct, GroupGuard, ServingDevbox, millis, percentile};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(5);
 
 /// One devbox round.
 struct DevboxRound {
-    /// Spec written → `/healthz` on the instance's port answers 200.
+    /// Spec written → `/healthz` on the instance's socket answers 200.
     healthz: Duration,
     /// Spec written → `/vscode/<port>/healthz` through devbox answers 200.
     proxied: Duration,
@@ -79,12 +80,10 @@ fn main() {
     let mut managed = Vec::new();
     let mut used_ports = Vec::new();
     for round in 0..=rounds {
-        let bare_port = common::free_port_in(common::INSTANCE_PORTS, &used_ports);
-        used_ports.push(bare_port);
         let devbox_port = common::free_port_in(common::INSTANCE_PORTS, &used_ports);
         used_ports.push(devbox_port);
         let bare_instance = bare_dir.join(round.to_string());
-        let run_bare = || bare_round(&agent, &code_server, &bare_instance, bare_port);
+        let run_bare = || bare_round(&code_server, &bare_instance);
         let run_devbox = || devbox_round(&agent, &devbox, round, devbox_port);
         // Which goes first alternates, so neither always follows the other's stop.
         let (b, d) = if round % 2 == 0 {
@@ -116,13 +115,12 @@ fn main() {
 }
 
 /// Starts code-server by hand as devbox would, times spawn → `/healthz` 200, stops it.
-fn bare_round(agent: &ureq::Agent, code_server: &Path, dir: &Path, port: u16) -> Duration {
-    let mut command = common::bare_code_server(code_server, dir, port);
-    let url = format!("http://127.0.0.1:{port}/healthz");
+fn bare_round(code_server: &Path, dir: &Path) -> Duration {
+    let (mut command, direct) = common::bare_code_server(code_server, dir);
     let began = Instant::now();
     let mut instance = GroupGuard::spawn("code-server", &mut command);
     loop {
-        if healthy(agent, &url) {
+        if direct.healthz().is_some() {
             break;
         }
         if let Some(status) = instance.exited() {
@@ -131,7 +129,7 @@ fn bare_round(agent: &ureq::Agent, code_server: &Path, dir: &Path, port: u16) ->
         }
         assert!(
             began.elapsed() < START_TIMEOUT,
-            "code-server did not answer {url} within {START_TIMEOUT:?}"
+            "code-server did not answer /healthz at {direct:?} within {START_TIMEOUT:?}"
         );
         std::thread::sleep(POLL);
     }
@@ -154,7 +152,7 @@ fn devbox_round(
         )
     };
     let specs = devbox.path("specs");
-    let direct = format!("http://127.0.0.1:{port}/healthz");
+    let direct = Direct::Unix(devbox.path(&format!("state/sockets/{name}.sock")));
     let proxied = devbox.url(&format!("/vscode/{port}/healthz"));
     // Lines of earlier rounds are of no interest.
     while devbox.log.try_recv().is_ok() {}
@@ -163,8 +161,8 @@ fn devbox_round(
     let wall = SystemTime::now();
     let began = Instant::now();
     common::write_file(&specs, &format!("{name}.yaml"), &spec("running"));
-    let wait = |url: &str| loop {
-        if healthy(agent, url) {
+    let wait = |what: &str, healthy: &dyn Fn() -> bool| loop {
+        if healthy() {
             return began.elapsed();
         }
         if began.elapsed() > START_TIMEOUT {
@@ -174,19 +172,19 @@ fn devbox_round(
                 .ok()
                 .and_then(|mut r| r.body_mut().read_to_string().ok())
                 .unwrap_or_default();
-            panic!("{url} did not answer within {START_TIMEOUT:?}; status: {status}");
+            panic!("{what} did not answer within {START_TIMEOUT:?}; status: {status}");
         }
         std::thread::sleep(POLL);
     };
-    let healthz = wait(&direct);
+    let healthz = wait(&format!("{direct:?}"), &|| direct.healthz().is_some());
     let cpu = common::cpu_time(devbox.pid()).saturating_sub(cpu_before);
-    let proxied = wait(&proxied);
+    let proxied = wait(&proxied, &|| healthy(agent, &proxied));
 
     // devbox's own view, from the timestamps of its log lines.
     let wall_secs = common::epoch_secs(wall);
     let (mut seen, mut running) = (None, None);
     let provisioning = format!("provisioning on port {port}");
-    let started = format!("http://127.0.0.1:{port}/");
+    let started = format!("/vscode/{port}/");
     let deadline = Instant::now() + Duration::from_secs(2);
     while running.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -22,7 +22,7 @@
 //! another (each answers 201 once the controller lists the server), then "start all":
 //! every `POST /servers/{id}/start` at once, one thread per seat (each call answers
 //! when its server runs). Meanwhile one thread probes every seat's `/healthz` directly
-//! on its port (every 20 ms) and samples devbox's RSS. Per round it prints: the wall
+//! on its instance's Unix socket (every 20 ms) and samples devbox's RSS. Per round it prints: the wall
 //! time from the first create call to the last healthy instance, servers per minute,
 //! the first healthy instance, p50/p99 of the per-server ready times (from the first
 //! create, and from the server's own start call), the start calls' answers, devbox's
@@ -65,7 +65,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{GroupGuard, ServingDevbox, percentile};
+use common::{Direct, GroupGuard, ServingDevbox, percentile};
 use serde_json::{Value, json};
 
 const TAB: &str = "Workshops";
@@ -200,7 +200,8 @@ fn main() {
 struct Seat {
     id: String,
     slug: String,
-    port: u16,
+    /// Where its instance listens (devbox's default, `listen: socket`).
+    direct: Direct,
 }
 
 /// What one `POST /servers/{id}/start` did.
@@ -297,7 +298,6 @@ fn run_round(
     let api = agent(Duration::from_secs(30));
     // Start calls wait for the instance (up to devbox's request timeout, 5 minutes).
     let slow_api = agent(Duration::from_secs(600));
-    let probe = agent(Duration::from_secs(2));
     while devbox.log.try_recv().is_ok() {}
     let runs_before = count_lines(runs_file);
     let cpu_before = common::cpu_time(devbox.pid());
@@ -316,7 +316,7 @@ fn run_round(
     let (base, pid) = (devbox.url(""), devbox.pid());
     let answered = AtomicUsize::new(0);
     let (starts, (healthy, rss_peak)) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(|| watch_ready(&probe, &seats, began, &answered, pid));
+        let watcher = scope.spawn(|| watch_ready(&seats, began, &answered, pid));
         let calls: Vec<_> = seats
             .iter()
             .map(|seat| {
@@ -403,13 +403,11 @@ fn create_seat(api: &ureq::Agent, devbox: &ServingDevbox, name: &str) -> Seat {
     let body = response.body_mut().read_to_string().unwrap_or_default();
     assert_eq!(status, 201, "create {name}: {body}");
     let view: Value = serde_json::from_str(&body).expect("create answers JSON");
+    let slug = view["slug"].as_str().unwrap_or(name).to_owned();
     Seat {
         id: view["id"].as_str().expect("id").to_owned(),
-        slug: view["slug"].as_str().unwrap_or(name).to_owned(),
-        port: view["port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .expect("a pinned port"),
+        direct: Direct::Unix(devbox.path(&format!("state/sockets/{slug}.sock"))),
+        slug,
     }
 }
 
@@ -440,7 +438,6 @@ fn start_seat(api: &ureq::Agent, base: &str, seat: &Seat) -> StartCall {
 /// Probes every seat's `/healthz` until all answer 200 (or the round gives up); gives
 /// when each first did, and the highest RSS of devbox seen meanwhile.
 fn watch_ready(
-    probe: &ureq::Agent,
     seats: &[Seat],
     began: Instant,
     answered: &AtomicUsize,
@@ -451,11 +448,8 @@ fn watch_ready(
     let mut all_answered_at = None;
     loop {
         for (seat, healthy) in seats.iter().zip(healthy.iter_mut()) {
-            if healthy.is_none() {
-                let url = format!("http://127.0.0.1:{}/healthz", seat.port);
-                if probe.get(&url).call().is_ok_and(|r| r.status() == 200) {
-                    *healthy = Some(Instant::now());
-                }
+            if healthy.is_none() && seat.direct.healthz().is_some() {
+                *healthy = Some(Instant::now());
             }
         }
         rss_peak = rss_peak.max(common::rss_mib(devbox_pid));
@@ -797,26 +791,16 @@ fn report(servers: usize, results: &[RoundResult], install_cost: Duration, floor
 /// folder and no extensions) and times them until every one answers `/healthz`: what
 /// the machine needs for the instances alone, before any provisioning.
 fn bare_floor(code_server: &Path, n: usize, dir: &Path) -> Duration {
-    let mut ports = Vec::new();
-    for _ in 0..n {
-        ports.push(common::free_port_in(common::INSTANCE_PORTS, &ports));
-    }
-    let agent = agent(Duration::from_secs(1));
     let began = Instant::now();
-    let mut instances: Vec<GroupGuard> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &port)| {
-            let mut command = common::bare_code_server(code_server, &dir.join(i.to_string()), port);
-            GroupGuard::spawn("code-server", &mut command)
+    let (mut instances, mut waiting): (Vec<GroupGuard>, Vec<Direct>) = (0..n)
+        .map(|i| {
+            let (mut command, direct) =
+                common::bare_code_server(code_server, &dir.join(i.to_string()));
+            (GroupGuard::spawn("code-server", &mut command), direct)
         })
-        .collect();
-    let mut waiting: Vec<u16> = ports.clone();
+        .unzip();
     while !waiting.is_empty() {
-        waiting.retain(|port| {
-            let url = format!("http://127.0.0.1:{port}/healthz");
-            !agent.get(&url).call().is_ok_and(|r| r.status() == 200)
-        });
+        waiting.retain(|direct| direct.healthz().is_none());
         assert!(
             began.elapsed() < Duration::from_secs(300),
             "bare code-servers on {waiting:?} never answered"
@@ -882,7 +866,7 @@ fn bare_install(code_server: &Path, vsix: &Path, dir: &Path) -> Duration {
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log);
-    for key in devbox::runtime::SCRUBBED_ENV {
+    for key in devbox::runtime::scrubbed_env() {
         command.env_remove(key);
     }
     let began = Instant::now();

@@ -1,18 +1,27 @@
-//! Health of a code-server instance: `GET /healthz` on its loopback port.
+//! Health of a code-server instance: `GET /healthz` where it listens (its Unix socket,
+//! or its loopback port with `listen: tcp`).
 //!
 //! Healthy means a 200 answer with a JSON body. A fresh instance says
 //! `{"status":"expired"}` until a browser connects; that is healthy too (`alive` only
 //! means a client was active in the last minute, and `lastHeartbeat` is the input for
 //! idle culling).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, header};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+
+use crate::endpoint::Endpoint;
+
+/// Node closes a keep-alive connection after 5 s idle; one idle for longer than this is
+/// not used again (the same margin as the proxy's connections).
+const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(4);
 
 /// What `/healthz` said.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -24,54 +33,70 @@ pub struct Healthz {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("no answer from port {port} within {timeout:?}")]
-    Timeout { port: u16, timeout: Duration },
-    #[error("port {port}: {message}")]
-    Request { port: u16, message: String },
-    #[error("port {port} answered HTTP {status}")]
-    Status { port: u16, status: u16 },
-    #[error("port {port} answered something that is not code-server's health JSON")]
-    NotJson { port: u16 },
+    #[error("no answer from {endpoint} within {timeout:?}")]
+    Timeout {
+        endpoint: Endpoint,
+        timeout: Duration,
+    },
+    #[error("{endpoint}: {message}")]
+    Request { endpoint: Endpoint, message: String },
+    #[error("{endpoint} answered HTTP {status}")]
+    Status { endpoint: Endpoint, status: u16 },
+    #[error("{endpoint} answered something that is not code-server's health JSON")]
+    NotJson { endpoint: Endpoint },
 }
 
-/// A pooled HTTP/1 client for health checks. Cloning is cheap and shares the pool.
-#[derive(Clone)]
+/// Health checks with one kept-alive connection per instance: a start polls every few
+/// milliseconds until the first answer, and those polls reuse one connection. (At the
+/// default 5 s between checks of a running server, Node has usually closed it by the
+/// next check, and a new one is made: over a Unix socket that costs a few
+/// microseconds.) Cloning is cheap and shares the connections.
+#[derive(Clone, Default)]
 pub struct HealthClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    idle: Arc<Mutex<HashMap<Endpoint, Idle>>>,
 }
 
-impl Default for HealthClient {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        connector.set_nodelay(true);
-        Self {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
-        }
-    }
+struct Idle {
+    sender: SendRequest<Empty<Bytes>>,
+    since: Instant,
 }
 
 impl HealthClient {
-    /// Asks the instance on `port` for its health.
-    pub async fn check(&self, port: u16, timeout: Duration) -> Result<Healthz, HealthError> {
-        match tokio::time::timeout(timeout, self.request(port)).await {
+    /// Asks the instance at `endpoint` for its health.
+    pub async fn check(
+        &self,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<Healthz, HealthError> {
+        match tokio::time::timeout(timeout, self.request(endpoint)).await {
             Ok(result) => result,
-            Err(_) => Err(HealthError::Timeout { port, timeout }),
+            Err(_) => Err(HealthError::Timeout {
+                endpoint: endpoint.clone(),
+                timeout,
+            }),
         }
     }
 
-    async fn request(&self, port: u16) -> Result<Healthz, HealthError> {
-        let fail = |message: String| HealthError::Request { port, message };
-        let uri: hyper::Uri = format!("http://127.0.0.1:{port}/healthz")
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| fail(e.to_string()))?;
-        let response = self
-            .client
-            .get(uri)
-            .await
+    async fn request(&self, endpoint: &Endpoint) -> Result<Healthz, HealthError> {
+        let fail = |message: String| HealthError::Request {
+            endpoint: endpoint.clone(),
+            message,
+        };
+        let request = Request::get("/healthz")
+            .header(header::HOST, endpoint.default_host())
+            .body(Empty::<Bytes>::new())
             .map_err(|e| fail(e.to_string()))?;
+        let (sender, response) = match self.take_idle(endpoint) {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => (sender, response),
+                Err(mut refused) => match refused.take_message() {
+                    // Closed before the request was written: a new connection.
+                    Some(unsent) => send_on_new(endpoint, unsent).await.map_err(fail)?,
+                    None => return Err(fail(refused.into_error().to_string())),
+                },
+            },
+            None => send_on_new(endpoint, request).await.map_err(fail)?,
+        };
         let status = response.status();
         let body = response
             .into_body()
@@ -79,12 +104,149 @@ impl HealthClient {
             .await
             .map_err(|e| fail(e.to_string()))?
             .to_bytes();
+        // The answer was read to its end: the connection can take the next check.
+        self.give_back(endpoint, sender);
         if !status.is_success() {
             return Err(HealthError::Status {
-                port,
+                endpoint: endpoint.clone(),
                 status: status.as_u16(),
             });
         }
-        serde_json::from_slice(&body).map_err(|_| HealthError::NotJson { port })
+        serde_json::from_slice(&body).map_err(|_| HealthError::NotJson {
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    fn take_idle(&self, endpoint: &Endpoint) -> Option<SendRequest<Empty<Bytes>>> {
+        let idle = self.lock().remove(endpoint)?;
+        (idle.sender.is_ready() && idle.since.elapsed() < IDLE_FOR_AT_MOST).then_some(idle.sender)
+    }
+
+    fn give_back(&self, endpoint: &Endpoint, sender: SendRequest<Empty<Bytes>>) {
+        let mut idle = self.lock();
+        // Connections of instances that are gone are closed: no need to keep them.
+        idle.retain(|_, kept| !kept.sender.is_closed());
+        idle.insert(
+            endpoint.clone(),
+            Idle {
+                sender,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Endpoint, Idle>> {
+        // The map holds no invariant a panicking holder could break.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+type Answer = (
+    SendRequest<Empty<Bytes>>,
+    hyper::Response<hyper::body::Incoming>,
+);
+
+/// Sends `request` on a new connection to `endpoint`.
+async fn send_on_new(
+    endpoint: &Endpoint,
+    request: Request<Empty<Bytes>>,
+) -> Result<Answer, String> {
+    let stream = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        // Ends when the instance closes the connection (or exits).
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((sender, response))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A Unix-socket instance answering every `/healthz` with `body` on keep-alive
+    /// connections; returns its endpoint and the count of connections it accepted.
+    async fn instance(dir: &std::path::Path, body: &'static str) -> (Endpoint, Arc<AtomicUsize>) {
+        let path = dir.join("i.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    loop {
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut buf = [0; 1024];
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        assert!(
+                            String::from_utf8_lossy(&request).contains("host: localhost"),
+                            "{}",
+                            String::from_utf8_lossy(&request)
+                        );
+                        request.clear();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (Endpoint::Unix(path), accepted)
+    }
+
+    #[tokio::test]
+    async fn checks_over_a_socket_reuse_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (endpoint, accepted) =
+            instance(dir.path(), r#"{"status":"expired","lastHeartbeat":0}"#).await;
+        let client = HealthClient::default();
+        for _ in 0..3 {
+            let healthz = client
+                .check(&endpoint, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(healthz.status, "expired");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn not_json_and_nothing_listening_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (endpoint, _) = instance(dir.path(), "hello").await;
+        let client = HealthClient::default();
+        let err = client
+            .check(&endpoint, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HealthError::NotJson { .. }), "{err}");
+        let nobody = Endpoint::Unix(dir.path().join("nobody.sock"));
+        let err = client
+            .check(&nobody, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HealthError::Request { .. }), "{err}");
     }
 }

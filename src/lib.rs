@@ -14,6 +14,8 @@
 //! - [`provision`]: workspace (git, zip, folder), user settings and extensions.
 //! - [`status`]: observed status per server, persisted atomically in the state dir.
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
+//! - [`endpoint`]: where an instance listens (a private Unix socket, or a loopback
+//!   port) and connecting to it.
 //! - [`health`]: code-server's `/healthz`.  [`metrics`]: CPU and memory per server.
 //! - [`api`]: the HTTP API (axum).  [`proxy`]: `/vscode/<port>/…` to the instances.
 //! - [`ui`]: the embedded web dashboard.  [`cli`]: the command line.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod controller;
 pub mod diagnostic;
 pub mod duration;
+pub mod endpoint;
 pub mod fsutil;
 pub mod health;
 pub mod http;

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use common::{Devbox, healthz, pid_alive};
+use common::{Devbox, pid_alive};
 
 /// The reference's cURL section, verbatim.
 const CURL_EXAMPLES: &str = r#"# List servers
@@ -125,8 +125,8 @@ fn curl_examples_run_as_written() {
                 let pid = body["data"]["pid"].as_u64().expect("pid") as u32;
                 assert!(pid_alive(pid));
                 let server = devbox.server("my-server").expect("listed");
-                let port = server["port"].as_u64().expect("port") as u16;
-                assert!(healthz(port).is_some(), "code-server answers");
+                assert!(server["port"].as_u64().is_some(), "{server}");
+                assert!(devbox.healthz("my-server").is_some(), "code-server answers");
                 // The marketplace id failed (offline) and did not block the start.
                 assert_eq!(
                     server["extension_results"][0]["extension"], "ms-python.python",
@@ -179,7 +179,7 @@ fn python_example_runs_as_written() {
     assert_eq!(server["status"], "running", "{server}");
     let pid = server["pid"].as_u64().expect("pid") as u32;
     assert!(pid_alive(pid));
-    assert!(healthz(port as u16).is_some());
+    assert!(devbox.healthz("my-server").is_some());
     assert_eq!(devbox.servers().len(), 1);
     // The printed address (devbox's proxy) reaches that code-server.
     let opened = devbox.get(&format!("/vscode/{port}/"));

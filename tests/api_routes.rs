@@ -1,7 +1,7 @@
 //! One test per route of the REST API, against a real `devbox serve` with real
 //! code-server, asserting the response shapes of the seed's API reference (field names,
 //! JSON types, status codes) and what a user sees happen: processes that run or are
-//! gone, `/healthz` on the server's port, spec files, workspaces, installed extensions.
+//! gone, `/healthz` straight to the server's instance, spec files, workspaces, installed extensions.
 
 mod common;
 
@@ -372,7 +372,10 @@ fn post_servers_creates_a_stopped_server_as_an_ordinary_spec_file() {
     assert_eq!(listed["id"], id.as_str());
     assert_eq!(listed["status"], "stopped");
     assert!(listed["pid"].is_null());
-    assert!(healthz(port).is_none(), "a created server is not started");
+    assert!(
+        healthz(&devbox.socket_of("My-Devbox-Instance")).is_none(),
+        "a created server is not started"
+    );
 
     // A second server gets a different port.
     let other = devbox.create(&json!({"name": "second"}));
@@ -563,10 +566,12 @@ fn post_create_metadata() {
 #[test]
 fn post_start_answers_once_the_server_is_healthy() {
     let devbox = Devbox::start();
-    let (id, pid, port) = create_and_start(&devbox, "starter");
+    let (id, pid, _) = create_and_start(&devbox, "starter");
     // No waiting: at the answer, the process runs and code-server answers.
     assert!(pid_alive(pid), "the returned pid {pid} is alive");
-    let health = healthz(port).expect("/healthz answers when start answers");
+    let health = devbox
+        .healthz("starter")
+        .expect("/healthz answers when start answers");
     assert!(health.get("status").is_some(), "{health}");
     let listed = devbox.get(&format!("/servers/{id}")).json();
     assert_eq!(listed["status"], "running", "{listed}");
@@ -583,12 +588,14 @@ fn post_start_answers_once_the_server_is_healthy() {
 #[test]
 fn post_stop_answers_once_the_processes_are_gone() {
     let devbox = Devbox::start();
-    let (id, pid, port) = create_and_start(&devbox, "stopper");
+    let (id, pid, _) = create_and_start(&devbox, "stopper");
+    let direct = devbox.direct("stopper").expect("where stopper listens");
+    assert!(healthz(&direct).is_some());
     let reply = devbox.post(&format!("/servers/{id}/stop"));
     let data = assert_action(&devbox, &reply, "Server stopped", &id, "stopped");
     assert_types(&data, &[("pid", "null")]);
     assert!(!group_alive(pid), "code-server's process group is gone");
-    assert!(healthz(port).is_none(), "nothing answers on {port}");
+    assert!(healthz(&direct).is_none(), "nothing answers at {direct:?}");
     let listed = devbox.get(&format!("/servers/{id}")).json();
     assert_eq!(listed["status"], "stopped", "{listed}");
     assert!(listed["pid"].is_null());
@@ -599,14 +606,17 @@ fn post_stop_answers_once_the_processes_are_gone() {
 #[test]
 fn post_restart_answers_with_a_new_healthy_process() {
     let devbox = Devbox::start();
-    let (id, pid, port) = create_and_start(&devbox, "restarter");
+    let (id, pid, _) = create_and_start(&devbox, "restarter");
     let reply = devbox.post(&format!("/servers/{id}/restart"));
     let data = assert_action(&devbox, &reply, "Server restarted", &id, "running");
     let new_pid = data["pid"].as_u64().expect("pid") as u32;
     assert_ne!(new_pid, pid, "a new process");
     assert!(!group_alive(pid), "the old process group is gone");
     assert!(pid_alive(new_pid));
-    assert!(healthz(port).is_some(), "the new process answers");
+    assert!(
+        devbox.healthz("restarter").is_some(),
+        "the new process answers"
+    );
     assert_eq!(devbox.get(&format!("/servers/{id}")).json()["pid"], new_pid);
 }
 
@@ -614,7 +624,10 @@ fn post_restart_answers_with_a_new_healthy_process() {
 fn delete_server_removes_its_spec_and_stops_it() {
     let devbox = Devbox::start();
     let keep = devbox.create(&json!({"name": "keeper"}));
-    let (id, pid, port) = create_and_start(&devbox, "Doomed Box");
+    let (id, pid, _) = create_and_start(&devbox, "Doomed Box");
+    let direct = devbox
+        .direct("Doomed-Box")
+        .expect("where Doomed Box listens");
     let reply = devbox.delete(&format!("/servers/{id}"));
     assert_eq!(reply.status, 200, "{reply}");
     assert_eq!(
@@ -624,7 +637,7 @@ fn delete_server_removes_its_spec_and_stops_it() {
     assert!(!devbox.specs().join("Doomed-Box.yaml").exists());
     assert_eq!(list_dir(&devbox.specs()), ["keeper.yaml"]);
     assert!(!group_alive(pid), "its processes are gone");
-    assert!(healthz(port).is_none());
+    assert!(healthz(&direct).is_none());
     let ids: Vec<Value> = devbox.servers().iter().map(|s| s["id"].clone()).collect();
     assert_eq!(ids, [keep["id"].clone()], "only the other server is left");
     assert_eq!(devbox.get(&format!("/servers/{id}")).status, 404);
@@ -897,7 +910,7 @@ fn post_install_extension_on_a_running_server_restarts_it_with_the_extension() {
         "devbox-test",
         "one-tool",
     );
-    let (id, pid, port) = create_and_start(&devbox, "single");
+    let (id, pid, _) = create_and_start(&devbox, "single");
     let reply = devbox.post_json(
         &format!("/servers/{id}/install-extension"),
         &json!({"extension": "one-tool.vsix"}),
@@ -916,7 +929,7 @@ fn post_install_extension_on_a_running_server_restarts_it_with_the_extension() {
     let server = devbox.get(&format!("/servers/{id}")).json();
     assert_eq!(server["status"], "running");
     assert_ne!(server["pid"], pid, "restarted");
-    assert!(healthz(port).is_some());
+    assert!(devbox.healthz("single").is_some());
     assert!(
         list_dir(&devbox.state().join("servers/single/extensions"))
             .iter()
@@ -927,7 +940,7 @@ fn post_install_extension_on_a_running_server_restarts_it_with_the_extension() {
 #[test]
 fn post_apply_group_settings() {
     let devbox = Devbox::start();
-    let (id, pid, port) = create_and_start(&devbox, "grouped");
+    let (id, pid, _) = create_and_start(&devbox, "grouped");
     assert!(settings(&devbox, "grouped").get("editor.tabSize").is_none());
     let reply = devbox.post_json(
         &format!("/servers/{id}/apply-group-settings"),
@@ -949,7 +962,7 @@ fn post_apply_group_settings() {
     let server = devbox.get(&format!("/servers/{id}")).json();
     assert_eq!(server["status"], "running");
     assert_ne!(server["pid"], pid);
-    assert!(healthz(port).is_some());
+    assert!(devbox.healthz("grouped").is_some());
 }
 
 #[test]

@@ -158,7 +158,7 @@ fn run_script(
 /// Live processes carrying `tag` (every process of one code-server instance inherits
 /// it) or naming `marker` (the server's state folder) in their command line.
 fn processes_of(tag: &str, marker: &str) -> Vec<String> {
-    let tag = format!("DEVBOX_INSTANCE={tag}");
+    let tag = format!("DEVSERVER_INSTANCE={tag}");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Some(pid) = entry

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Devbox, Options, healthz};
+use common::{Devbox, Options};
 
 const SEATS: usize = 20;
 
@@ -258,7 +258,7 @@ fn mismatch(devbox: &Devbox) -> Option<String> {
             if !ports.insert(port) {
                 return Some(format!("port {port} is used twice"));
             }
-            if healthz(port).is_none() {
+            if devbox.healthz(name).is_none() {
                 return Some(format!("`{name}` on {port} does not answer /healthz"));
             }
             running_pids.insert(server["pid"].as_u64().unwrap_or(0) as u32);

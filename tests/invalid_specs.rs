@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Devbox, healthz, wait_for};
+use common::{Devbox, wait_for};
 
 /// Waits until `name` shows an error mentioning all of `needles`; returns the message.
 fn wait_error(devbox: &Devbox, name: &str, needles: &[&str]) -> String {
@@ -110,7 +110,7 @@ fn invalid_specs_never_disturb_other_servers() {
         devbox.server("good").expect("good")["pid"].as_u64(),
         Some(u64::from(good_pid))
     );
-    assert!(healthz(good_port).is_some());
+    assert!(devbox.healthz("good").is_some());
 
     // `devbox validate` reports the same problems, with locations, and fails.
     let output = devbox

@@ -27,7 +27,13 @@ fn spec_file_drives_the_whole_life_of_a_server() {
     // Running: real code-server answers on its own port with its own directories.
     let (pid, port) = devbox.wait_running("alice");
     assert!((devbox.port_start..=devbox.port_end).contains(&port));
-    let health = healthz(port).expect("code-server /healthz");
+    let direct = devbox.direct("alice").expect("where alice listens");
+    assert_eq!(
+        direct,
+        devbox.socket_of("alice"),
+        "on its socket, by default"
+    );
+    let health = healthz(&direct).expect("code-server /healthz");
     assert!(
         ["alive", "expired"].contains(&health["status"].as_str().unwrap_or("")),
         "{health}"
@@ -89,8 +95,8 @@ fn spec_file_drives_the_whole_life_of_a_server() {
         || (!group_alive(pid)).then_some(()),
     );
     assert!(
-        healthz(port).is_none(),
-        "nothing answers on the port any more"
+        healthz(&direct).is_none(),
+        "nothing answers on the socket any more"
     );
 
     // Running again, then an edit of the settings restarts it with the new value.
@@ -168,7 +174,10 @@ fn killed_devbox_adopts_running_servers_and_restarts_dead_ones() {
     wait_for("lost to die", Duration::from_secs(10), || {
         (!group_alive(lost_pid)).then_some(())
     });
-    assert!(healthz(keep_port).is_some(), "keep survives devbox's death");
+    assert!(
+        devbox.healthz("keep").is_some(),
+        "keep survives devbox's death"
+    );
 
     devbox.restart();
     let (pid_after, port_after) = devbox.wait_running("keep");
@@ -215,7 +224,7 @@ fn with_on_shutdown_keep_servers_outlive_sigint_and_are_adopted() {
     let (pid, port) = devbox.wait_running("kept");
     devbox.interrupt();
     assert!(group_alive(pid), "the server outlives devbox");
-    assert!(healthz(port).is_some(), "and keeps serving");
+    assert!(devbox.healthz("kept").is_some(), "and keeps serving");
     devbox.restart();
     let (pid_after, port_after) = devbox.wait_running("kept");
     assert_eq!(

@@ -82,7 +82,12 @@ fn static_asset_bytes_through_the_proxy_equal_direct() {
         .to_owned();
     let (status, proxied, _) = get(&devbox.url(&format!("/vscode/{port}/{css}")));
     assert_eq!(status, 200);
-    let (_, direct, _) = get(&format!("http://127.0.0.1:{port}/{css}"));
+    let direct = devbox
+        .direct("ide")
+        .expect("where ide listens")
+        .get(&format!("/{css}"), &[])
+        .expect("a direct answer")
+        .body;
     assert!(
         direct.len() > 100_000,
         "a large asset: {} bytes",
@@ -113,7 +118,11 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
     devbox.write_spec("ide-b", "  state: running\n");
     let (_, port_a) = devbox.wait_running("ide-a");
     let (_, port_b) = devbox.wait_running("ide-b");
-    let (_, _, page) = get_cached(&format!("http://127.0.0.1:{port_a}/?folder=/tmp"), &[]);
+    let direct_a = devbox.direct("ide-a").expect("where ide-a listens");
+    let page = direct_a
+        .get("/?folder=/tmp", &[])
+        .expect("a direct answer")
+        .body;
     let page = String::from_utf8_lossy(&page);
     let script = page
         .split('"')
@@ -122,8 +131,11 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
         .trim_start_matches("./")
         .to_owned();
     let brotli = [("accept-encoding", "gzip, deflate, br")];
-    let (status, _, direct) = get_cached(&format!("http://127.0.0.1:{port_a}/{script}"), &brotli);
-    assert_eq!(status, 200);
+    let reply = direct_a
+        .get(&format!("/{script}"), &brotli)
+        .expect("a direct answer");
+    assert_eq!(reply.status, 200);
+    let direct = reply.body;
 
     // The first answer comes from the instance; every later one, through any server's
     // prefix, from devbox's memory (with an `Age`), byte for byte the same.

@@ -222,11 +222,12 @@ fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both
     );
     devbox.write_spec("overlap", "  state: running\n  extensions: [acme.slow]\n");
     // code-server answers on its port while its extension is still being installed…
-    let port = wait_for("code-server to boot during the install", STARTUP, || {
+    let (port, direct) = wait_for("code-server to boot during the install", STARTUP, || {
         let server = devbox.server("overlap")?;
         let port = u16::try_from(server["port"].as_u64()?).ok()?;
-        healthz(port)?;
-        (!processes_with("sleep 8889").is_empty()).then_some(port)
+        let direct = devbox.direct("overlap")?;
+        healthz(&direct)?;
+        (!processes_with("sleep 8889").is_empty()).then_some((port, direct))
     });
     let server = devbox.server("overlap").expect("overlap");
     assert_eq!(server["status"], "starting", "{server}");
@@ -243,7 +244,7 @@ fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both
         !group_alive(pid),
         "the half-provisioned instance was stopped"
     );
-    assert!(healthz(port).is_none());
+    assert!(healthz(&direct).is_none());
     wait_for(
         "the installer to be killed",
         Duration::from_secs(10),
@@ -257,9 +258,9 @@ fn an_instance_that_dies_while_its_extensions_install_fails_the_start() {
     let code_server = hanging_installs(fake_dir.path(), 8887);
     let devbox = Devbox::start_with(code_server, |_| {});
     devbox.write_spec("dies", "  state: running\n  extensions: [acme.slow]\n");
-    let port = wait_for("code-server to boot during the install", STARTUP, || {
-        let port = u16::try_from(devbox.server("dies")?["port"].as_u64()?).ok()?;
-        healthz(port).map(|_| port)
+    let direct = wait_for("code-server to boot during the install", STARTUP, || {
+        let direct = devbox.direct("dies")?;
+        healthz(&direct).map(|_| direct)
     });
     let pid = devbox.status("dies").expect("status")["process"]["pid"]
         .as_u64()
@@ -276,37 +277,49 @@ fn an_instance_that_dies_while_its_extensions_install_fails_the_start() {
             .contains("code-server exited during start")
             .then_some(())
     });
-    assert!(healthz(port).is_none());
+    assert!(healthz(&direct).is_none());
 }
 
 #[test]
 fn instances_no_status_recorded_are_killed_at_start() {
     // What a devbox killed right after starting an instance leaves: processes marked
-    // as its instances, in no status file. Another devbox's instance must survive.
+    // as its instances, in no status file; marked as today's devbox marks them, and as
+    // an older one did (`DEVBOX_INSTANCE`), so that an upgrade finds those too. Another
+    // devbox's instances must survive.
+    const MARKERS: [(&str, &str); 2] = [
+        ("DEVSERVER_INSTANCE", "DEVSERVER_INSTANCE_OF"),
+        ("DEVBOX_INSTANCE", "DEVBOX_INSTANCE_OF"),
+    ];
     let strays = std::sync::Mutex::new(Vec::new());
     let devbox = Devbox::start_opts(common::Options::default(), |root| {
         let state = root.join("state");
         for owner in [state.clone(), root.join("elsewhere")] {
-            let child = std::process::Command::new("sleep")
-                .arg("1000")
-                .env("DEVBOX_INSTANCE", format!("stray-{}", owner.display()))
-                .env("DEVBOX_INSTANCE_OF", &owner)
-                .spawn()
-                .expect("start a stray");
-            strays.lock().expect("strays").push(child);
+            for (tag_var, owner_var) in MARKERS {
+                let child = std::process::Command::new("sleep")
+                    .arg("1000")
+                    .env(tag_var, format!("stray-{tag_var}-{}", owner.display()))
+                    .env(owner_var, &owner)
+                    .spawn()
+                    .expect("start a stray");
+                strays.lock().expect("strays").push(child);
+            }
         }
     });
     let mut strays = strays.into_inner().expect("strays");
-    wait_for(
-        "the unrecorded instance to be killed",
-        Duration::from_secs(10),
-        || strays[0].try_wait().ok().flatten(),
-    );
-    assert_eq!(
-        strays[1].try_wait().expect("wait"),
-        None,
-        "another devbox's instance is left alone"
-    );
+    for (i, (tag_var, _)) in MARKERS.iter().enumerate() {
+        wait_for(
+            &format!("the unrecorded instance marked {tag_var} to be killed"),
+            Duration::from_secs(10),
+            || strays[i].try_wait().ok().flatten(),
+        );
+    }
+    for other in &mut strays[MARKERS.len()..] {
+        assert_eq!(
+            other.try_wait().expect("wait"),
+            None,
+            "another devbox's instance is left alone"
+        );
+    }
     assert!(
         devbox
             .log()
@@ -314,6 +327,8 @@ fn instances_no_status_recorded_are_killed_at_start() {
         "{}",
         devbox.log_tail()
     );
-    let _ = strays[1].kill();
-    let _ = strays[1].wait();
+    for other in &mut strays[MARKERS.len()..] {
+        let _ = other.kill();
+        let _ = other.wait();
+    }
 }

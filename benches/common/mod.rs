@@ -13,13 +13,18 @@ use std::time::{Duration, Instant};
 
 #[path = "../../tests/common/code_server.rs"]
 mod code_server;
+#[path = "../../tests/common/direct.rs"]
+mod direct;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]
 pub use code_server::code_server;
+#[allow(unused_imports)]
+pub use direct::Direct;
 
 /// A config for benches that run instances: devbox's defaults but for the instance
 /// ports ([`INSTANCE_PORTS`], a window away from the ephemeral ports devbox's own HTTP
 /// port comes from) and no marketplace. `{http_port}` is filled in by [`Devbox::prepare`].
+/// It ends inside `code_server:`, so a bench may append keys of that section.
 pub const INSTANCE_CONFIG: &str = "server:
   default_port: {http_port}
   code_server_port_range: {start: 21000, end: 21999}
@@ -479,9 +484,10 @@ pub fn log_line_time(line: &str) -> Option<f64> {
 }
 
 /// code-server started by hand as devbox starts it (the same flags and environment),
-/// with its folders, config file and log in `dir` (`code-server.log`), on `port`: the
-/// bare baseline the benches compare devbox with.
-pub fn bare_code_server(code_server: &Path, dir: &Path, port: u16) -> Command {
+/// with its folders, config file and log in `dir` (`code-server.log`), listening on
+/// `dir/code-server.sock` as devbox's instances do by default (`listen: socket`): the
+/// bare baseline the benches compare devbox with. Returns where it listens too.
+pub fn bare_code_server(code_server: &Path, dir: &Path) -> (Command, Direct) {
     let sub = |name: &str| dir.join(name);
     for name in [
         "user-data",
@@ -495,12 +501,15 @@ pub fn bare_code_server(code_server: &Path, dir: &Path, port: u16) -> Command {
     let config_file = sub("code-server.yaml");
     std::fs::write(&config_file, "auth: none\ncert: false\n").expect("write config");
     let log = std::fs::File::create(sub("code-server.log")).expect("log file");
+    let socket = sub("code-server.sock");
     let mut command = Command::new(code_server);
     command
         .arg("--auth")
         .arg("none")
-        .arg("--bind-addr")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--socket-mode")
+        .arg("600")
         .arg("--disable-telemetry")
         .arg("--disable-update-check")
         .arg("--user-data-dir")
@@ -518,8 +527,8 @@ pub fn bare_code_server(code_server: &Path, dir: &Path, port: u16) -> Command {
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log);
-    for key in devbox::runtime::SCRUBBED_ENV {
+    for key in devbox::runtime::scrubbed_env() {
         command.env_remove(key);
     }
-    command
+    (command, Direct::Unix(socket))
 }

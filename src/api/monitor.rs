@@ -174,10 +174,10 @@ async fn probe(state: &AppState, status: &ServerStatus) -> Probe {
         .process
         .as_ref()
         .is_some_and(|p| procfs::is_same_process_alive(p.pid, p.start_ticks));
-    let healthz = match status.port {
-        Some(port) if process_exists => state
+    let healthz = match status.endpoint() {
+        Some(endpoint) if process_exists => state
             .health
-            .check(port, PROBE_TIMEOUT)
+            .check(&endpoint, PROBE_TIMEOUT)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),

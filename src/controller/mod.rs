@@ -21,7 +21,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{Config, ShutdownPolicy};
+use crate::config::{Config, ListenMode, ShutdownPolicy};
+use crate::endpoint::{self, EndpointError};
 use crate::health::HealthClient;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
@@ -48,6 +49,8 @@ pub enum ControllerError {
     },
     #[error(transparent)]
     Status(#[from] StatusError),
+    #[error(transparent)]
+    Sockets(#[from] EndpointError),
     #[error("cannot watch {path}: {source}")]
     Watch {
         path: PathBuf,
@@ -104,6 +107,15 @@ impl<R: Runtime> Controller<R> {
                 path: dir.clone(),
                 source,
             })?;
+        }
+        match config.code_server.listen {
+            // Made private before anything listens in it (every start checks it again).
+            ListenMode::Socket => {
+                endpoint::prepare_socket_dir(&state_dir)?;
+            }
+            ListenMode::Tcp => tracing::warn!(
+                "code_server.listen is tcp: every local user, and every participant's terminal, can open any instance on its 127.0.0.1 port without going through devbox (its token, its checks); `listen: socket` (the default) keeps them on private Unix sockets"
+            ),
         }
         let statuses = StatusStore::open(&state_dir)?;
         // Instances started by a devbox that was killed before it could record them:

@@ -1,6 +1,7 @@
-//! Keep-alive HTTP/1.1 connections to the instances, kept per port.
+//! Keep-alive HTTP/1.1 connections to the instances, kept per endpoint (an instance's
+//! Unix socket, or its loopback port).
 //!
-//! A request takes the most recently used idle connection to its port (or opens one),
+//! A request takes the most recently used idle connection to its endpoint (or opens one),
 //! and the connection goes back when the answer's body has been read to its end. That
 //! is all a proxy to loopback instances needs, and it costs less per request than a
 //! general client pool: no pool key to hash, no task spawned per request to wait for
@@ -22,7 +23,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use crate::endpoint::Endpoint;
 
 /// Shorter than Node's 5 s keep-alive timeout, so that a request seldom meets a
 /// connection the instance is closing at that moment.
@@ -30,8 +32,8 @@ const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(4);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an idle connection may take to take a request; a busier one is dropped.
 const READY_WITHIN: Duration = Duration::from_millis(100);
-/// Idle connections kept per port; more are closed.
-const IDLE_PER_PORT: usize = 256;
+/// Idle connections kept per endpoint; more are closed.
+const IDLE_PER_ENDPOINT: usize = 256;
 
 /// Why a request did not get an answer from the instance.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +46,13 @@ pub enum BackendError {
     Http(#[from] hyper::Error),
 }
 
-/// The idle connections of every port. Cloning shares them.
+/// The idle connections of every endpoint. Keyed by endpoint, not by route port: a
+/// connection only ever carries requests to where it was opened, even when a port
+/// passes to another server or an instance moves from a port to a socket. Cloning
+/// shares them.
 #[derive(Clone, Default)]
 pub struct Backends {
-    idle: Arc<Mutex<HashMap<u16, Vec<Idle>>>>,
+    idle: Arc<Mutex<HashMap<Endpoint, Vec<Idle>>>>,
 }
 
 struct Idle {
@@ -56,14 +61,14 @@ struct Idle {
 }
 
 impl Backends {
-    /// Sends `request` (origin-form URI, `Host` set) to the instance on `port`. The
-    /// answer's body gives its connection back once read to its end.
+    /// Sends `request` (origin-form URI, `Host` set) to the instance at `endpoint`.
+    /// The answer's body gives its connection back once read to its end.
     pub async fn send(
         &self,
-        port: u16,
+        endpoint: &Endpoint,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, BackendError> {
-        while let Some(mut sender) = self.take_idle(port) {
+        while let Some(mut sender) = self.take_idle(endpoint) {
             // An answer can end before its request does (an early 413 to an upload):
             // that connection stays busy until the upload is written. Do not wait long.
             let ready = sender.is_ready()
@@ -75,7 +80,7 @@ impl Backends {
                 continue;
             }
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.give_back_after(port, sender, response)),
+                Ok(response) => return Ok(self.give_back_after(endpoint, sender, response)),
                 Err(mut refused) => match refused.take_message() {
                     // Closed before the request was written: another connection.
                     Some(unsent) => request = unsent,
@@ -83,14 +88,14 @@ impl Backends {
                 },
             }
         }
-        let mut sender = connect(port).await?;
+        let mut sender = connect(endpoint).await?;
         let response = sender.send_request(request).await?;
-        Ok(self.give_back_after(port, sender, response))
+        Ok(self.give_back_after(endpoint, sender, response))
     }
 
-    fn take_idle(&self, port: u16) -> Option<SendRequest<Body>> {
+    fn take_idle(&self, endpoint: &Endpoint) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
-        let connections = idle.get_mut(&port)?;
+        let connections = idle.get_mut(endpoint)?;
         while let Some(connection) = connections.pop() {
             if !connection.sender.is_closed() && connection.since.elapsed() < IDLE_FOR_AT_MOST {
                 return Some(connection.sender);
@@ -99,31 +104,31 @@ impl Backends {
         None
     }
 
-    fn give_back(&self, port: u16, sender: SendRequest<Body>) {
+    fn give_back(&self, endpoint: Endpoint, sender: SendRequest<Body>) {
         let mut idle = self.lock();
-        let connections = idle.entry(port).or_default();
+        let connections = idle.entry(endpoint).or_default();
         let now = Instant::now();
         connections.retain(|c| !c.sender.is_closed() && now - c.since < IDLE_FOR_AT_MOST);
-        if connections.len() < IDLE_PER_PORT {
+        if connections.len() < IDLE_PER_ENDPOINT {
             connections.push(Idle { sender, since: now });
         }
     }
 
     fn give_back_after(
         &self,
-        port: u16,
+        endpoint: &Endpoint,
         sender: SendRequest<Body>,
         response: Response<Incoming>,
     ) -> Response<Body> {
         response.map(|body| {
             Body::new(GivesBackConnection {
                 body,
-                connection: Some((self.clone(), port, sender)),
+                connection: Some((self.clone(), endpoint.clone(), sender)),
             })
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u16, Vec<Idle>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Endpoint, Vec<Idle>>> {
         // The map holds no invariant a panicking holder could break.
         self.idle
             .lock()
@@ -131,18 +136,16 @@ impl Backends {
     }
 }
 
-/// A new connection to `127.0.0.1:port`, driven by its own task.
-async fn connect(port: u16) -> Result<SendRequest<Body>, BackendError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+/// A new connection to `endpoint`, driven by its own task.
+async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Body>, BackendError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
         .await
         .map_err(|_| BackendError::ConnectTimeout)?
         .map_err(BackendError::Connect)?;
-    // Small requests and answers must leave at once (see `cli::serve`).
-    let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
-            tracing::debug!(%err, port, "instance connection closed");
+            tracing::debug!(%err, "instance connection closed");
         }
     });
     Ok(sender)
@@ -153,13 +156,13 @@ async fn connect(port: u16) -> Result<SendRequest<Body>, BackendError> {
 /// answer would be in the way of the next one).
 struct GivesBackConnection {
     body: Incoming,
-    connection: Option<(Backends, u16, SendRequest<Body>)>,
+    connection: Option<(Backends, Endpoint, SendRequest<Body>)>,
 }
 
 impl GivesBackConnection {
     fn give_back(&mut self) {
-        if let Some((backends, port, sender)) = self.connection.take() {
-            backends.give_back(port, sender);
+        if let Some((backends, endpoint, sender)) = self.connection.take() {
+            backends.give_back(endpoint, sender);
         }
     }
 }
@@ -259,7 +262,10 @@ mod tests {
     }
 
     async fn read_answer(backends: &Backends, port: u16) -> String {
-        let response = backends.send(port, get(port)).await.unwrap();
+        let response = backends
+            .send(&Endpoint::Tcp(port), get(port))
+            .await
+            .unwrap();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
@@ -289,7 +295,10 @@ mod tests {
     async fn an_answer_dropped_before_its_end_takes_its_connection_along() {
         let (port, accepted) = instance("a longer answer", usize::MAX).await;
         let backends = Backends::default();
-        let unread = backends.send(port, get(port)).await.unwrap();
+        let unread = backends
+            .send(&Endpoint::Tcp(port), get(port))
+            .await
+            .unwrap();
         drop(unread);
         assert_eq!(read_answer(&backends, port).await, "a longer answer");
         assert_eq!(accepted.load(Ordering::SeqCst), 1 + 1);
@@ -300,7 +309,12 @@ mod tests {
         let (port, accepted) = instance("", usize::MAX).await;
         let backends = Backends::default();
         for _ in 0..3 {
-            drop(backends.send(port, get(port)).await.unwrap());
+            drop(
+                backends
+                    .send(&Endpoint::Tcp(port), get(port))
+                    .await
+                    .unwrap(),
+            );
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -318,7 +332,7 @@ mod tests {
                 tokio_stream_from(chunks),
             )))
             .unwrap();
-        let early = backends.send(port, upload).await.unwrap();
+        let early = backends.send(&Endpoint::Tcp(port), upload).await.unwrap();
         let bytes = early.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(bytes, "too large");
         let next = tokio::time::timeout(Duration::from_secs(10), read_answer(&backends, port));
@@ -340,7 +354,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let err = Backends::default().send(port, get(port)).await.unwrap_err();
+        let err = Backends::default()
+            .send(&Endpoint::Tcp(port), get(port))
+            .await
+            .unwrap_err();
         assert!(matches!(err, BackendError::Connect(_)), "{err}");
     }
 }

@@ -13,6 +13,7 @@ use axum::response::Response;
 use super::backend::Backends;
 use super::bad_gateway;
 use super::static_cache::StaticCache;
+use crate::endpoint::Endpoint;
 
 /// The keep-alive connections to the instances, and the cache of their static files.
 /// Cloning shares both.
@@ -31,11 +32,18 @@ impl Forwarder {
         }
     }
 
-    /// Sends `request` to the instance on `port`, with `prefix` stripped from its path.
-    pub async fn forward(&self, port: u16, prefix: &str, request: Request) -> Response {
+    /// Sends `request` to the instance of route `port` at `endpoint`, with `prefix`
+    /// stripped from its path.
+    pub async fn forward(
+        &self,
+        port: u16,
+        endpoint: &Endpoint,
+        prefix: &str,
+        request: Request,
+    ) -> Response {
         let (mut parts, body) = request.into_parts();
         prepare_request_headers(&mut parts, false);
-        if let Err(message) = retarget(&mut parts, port, prefix) {
+        if let Err(message) = retarget(&mut parts, endpoint, prefix) {
             return bad_gateway(message);
         }
         let cache_key = self.cache.key(&parts);
@@ -44,7 +52,7 @@ impl Forwarder {
         }
         match self
             .backends
-            .send(port, Request::from_parts(parts, body))
+            .send(endpoint, Request::from_parts(parts, body))
             .await
         {
             Ok(response) => {
@@ -63,10 +71,14 @@ impl Forwarder {
     }
 }
 
-/// Points the request at the instance on `port`: its path without `prefix` (the query
-/// kept), in the origin form an HTTP/1.1 request line carries, and a `Host` when the
-/// client sent none.
-pub(super) fn retarget(parts: &mut request::Parts, port: u16, prefix: &str) -> Result<(), String> {
+/// Points the request at the instance at `endpoint`: its path without `prefix` (the
+/// query kept), in the origin form an HTTP/1.1 request line carries, and a `Host` when
+/// the client sent none.
+pub(super) fn retarget(
+    parts: &mut request::Parts,
+    endpoint: &Endpoint,
+    prefix: &str,
+) -> Result<(), String> {
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let rest = path_and_query
         .strip_prefix(prefix)
@@ -77,10 +89,8 @@ pub(super) fn retarget(parts: &mut request::Parts, port: u16, prefix: &str) -> R
         format!("/{rest}").parse::<Uri>()
     };
     parts.uri = uri.map_err(|err| format!("bad request path: {err}"))?;
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::from_str(&format!("127.0.0.1:{port}"))
-    {
-        parts.headers.insert(header::HOST, host);
+    if !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, endpoint.default_host());
     }
     Ok(())
 }
@@ -331,7 +341,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let (mut parts, _) = request.into_parts();
-        retarget(&mut parts, 8010, "/vscode/8010").unwrap();
+        retarget(&mut parts, &Endpoint::Tcp(8010), "/vscode/8010").unwrap();
         assert_eq!(parts.uri, "/static/a.js?v=1");
         assert_eq!(parts.headers[header::HOST], "127.0.0.1:8010");
         let request = Request::builder()
@@ -339,8 +349,14 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let (mut parts, _) = request.into_parts();
-        retarget(&mut parts, 8010, "/vscode/8010").unwrap();
+        let socket = Endpoint::Unix("/state/sockets/a.sock".into());
+        retarget(&mut parts, &socket, "/vscode/8010").unwrap();
         assert_eq!(parts.uri, "/");
+        assert_eq!(
+            parts.headers[header::HOST],
+            "localhost",
+            "a socket has no address to name"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! no connection is attempted (so the proxy cannot be used to reach other services on
 //! the host). A managed server that is not running answers 503 with a page that says
 //! so. Requests and responses stream through (nothing is buffered whole), over pooled
-//! keep-alive HTTP/1.1 connections (`backend`); code-server's build-addressed static files are
+//! keep-alive HTTP/1.1 connections (`backend`) to where each instance listens (its
+//! Unix socket or its port, [`crate::endpoint`]); code-server's build-addressed static files are
 //! also kept in a shared cache (`static_cache`); WebSocket upgrades become raw byte
 //! tunnels.
 
@@ -20,8 +21,9 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::any;
 
+use crate::endpoint::Endpoint;
 use crate::http::ApiError;
-use crate::status::{Phase, StatusStore};
+use crate::status::{Phase, Route, StatusStore};
 pub use forward::Forwarder;
 
 /// What the proxy routes need.
@@ -101,26 +103,44 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
     };
     match state.statuses.by_port(port) {
         None => not_managed(),
-        Some((name, phase)) if phase != Phase::Running => unavailable(&name, phase),
-        Some(_) => forward(state, port, &format!("/vscode/{port}"), request).await,
+        Some(Route {
+            phase: Phase::Running,
+            endpoint: Some(endpoint),
+            ..
+        }) => forward(state, port, &endpoint, &format!("/vscode/{port}"), request).await,
+        Some(route) => unavailable(&route.name, route.phase),
     }
 }
 
 async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Response {
     match state.statuses.route(name) {
         None => ApiError::NotFound(format!("no server named `{name}`")).into_response(),
-        Some((Some(port), Phase::Running)) => {
-            forward(state, port, &format!("/s/{name}"), request).await
-        }
-        Some((_, phase)) => unavailable(name, phase),
+        Some(Route {
+            phase: Phase::Running,
+            port: Some(port),
+            endpoint: Some(endpoint),
+            ..
+        }) => forward(state, port, &endpoint, &format!("/s/{name}"), request).await,
+        Some(route) => unavailable(name, route.phase),
     }
 }
 
-async fn forward(state: &ProxyState, port: u16, prefix: &str, request: Request) -> Response {
+/// Sends `request` for route `port` to its instance at `endpoint` (only the
+/// connection goes there; the route stays `port`).
+async fn forward(
+    state: &ProxyState,
+    port: u16,
+    endpoint: &Endpoint,
+    prefix: &str,
+    request: Request,
+) -> Response {
     if tunnel::is_upgrade(&request) {
-        tunnel::upgrade(port, prefix, request).await
+        tunnel::upgrade(port, endpoint, prefix, request).await
     } else {
-        state.forwarder.forward(port, prefix, request).await
+        state
+            .forwarder
+            .forward(port, endpoint, prefix, request)
+            .await
     }
 }
 

@@ -9,10 +9,10 @@ use axum::response::Response;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::bad_gateway;
 use super::forward::{prepare_request_headers, retarget, strip_hop_by_hop};
+use crate::endpoint::Endpoint;
 
 /// Whether `request` asks to switch protocols.
 pub fn is_upgrade(request: &Request) -> bool {
@@ -26,16 +26,21 @@ pub fn is_upgrade(request: &Request) -> bool {
     connection_upgrade && request.headers().contains_key(header::UPGRADE)
 }
 
-/// Performs the handshake with the instance on `port` and, once both sides have
-/// switched, copies bytes both ways until either closes.
-pub async fn upgrade(port: u16, prefix: &str, mut request: Request) -> Response {
+/// Performs the handshake with the instance of route `port` at `endpoint` and, once
+/// both sides have switched, copies bytes both ways until either closes.
+pub async fn upgrade(
+    port: u16,
+    endpoint: &Endpoint,
+    prefix: &str,
+    mut request: Request,
+) -> Response {
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
     prepare_request_headers(&mut parts, true);
-    if let Err(message) = retarget(&mut parts, port, prefix) {
+    if let Err(message) = retarget(&mut parts, endpoint, prefix) {
         return bad_gateway(message);
     }
-    let stream = match TcpStream::connect(("127.0.0.1", port)).await {
+    let stream = match endpoint.connect().await {
         Ok(stream) => stream,
         Err(err) => {
             return bad_gateway(format!(
@@ -43,7 +48,6 @@ pub async fn upgrade(port: u16, prefix: &str, mut request: Request) -> Response 
             ));
         }
     };
-    let _ = stream.set_nodelay(true);
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(pair) => pair,

@@ -8,12 +8,14 @@ pub mod process;
 pub mod procfs;
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::endpoint::{Endpoint, EndpointError};
 use crate::status::ProcessRecord;
 
 /// Environment variables an instance must not inherit (see design.md: with
@@ -26,6 +28,24 @@ pub const SCRUBBED_ENV: [&str; 5] = [
     "CODE_SERVER_CONFIG",
 ];
 
+/// Every inherited variable whose name starts with this is devbox's own (its API
+/// token, the paths of its config and token file, …) and is kept from instances and
+/// extension installs: whoever uses an IDE can read its environment.
+pub const DEVBOX_ENV_PREFIX: &str = "DEVBOX_";
+
+/// The inherited variables an instance or an extension install must not see:
+/// [`SCRUBBED_ENV`], and every variable of devbox's own environment named
+/// `DEVBOX_…` (see [`DEVBOX_ENV_PREFIX`]). Variables the config or a spec sets
+/// explicitly are added after this removal, so they still reach the instance.
+pub fn scrubbed_env() -> Vec<OsString> {
+    let mut names: Vec<OsString> = SCRUBBED_ENV.iter().map(OsString::from).collect();
+    names.extend(std::env::vars_os().map(|(name, _)| name).filter(|name| {
+        name.as_encoded_bytes()
+            .starts_with(DEVBOX_ENV_PREFIX.as_bytes())
+    }));
+    names
+}
+
 /// Everything needed to launch one instance.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {
@@ -35,7 +55,10 @@ pub struct LaunchPlan {
     /// Variables added to the inherited environment.
     pub env: Vec<(String, String)>,
     /// Inherited variables to remove.
-    pub env_remove: Vec<String>,
+    pub env_remove: Vec<OsString>,
+    /// Where the instance listens (its arguments say so too); recorded in its
+    /// [`ProcessRecord`], so that a restarted devbox connects to it the same way.
+    pub endpoint: Endpoint,
     pub working_dir: PathBuf,
     /// stdout and stderr are appended here.
     pub log_file: PathBuf,
@@ -111,6 +134,8 @@ pub enum RuntimeError {
     },
     #[error("processes of group {pgid} still alive after SIGKILL")]
     Unkillable { pgid: u32 },
+    #[error(transparent)]
+    Socket(#[from] EndpointError),
 }
 
 fn spawn_hint(err: &std::io::Error) -> &'static str {

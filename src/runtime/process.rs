@@ -3,9 +3,9 @@
 //! Each instance leads a new process group, so a stop signals the launcher and all its
 //! children at once (SIGTERM to the launcher alone leaves the extension host orphaned).
 //! Processes that leave the group (VS Code terminals get their own session) are still
-//! found: every process of an instance inherits a unique `DEVBOX_INSTANCE` tag in its
-//! environment. Output goes straight to a log file, so an instance outlives a killed
-//! devbox without a broken pipe and can be adopted by the next one.
+//! found: every process of an instance inherits a unique tag in its environment
+//! ([`INSTANCE_TAG_VAR`]). Output goes straight to a log file, so an instance outlives a
+//! killed devbox without a broken pipe and can be adopted by the next one.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError, procfs};
+use crate::endpoint;
 use crate::status::ProcessRecord;
 
 /// How often a stop checks whether the instance is gone, and an adopted process is alive.
@@ -26,10 +27,18 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 const ADOPTED_POLL: Duration = Duration::from_secs(1);
 /// How long after SIGKILL an instance may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// Environment variable holding an instance's unique tag.
-const INSTANCE_TAG_VAR: &str = "DEVBOX_INSTANCE";
+/// Environment variable holding an instance's unique tag. Not `DEVBOX_…`: no variable
+/// of that prefix reaches an instance (one rule without exceptions, which a test can
+/// check in `/proc/<pid>/environ`). Not `CODE_SERVER_…` either: code-server reads
+/// variables of its own prefix (`CODE_SERVER_CONFIG`, `CODE_SERVER_PARENT_PID`, …), and a
+/// later release could read ours. `DEVSERVER_` names what the process belongs to, a
+/// `DevServer` (the spec's kind), and nothing else uses it.
+const INSTANCE_TAG_VAR: &str = "DEVSERVER_INSTANCE";
 /// Environment variable naming the devbox an instance belongs to ([`LaunchPlan::owner`]).
-const OWNER_VAR: &str = "DEVBOX_INSTANCE_OF";
+const OWNER_VAR: &str = "DEVSERVER_INSTANCE_OF";
+/// The names an older devbox marked its instances with; still recognised, so that its
+/// instances are found, stopped and adopted after an upgrade.
+const LEGACY_MARKERS: [(&str, &str); 1] = [("DEVBOX_INSTANCE", "DEVBOX_INSTANCE_OF")];
 
 #[derive(Debug, Default, Clone)]
 pub struct ProcessRuntime;
@@ -46,6 +55,10 @@ impl Runtime for ProcessRuntime {
             .open(&plan.log_file)
             .map_err(log_error)?;
         let log_err = log.try_clone().map_err(log_error)?;
+        if let Some(socket) = plan.endpoint.socket() {
+            // A killed instance leaves its socket file behind.
+            endpoint::remove_stale_socket(socket)?;
+        }
         let instance = uuid::Uuid::new_v4().to_string();
         let mut command = Command::new(&plan.program);
         command
@@ -82,6 +95,7 @@ impl Runtime for ProcessRuntime {
                 pgid: pid,
                 start_ticks,
                 instance,
+                socket: plan.endpoint.socket().map(ToOwned::to_owned),
             },
             exited: rx,
         })
@@ -91,10 +105,12 @@ impl Runtime for ProcessRuntime {
         let everything = Scope::GroupAndTagged;
         signal_all(record, everything, Signal::SIGTERM).await;
         if wait_gone(record, everything, grace).await {
+            remove_socket(record);
             return Ok(());
         }
         signal_all(record, everything, Signal::SIGKILL).await;
         if wait_gone(record, everything, KILL_WAIT).await {
+            remove_socket(record);
             Ok(())
         } else {
             Err(RuntimeError::Unkillable { pgid: record.pgid })
@@ -104,19 +120,25 @@ impl Runtime for ProcessRuntime {
     async fn clean_up(&self, record: &ProcessRecord) {
         // Only processes carrying this instance's tag: the group id may have been reused.
         signal_all(record, Scope::Tagged, Signal::SIGKILL).await;
-        wait_gone(record, Scope::Tagged, KILL_WAIT).await;
+        if wait_gone(record, Scope::Tagged, KILL_WAIT).await {
+            remove_socket(record);
+        }
     }
 
     fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String> {
-        let owner_entry = format!("{OWNER_VAR}={owner}");
         let mut killed = Vec::new();
-        for (pid, tag) in procfs::tagged(INSTANCE_TAG_VAR, &owner_entry) {
-            if recorded.contains(&tag) {
-                continue;
-            }
-            // Every process of the instance carries its tag: kill each one.
-            if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() && !killed.contains(&tag) {
-                killed.push(tag);
+        for (tag_var, owner_var) in markers() {
+            let owner_entry = format!("{owner_var}={owner}");
+            for (pid, tag) in procfs::tagged(tag_var, &owner_entry) {
+                if recorded.contains(&tag) {
+                    continue;
+                }
+                // Every process of the instance carries its tag: kill each one.
+                if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+                    && !killed.contains(&tag)
+                {
+                    killed.push(tag);
+                }
             }
         }
         killed
@@ -152,18 +174,45 @@ enum Scope {
     Tagged,
 }
 
+/// The marker variables, `(tag, owner)`: today's, then an older devbox's.
+fn markers() -> impl Iterator<Item = (&'static str, &'static str)> {
+    std::iter::once((INSTANCE_TAG_VAR, OWNER_VAR)).chain(LEGACY_MARKERS)
+}
+
+/// The environment entries (`KEY=tag`) that mark a process of `record`'s instance,
+/// under today's name and an older devbox's (the tag is a UUID: unique either way).
+fn tag_entries(record: &ProcessRecord) -> Vec<String> {
+    if record.instance.is_empty() {
+        return Vec::new();
+    }
+    markers()
+        .map(|(tag_var, _)| format!("{tag_var}={}", record.instance))
+        .collect()
+}
+
 /// The live processes of `record` in `scope`, read from `/proc` off the async workers.
 async fn remaining(record: &ProcessRecord, scope: Scope) -> Vec<u32> {
-    let pgid = record.pgid;
-    let tag =
-        (!record.instance.is_empty()).then(|| format!("{INSTANCE_TAG_VAR}={}", record.instance));
-    let found = tokio::task::spawn_blocking(move || match (scope, tag) {
-        (Scope::GroupAndTagged, tag) => procfs::group_or_tagged(pgid, tag.as_deref()),
-        (Scope::Tagged, Some(tag)) => procfs::group_or_tagged(0, Some(&tag)),
-        (Scope::Tagged, None) => Vec::new(),
-    })
-    .await;
+    let pgid = match scope {
+        Scope::GroupAndTagged => record.pgid,
+        Scope::Tagged => 0,
+    };
+    let tags = tag_entries(record);
+    if pgid == 0 && tags.is_empty() {
+        return Vec::new();
+    }
+    let found = tokio::task::spawn_blocking(move || procfs::group_or_tagged(pgid, &tags)).await;
     found.unwrap_or_default()
+}
+
+/// Removes the socket of an instance that is gone (code-server removes it on SIGTERM,
+/// not when killed); the next start would replace it anyway, but a deleted server's
+/// would stay.
+fn remove_socket(record: &ProcessRecord) {
+    if let Some(socket) = &record.socket
+        && let Err(err) = endpoint::remove_stale_socket(socket)
+    {
+        tracing::warn!(%err, "cannot remove the socket of a stopped instance");
+    }
 }
 
 async fn signal_all(record: &ProcessRecord, scope: Scope, signal: Signal) {

@@ -73,9 +73,9 @@ pub fn members_by_group(pgids: &[u32]) -> HashMap<u32, Vec<u32>> {
     groups
 }
 
-/// Live processes that are in group `pgid` or carry the environment entry `tag`
-/// (`KEY=value`), from one pass over `/proc`. `pgid` 0 matches no group.
-pub fn group_or_tagged(pgid: u32, tag: Option<&str>) -> Vec<u32> {
+/// Live processes that are in group `pgid` or carry one of the environment entries
+/// `tags` (`KEY=value`), from one pass over `/proc`. `pgid` 0 matches no group.
+pub fn group_or_tagged(pgid: u32, tags: &[String]) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -84,7 +84,7 @@ pub fn group_or_tagged(pgid: u32, tag: Option<&str>) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(stat)
         .filter(|s| s.is_alive())
-        .filter(|s| (pgid != 0 && s.pgrp == pgid) || tag.is_some_and(|t| environ_has(s.pid, t)))
+        .filter(|s| (pgid != 0 && s.pgrp == pgid) || environ_has_any(s.pid, tags))
         .map(|s| s.pid)
         .collect()
 }
@@ -115,8 +115,19 @@ pub fn tagged(tag_var: &str, owner_entry: &str) -> Vec<(u32, String)> {
 
 /// Whether process `pid`'s environment holds exactly the entry `entry` (`KEY=value`).
 pub fn environ_has(pid: u32, entry: &str) -> bool {
-    std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
-        .is_ok_and(|environ| environ.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+    environ_has_any(pid, &[entry])
+}
+
+/// Whether process `pid`'s environment holds exactly one of `entries` (`KEY=value`).
+pub fn environ_has_any(pid: u32, entries: &[impl AsRef<str>]) -> bool {
+    if entries.is_empty() {
+        return false;
+    }
+    std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")).is_ok_and(|environ| {
+        environ
+            .split(|b| *b == 0)
+            .any(|e| entries.iter().any(|entry| e == entry.as_ref().as_bytes()))
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::diagnostic::Diagnostic;
+use crate::endpoint::Endpoint;
 use crate::fsutil;
 use writer::Writer;
 
@@ -76,6 +77,33 @@ pub struct ProcessRecord {
     /// that left the group (terminals run in their own sessions) are found on stop.
     #[serde(default)]
     pub instance: String,
+    /// The Unix socket the instance listens on; `None`: it listens on the server's port
+    /// on loopback (`listen: tcp`, and every record a devbox from before sockets wrote,
+    /// so that such instances are still adopted and reached after an upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+/// What the proxy needs of a server: whether it runs, and where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub phase: Phase,
+    /// The route number of `/vscode/<port>/`.
+    pub port: Option<u16>,
+    /// See [`ServerStatus::endpoint`].
+    pub endpoint: Option<Endpoint>,
+}
+
+impl Route {
+    fn of(status: &ServerStatus) -> Self {
+        Self {
+            name: status.name.clone(),
+            phase: status.phase,
+            port: status.port,
+            endpoint: status.endpoint(),
+        }
+    }
 }
 
 /// Everything devbox knows about one server.
@@ -153,6 +181,15 @@ impl ServerStatus {
             next_retry_at: None,
             halted_revision: None,
             updated_at: now_rfc3339(),
+        }
+    }
+
+    /// Where devbox connects to this server's instance: the socket its process record
+    /// names, else its port on loopback; `None` without a port.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        match self.process.as_ref().and_then(|p| p.socket.as_ref()) {
+            Some(socket) => Some(Endpoint::Unix(socket.clone())),
+            None => self.port.map(Endpoint::Tcp),
         }
     }
 
@@ -315,22 +352,22 @@ impl StatusStore {
         self.read().values().filter_map(pick).collect()
     }
 
-    /// The server owning `port` and its phase, without copying any status (the proxy
-    /// asks this on every request).
-    pub fn by_port(&self, port: u16) -> Option<(String, Phase)> {
+    /// The server owning `port`, without copying its status (the proxy asks this on
+    /// every request).
+    pub fn by_port(&self, port: u16) -> Option<Route> {
         let servers = self.read();
         if let Some(holder) = servers.values().find(|s| s.port == Some(port)) {
-            return Some((holder.name.clone(), holder.phase));
+            return Some(Route::of(holder));
         }
         // The server that last held the port, while it holds no other.
         let released = self.released_ports();
         let last = servers.get(released.get(&port)?)?;
-        last.port.is_none().then(|| (last.name.clone(), last.phase))
+        last.port.is_none().then(|| Route::of(last))
     }
 
-    /// Server `name`'s port and phase.
-    pub fn route(&self, name: &str) -> Option<(Option<u16>, Phase)> {
-        self.read().get(name).map(|s| (s.port, s.phase))
+    /// Server `name`'s route.
+    pub fn route(&self, name: &str) -> Option<Route> {
+        self.read().get(name).map(Route::of)
     }
 
     /// How many servers have a status.
@@ -510,19 +547,66 @@ mod tests {
     fn a_released_port_names_its_stopped_server_until_another_takes_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = StatusStore::open(dir.path()).unwrap();
+        let holder = |port| store.by_port(port).map(|route| (route.name, route.phase));
         store.put(with("a", Phase::Running, Some(8010)));
         store.put(with("a", Phase::Stopped, None));
-        assert_eq!(store.by_port(8010), Some(("a".into(), Phase::Stopped)));
+        assert_eq!(holder(8010), Some(("a".into(), Phase::Stopped)));
 
         store.put(with("a", Phase::Running, Some(8011)));
-        assert_eq!(store.by_port(8010), None, "a runs elsewhere now");
+        assert_eq!(holder(8010), None, "a runs elsewhere now");
         store.put(with("a", Phase::Stopped, None));
-        assert_eq!(store.by_port(8011), Some(("a".into(), Phase::Stopped)));
+        assert_eq!(holder(8011), Some(("a".into(), Phase::Stopped)));
 
         store.put(with("b", Phase::Starting, Some(8011)));
-        assert_eq!(store.by_port(8011), Some(("b".into(), Phase::Starting)));
+        assert_eq!(holder(8011), Some(("b".into(), Phase::Starting)));
         store.put(with("b", Phase::Stopped, None));
         store.remove("b");
-        assert_eq!(store.by_port(8011), None, "a deleted server names no port");
+        assert_eq!(holder(8011), None, "a deleted server names no port");
+    }
+
+    /// A status file as a devbox from before sockets wrote it: no `socket` in its
+    /// process record. Its instance listens on its port, and is adopted as such.
+    #[test]
+    fn an_old_status_file_means_tcp_on_its_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server_dir(dir.path(), "old");
+        std::fs::create_dir_all(&server).unwrap();
+        let old = r#"{
+  "name": "old",
+  "id": "00000000-0000-0000-0000-000000000000",
+  "display_name": "old",
+  "phase": "running",
+  "port": 8012,
+  "process": {"pid": 4242, "pgid": 4242, "start_ticks": 99, "instance": "a-tag"},
+  "started_at": "2026-12-01T10:00:00.000Z",
+  "applied_hash": "abc",
+  "extensions": [],
+  "restarts": 0,
+  "consecutive_crashes": 0,
+  "updated_at": "2026-12-01T10:00:00.000Z"
+}"#;
+        std::fs::write(server.join("status.json"), old).unwrap();
+        let store = StatusStore::open(dir.path()).unwrap();
+        let status = store.get("old").expect("an old status file loads");
+        let process = status.process.clone().expect("its process record");
+        assert_eq!((process.pid, process.socket), (4242, None));
+        assert_eq!(status.endpoint(), Some(Endpoint::Tcp(8012)));
+        let route = store.by_port(8012).unwrap();
+        assert_eq!(route.endpoint, Some(Endpoint::Tcp(8012)));
+
+        // Written again, a record without a socket stays without one; with one, the
+        // socket is where devbox connects.
+        let json = serde_json::to_value(&status).unwrap();
+        assert!(json["process"].get("socket").is_none(), "{json}");
+        let mut on_socket = status;
+        if let Some(process) = on_socket.process.as_mut() {
+            process.socket = Some(PathBuf::from("/state/sockets/old.sock"));
+        }
+        let json = serde_json::to_string(&on_socket).unwrap();
+        let back: ServerStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.endpoint(),
+            Some(Endpoint::Unix(PathBuf::from("/state/sockets/old.sock")))
+        );
     }
 }

@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod code_server;
+mod direct;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]
 pub use code_server::code_server;
+#[allow(unused_imports)]
+pub use direct::{Direct, DirectReply};
 
 pub fn devbox_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_devbox"))
@@ -469,6 +472,28 @@ impl Devbox {
         serde_json::from_slice(&text).ok()
     }
 
+    /// Where server `name`'s instance listens, from its status file (so also while
+    /// devbox is down): the socket its process record names, else its port (`listen:
+    /// tcp`). `None` without a status or a port.
+    pub fn direct(&self, name: &str) -> Option<Direct> {
+        let status = self.status(name)?;
+        if let Some(socket) = status["process"]["socket"].as_str() {
+            return Some(Direct::Unix(PathBuf::from(socket)));
+        }
+        Some(Direct::Tcp(u16::try_from(status["port"].as_u64()?).ok()?))
+    }
+
+    /// Where server `name`'s instance listens by default (`listen: socket`), whether
+    /// or not it runs.
+    pub fn socket_of(&self, name: &str) -> Direct {
+        Direct::Unix(self.state().join("sockets").join(format!("{name}.sock")))
+    }
+
+    /// `GET /healthz` straight to server `name`'s instance, not through devbox.
+    pub fn healthz(&self, name: &str) -> Option<Value> {
+        self.direct(name)?.healthz()
+    }
+
     /// Waits until `name` is running and healthy; returns (pid, port).
     pub fn wait_running(&self, name: &str) -> (u32, u16) {
         let server = wait_for(
@@ -568,14 +593,9 @@ pub fn group_alive(pgid: u32) -> bool {
     })
 }
 
-/// `GET /healthz` straight to a code-server port.
-pub fn healthz(port: u16) -> Option<Value> {
-    ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
-        .call()
-        .ok()?
-        .body_mut()
-        .read_json()
-        .ok()
+/// `GET /healthz` straight to an instance, not through devbox.
+pub fn healthz(direct: &Direct) -> Option<Value> {
+    direct.healthz()
 }
 
 /// An HTTP answer.

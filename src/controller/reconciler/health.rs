@@ -15,10 +15,15 @@ const UNHEALTHY_LIMIT: u32 = 3;
 
 impl<R: Runtime> ServerTask<R> {
     pub(super) async fn check_health(&mut self) {
-        let Some(port) = self.status().and_then(|s| s.port) else {
+        let Some(endpoint) = self.status().and_then(|s| s.endpoint()) else {
             return;
         };
-        match self.ctx.health.check(port, Duration::from_secs(2)).await {
+        match self
+            .ctx
+            .health
+            .check(&endpoint, Duration::from_secs(2))
+            .await
+        {
             Ok(healthz) => {
                 if self.is_idle(&healthz) {
                     return self.cull_idle().await;

@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::ServerTask;
-use crate::config::{Config, ShutdownPolicy};
+use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::controller::ports::PortError;
+use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::logs::Level;
 use crate::provision::{
     self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
@@ -69,12 +70,16 @@ impl<R: Runtime> ServerTask<R> {
             Err(reason) => return self.fail(reason, false),
         };
 
+        let endpoint = match self.endpoint(port) {
+            Ok(endpoint) => endpoint,
+            Err(err) => return self.fail(err.to_string(), false),
+        };
         self.set_status(|s| {
             s.phase = Phase::Starting;
             s.message = Some("starting code-server".into());
             s.workspace_path = Some(workspace.clone());
         });
-        let plan = self.launch_plan(&spec, port, &workspace);
+        let plan = self.launch_plan(&spec, &endpoint, &workspace);
         self.launch_log_offset = std::fs::metadata(&plan.log_file).map_or(0, |m| m.len());
         self.start_tail();
         let instance = match self.ctx.runtime.start(&plan).await {
@@ -100,7 +105,7 @@ impl<R: Runtime> ServerTask<R> {
         let _ = tokio::task::spawn_blocking(move || statuses.flush()).await;
         self.instance = Some(instance);
         self.applied_hash = Some(spec.hash.clone());
-        match self.wait_ready(port, &spec).await {
+        match self.wait_ready(&endpoint, &spec).await {
             StartOutcome::Healthy => {
                 self.healthy_since = Some(Instant::now());
                 self.health_failures = 0;
@@ -112,7 +117,7 @@ impl<R: Runtime> ServerTask<R> {
                 });
                 self.event(
                     Level::Info,
-                    format!("started: pid {pid}, http://127.0.0.1:{port}/"),
+                    format!("started: pid {pid}, /vscode/{port}/ served from {endpoint}"),
                 );
             }
             StartOutcome::Exited(exit) => {
@@ -244,17 +249,17 @@ impl<R: Runtime> ServerTask<R> {
     /// reads its extensions only once a browser connects, and the proxy lets no browser
     /// in before the server runs, so the two may overlap: a start costs the longer of
     /// them instead of their sum.
-    async fn wait_ready(&self, port: u16, spec: &ServerSpec) -> StartOutcome {
-        let outcome = self.race_installs_and_boot(port, spec).await;
+    async fn wait_ready(&self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
+        let outcome = self.race_installs_and_boot(endpoint, spec).await;
         if !matches!(outcome, StartOutcome::Healthy) {
             self.set_status(skip_pending_extensions);
         }
         outcome
     }
 
-    async fn race_installs_and_boot(&self, port: u16, spec: &ServerSpec) -> StartOutcome {
+    async fn race_installs_and_boot(&self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
         let installing = self.install_extensions(spec);
-        let healthy = self.wait_healthy(port, spec);
+        let healthy = self.wait_healthy(endpoint, spec);
         tokio::pin!(installing, healthy);
         let (mut installed, mut is_healthy) = (false, false);
         while !(installed && is_healthy) {
@@ -361,18 +366,33 @@ impl<R: Runtime> ServerTask<R> {
         env
     }
 
-    fn launch_plan(&self, spec: &ServerSpec, port: u16, workspace: &Path) -> LaunchPlan {
+    /// Where the instance of route `port` is to listen: its socket in the private
+    /// socket directory (made private again, should someone have opened it up), or the
+    /// port itself with `listen: tcp`.
+    fn endpoint(&self, port: u16) -> Result<Endpoint, EndpointError> {
+        match self.ctx.config.code_server.listen {
+            ListenMode::Tcp => Ok(Endpoint::Tcp(port)),
+            ListenMode::Socket => {
+                let state_dir = self.ctx.statuses.state_dir();
+                endpoint::prepare_socket_dir(state_dir)?;
+                Ok(Endpoint::Unix(endpoint::socket_path(
+                    state_dir,
+                    self.name(),
+                )?))
+            }
+        }
+    }
+
+    fn launch_plan(&self, spec: &ServerSpec, endpoint: &Endpoint, workspace: &Path) -> LaunchPlan {
         let code_server = &self.ctx.config.code_server;
         let config_file = self.dir.join("code-server.yaml");
         // code-server reads (and would otherwise create) a shared ~/.config file.
         if let Err(err) = std::fs::write(&config_file, "auth: none\ncert: false\n") {
             tracing::warn!(%err, "cannot write code-server config file");
         }
-        let mut args: Vec<String> = vec![
-            "--auth".into(),
-            "none".into(),
-            "--bind-addr".into(),
-            format!("127.0.0.1:{port}"),
+        let mut args: Vec<String> = vec!["--auth".into(), "none".into()];
+        args.extend(endpoint.code_server_args());
+        args.extend([
             "--disable-telemetry".into(),
             "--disable-update-check".into(),
             "--user-data-dir".into(),
@@ -381,7 +401,7 @@ impl<R: Runtime> ServerTask<R> {
             path_string(&self.dir.join("extensions")),
             "--config".into(),
             path_string(&config_file),
-        ];
+        ]);
         args.extend(code_server.extra_args.iter().cloned());
         args.push(path_string(workspace));
         let mut env = self.base_env();
@@ -392,7 +412,8 @@ impl<R: Runtime> ServerTask<R> {
             program: code_server.binary.clone(),
             args,
             env,
-            env_remove: scrubbed_env(),
+            env_remove: crate::runtime::scrubbed_env(),
+            endpoint: endpoint.clone(),
             working_dir: workspace.to_owned(),
             log_file: self.log_file(),
             owner: instance_owner(self.ctx.statuses.state_dir()),
@@ -401,7 +422,7 @@ impl<R: Runtime> ServerTask<R> {
 
     /// Polls `/healthz` until it answers, the process exits, the start times out, or
     /// the start is interrupted.
-    async fn wait_healthy(&self, port: u16, spec: &ServerSpec) -> StartOutcome {
+    async fn wait_healthy(&self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
         let deadline = Instant::now() + self.ctx.config.code_server.start_timeout.get();
         loop {
             if let Some(exit) = self.instance.as_ref().and_then(Instance::exit_status) {
@@ -413,7 +434,7 @@ impl<R: Runtime> ServerTask<R> {
             if self
                 .ctx
                 .health
-                .check(port, Duration::from_secs(1))
+                .check(endpoint, Duration::from_secs(1))
                 .await
                 .is_ok()
             {
@@ -463,7 +484,7 @@ pub(in crate::controller) fn installer_settings(config: &Config) -> InstallerSet
     InstallerSettings {
         binary: config.code_server.binary.clone(),
         env: code_server_env(config),
-        env_remove: scrubbed_env(),
+        env_remove: crate::runtime::scrubbed_env(),
         timeout: config.code_server.extension_install_timeout.get(),
     }
 }
@@ -477,13 +498,6 @@ fn code_server_env(config: &Config) -> Vec<(String, String)> {
     }
     env.extend(code_server.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
-}
-
-fn scrubbed_env() -> Vec<String> {
-    crate::runtime::SCRUBBED_ENV
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
 }
 
 /// [`LaunchPlan::owner`] of the instances of the devbox with this state dir.

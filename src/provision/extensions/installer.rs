@@ -2,7 +2,7 @@
 //! environment, a time limit that kills its whole process group, and a failure message
 //! made of the last lines it printed.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,8 +27,9 @@ pub struct InstallerSettings {
     pub binary: PathBuf,
     /// Extra environment, e.g. `EXTENSIONS_GALLERY`.
     pub env: Vec<(String, String)>,
-    /// Inherited variables to remove (e.g. `VSCODE_IPC_HOOK_CLI`).
-    pub env_remove: Vec<String>,
+    /// Inherited variables to remove (e.g. `VSCODE_IPC_HOOK_CLI`, devbox's own
+    /// `DEVBOX_…` ones: see [`crate::runtime::scrubbed_env`]).
+    pub env_remove: Vec<OsString>,
     /// Time limit of one install.
     pub timeout: Duration,
 }
