@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ShutdownPolicy};
 use crate::health::HealthClient;
-use crate::logs::LogHub;
+use crate::logs::{LogHub, LogLimits};
 use crate::metrics::Metrics;
 use crate::provision::Extensions;
 use crate::provision::workspace::GitMirrors;
@@ -140,10 +140,11 @@ impl<R: Runtime> Controller<R> {
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Context {
-            logs: LogHub::new(
-                config.controller.log_buffer_lines,
-                config.controller.log_max_bytes,
-            ),
+            logs: LogHub::new(LogLimits {
+                lines: config.controller.log_buffer_lines,
+                bytes: usize::try_from(config.controller.log_buffer_bytes).unwrap_or(usize::MAX),
+                file_bytes: config.controller.log_max_bytes,
+            }),
             extensions: Extensions::new(
                 reconciler::installer_settings(&config),
                 config.code_server.extension_install_concurrency,
