@@ -26,7 +26,7 @@ use crate::health::HealthClient;
 use crate::logs::{LogHub, LogLimits};
 use crate::metrics::Metrics;
 use crate::provision::Extensions;
-use crate::provision::workspace::GitMirrors;
+use crate::provision::workspace::{GitMirrors, GitPolicy};
 use crate::runtime::Runtime;
 use crate::status::{StatusError, StatusStore};
 use ports::PortAllocator;
@@ -150,7 +150,17 @@ impl<R: Runtime> Controller<R> {
                 config.code_server.extension_install_concurrency,
                 state_dir.join("extension-cache"),
             ),
-            git_mirrors: Arc::new(GitMirrors::new(state_dir.join("git-mirrors"))),
+            git_mirrors: Arc::new(GitMirrors::with_policy(
+                state_dir.join("git-mirrors"),
+                GitPolicy {
+                    max_workspace_bytes: config
+                        .ui
+                        .workspace
+                        .max_workspace_mb
+                        .saturating_mul(1024 * 1024),
+                    allow_local_hosts: config.ui.workspace.allow_local_git_hosts,
+                },
+            )),
             config: Arc::new(config),
             runtime,
             statuses,
