@@ -7,6 +7,7 @@
 
 pub mod decide;
 mod housekeeping;
+pub use housekeeping::UPLOADS_DIR;
 pub mod ports;
 pub mod reconciler;
 pub mod scan;
@@ -104,6 +105,13 @@ impl<R: Runtime> Controller<R> {
                 path: dir.clone(),
                 source,
             })?;
+        }
+        let leftovers = housekeeping::remove_leftover_uploads(&state_dir);
+        if leftovers > 0 {
+            tracing::info!(
+                leftovers,
+                "removed uploads cut off when devbox last stopped"
+            );
         }
         let statuses = StatusStore::open(&state_dir)?;
         // Instances started by a devbox that was killed before it could record them:
