@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::provision::Extensions;
 use crate::provision::workspace::{GitMirrors, GitPolicy};
 use crate::runtime::Runtime;
-use crate::status::{StatusError, StatusStore};
+use crate::status::{Phase, StatusError, StatusStore};
 use ports::PortAllocator;
 use scan::Desired;
 
@@ -97,6 +97,15 @@ pub struct Controller<R: Runtime> {
     shutdown_tx: watch::Sender<bool>,
 }
 
+/// Servers that have had a spec applied (any phase but `invalid`, which means never):
+/// they hold their place within `controller.max_servers`.
+fn applied_servers(statuses: &StatusStore) -> HashSet<String> {
+    statuses
+        .filter_map_all(|s| (s.phase != Phase::Invalid).then(|| s.name.clone()))
+        .into_iter()
+        .collect()
+}
+
 impl<R: Runtime> Controller<R> {
     pub fn new(config: Config, runtime: R) -> Result<Self, ControllerError> {
         let state_dir = config.controller.state_dir.clone();
@@ -135,11 +144,13 @@ impl<R: Runtime> Controller<R> {
         // files already pin must be known before: a create right after a restart took
         // the port of a stopped server whose file the first scan had not read yet.
         let mut scan_cache = scan::ScanCache::default();
+        let applied = applied_servers(&statuses);
         match scan::scan(
             &config.controller.specs_dir,
             &config,
             &mut scan_cache,
             |port| ports.owner(port),
+            |name| applied.contains(name),
         ) {
             Ok(desired) => ports.set_pinned(scan::pinned_ports(&desired), |name| {
                 desired.contains_key(name)
@@ -253,11 +264,13 @@ impl<R: Runtime> Controller<R> {
         let ctx = self.ctx.clone();
         let mut cache = std::mem::take(&mut self.scan_cache);
         let scanned = tokio::task::spawn_blocking(move || {
+            let applied = applied_servers(&ctx.statuses);
             let scanned = scan::scan(
                 &ctx.config.controller.specs_dir,
                 &ctx.config,
                 &mut cache,
                 |port| ctx.ports.owner(port),
+                |name| applied.contains(name),
             );
             (scanned, cache)
         })
