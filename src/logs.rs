@@ -171,7 +171,8 @@ impl LogHub {
         level: Level,
         message: impl Into<String>,
     ) {
-        let message = message.into();
+        // Cut once, before it goes anywhere: tracing, the ring and events.log alike.
+        let message = line::cut_text(message.into());
         match level {
             // The reconciler's span carries the server name.
             Level::Info => tracing::info!("{message}"),
@@ -183,7 +184,7 @@ impl LogHub {
             server_name: server.name.clone(),
             level,
             source: LogSource::System,
-            message: line::cut_text(message),
+            message,
             timestamp: SystemTime::now(),
         };
         if let Err(err) = append_capped(
