@@ -34,7 +34,9 @@ const FAST_RESYNC: &str = "controller:
 fn main() {
     let servers = servers_arg();
     println!("scale: {servers} stopped servers");
-    let (root, http_port) = Devbox::prepare(&format!("{CONFIG}{FAST_RESYNC}"));
+    // More servers than the default `max_servers` (500) need the cap raised.
+    let (root, http_port) =
+        Devbox::prepare(&format!("{CONFIG}{FAST_RESYNC}  max_servers: {servers}\n"));
     let specs = root.path().join("specs");
     for i in 0..servers {
         let name = format!("seat-{i:05}");
@@ -82,7 +84,10 @@ fn main() {
     let (root, http_port) = devbox.stop();
     std::fs::write(
         root.path().join("config.yaml"),
-        CONFIG.replace("{http_port}", &http_port.to_string()),
+        format!(
+            "{}controller:\n  max_servers: {servers}\n",
+            CONFIG.replace("{http_port}", &http_port.to_string())
+        ),
     )
     .expect("rewrite config");
     let began = Instant::now();

@@ -580,9 +580,15 @@ impl Config {
             .find(|item| item.name == name)
     }
 
-    /// Whether `url` uses one of the allowed git schemes (and cannot be read as an option).
+    /// Whether `url` uses one of the allowed git schemes (and cannot be read as an
+    /// option), and, unless `ui.workspace.allow_local_git_hosts`, whether its host is
+    /// outside this host as far as its text tells (see [`crate::git_url`]).
     pub fn check_git_url(&self, url: &str) -> Result<(), String> {
-        check_git_url(url, &self.ui.workspace.allowed_git_schemes)
+        check_git_url(url, &self.ui.workspace.allowed_git_schemes)?;
+        if self.ui.workspace.allow_local_git_hosts {
+            return Ok(());
+        }
+        crate::git_url::check_host(url).map_err(|err| err.to_string())
     }
 
     /// Semantic checks, as (field, message) pairs.
@@ -683,8 +689,8 @@ pub fn is_extension_reference(reference: &str) -> bool {
     reference.ends_with(".vsix") || crate::provision::extensions::is_valid_extension_id(reference)
 }
 
-/// Checks a git URL against a scheme allow-list. scp-like `git@host:path` counts as `ssh`,
-/// and local paths as `file`.
+/// Checks a git URL against a scheme allow-list. scp-like `[user@]host:path` counts as
+/// `ssh`, `helper::address` as `helper`, and local paths as `file`.
 pub fn check_git_url(url: &str, allowed: &[String]) -> Result<(), String> {
     if url.starts_with('-') {
         return Err(format!("git URL `{url}` looks like a command-line option"));
@@ -692,11 +698,7 @@ pub fn check_git_url(url: &str, allowed: &[String]) -> Result<(), String> {
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("git URL contains whitespace or control characters".into());
     }
-    let scheme = match url.split_once("://") {
-        Some((scheme, _)) => scheme.to_ascii_lowercase(),
-        None if url.contains('@') && url.contains(':') => "ssh".into(),
-        None => "file".into(),
-    };
+    let scheme = crate::git_url::scheme(url);
     if allowed.iter().any(|s| s.eq_ignore_ascii_case(&scheme)) {
         Ok(())
     } else {
@@ -815,6 +817,26 @@ mod tests {
         assert!(check_git_url("/tmp/repo", &allowed).is_err());
         assert!(check_git_url("--upload-pack=touch /tmp/x", &allowed).is_err());
         assert!(check_git_url("ext::sh -c touch", &allowed).is_err());
+        // scp-like without a user is ssh to libgit2, not a local path.
+        let with_file = vec!["file".to_owned()];
+        assert!(check_git_url("localhost:repo.git", &with_file).is_err());
+        assert!(check_git_url("ext::ssh host", &allowed).is_err());
+    }
+
+    #[test]
+    fn local_git_hosts_are_refused_unless_allowed() {
+        let mut config = Config::embedded_default();
+        let err = config
+            .check_git_url("https://127.0.0.1:9/r.git")
+            .unwrap_err();
+        assert!(err.contains("ui.workspace.allow_local_git_hosts"), "{err}");
+        assert!(config.check_git_url("https://github.com/a/b.git").is_ok());
+        config.ui.workspace.allow_local_git_hosts = true;
+        assert!(config.check_git_url("https://127.0.0.1:9/r.git").is_ok());
+        assert!(
+            config.check_git_url("ftp://127.0.0.1/r.git").is_err(),
+            "schemes still apply"
+        );
     }
 
     #[test]

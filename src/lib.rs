@@ -7,6 +7,8 @@
 //!   code-server and controller settings), embedded default and overrides.
 //! - [`spec`]: the `DevServer` spec file, its checks, and resolution against the config.
 //! - [`spec_files`]: writing and editing spec files (how the API changes desired state).
+//! - [`git_url`]: a git URL's scheme and host, and the rule that keeps git URLs from
+//!   reaching inside the host.
 //! - [`yaml`]: every YAML read and write (serde_yaml stays behind this one module).
 //! - [`diagnostic`]: one located problem in a file, worded the same everywhere.
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
@@ -29,6 +31,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod endpoint;
 pub mod fsutil;
+pub mod git_url;
 pub mod health;
 pub mod http;
 pub mod logs;

@@ -34,6 +34,19 @@ pub enum SpecFileError {
     },
 }
 
+/// Why a new server's spec was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// `controller.max_servers` spec files exist already.
+    #[error(
+        "devbox manages at most {max} servers (controller.max_servers) and {count} exist: \
+         delete one, or raise the limit"
+    )]
+    Full { max: usize, count: usize },
+    #[error(transparent)]
+    File(#[from] SpecFileError),
+}
+
 /// The specs directory, as a place to write to. Cloning shares the edit lock and the
 /// write history.
 #[derive(Clone)]
@@ -84,24 +97,37 @@ impl SpecFiles {
     }
 
     /// Writes a new spec file; fails with [`SpecFileError::Exists`] when the name is
-    /// taken (two racing creators of one name: exactly one wins).
-    pub fn create(&self, server: &DevServer) -> Result<ServerSpec, SpecFileError> {
+    /// taken (two racing creators of one name: exactly one wins), and with
+    /// [`CreateError::Full`] when `controller.max_servers` spec files exist (counted
+    /// under the edit lock, so racing creators cannot overshoot it together).
+    pub fn create(&self, server: &DevServer) -> Result<ServerSpec, CreateError> {
         let resolved = self.check(server)?;
         let text = render(server, &resolved.file)?;
         let _guard = self.lock();
         if self.path(&server.metadata.name).exists() {
-            return Err(SpecFileError::Exists(server.metadata.name.clone()));
+            return Err(SpecFileError::Exists(server.metadata.name.clone()).into());
+        }
+        // Every file counts, valid or not: the controller admits files in the same way.
+        let count = self
+            .names()
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let max = self.config.controller.max_servers;
+        if count >= max {
+            return Err(CreateError::Full { max, count });
         }
         match fsutil::create_atomic(&resolved.file, text.as_bytes()) {
             Ok(true) => {
                 self.record(&resolved);
                 Ok(resolved)
             }
-            Ok(false) => Err(SpecFileError::Exists(server.metadata.name.clone())),
+            Ok(false) => Err(SpecFileError::Exists(server.metadata.name.clone()).into()),
             Err(source) => Err(SpecFileError::Io {
                 path: resolved.file.clone(),
                 source,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -245,9 +271,36 @@ mod tests {
     }
 
     fn files(dir: &Path) -> SpecFiles {
+        files_within(dir, 500)
+    }
+
+    fn files_within(dir: &Path, max_servers: usize) -> SpecFiles {
         let mut config = Config::embedded_default();
         config.controller.specs_dir = dir.to_owned();
+        config.controller.max_servers = max_servers;
         SpecFiles::new(Arc::new(config))
+    }
+
+    #[test]
+    fn no_new_file_past_the_cap_but_existing_ones_still_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files_within(dir.path(), 2);
+        files.create(&server("a")).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), "not even a spec").unwrap();
+        let err = files.create(&server("c")).unwrap_err();
+        assert!(
+            matches!(err, CreateError::Full { max: 2, count: 2 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("controller.max_servers"), "{err}");
+        assert!(!dir.path().join("c.yaml").exists());
+        assert!(matches!(
+            files.create(&server("a")),
+            Err(CreateError::File(SpecFileError::Exists(_)))
+        ));
+        files
+            .update("a", |s| s.spec.state = DesiredState::Running)
+            .unwrap();
     }
 
     #[test]
@@ -257,7 +310,7 @@ mod tests {
         files.create(&server("a")).unwrap();
         assert!(matches!(
             files.create(&server("a")),
-            Err(SpecFileError::Exists(_))
+            Err(CreateError::File(SpecFileError::Exists(_)))
         ));
         let updated = files
             .update("a", |s| s.spec.state = DesiredState::Running)
@@ -293,7 +346,10 @@ mod tests {
         );
         let mut bad = server("c");
         bad.spec.port = Some(1);
-        assert!(matches!(files.create(&bad), Err(SpecFileError::Invalid(_))));
+        assert!(matches!(
+            files.create(&bad),
+            Err(CreateError::File(SpecFileError::Invalid(_)))
+        ));
         assert!(!dir.path().join("c.yaml").exists());
     }
 }

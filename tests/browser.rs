@@ -290,7 +290,11 @@ fn dashboard_drives_a_server_from_create_to_delete_in_a_real_browser() {
         &[("Authorization", &format!("Bearer {TOKEN}"))],
         None,
     );
-    assert_eq!(listed.json(), serde_json::json!([]), "GET /servers lists nothing");
+    assert_eq!(
+        listed.json(),
+        serde_json::json!([]),
+        "GET /servers lists nothing"
+    );
     let server_dir = devbox.state().join("servers").join(SLUG);
     wait_for(
         "the deleted server's state folder to be removed",

@@ -122,10 +122,12 @@ fn ports_return_to_the_pool_and_pinned_ports_stay_reserved() {
 
 #[test]
 fn a_create_right_after_a_restart_never_takes_a_port_a_spec_file_pins() {
-    // Many spec files, so that reading them all takes a while after a restart.
+    // Many spec files, so that reading them all takes a while after a restart (more
+    // than the default `max_servers`, which is raised for them).
     let mut devbox = Devbox::start_opts(
         Options {
             ports: 2,
+            config: "controller:\n  max_servers: 2000\n".into(),
             ..Options::default()
         },
         |root| {

@@ -2,7 +2,8 @@
 //! (multipart: a git URL or a zip upload), `create-from-template`, and
 //! `create-metadata`. Each writes a new spec file (state `stopped`, a port pinned from
 //! the range, a fresh uuid) and answers 201 once the controller lists the server.
-//! Provisioning (clone, extensions) happens when the server starts.
+//! Provisioning (clone, extensions) happens when the server starts. Past
+//! `controller.max_servers` spec files, creation answers 409 and writes nothing.
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
@@ -21,6 +22,7 @@ use crate::http::ApiError;
 use crate::spec::{
     ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };
+use crate::spec_files::CreateError;
 use crate::status::server_dir;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -223,4 +225,14 @@ async fn create_server(
     })
     .await?;
     Ok(ServerView::new(&status, state))
+}
+
+impl From<CreateError> for ApiError {
+    fn from(err: CreateError) -> Self {
+        match err {
+            // The cap is a state of the server set, like a name that is taken.
+            CreateError::Full { .. } => ApiError::Conflict(err.to_string()),
+            CreateError::File(err) => err.into(),
+        }
+    }
 }

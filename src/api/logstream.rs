@@ -137,20 +137,12 @@ async fn send_line(socket: &mut WebSocket, line: &LogLine) -> bool {
     send(socket, &LogMessage { kind: "log", line }).await
 }
 
-/// The newest lines, oldest first: of one server, or of all servers merged by time.
+/// The newest lines, oldest first: of one server, or of all servers merged by time
+/// (bounded in bytes like one server's, however many servers there are).
 fn backlog(state: &AppState, server: Option<&str>, count: usize) -> Vec<LogLine> {
     match server {
         Some(name) => state.logs.recent(name, count),
-        None => {
-            let mut lines: Vec<LogLine> = state
-                .statuses
-                .names()
-                .iter()
-                .flat_map(|name| state.logs.recent(name, count))
-                .collect();
-            lines.sort_by_key(|line| line.timestamp);
-            lines.split_off(lines.len().saturating_sub(count))
-        }
+        None => state.logs.recent_all(count),
     }
 }
 

@@ -77,7 +77,9 @@ pub struct Logs {
     pub logs: Vec<String>,
 }
 
-/// The newest log lines of a server: code-server's output and devbox's events.
+/// The newest log lines of a server: code-server's output and devbox's events. The
+/// answer is bounded in bytes: lines come cut to `logs::MAX_LINE_BYTES`, from a ring of
+/// at most `controller.log_buffer_bytes`, or from the last 64 KiB of each log file.
 pub async fn logs(
     State(state): State<AppState>,
     Path(ServerId { id }): Path<ServerId>,

@@ -1,5 +1,6 @@
 //! `PUT /specs/{name}`: create or replace a server's whole spec (what `devbox apply
-//! --server` sends). Checked like any spec file before it is written.
+//! --server` sends). Checked like any spec file before it is written; a new name past
+//! `controller.max_servers` is refused (409).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +13,7 @@ use super::views::{Envelope, ServerView};
 use super::wait::{self, Verdict};
 use crate::http::ApiError;
 use crate::spec::DevServer;
-use crate::spec_files::SpecFileError;
+use crate::spec_files::{CreateError, SpecFileError};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SpecName {
@@ -39,11 +40,12 @@ pub async fn apply(
     let specs = state.specs.clone();
     let (resolved, created) = tokio::task::spawn_blocking(move || match specs.create(&server) {
         Ok(resolved) => Ok((resolved, true)),
-        Err(SpecFileError::Exists(_)) => {
+        Err(CreateError::File(SpecFileError::Exists(_))) => {
             let name = server.metadata.name.clone();
             specs
                 .update(&name, move |current| *current = server)
                 .map(|r| (r, false))
+                .map_err(CreateError::from)
         }
         Err(err) => Err(err),
     })

@@ -76,7 +76,12 @@ pub async fn read(
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "zip_file" {
-            let temp = temp_file(&state.statuses.state_dir().join("uploads"))?;
+            // Emptied when the controller starts: an upload cut off by a crash goes then.
+            let uploads = state
+                .statuses
+                .state_dir()
+                .join(crate::controller::UPLOADS_DIR);
+            let temp = temp_file(&uploads)?;
             let std_file = temp
                 .reopen()
                 .map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;

@@ -1,8 +1,10 @@
 //! `devbox logs NAME [-n N] [-f] [--events]` without `--server`: a server's log files in
 //! the state directory (code-server's output, or devbox's events about it), followed
-//! as they grow with `-f`.
+//! as they grow with `-f`. Both are bounded in memory: the last lines come from the
+//! file's last 64 KiB (long lines cut and marked), and `-f` copies new output to
+//! stdout as it comes, in chunks, whatever its size.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,11 +67,12 @@ fn follow_file(path: &Path) -> anyhow::Result<()> {
         }
         file.seek(SeekFrom::Start(offset))
             .context("cannot read the log")?;
-        let mut text = String::new();
-        let read = file.take(len - offset).read_to_string(&mut text);
-        offset = len;
-        if read.is_ok() {
-            print!("{text}");
-        }
+        // Streamed, not collected: a burst of output (or one huge line) never sits in
+        // memory whole. Bytes go out as written, valid UTF-8 or not.
+        let mut stdout = std::io::stdout().lock();
+        let copied = std::io::copy(&mut file.take(len - offset), &mut stdout)
+            .context("cannot print the log")?;
+        offset += copied;
+        stdout.flush().context("cannot print the log")?;
     }
 }

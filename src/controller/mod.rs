@@ -7,6 +7,7 @@
 
 pub mod decide;
 mod housekeeping;
+pub use housekeeping::UPLOADS_DIR;
 pub mod ports;
 pub mod reconciler;
 pub mod scan;
@@ -24,12 +25,12 @@ use tokio::time::Instant;
 use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::endpoint::{self, EndpointError};
 use crate::health::HealthClient;
-use crate::logs::LogHub;
+use crate::logs::{LogHub, LogLimits};
 use crate::metrics::Metrics;
 use crate::provision::Extensions;
-use crate::provision::workspace::GitMirrors;
+use crate::provision::workspace::{GitMirrors, GitPolicy};
 use crate::runtime::Runtime;
-use crate::status::{StatusError, StatusStore};
+use crate::status::{Phase, StatusError, StatusStore};
 use ports::PortAllocator;
 use scan::Desired;
 
@@ -99,6 +100,15 @@ pub struct Controller<R: Runtime> {
     shutdown_tx: watch::Sender<bool>,
 }
 
+/// Servers that have had a spec applied (any phase but `invalid`, which means never):
+/// they hold their place within `controller.max_servers`.
+fn applied_servers(statuses: &StatusStore) -> HashSet<String> {
+    statuses
+        .filter_map_all(|s| (s.phase != Phase::Invalid).then(|| s.name.clone()))
+        .into_iter()
+        .collect()
+}
+
 impl<R: Runtime> Controller<R> {
     pub fn new(config: Config, runtime: R) -> Result<Self, ControllerError> {
         let state_dir = config.controller.state_dir.clone();
@@ -116,6 +126,13 @@ impl<R: Runtime> Controller<R> {
             ListenMode::Tcp => tracing::warn!(
                 "code_server.listen is tcp: every local user, and every participant's terminal, can open any instance on its 127.0.0.1 port without going through devbox (its token, its checks); `listen: socket` (the default) keeps them on private Unix sockets"
             ),
+        }
+        let leftovers = housekeeping::remove_leftover_uploads(&state_dir);
+        if leftovers > 0 {
+            tracing::info!(
+                leftovers,
+                "removed uploads cut off when devbox last stopped"
+            );
         }
         let statuses = StatusStore::open(&state_dir)?;
         // Instances started by a devbox that was killed before it could record them:
@@ -139,11 +156,13 @@ impl<R: Runtime> Controller<R> {
         // files already pin must be known before: a create right after a restart took
         // the port of a stopped server whose file the first scan had not read yet.
         let mut scan_cache = scan::ScanCache::default();
+        let applied = applied_servers(&statuses);
         match scan::scan(
             &config.controller.specs_dir,
             &config,
             &mut scan_cache,
             |port| ports.owner(port),
+            |name| applied.contains(name),
         ) {
             Ok(desired) => ports.set_pinned(scan::pinned_ports(&desired), |name| {
                 desired.contains_key(name)
@@ -152,16 +171,27 @@ impl<R: Runtime> Controller<R> {
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Context {
-            logs: LogHub::new(
-                config.controller.log_buffer_lines,
-                config.controller.log_max_bytes,
-            ),
+            logs: LogHub::new(LogLimits {
+                lines: config.controller.log_buffer_lines,
+                bytes: usize::try_from(config.controller.log_buffer_bytes).unwrap_or(usize::MAX),
+                file_bytes: config.controller.log_max_bytes,
+            }),
             extensions: Extensions::new(
                 reconciler::installer_settings(&config),
                 config.code_server.extension_install_concurrency,
                 state_dir.join("extension-cache"),
             ),
-            git_mirrors: Arc::new(GitMirrors::new(state_dir.join("git-mirrors"))),
+            git_mirrors: Arc::new(GitMirrors::with_policy(
+                state_dir.join("git-mirrors"),
+                GitPolicy {
+                    max_workspace_bytes: config
+                        .ui
+                        .workspace
+                        .max_workspace_mb
+                        .saturating_mul(1024 * 1024),
+                    allow_local_hosts: config.ui.workspace.allow_local_git_hosts,
+                },
+            )),
             config: Arc::new(config),
             runtime,
             statuses,
@@ -246,11 +276,13 @@ impl<R: Runtime> Controller<R> {
         let ctx = self.ctx.clone();
         let mut cache = std::mem::take(&mut self.scan_cache);
         let scanned = tokio::task::spawn_blocking(move || {
+            let applied = applied_servers(&ctx.statuses);
             let scanned = scan::scan(
                 &ctx.config.controller.specs_dir,
                 &ctx.config,
                 &mut cache,
                 |port| ctx.ports.owner(port),
+                |name| applied.contains(name),
             );
             (scanned, cache)
         })

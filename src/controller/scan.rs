@@ -2,11 +2,12 @@
 //!
 //! A scan is level-triggered: it looks at every file every time and reports what each
 //! server should be, so a missed or duplicated file event cannot matter. Checks that
-//! span files (one name in two files, two specs pinning one port) happen here. A
-//! [`ScanCache`] keeps each file's outcome while the file is unchanged, so the periodic
-//! resync of a thousand idle specs costs a `stat` per file, not a read and a parse.
+//! span files (one name in two files, two specs pinning one port, more files than
+//! `controller.max_servers`) happen here. A [`ScanCache`] keeps each file's outcome
+//! while the file is unchanged, so the periodic resync of a thousand idle specs costs a
+//! `stat` per file, not a read and a parse.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub fn spec_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[derive(Default)]
 pub struct ScanCache {
     files: HashMap<PathBuf, CachedFile>,
+    /// Servers within `controller.max_servers` at the last scan: they keep their place.
+    admitted: BTreeSet<String>,
 }
 
 struct CachedFile {
@@ -147,13 +150,16 @@ impl ScanCache {
 }
 
 /// Reads `dir` and returns the desired state of each server named by a file there.
-/// `port_owner` tells which server currently holds a port. Fails when the directory
-/// cannot be listed (then nothing may be concluded about any server).
+/// `port_owner` tells which server currently holds a port; `applied` whether a server
+/// has had a spec applied (it counts as within `controller.max_servers`, see
+/// [`cap_servers`]). Fails when the directory cannot be listed (then nothing may be
+/// concluded about any server).
 pub fn scan(
     dir: &Path,
     config: &Config,
     cache: &mut ScanCache,
     port_owner: impl Fn(u16) -> Option<String>,
+    applied: impl Fn(&str) -> bool,
 ) -> std::io::Result<BTreeMap<String, Desired>> {
     let files = spec_files(dir)?;
     let mut desired = BTreeMap::new();
@@ -174,8 +180,53 @@ pub fn scan(
         seen.insert(file);
     }
     cache.files.retain(|file, _| seen.contains(file));
+    cache.admitted = cap_servers(
+        &mut desired,
+        config.controller.max_servers,
+        |name| cache.admitted.contains(name) || applied(name),
+        dir,
+    );
+    // Files over the cap claim no port.
     resolve_port_conflicts(&mut desired, |file| cache.text(file), port_owner);
     Ok(desired)
+}
+
+/// Keeps at most `max` servers: those `known` (admitted by an earlier scan, or with a
+/// spec applied: they may run, and are never pushed out, even when the cap was lowered
+/// below their number), then new ones in name order while there is room. The rest are
+/// made invalid with an error that names the limit. Returns the names kept.
+fn cap_servers(
+    desired: &mut BTreeMap<String, Desired>,
+    max: usize,
+    known: impl Fn(&str) -> bool,
+    dir: &Path,
+) -> BTreeSet<String> {
+    let mut kept: BTreeSet<String> = desired.keys().filter(|n| known(n)).cloned().collect();
+    let newcomers: Vec<String> = desired
+        .keys()
+        .filter(|name| !kept.contains(*name))
+        .cloned()
+        .collect();
+    for name in newcomers {
+        if kept.len() < max {
+            kept.insert(name);
+            continue;
+        }
+        let file = match &desired[&name] {
+            Desired::Spec(spec) => spec.file.clone(),
+            _ => dir.join(format!("{name}.yaml")),
+        };
+        let diag = Diagnostic::file(
+            &file,
+            format!(
+                "devbox manages at most {max} servers (controller.max_servers) and {} are \
+                 taken; `{name}` is not started until one is deleted or the limit is raised",
+                kept.len()
+            ),
+        );
+        desired.insert(name, Desired::Invalid(Arc::new(vec![diag])));
+    }
+    kept
 }
 
 /// The ports pinned by valid specs, and by whom.
@@ -279,7 +330,14 @@ mod tests {
         std::fs::write(dir.path().join(".e.yaml.tmp"), "junk").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "junk").unwrap();
 
-        let desired = scan(dir.path(), &config, &mut ScanCache::default(), |_| None).unwrap();
+        let desired = scan(
+            dir.path(),
+            &config,
+            &mut ScanCache::default(),
+            |_| None,
+            |_| false,
+        )
+        .unwrap();
         assert_eq!(desired.keys().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         assert!(matches!(desired["a"], Desired::Spec(_)));
         let Desired::Invalid(b) = &desired["b"] else {
@@ -294,12 +352,25 @@ mod tests {
             BTreeMap::from([(8020, "a".to_owned()), (8021, "c".to_owned())])
         );
         let mut cache = ScanCache::default();
-        assert!(scan(&dir.path().join("gone"), &config, &mut cache, |_| None).is_err());
+        assert!(
+            scan(
+                &dir.path().join("gone"),
+                &config,
+                &mut cache,
+                |_| None,
+                |_| false
+            )
+            .is_err()
+        );
 
         // When `c` already holds 8020, both `a` and `b` lose.
-        let desired = scan(dir.path(), &config, &mut cache, |p| {
-            (p == 8020).then(|| "c".to_owned())
-        })
+        let desired = scan(
+            dir.path(),
+            &config,
+            &mut cache,
+            |p| (p == 8020).then(|| "c".to_owned()),
+            |_| false,
+        )
         .unwrap();
         assert!(matches!(desired["a"], Desired::Invalid(_)));
         assert!(matches!(desired["b"], Desired::Invalid(_)));
@@ -316,8 +387,8 @@ mod tests {
             Desired::Spec(spec) => spec.clone(),
             other => panic!("{name}: {other:?}"),
         };
-        let first = scan(dir.path(), &config, &mut cache, |_| None).unwrap();
-        let again = scan(dir.path(), &config, &mut cache, |_| None).unwrap();
+        let first = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        let again = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
         assert!(
             Arc::ptr_eq(&spec_of(&first, "a"), &spec_of(&again, "a")),
             "an unchanged file's outcome is reused"
@@ -332,9 +403,73 @@ mod tests {
         .unwrap();
         std::fs::rename(&replacement, dir.path().join("a.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
-        let after = scan(dir.path(), &config, &mut cache, |_| None).unwrap();
+        let after = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
         assert_eq!(spec_of(&after, "a").state, spec::DesiredState::Running);
         assert!(!after.contains_key("b"));
         assert_eq!(cache.files.len(), 1, "the removed file left the cache");
+    }
+
+    #[test]
+    fn files_past_the_cap_are_invalid_and_never_push_a_known_server_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::embedded_default();
+        config.controller.max_servers = 3;
+        for name in ["b", "d", "f"] {
+            write(dir.path(), name, "  state: stopped\n");
+        }
+        let mut cache = ScanCache::default();
+        let invalid = |desired: &BTreeMap<String, Desired>| -> Vec<String> {
+            desired
+                .iter()
+                .filter(|(_, d)| matches!(d, Desired::Invalid(_)))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        assert!(invalid(&desired).is_empty());
+
+        // Two newcomers sorting before the admitted servers: they wait, the three keep
+        // their place, and the error names the limit and the setting.
+        write(dir.path(), "a", "  state: stopped\n  port: 8020\n");
+        write(dir.path(), "c", "  state: stopped\n");
+        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        assert_eq!(invalid(&desired), ["a", "c"]);
+        let Desired::Invalid(diags) = &desired["a"] else {
+            unreachable!()
+        };
+        assert!(
+            diags[0]
+                .message
+                .contains("at most 3 servers (controller.max_servers)"),
+            "{}",
+            diags[0]
+        );
+        assert!(
+            pinned_ports(&desired).is_empty(),
+            "a file over the cap claims no port"
+        );
+
+        // A slot frees: the first newcomer by name takes it.
+        std::fs::remove_file(dir.path().join("d.yaml")).unwrap();
+        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        assert_eq!(invalid(&desired), ["c"]);
+
+        // A fresh devbox (empty cache) knows the applied servers from their status:
+        // `f` runs, so it stays even though `a`, `b` and `c` sort first.
+        let applied = |name: &str| ["a", "f"].contains(&name);
+        let desired = scan(
+            dir.path(),
+            &config,
+            &mut ScanCache::default(),
+            |_| None,
+            applied,
+        )
+        .unwrap();
+        assert_eq!(invalid(&desired), ["c"]);
+
+        // The cap lowered below the servers already known: none is pushed out.
+        config.controller.max_servers = 1;
+        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        assert_eq!(invalid(&desired), ["c"]);
     }
 }

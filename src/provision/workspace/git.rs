@@ -1,29 +1,69 @@
 //! Git workspaces: cloning a repository, checking out the requested branch, tag or commit,
-//! and aborting a clone that runs past its timeout. Only public repositories (or ssh with
-//! an agent) are supported: there is no one to prompt for credentials.
+//! and the limits every clone obeys. Only public repositories (or ssh with an agent) are
+//! supported: there is no one to prompt for credentials.
+//!
+//! The limits ([`GitPolicy`] and the time limit):
+//! - Hosts: unless local hosts are allowed, the URL's host is resolved and refused when
+//!   it is inside this host ([`crate::git_url`]) before anything connects, and HTTP
+//!   redirects are not followed (libgit2 offers no hook to vet where one leads).
+//! - Size: the download stops once it passes the workspace limit; the clone is made
+//!   without a checkout, the sizes its tree declares for its files are added up (from
+//!   the object headers, without reading the files), and only a tree that fits with its
+//!   `.git` is checked out. The checkout runs without filters (no end-of-line or
+//!   `ident` rewriting), so it writes exactly the declared bytes; what is on disk is
+//!   measured again afterwards.
+//! - Time: one deadline covers the fetch and the checkout. libgit2 cannot interrupt a
+//!   checkout, but the checkout is bounded in bytes first, and a clone that ends past
+//!   the deadline fails all the same.
+//!
+//! A failure leaves nothing: the caller clones into a temporary folder that is removed
+//! with whatever was written.
 
 use std::cell::Cell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use git2::build::{CheckoutBuilder, CloneLocal, RepoBuilder};
-use git2::{Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{
+    Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, RemoteRedirect,
+    Repository, TreeWalkMode, TreeWalkResult,
+};
 
-use super::{GitMirrors, WorkspaceError};
+use super::{GitMirrors, GitPolicy, WorkspaceError};
 
-/// Fetch options whose progress callbacks abort the transfer once `deadline` has passed.
-fn fetch_options<'a>(deadline: Instant, timed_out: &'a Cell<bool>) -> FetchOptions<'a> {
-    // Returning false from a progress callback makes libgit2 abort with a User error.
-    let keep_going = move || {
-        if Instant::now() >= deadline {
-            timed_out.set(true);
+/// What stopped a transfer from inside its progress callbacks.
+struct Guard {
+    deadline: Instant,
+    max_bytes: u64,
+    timed_out: Cell<bool>,
+    /// Bytes received when the download passed `max_bytes`.
+    too_large: Cell<Option<u64>>,
+}
+
+impl Guard {
+    fn keep_going(&self, received: Option<usize>) -> bool {
+        if Instant::now() >= self.deadline {
+            self.timed_out.set(true);
+            return false;
+        }
+        if let Some(received) = received.map(|r| r as u64)
+            && received > self.max_bytes
+        {
+            self.too_large.set(Some(received));
             return false;
         }
         true
-    };
+    }
+}
+
+/// Fetch options whose progress callbacks abort the transfer once the guard's deadline
+/// has passed or the download grew past its limit; redirects followed only when local
+/// hosts are allowed.
+fn fetch_options(guard: &Guard, allow_local_hosts: bool) -> FetchOptions<'_> {
+    // Returning false from a progress callback makes libgit2 abort with a User error.
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.transfer_progress(move |_| keep_going());
-    callbacks.sideband_progress(move |_| keep_going());
+    callbacks.transfer_progress(move |progress| guard.keep_going(Some(progress.received_bytes())));
+    callbacks.sideband_progress(move |_| guard.keep_going(None));
     let mut attempts = 0u32;
     callbacks.credentials(move |_url, username, allowed| {
         // libgit2 calls this again after each failed attempt: try the agent and the default
@@ -46,27 +86,48 @@ fn fetch_options<'a>(deadline: Instant, timed_out: &'a Cell<bool>) -> FetchOptio
     });
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks);
+    // A redirect is a second host that no check has seen.
+    opts.follow_redirects(if allow_local_hosts {
+        RemoteRedirect::Initial
+    } else {
+        RemoteRedirect::None
+    });
     opts
 }
 
 /// Clones `url` into `into` (an empty folder) and checks out `reference` (None = the
-/// remote's default branch), giving up once `timeout` has passed. With `mirrors`, the
-/// clone is made from the local mirror of `url`, fetched first unless it is fresh.
+/// remote's default branch), within `timeout` and `policy`. With `mirrors`, the clone is
+/// made from the local mirror of `url`, fetched first unless it is fresh.
 pub(super) fn clone(
     url: &str,
     reference: Option<&str>,
     into: &Path,
     timeout: Duration,
     mirrors: Option<&GitMirrors>,
+    policy: &GitPolicy,
 ) -> Result<(), WorkspaceError> {
-    let deadline = Instant::now() + timeout;
-    let timed_out = Cell::new(false);
-    let map_err = |source: git2::Error, timed_out: bool| {
-        if timed_out || (source.code() == git2::ErrorCode::User && Instant::now() >= deadline) {
-            WorkspaceError::GitTimeout {
-                url: url.to_owned(),
-                timeout,
-            }
+    let guard = Guard {
+        deadline: Instant::now() + timeout,
+        max_bytes: policy.max_workspace_bytes,
+        timed_out: Cell::new(false),
+        too_large: Cell::new(None),
+    };
+    let timed_out = || WorkspaceError::GitTimeout {
+        url: url.to_owned(),
+        timeout,
+    };
+    let too_large = |detail: String| WorkspaceError::GitTooLarge {
+        url: url.to_owned(),
+        max_mb: policy.max_workspace_bytes / MIB,
+        detail,
+    };
+    let map_err = |source: git2::Error| {
+        if guard.timed_out.get()
+            || (source.code() == git2::ErrorCode::User && Instant::now() >= guard.deadline)
+        {
+            timed_out()
+        } else if let Some(received) = guard.too_large.get() {
+            too_large(format!("its download passed {received} bytes"))
         } else {
             WorkspaceError::GitClone {
                 url: url.to_owned(),
@@ -74,44 +135,110 @@ pub(super) fn clone(
             }
         }
     };
+    // Called before each transfer, so the host is looked at only when git will connect.
+    let connect = || -> Result<FetchOptions<'_>, WorkspaceError> {
+        if !policy.allow_local_hosts {
+            crate::git_url::check_resolved(url)
+                .map_err(|source| WorkspaceError::GitHost { source })?;
+        }
+        Ok(fetch_options(&guard, policy.allow_local_hosts))
+    };
+    // The checkout comes later, once its size is known.
+    let no_checkout = || {
+        let mut checkout = CheckoutBuilder::new();
+        checkout.dry_run();
+        checkout
+    };
 
     let repo = match mirrors {
-        Some(mirrors) => mirrors.with_mirror(
-            url,
-            || fetch_options(deadline, &timed_out),
-            |e| map_err(e, timed_out.get()),
-            |mirror| {
-                let from_mirror = || -> Result<Repository, git2::Error> {
-                    // A local clone hard-links the mirror's objects.
-                    let repo = RepoBuilder::new()
-                        .clone_local(CloneLocal::Local)
-                        .clone(&mirror.to_string_lossy(), into)?;
-                    repo.remote_set_url("origin", url)?;
-                    Ok(repo)
-                };
-                from_mirror().map_err(|e| map_err(e, false))
-            },
-        )?,
+        Some(mirrors) => mirrors.with_mirror(url, connect, map_err, |mirror| {
+            let from_mirror = || -> Result<Repository, git2::Error> {
+                // A local clone hard-links the mirror's objects.
+                let repo = RepoBuilder::new()
+                    .clone_local(CloneLocal::Local)
+                    .with_checkout(no_checkout())
+                    .clone(&mirror.to_string_lossy(), into)?;
+                repo.remote_set_url("origin", url)?;
+                Ok(repo)
+            };
+            from_mirror().map_err(|e| WorkspaceError::GitClone {
+                url: url.to_owned(),
+                source: e,
+            })
+        })?,
         None => {
             let mut builder = RepoBuilder::new();
-            builder.fetch_options(fetch_options(deadline, &timed_out));
-            builder
-                .clone(url, into)
-                .map_err(|e| map_err(e, timed_out.get()))?
+            builder.fetch_options(connect()?);
+            builder.with_checkout(no_checkout());
+            builder.clone(url, into).map_err(map_err)?
         }
     };
-    let Some(reference) = reference else {
-        return Ok(());
-    };
 
+    let target = match reference {
+        None => Target::Head,
+        Some(reference) => match resolve_reference(&repo, reference) {
+            Some(Resolved::Branch(id)) => Target::Branch(reference, id),
+            Some(Resolved::Detached(id)) => Target::Detached(id),
+            None => {
+                let oid = fetch_commit(&repo, reference, &connect).map_err(|e| match e {
+                    FetchCommit::Git(e)
+                        if guard.timed_out.get() || guard.too_large.get().is_some() =>
+                    {
+                        map_err(e)
+                    }
+                    FetchCommit::Git(_) | FetchCommit::NotFound => {
+                        WorkspaceError::GitReferenceNotFound {
+                            url: url.to_owned(),
+                            reference: reference.to_owned(),
+                        }
+                    }
+                    FetchCommit::Refused(e) => e,
+                })?;
+                Target::Detached(oid)
+            }
+        },
+    };
     let checkout_err = |source: git2::Error| WorkspaceError::GitCheckout {
         url: url.to_owned(),
-        reference: reference.to_owned(),
+        reference: reference.unwrap_or("HEAD").to_owned(),
         source,
     };
-    match resolve_reference(&repo, reference) {
-        Some(Resolved::Branch(commit_id)) => {
-            let commit = repo.find_commit(commit_id).map_err(checkout_err)?;
+
+    // What the checkout will write, and what the clone holds already.
+    let commit = match target {
+        Target::Head => match repo.head() {
+            Ok(head) => head.peel_to_commit(),
+            // An empty repository: nothing to check out.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) => Err(e),
+        },
+        Target::Branch(_, id) | Target::Detached(id) => repo.find_commit(id),
+    }
+    .map_err(checkout_err)?;
+    let git_dir_bytes = disk_bytes(repo.path())?;
+    let budget = policy.max_workspace_bytes.saturating_sub(git_dir_bytes);
+    let files = declared_bytes(&repo, &commit, budget).map_err(checkout_err)?;
+    if files > budget {
+        return Err(too_large(format!(
+            "its files need more than {budget} bytes besides the {git_dir_bytes} bytes of its .git"
+        )));
+    }
+    if Instant::now() >= guard.deadline {
+        return Err(timed_out());
+    }
+
+    let mut checkout = CheckoutBuilder::new();
+    checkout.force().disable_filters(true);
+    match target {
+        Target::Head => repo.checkout_head(Some(&mut checkout)),
+        Target::Branch(reference, _) => {
             let local = format!("refs/heads/{reference}");
             if repo.find_reference(&local).is_err() {
                 let mut branch = repo
@@ -120,42 +247,122 @@ pub(super) fn clone(
                 // Tracking is a convenience for the user; a failure here does not matter.
                 let _ = branch.set_upstream(Some(&format!("origin/{reference}")));
             }
-            repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force()))
-                .map_err(checkout_err)?;
-            repo.set_head(&local).map_err(checkout_err)?;
+            repo.checkout_tree(commit.as_object(), Some(&mut checkout))
+                .and_then(|()| repo.set_head(&local))
         }
-        Some(Resolved::Detached(commit_id)) => detach_at(&repo, commit_id).map_err(checkout_err)?,
-        None => {
-            let not_found = || WorkspaceError::GitReferenceNotFound {
-                url: url.to_owned(),
-                reference: reference.to_owned(),
-            };
-            // A full commit id that no branch or tag reaches: ask the remote for it directly.
-            let oid = if reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Oid::from_str(reference).ok()
-            } else {
-                None
-            };
-            let Some(oid) = oid else {
-                return Err(not_found());
-            };
-            let fetched = repo.find_remote("origin").and_then(|mut remote| {
-                let mut opts = fetch_options(deadline, &timed_out);
-                remote.fetch(&[reference], Some(&mut opts), None)
-            });
-            if let Err(e) = fetched {
-                if timed_out.get() {
-                    return Err(map_err(e, true));
-                }
-                return Err(not_found());
-            }
-            if repo.find_commit(oid).is_err() {
-                return Err(not_found());
-            }
-            detach_at(&repo, oid).map_err(checkout_err)?;
-        }
+        Target::Detached(id) => repo
+            .checkout_tree(commit.as_object(), Some(&mut checkout))
+            .and_then(|()| repo.set_head_detached(id)),
+    }
+    .map_err(checkout_err)?;
+
+    // Exactly what was declared, unless something unforeseen wrote more: measure.
+    let on_disk = disk_bytes(into)?;
+    if on_disk > policy.max_workspace_bytes {
+        return Err(too_large(format!("it took {on_disk} bytes on disk")));
+    }
+    if Instant::now() >= guard.deadline {
+        return Err(timed_out());
     }
     Ok(())
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The commit a clone checks out.
+enum Target<'r> {
+    /// The remote's default branch, which the clone's HEAD names.
+    Head,
+    /// A branch of the remote (name, commit).
+    Branch(&'r str, Oid),
+    /// A tag or a commit.
+    Detached(Oid),
+}
+
+enum FetchCommit {
+    Git(git2::Error),
+    NotFound,
+    Refused(WorkspaceError),
+}
+
+/// A full commit id that no branch or tag reaches: asks the remote for it directly.
+fn fetch_commit<'g>(
+    repo: &Repository,
+    reference: &str,
+    connect: &dyn Fn() -> Result<FetchOptions<'g>, WorkspaceError>,
+) -> Result<Oid, FetchCommit> {
+    let is_full_id = reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some(oid) = is_full_id.then(|| Oid::from_str(reference).ok()).flatten() else {
+        return Err(FetchCommit::NotFound);
+    };
+    let mut opts = connect().map_err(FetchCommit::Refused)?;
+    repo.find_remote("origin")
+        .and_then(|mut remote| remote.fetch(&[reference], Some(&mut opts), None))
+        .map_err(FetchCommit::Git)?;
+    if repo.find_commit(oid).is_err() {
+        return Err(FetchCommit::NotFound);
+    }
+    Ok(oid)
+}
+
+/// The bytes the files of `commit`'s tree declare (blob sizes from the object headers,
+/// nothing inflated); stops counting once past `budget`.
+fn declared_bytes(
+    repo: &Repository,
+    commit: &git2::Commit<'_>,
+    budget: u64,
+) -> Result<u64, git2::Error> {
+    let odb = repo.odb()?;
+    let tree = commit.tree()?;
+    let mut total = 0u64;
+    let mut failed = None;
+    let walked = tree.walk(TreeWalkMode::PreOrder, |_, entry| {
+        // Submodules (commits) are not checked out; trees are walked into.
+        if entry.kind() != Some(ObjectType::Blob) {
+            return TreeWalkResult::Ok;
+        }
+        match odb.read_header(entry.id()) {
+            Ok((size, _)) => total = total.saturating_add(size as u64),
+            Err(err) => {
+                failed = Some(err);
+                return TreeWalkResult::Abort;
+            }
+        }
+        if total > budget {
+            return TreeWalkResult::Abort;
+        }
+        TreeWalkResult::Ok
+    });
+    match failed {
+        Some(err) => Err(err),
+        // Stopped early on purpose: the walk reports the abort as an error.
+        None if total > budget => Ok(total),
+        None => walked.map(|()| total),
+    }
+}
+
+/// The bytes of the files under `dir` (symbolic links not followed).
+fn disk_bytes(dir: &Path) -> Result<u64, WorkspaceError> {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = std::fs::read_dir(&current)
+            .map_err(|e| WorkspaceError::io(format!("cannot measure {}", current.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                WorkspaceError::io(format!("cannot measure {}", current.display()), e)
+            })?;
+            let meta = std::fs::symlink_metadata(entry.path()).map_err(|e| {
+                WorkspaceError::io(format!("cannot measure {}", entry.path().display()), e)
+            })?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    Ok(total)
 }
 
 enum Resolved {
@@ -182,12 +389,6 @@ fn resolve_reference(repo: &Repository, reference: &str) -> Option<Resolved> {
         .ok()
 }
 
-fn detach_at(repo: &Repository, id: Oid) -> Result<(), git2::Error> {
-    let commit = repo.find_commit(id)?;
-    repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force()))?;
-    repo.set_head_detached(id)
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -199,7 +400,7 @@ mod tests {
 
     use crate::provision::workspace::test_support::{assert_failed_cleanly, no_leftovers};
     use crate::provision::workspace::{
-        GitMirrors, WorkspaceError, WorkspaceSource, ZipLimits, prepare,
+        GitMirrors, GitPolicy, WorkspaceError, WorkspaceSource, ZipLimits, prepare,
     };
 
     /// A repository with `README.md` on the default branch `main`, `dev.txt` on branch `dev`
@@ -468,5 +669,187 @@ mod tests {
         assert_failed_cleanly(result, &t, |err| {
             matches!(err, WorkspaceError::GitTimeout { .. })
         });
+    }
+
+    /// A repository whose one commit holds `big.bin`: `bytes` zeros, which compress to
+    /// almost nothing.
+    fn zeros_repo(dir: &Path, bytes: usize) -> PathBuf {
+        let path = dir.join("zeros");
+        let repo = Repository::init(&path).unwrap();
+        fs::write(path.join("big.bin"), vec![0u8; bytes]).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("big.bin")).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("Test", "test@example.com").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "zeros", &tree, &[])
+            .unwrap();
+        path
+    }
+
+    fn clone_with(
+        url: &str,
+        reference: Option<&str>,
+        target: &Path,
+        timeout: Duration,
+        mirrors: &GitMirrors,
+    ) -> Result<PathBuf, WorkspaceError> {
+        prepare(
+            &WorkspaceSource::Git {
+                url: url.to_owned(),
+                reference: reference.map(str::to_owned),
+            },
+            target,
+            &ZipLimits::default(),
+            timeout,
+            Some(mirrors),
+        )
+    }
+
+    #[test]
+    fn a_tree_larger_than_the_limit_is_never_checked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = zeros_repo(dir.path(), 20 << 20);
+        let url = file_url(&origin);
+        let small = GitMirrors::with_policy(
+            dir.path().join("mirrors"),
+            GitPolicy {
+                max_workspace_bytes: 5 << 20,
+                ..GitPolicy::default()
+            },
+        );
+        let t = dir.path().join("ws").join("t");
+        for reference in [None, Some("HEAD"), Some("master")] {
+            let err = assert_failed_cleanly(
+                clone_with(&url, reference, &t, Duration::from_secs(30), &small),
+                &t,
+                |err| matches!(err, WorkspaceError::GitTooLarge { .. }),
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("ui.workspace.max_workspace_mb (5 MB)"),
+                "{text}"
+            );
+        }
+        // Straight from the remote too (no mirror: the default policy), with room.
+        let t2 = dir.path().join("ws2").join("t");
+        clone_to(&url, None, &t2).unwrap();
+        assert_eq!(fs::metadata(t2.join("big.bin")).unwrap().len(), 20 << 20);
+    }
+
+    #[test]
+    fn a_download_larger_than_the_limit_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("noise");
+        let repo = Repository::init(&origin).unwrap();
+        // Bytes that do not compress: the pack itself is over the limit.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..(3u32 << 20))
+            .map(|_| {
+                // xorshift64: enough disorder that zlib finds nothing to compress.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        fs::write(origin.join("noise.bin"), noise).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("noise.bin")).unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("Test", "test@example.com").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "noise", &tree, &[])
+            .unwrap();
+        let mirrors = GitMirrors::with_policy(
+            dir.path().join("mirrors"),
+            GitPolicy {
+                max_workspace_bytes: 1 << 20,
+                ..GitPolicy::default()
+            },
+        );
+        let t = dir.path().join("ws").join("t");
+        let err = assert_failed_cleanly(
+            clone_with(
+                &file_url(&origin),
+                None,
+                &t,
+                Duration::from_secs(30),
+                &mirrors,
+            ),
+            &t,
+            |err| matches!(err, WorkspaceError::GitTooLarge { .. }),
+        );
+        assert!(err.to_string().contains("max_workspace_mb"), "{err}");
+        assert!(err.to_string().contains("download passed"), "{err}");
+        no_leftovers(&dir.path().join("mirrors"), &[]);
+    }
+
+    #[test]
+    fn the_time_limit_covers_the_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (origin, _, _) = make_repo(dir.path());
+        let url = file_url(&origin);
+        let mirrors = GitMirrors::new(dir.path().join("mirrors"));
+        clone_with(
+            &url,
+            None,
+            &dir.path().join("first"),
+            Duration::from_secs(30),
+            &mirrors,
+        )
+        .unwrap();
+        // The mirror is fresh: nothing is fetched, so only the checkout is left to time.
+        let t = dir.path().join("ws").join("t");
+        let err = assert_failed_cleanly(
+            clone_with(&url, None, &t, Duration::ZERO, &mirrors),
+            &t,
+            |err| matches!(err, WorkspaceError::GitTimeout { .. }),
+        );
+        assert!(
+            err.to_string().contains("ui.workspace.git_timeout"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn local_hosts_are_refused_before_connecting() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mirrors = GitMirrors::new(dir.path().join("mirrors"));
+        let t = dir.path().join("ws").join("t");
+        for url in [
+            format!("https://127.0.0.1:{port}/r.git"),
+            format!("https://localhost:{port}/r.git"),
+            format!("ssh://git@127.0.0.1:{port}/r.git"),
+        ] {
+            for through_mirror in [true, false] {
+                let result = if through_mirror {
+                    clone_with(&url, None, &t, Duration::from_secs(30), &mirrors)
+                } else {
+                    clone_to(&url, None, &t)
+                };
+                let err = assert_failed_cleanly(result, &t, |err| {
+                    matches!(err, WorkspaceError::GitHost { .. })
+                });
+                assert!(err.to_string().contains("allow_local_git_hosts"), "{err}");
+            }
+        }
+        assert_eq!(
+            listener.accept().map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::WouldBlock),
+            "nothing connected"
+        );
+    }
+
+    #[test]
+    fn an_empty_repository_clones_to_an_empty_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("empty");
+        Repository::init(&origin).unwrap();
+        let t = dir.path().join("ws").join("t");
+        clone_to(&file_url(&origin), None, &t).unwrap();
+        assert!(t.join(".git").is_dir());
     }
 }

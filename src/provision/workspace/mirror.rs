@@ -11,6 +11,9 @@
 //! writers would let clones run only one at a time. A mirror no clone has used for a
 //! long while is removed ([`GitMirrors::prune`]); workspaces do not need it (their
 //! objects are their own hard links).
+//!
+//! Every clone goes through the mirrors, so they also carry the [`GitPolicy`] that
+//! every clone obeys (size on disk, which hosts git may reach).
 
 use std::collections::HashMap;
 use std::fs;
@@ -21,7 +24,7 @@ use std::time::Duration;
 use git2::{FetchOptions, Repository};
 use sha2::{Digest, Sha256};
 
-use super::WorkspaceError;
+use super::{GitPolicy, WorkspaceError};
 use crate::fsutil;
 
 /// How long a fetched mirror serves clones before it is fetched again: long enough for
@@ -36,6 +39,7 @@ const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:
 pub struct GitMirrors {
     dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<MirrorLocks>>>,
+    policy: GitPolicy,
 }
 
 #[derive(Default)]
@@ -49,18 +53,29 @@ struct MirrorLocks {
 impl GitMirrors {
     /// Mirrors kept in `dir` (created when the first one is).
     pub fn new(dir: PathBuf) -> Self {
+        Self::with_policy(dir, GitPolicy::default())
+    }
+
+    /// Mirrors kept in `dir`, for clones that obey `policy`.
+    pub fn with_policy(dir: PathBuf, policy: GitPolicy) -> Self {
         Self {
             dir,
             locks: Mutex::default(),
+            policy,
         }
     }
 
-    /// Calls `clone_from` with the path of `url`'s mirror, fetched (with `options`) unless
-    /// it is fresh. Git errors go through `git_error`.
+    /// What every clone through these mirrors obeys.
+    pub fn policy(&self) -> &GitPolicy {
+        &self.policy
+    }
+
+    /// Calls `clone_from` with the path of `url`'s mirror, fetched (with `options`,
+    /// which may refuse to connect) unless it is fresh. Git errors go through `git_error`.
     pub(super) fn with_mirror<'a, T>(
         &self,
         url: &str,
-        options: impl Fn() -> FetchOptions<'a>,
+        options: impl Fn() -> Result<FetchOptions<'a>, WorkspaceError>,
         git_error: impl Fn(git2::Error) -> WorkspaceError,
         clone_from: impl FnOnce(&Path) -> Result<T, WorkspaceError>,
     ) -> Result<T, WorkspaceError> {
@@ -81,7 +96,7 @@ impl GitMirrors {
                     .contents
                     .write()
                     .unwrap_or_else(PoisonError::into_inner);
-                self.fetch(url, &name, &mirror, options())
+                self.fetch(url, &name, &mirror, options()?)
                     .map_err(|error| match error {
                         MirrorError::Git(e) => git_error(e),
                         MirrorError::Io(what, e) => WorkspaceError::io(what, e),
@@ -154,7 +169,13 @@ impl GitMirrors {
             repo
         };
         let mut remote = repo.find_remote("origin")?;
-        remote.fetch(&MIRROR_REFSPECS, Some(&mut options), None)?;
+        if let Err(err) = remote.fetch(&MIRROR_REFSPECS, Some(&mut options), None) {
+            // A download cut off (too large, too slow) is not kept until the next fetch.
+            if !exists && let Err(e) = fsutil::remove_dir_if_exists(&staging) {
+                tracing::warn!(err = %e, staging = %staging.display(), "cannot remove a failed mirror");
+            }
+            return Err(err.into());
+        }
         if let Ok(default) = remote.default_branch()
             && let Ok(default) = default.as_str()
         {

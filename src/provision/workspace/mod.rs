@@ -2,7 +2,7 @@
 //! archive or an existing path) into the folder code-server opens.
 //!
 //! This module owns the public API (`WorkspaceSource`, `ZipLimits`, `WorkspaceError`,
-//! `prepare`, `check_zip`) and the managed-target logic; the sources' own work lives in
+//! `prepare`, `check_zip`, `GitPolicy`) and the managed-target logic; the sources' own work lives in
 //! `zip` (validating and extracting archives: zip-slip, symlinks, bombs), `git`
 //! (cloning, reference checkout, timeouts) and `mirror` (one fetch of a repository for
 //! many clones).
@@ -58,6 +58,26 @@ impl Default for ZipLimits {
             max_total_bytes: 1 << 30,
             max_entries: 100_000,
             max_ratio: 200,
+        }
+    }
+}
+
+/// What every git clone obeys besides its time limit (see `git` for how).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GitPolicy {
+    /// Most bytes a git workspace (its files and its `.git`) may take; also the most
+    /// a fetch may download.
+    pub max_workspace_bytes: u64,
+    /// Whether git URLs may reach inside this host (`ui.workspace.allow_local_git_hosts`;
+    /// see [`crate::git_url`]).
+    pub allow_local_hosts: bool,
+}
+
+impl Default for GitPolicy {
+    fn default() -> Self {
+        GitPolicy {
+            max_workspace_bytes: 1 << 30,
+            allow_local_hosts: false,
         }
     }
 }
@@ -132,8 +152,24 @@ pub enum WorkspaceError {
         source: io::Error,
     },
 
-    #[error("git clone of {url} timed out after {}s", timeout.as_secs_f64())]
+    #[error(
+        "git clone of {url} (fetch and checkout) took longer than ui.workspace.git_timeout ({}s)",
+        timeout.as_secs_f64()
+    )]
     GitTimeout { url: String, timeout: Duration },
+    #[error(
+        "git workspace from {url} is larger than ui.workspace.max_workspace_mb ({max_mb} MB): {detail}"
+    )]
+    GitTooLarge {
+        url: String,
+        max_mb: u64,
+        detail: String,
+    },
+    #[error(transparent)]
+    GitHost {
+        #[from]
+        source: crate::git_url::GitHostError,
+    },
     #[error("git clone of {url} failed: {}", source.message())]
     GitClone {
         url: String,
@@ -168,7 +204,8 @@ impl WorkspaceError {
 /// overwritten) and returned. Empty: create target. Git: clone into a temp dir beside
 /// target, check out `reference`, rename into place. Zip: extract into a temp dir beside
 /// target, then rename. A failure leaves no partial target behind. Git clones come from
-/// `mirrors` when given (see [`GitMirrors`]), else straight from the remote.
+/// `mirrors` when given (see [`GitMirrors`]) and obey their [`GitPolicy`], else straight
+/// from the remote under the default policy.
 pub fn prepare(
     source: &WorkspaceSource,
     target: &Path,
@@ -179,10 +216,22 @@ pub fn prepare(
     match source {
         WorkspaceSource::Path(p) => existing_dir(p),
         WorkspaceSource::Empty => managed(target, None),
-        WorkspaceSource::Git { url, reference } => managed(
-            target,
-            Some(&|tmp| git::clone(url, reference.as_deref(), tmp, git_timeout, mirrors)),
-        ),
+        WorkspaceSource::Git { url, reference } => {
+            let policy = mirrors.map(|m| *m.policy()).unwrap_or_default();
+            managed(
+                target,
+                Some(&|tmp| {
+                    git::clone(
+                        url,
+                        reference.as_deref(),
+                        tmp,
+                        git_timeout,
+                        mirrors,
+                        &policy,
+                    )
+                }),
+            )
+        }
         WorkspaceSource::Zip(archive) => {
             managed(target, Some(&|tmp| zip::extract(archive, tmp, limits)))
         }
