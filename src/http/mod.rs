@@ -58,17 +58,18 @@ pub fn app(state: AppState) -> Router {
         statuses: state.statuses.clone(),
         forwarder: crate::proxy::Forwarder::new(mib(config.server.static_cache_mb)),
     });
+    let authenticate = middleware::from_fn_with_state(front.clone(), auth::authenticate);
     let mut own = crate::api::router(state.clone())
         .merge(auth::routes().with_state(front.clone()))
-        .layer(middleware::from_fn(guards::no_sniff));
-    // CORS wraps the API (401s included); proxied code-server pages keep their own rules.
+        .layer(middleware::from_fn(guards::no_sniff))
+        .layer(authenticate.clone());
+    // CORS wraps the API outside authentication: preflights need no token, and a 401
+    // carries the headers a listed page needs to read it. Proxied code-server pages
+    // keep their own rules.
     if let Some(cors) = guards::cors(config) {
         own = own.layer(cors);
     }
-    let authenticated = own.merge(proxy).layer(middleware::from_fn_with_state(
-        front.clone(),
-        auth::authenticate,
-    ));
+    let authenticated = own.merge(proxy.layer(authenticate));
     authenticated
         .merge(crate::ui::router().layer(middleware::from_fn(guards::no_sniff)))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
