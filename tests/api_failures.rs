@@ -332,12 +332,7 @@ fn the_log_websocket_needs_the_token() {
     .unwrap_or_else(|status| panic!("/ws/logs with the token: HTTP {status}"));
     // The dashboard's session cookie is accepted as well (browsers cannot set headers
     // on WebSockets): the token is exchanged for it once.
-    let login = devbox.call(
-        "POST",
-        "/auth/login",
-        &[("Content-Type", "application/json")],
-        Some(format!(r#"{{"token": "{TOKEN}"}}"#).as_bytes()),
-    );
+    let login = devbox.login(TOKEN);
     assert_eq!(login.status, 200, "{login}");
     let session = login
         .header("set-cookie")

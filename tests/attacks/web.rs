@@ -378,12 +378,7 @@ fn the_token_comes_from_a_file_and_the_browser_gets_only_an_http_only_session() 
     );
     foreign.assert_error(403, "cross-site");
 
-    let login = devbox.call(
-        "POST",
-        "/auth/login",
-        &[("Content-Type", "application/json")],
-        Some(format!(r#"{{"token": "{TOKEN}"}}"#).as_bytes()),
-    );
+    let login = devbox.login(TOKEN);
     assert_eq!(login.status, 200, "{login}");
     assert!(!login.text.contains(TOKEN), "{login}");
     let set_cookie = login

@@ -333,6 +333,16 @@ impl Devbox {
         )
     }
 
+    /// `POST /auth/login` with `token`: the answer, which carries the session cookie.
+    pub fn login(&self, token: &str) -> Reply {
+        self.call(
+            "POST",
+            "/auth/login",
+            &[("Content-Type", "application/json")],
+            Some(serde_json::json!({ "token": token }).to_string().as_bytes()),
+        )
+    }
+
     pub fn delete(&self, path: &str) -> Reply {
         self.call("DELETE", path, &[], None)
     }
