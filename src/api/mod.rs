@@ -10,6 +10,7 @@
 //! delete), `monitor` (health, logs, refresh), `steps` (multi-step creation), `specs`
 //! (whole specs, for `devbox apply --server`).
 
+mod body_limits;
 mod create;
 mod extract;
 mod info;
@@ -34,6 +35,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::sync::Notify;
 
+pub(crate) use body_limits::mib;
 pub use views::ServerView;
 
 use crate::config::Config;
@@ -237,17 +239,6 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
         )
 }
 
-/// Bytes an upload request may carry: the configured file limit plus room for the
-/// other form fields (the file itself is checked exactly while it streams in).
-fn upload_limit(config: &Config) -> usize {
-    mib(config.ui.workspace.max_upload_size_mb.saturating_add(1))
-}
-
-/// `n` MiB in bytes, or as many as fit.
-pub(crate) fn mib(n: u64) -> usize {
-    usize::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
-}
-
 /// The OpenAPI document of every route.
 pub fn openapi() -> OpenApi {
     let mut api = base_document();
@@ -273,8 +264,8 @@ fn base_document() -> OpenApi {
 /// ([`crate::http`]) adds the proxy, the dashboard and the guards.
 pub fn router(state: AppState) -> Router {
     let mut api = base_document();
-    let uploads = upload_limit(&state.config);
-    let app = routes(uploads).finish_api(&mut api);
+    let upload_mb = state.config.ui.workspace.max_upload_size_mb;
+    let app = routes(body_limits::upload_limit(upload_mb)).finish_api(&mut api);
     let document = Arc::new(api);
     let openapi_route = Router::new().route(
         "/openapi.json",
@@ -288,39 +279,7 @@ pub fn router(state: AppState) -> Router {
     app.merge(openapi_route)
         .layer(DefaultBodyLimit::max(crate::yaml::MAX_YAML_BYTES))
         .layer(axum::middleware::from_fn(move |request, next| {
-            refuse_declared_oversize(uploads, request, next)
+            body_limits::refuse_declared_oversize(upload_mb, request, next)
         }))
         .with_state(state)
-}
-
-/// A body whose `Content-Length` already says it is too large is refused before a
-/// byte of it is read. Past the body limits alone, hyper would first invite the client
-/// to send it (`100 Continue`), then close the connection in the middle of the
-/// upload, and the client would see a broken pipe instead of the 413.
-async fn refuse_declared_oversize(
-    upload_limit: usize,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let headers = request.headers();
-    let multipart = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"multipart/"));
-    let limit = if multipart {
-        upload_limit
-    } else {
-        crate::yaml::MAX_YAML_BYTES
-    };
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(bytes) if bytes > limit as u64 => ApiError::PayloadTooLarge(format!(
-            "the request body is {bytes} bytes; this route takes at most {limit} bytes"
-        ))
-        .into_response(),
-        _ => next.run(request).await,
-    }
 }
