@@ -334,14 +334,27 @@ impl Follower {
 const TAIL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Copies `path` to `path.1` and truncates it; returns the copy's path. The writer holds
-/// the file with O_APPEND, so it simply continues at the new end. (A line written in the
-/// instant between the copy and the truncation is lost: the price of a log file that
-/// outlives devbox, which adoption needs.)
+/// the file with O_APPEND, so it simply continues at the new end. The copy goes on until
+/// it has caught up with the writer, so what is lost is only what the writer appends in
+/// the instant between the last read and the truncation: the price of a log file that
+/// outlives devbox, which adoption needs.
 fn rotate(path: &Path) -> std::io::Result<PathBuf> {
+    /// Rounds of catching up with a writer that keeps appending during the copy.
+    const CATCH_UP_ROUNDS: usize = 4;
     let mut rotated = path.as_os_str().to_owned();
     rotated.push(".1");
     let rotated = PathBuf::from(rotated);
-    std::fs::copy(path, &rotated)?;
+    let mut source = std::fs::File::open(path)?;
+    let mut copy = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&rotated)?;
+    for _ in 0..CATCH_UP_ROUNDS {
+        if std::io::copy(&mut source, &mut copy)? == 0 {
+            break;
+        }
+    }
     OpenOptions::new().write(true).open(path)?.set_len(0)?;
     Ok(rotated)
 }
