@@ -11,7 +11,7 @@
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -24,11 +24,6 @@ use tokio::net::{TcpStream, UnixStream};
 /// The longest path a Unix socket address holds on Linux: `sun_path` is 108 bytes,
 /// its terminating NUL included.
 pub const SOCKET_PATH_MAX: usize = 107;
-/// Only devbox's user may enter the socket directory. Connecting to a socket needs
-/// search permission on its directory, so nobody else reaches an instance whatever the
-/// socket file's own mode (and code-server sets `--socket-mode` only after it has
-/// created the file with the umask's mode).
-const SOCKET_DIR_MODE: u32 = 0o700;
 /// The socket file's mode, for code-server's `--socket-mode`.
 const SOCKET_MODE: &str = "600";
 /// Hex digits of SHA-256 in a shortened socket name: 64 bits, no collision among the
@@ -125,7 +120,10 @@ pub fn socket_dir(state_dir: &Path) -> PathBuf {
         .join("sockets")
 }
 
-/// Creates the socket directory with mode 0700, or brings an existing one back to
+/// Creates the socket directory with mode 0700 (only devbox's user may enter it:
+/// connecting to a socket needs search permission on its directory, so nobody else
+/// reaches an instance whatever the socket file's own mode, and code-server sets
+/// `--socket-mode` only after it has created the file with the umask's mode), or brings an existing one back to
 /// 0700; refuses anything that is not a directory of devbox's own user (a symbolic link
 /// could point the sockets somewhere others can enter).
 pub fn prepare_socket_dir(state_dir: &Path) -> Result<PathBuf, EndpointError> {
@@ -134,27 +132,16 @@ pub fn prepare_socket_dir(state_dir: &Path) -> Result<PathBuf, EndpointError> {
         path: dir.clone(),
         source,
     };
-    let metadata = match std::fs::symlink_metadata(&dir) {
-        Ok(metadata) => metadata,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(SOCKET_DIR_MODE)
-                .create(&dir)
-                .map_err(failed)?;
-            std::fs::symlink_metadata(&dir).map_err(failed)?
+    match std::fs::symlink_metadata(&dir) {
+        Ok(metadata) => {
+            if !metadata.is_dir() || metadata.uid() != nix::unistd::geteuid().as_raw() {
+                return Err(EndpointError::NotOwnDirectory { path: dir });
+            }
         }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(failed(err)),
-    };
-    if !metadata.is_dir() || metadata.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(EndpointError::NotOwnDirectory { path: dir });
     }
-    // The umask may have taken bits off the new directory; an old one may have been
-    // opened up by hand.
-    if metadata.mode() & 0o7777 != SOCKET_DIR_MODE {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(SOCKET_DIR_MODE))
-            .map_err(failed)?;
-    }
+    crate::fsutil::private_dir(&dir).map_err(failed)?;
     Ok(dir)
 }
 
@@ -263,6 +250,8 @@ impl AsyncWrite for EndpointStream {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

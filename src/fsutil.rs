@@ -1,6 +1,6 @@
 //! Atomic file replacement (every spec and status file devbox writes goes through here),
-//! removal that tolerates what is already gone, cheap copies of whole trees, and marks
-//! of last use for the caches' clean-up.
+//! removal that tolerates what is already gone, cheap copies of whole trees, marks of
+//! last use for the caches' clean-up, and directories only devbox's user may enter.
 //!
 //! A reader (the spec watcher, `devbox get`, a crash-restarted controller) must only ever
 //! see the old file or the new one, never a torn write. So we write a temporary file in
@@ -102,6 +102,26 @@ pub fn link_tree(source: &Path, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Mode of a directory only its owner may enter.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and its parents) with mode 0700, or takes every access but the
+/// owner's off an existing one (the umask may have left some on a new directory, a hand
+/// may have opened up an old one). Follows a symbolic link to a directory: where the
+/// directory lives is the operator's choice.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode != PRIVATE_DIR_MODE {
+        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
+    }
+    Ok(())
+}
+
 /// Sets `path`'s modification time to now, creating it empty if needed: a mark of last
 /// use, read back by [`unused_entries`].
 pub fn touch(path: &Path) -> io::Result<()> {
@@ -185,6 +205,21 @@ pub fn remove_entry(entry: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_dirs_are_made_private_and_closed_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state/nested");
+        let mode = |dir: &Path| fs::metadata(dir).unwrap().permissions().mode() & 0o7777;
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), PRIVATE_DIR_MODE);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), PRIVATE_DIR_MODE, "an opened-up directory is closed");
+        fs::write(root.path().join("file"), "x").unwrap();
+        assert!(private_dir(&root.path().join("file")).is_err(), "not a directory");
+    }
 
     #[test]
     fn entries_are_unused_by_their_marker_and_removed_out_of_the_way() {

@@ -112,12 +112,15 @@ fn applied_servers(statuses: &StatusStore) -> HashSet<String> {
 impl<R: Runtime> Controller<R> {
     pub fn new(config: Config, runtime: R) -> Result<Self, ControllerError> {
         let state_dir = config.controller.state_dir.clone();
-        for dir in [&state_dir, &config.controller.specs_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| ControllerError::CreateDir {
-                path: dir.clone(),
-                source,
-            })?;
-        }
+        let create_failed = |dir: &PathBuf| {
+            let path = dir.clone();
+            move |source| ControllerError::CreateDir { path, source }
+        };
+        // Workspaces, user data and logs are their users' own: no other local user
+        // reads them.
+        crate::fsutil::private_dir(&state_dir).map_err(create_failed(&state_dir))?;
+        let specs_dir = &config.controller.specs_dir;
+        std::fs::create_dir_all(specs_dir).map_err(create_failed(specs_dir))?;
         match config.code_server.listen {
             // Made private before anything listens in it (every start checks it again).
             ListenMode::Socket => {

@@ -250,66 +250,29 @@ mod tests {
         let site = site(
             "server:\n  cors_allowed_origins: ['http://tool.example:3000']\n  public_url: https://ide.example.org/\n",
         );
-        let from = |origin, host, cross| site.provenance(origin, host, cross);
-        assert_eq!(
-            from(None, Some("127.0.0.1:8000"), false),
-            Provenance::NoOrigin
-        );
-        assert_eq!(
-            from(None, Some("127.0.0.1:8000"), true),
-            Provenance::Foreign
-        );
-        assert_eq!(
-            from(Some("http://127.0.0.1:8000"), Some("127.0.0.1:8000"), false),
-            Provenance::Own
-        );
-        assert_eq!(
-            from(Some("http://localhost:8000"), Some("127.0.0.1:8000"), false),
-            Provenance::Foreign
-        );
-        assert_eq!(
-            from(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8000"), false),
-            Provenance::Foreign
-        );
-        assert_eq!(
-            from(Some("https://evil.example"), Some("127.0.0.1:8000"), false),
-            Provenance::Foreign
-        );
-        assert_eq!(
-            from(Some("null"), Some("127.0.0.1:8000"), false),
-            Provenance::Foreign
-        );
-        assert_eq!(
-            from(
-                Some("http://tool.example:3000"),
-                Some("127.0.0.1:8000"),
-                true
-            ),
-            Provenance::Listed
-        );
-        assert_eq!(
-            from(
-                Some("https://ide.example.org"),
-                Some("ide.example.org"),
-                false
-            ),
-            Provenance::Own
-        );
-        assert_eq!(
-            from(
-                Some("https://ide.example.org"),
-                Some("127.0.0.1:8000"),
-                false
-            ),
-            Provenance::Own
-        );
-        assert_eq!(
-            from(
-                Some("http://ide.example.org"),
-                Some("ide.example.org"),
-                false
-            ),
-            Provenance::Own
-        );
+        use Provenance::{Foreign, Listed, NoOrigin, Own};
+        let local = Some("127.0.0.1:8000");
+        let public = Some("ide.example.org");
+        // (Origin, Host, Sec-Fetch-Site: cross-site, what the request is)
+        let cases = [
+            (None, local, false, NoOrigin),
+            (None, local, true, Foreign),
+            (Some("http://127.0.0.1:8000"), local, false, Own),
+            (Some("http://localhost:8000"), local, false, Foreign),
+            (Some("http://127.0.0.1:9999"), local, false, Foreign),
+            (Some("https://evil.example"), local, false, Foreign),
+            (Some("null"), local, false, Foreign),
+            (Some("http://tool.example:3000"), local, true, Listed),
+            (Some("https://ide.example.org"), public, false, Own),
+            (Some("https://ide.example.org"), local, false, Own),
+            (Some("http://ide.example.org"), public, false, Own),
+        ];
+        for (origin, host, cross, expected) in cases {
+            assert_eq!(
+                site.provenance(origin, host, cross),
+                expected,
+                "{origin:?} to {host:?}, cross-site: {cross}"
+            );
+        }
     }
 }
