@@ -170,75 +170,37 @@ async fn send_on_new(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use super::*;
+    use crate::fake_instance::FakeInstance;
 
     /// A Unix-socket instance answering every `/healthz` with `body` on keep-alive
-    /// connections; returns its endpoint and the count of connections it accepted.
-    async fn instance(dir: &std::path::Path, body: &'static str) -> (Endpoint, Arc<AtomicUsize>) {
-        let path = dir.join("i.sock");
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    loop {
-                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut buf = [0; 1024];
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => request.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        assert!(
-                            String::from_utf8_lossy(&request).contains("host: localhost"),
-                            "{}",
-                            String::from_utf8_lossy(&request)
-                        );
-                        request.clear();
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (Endpoint::Unix(path), accepted)
+    /// connections.
+    fn instance(dir: &std::path::Path, body: &'static str) -> FakeInstance {
+        FakeInstance::on_socket(dir.join("i.sock"), body, usize::MAX)
     }
 
     #[tokio::test]
     async fn checks_over_a_socket_reuse_one_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let (endpoint, accepted) =
-            instance(dir.path(), r#"{"status":"expired","lastHeartbeat":0}"#).await;
+        let instance = instance(dir.path(), r#"{"status":"expired","lastHeartbeat":0}"#);
         let client = HealthClient::default();
         for _ in 0..3 {
             let healthz = client
-                .check(&endpoint, Duration::from_secs(5))
+                .check(&instance.endpoint, Duration::from_secs(5))
                 .await
                 .unwrap();
             assert_eq!(healthz.status, "expired");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(instance.connections_accepted(), 1);
     }
 
     #[tokio::test]
     async fn not_json_and_nothing_listening_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let (endpoint, _) = instance(dir.path(), "hello").await;
+        let instance = instance(dir.path(), "hello");
         let client = HealthClient::default();
         let err = client
-            .check(&endpoint, Duration::from_secs(5))
+            .check(&instance.endpoint, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(err, HealthError::NotJson { .. }), "{err}");

@@ -30,6 +30,7 @@ pub mod controller;
 pub mod diagnostic;
 pub mod duration;
 pub mod endpoint;
+mod fake_instance;
 pub mod fsutil;
 pub mod git_url;
 pub mod health;

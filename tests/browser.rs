@@ -158,28 +158,14 @@ fn run_script(
 /// Live processes carrying `tag` (every process of one code-server instance inherits
 /// it) or naming `marker` (the server's state folder) in their command line.
 fn processes_of(tag: &str, marker: &str) -> Vec<String> {
-    let tag = format!("DEVSERVER_INSTANCE={tag}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !common::pid_alive(pid) {
-            continue;
-        }
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let tagged = environ.split(|b| *b == 0).any(|kv| kv == tag.as_bytes());
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if tagged || cmdline.contains(marker) {
-            found.push(format!("{pid}: {cmdline}"));
-        }
-    }
-    found
+    common::procs::live_processes()
+        .into_iter()
+        .filter_map(|process| {
+            let cmdline = process.cmdline();
+            (process.has_instance_tag(tag) || cmdline.contains(marker))
+                .then(|| format!("{}: {cmdline}", process.pid))
+        })
+        .collect()
 }
 
 /// The end of devbox's log without the proxy's connection-pool chatter.

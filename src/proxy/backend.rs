@@ -207,65 +207,27 @@ impl Drop for GivesBackConnection {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use http_body_util::BodyExt as _;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::fake_instance::FakeInstance;
 
     /// A loopback HTTP/1.1 server answering every request with `body`, that closes each
-    /// connection after `answers_per_connection` answers; returns its port and the
-    /// count of connections it accepted.
-    async fn instance(
-        body: &'static str,
-        answers_per_connection: usize,
-    ) -> (u16, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    for _ in 0..answers_per_connection {
-                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut buf = [0; 1024];
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => request.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        request.clear();
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (port, accepted)
+    /// connection after `answers_per_connection` answers.
+    async fn instance(body: &'static str, answers_per_connection: usize) -> FakeInstance {
+        FakeInstance::on_loopback_port(body, answers_per_connection).await
     }
 
-    fn get(port: u16) -> Request<Body> {
+    fn get(endpoint: &Endpoint) -> Request<Body> {
         Request::get("/")
-            .header("host", format!("127.0.0.1:{port}"))
+            .header("host", endpoint.default_host())
             .body(Body::empty())
             .unwrap()
     }
 
-    async fn read_answer(backends: &Backends, port: u16) -> String {
-        let response = backends
-            .send(&Endpoint::Tcp(port), get(port))
-            .await
-            .unwrap();
+    async fn read_answer(backends: &Backends, endpoint: &Endpoint) -> String {
+        let response = backends.send(endpoint, get(endpoint)).await.unwrap();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
@@ -273,12 +235,12 @@ mod tests {
     /// Connections an instance that closes each after `answers_per_connection` answers
     /// accepted for three requests in a row, each answered in full.
     async fn connections_for_three_answers(answers_per_connection: usize) -> usize {
-        let (port, accepted) = instance("hello", answers_per_connection).await;
+        let instance = instance("hello", answers_per_connection).await;
         let backends = Backends::default();
         for _ in 0..3 {
-            assert_eq!(read_answer(&backends, port).await, "hello");
+            assert_eq!(read_answer(&backends, &instance.endpoint).await, "hello");
         }
-        accepted.load(Ordering::SeqCst)
+        instance.connections_accepted()
     }
 
     #[tokio::test]
@@ -293,49 +255,55 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_dropped_before_its_end_takes_its_connection_along() {
-        let (port, accepted) = instance("a longer answer", usize::MAX).await;
+        let instance = instance("a longer answer", usize::MAX).await;
         let backends = Backends::default();
         let unread = backends
-            .send(&Endpoint::Tcp(port), get(port))
+            .send(&instance.endpoint, get(&instance.endpoint))
             .await
             .unwrap();
         drop(unread);
-        assert_eq!(read_answer(&backends, port).await, "a longer answer");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1 + 1);
+        assert_eq!(
+            read_answer(&backends, &instance.endpoint).await,
+            "a longer answer"
+        );
+        assert_eq!(instance.connections_accepted(), 1 + 1);
     }
 
     #[tokio::test]
     async fn empty_answers_free_their_connection_unread() {
-        let (port, accepted) = instance("", usize::MAX).await;
+        let instance = instance("", usize::MAX).await;
         let backends = Backends::default();
         for _ in 0..3 {
             drop(
                 backends
-                    .send(&Endpoint::Tcp(port), get(port))
+                    .send(&instance.endpoint, get(&instance.endpoint))
                     .await
                     .unwrap(),
             );
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(instance.connections_accepted(), 1);
     }
 
     #[tokio::test]
     async fn an_upload_answered_before_its_end_does_not_hold_up_the_next_request() {
-        let (port, _) = instance("too large", usize::MAX).await;
+        let instance = instance("too large", usize::MAX).await;
         let backends = Backends::default();
         // An upload that never ends: its connection stays busy writing it.
         let (_uploading, chunks) =
             tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
         let upload = Request::post("/upload")
-            .header("host", format!("127.0.0.1:{port}"))
+            .header("host", instance.endpoint.default_host())
             .body(Body::new(http_body_util::StreamBody::new(
                 tokio_stream_from(chunks),
             )))
             .unwrap();
-        let early = backends.send(&Endpoint::Tcp(port), upload).await.unwrap();
+        let early = backends.send(&instance.endpoint, upload).await.unwrap();
         let bytes = early.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(bytes, "too large");
-        let next = tokio::time::timeout(Duration::from_secs(10), read_answer(&backends, port));
+        let next = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_answer(&backends, &instance.endpoint),
+        );
         assert_eq!(
             next.await.expect("the next request waited for the upload"),
             "too large"
@@ -354,8 +322,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
+        let nobody = Endpoint::Tcp(port);
         let err = Backends::default()
-            .send(&Endpoint::Tcp(port), get(port))
+            .send(&nobody, get(&nobody))
             .await
             .unwrap_err();
         assert!(matches!(err, BackendError::Connect(_)), "{err}");

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 mod code_server;
 mod direct;
+pub mod procs;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]
 pub use code_server::code_server;

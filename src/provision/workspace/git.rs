@@ -443,11 +443,14 @@ mod tests {
         format!("file://{}", path.display())
     }
 
-    fn clone_within(
+    /// Prepares the git workspace `url` at `reference` in `target` within `timeout`,
+    /// through `mirrors` when given.
+    fn clone_git(
         url: &str,
         reference: Option<&str>,
         target: &Path,
         timeout: Duration,
+        mirrors: Option<&GitMirrors>,
     ) -> Result<PathBuf, WorkspaceError> {
         prepare(
             &WorkspaceSource::Git {
@@ -457,16 +460,17 @@ mod tests {
             target,
             &ZipLimits::default(),
             timeout,
-            None,
+            mirrors,
         )
     }
 
+    /// Clones straight from the remote, with time to spare.
     fn clone_to(
         url: &str,
         reference: Option<&str>,
         target: &Path,
     ) -> Result<PathBuf, WorkspaceError> {
-        clone_within(url, reference, target, Duration::from_secs(30))
+        clone_git(url, reference, target, Duration::from_secs(30), None)
     }
 
     /// Asserts cloning `reference` of `url` into `target` fails with `GitReferenceNotFound`
@@ -522,13 +526,10 @@ mod tests {
         let mirrors = GitMirrors::new(dir.path().join("mirrors"));
         let ws = dir.path().join("ws");
         let through_mirror = |reference: Option<&str>, target: &Path| {
-            prepare(
-                &WorkspaceSource::Git {
-                    url: url.clone(),
-                    reference: reference.map(str::to_owned),
-                },
+            clone_git(
+                &url,
+                reference,
                 target,
-                &ZipLimits::default(),
                 Duration::from_secs(30),
                 Some(&mirrors),
             )
@@ -665,7 +666,7 @@ mod tests {
         let (origin, _, _) = make_repo(dir.path());
         let t = dir.path().join("ws").join("t");
         // file:// goes through the transport (and its progress callbacks), unlike a plain path.
-        let result = clone_within(&file_url(&origin), None, &t, Duration::ZERO);
+        let result = clone_git(&file_url(&origin), None, &t, Duration::ZERO, None);
         assert_failed_cleanly(result, &t, |err| {
             matches!(err, WorkspaceError::GitTimeout { .. })
         });
@@ -687,22 +688,14 @@ mod tests {
         path
     }
 
-    fn clone_with(
-        url: &str,
-        reference: Option<&str>,
-        target: &Path,
-        timeout: Duration,
-        mirrors: &GitMirrors,
-    ) -> Result<PathBuf, WorkspaceError> {
-        prepare(
-            &WorkspaceSource::Git {
-                url: url.to_owned(),
-                reference: reference.map(str::to_owned),
+    /// Mirrors in `dir` whose clones may take at most `max_workspace_bytes`.
+    fn mirrors_limited_to(dir: PathBuf, max_workspace_bytes: u64) -> GitMirrors {
+        GitMirrors::with_policy(
+            dir,
+            GitPolicy {
+                max_workspace_bytes,
+                ..GitPolicy::default()
             },
-            target,
-            &ZipLimits::default(),
-            timeout,
-            Some(mirrors),
         )
     }
 
@@ -711,17 +704,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let origin = zeros_repo(dir.path(), 20 << 20);
         let url = file_url(&origin);
-        let small = GitMirrors::with_policy(
-            dir.path().join("mirrors"),
-            GitPolicy {
-                max_workspace_bytes: 5 << 20,
-                ..GitPolicy::default()
-            },
-        );
+        let small = mirrors_limited_to(dir.path().join("mirrors"), 5 << 20);
         let t = dir.path().join("ws").join("t");
         for reference in [None, Some("HEAD"), Some("master")] {
             let err = assert_failed_cleanly(
-                clone_with(&url, reference, &t, Duration::from_secs(30), &small),
+                clone_git(&url, reference, &t, Duration::from_secs(30), Some(&small)),
                 &t,
                 |err| matches!(err, WorkspaceError::GitTooLarge { .. }),
             );
@@ -760,21 +747,15 @@ mod tests {
         let sig = git2::Signature::now("Test", "test@example.com").unwrap();
         repo.commit(Some("HEAD"), &sig, &sig, "noise", &tree, &[])
             .unwrap();
-        let mirrors = GitMirrors::with_policy(
-            dir.path().join("mirrors"),
-            GitPolicy {
-                max_workspace_bytes: 1 << 20,
-                ..GitPolicy::default()
-            },
-        );
+        let mirrors = mirrors_limited_to(dir.path().join("mirrors"), 1 << 20);
         let t = dir.path().join("ws").join("t");
         let err = assert_failed_cleanly(
-            clone_with(
+            clone_git(
                 &file_url(&origin),
                 None,
                 &t,
                 Duration::from_secs(30),
-                &mirrors,
+                Some(&mirrors),
             ),
             &t,
             |err| matches!(err, WorkspaceError::GitTooLarge { .. }),
@@ -790,18 +771,18 @@ mod tests {
         let (origin, _, _) = make_repo(dir.path());
         let url = file_url(&origin);
         let mirrors = GitMirrors::new(dir.path().join("mirrors"));
-        clone_with(
+        clone_git(
             &url,
             None,
             &dir.path().join("first"),
             Duration::from_secs(30),
-            &mirrors,
+            Some(&mirrors),
         )
         .unwrap();
         // The mirror is fresh: nothing is fetched, so only the checkout is left to time.
         let t = dir.path().join("ws").join("t");
         let err = assert_failed_cleanly(
-            clone_with(&url, None, &t, Duration::ZERO, &mirrors),
+            clone_git(&url, None, &t, Duration::ZERO, Some(&mirrors)),
             &t,
             |err| matches!(err, WorkspaceError::GitTimeout { .. }),
         );
@@ -826,7 +807,7 @@ mod tests {
         ] {
             for through_mirror in [true, false] {
                 let result = if through_mirror {
-                    clone_with(&url, None, &t, Duration::from_secs(30), &mirrors)
+                    clone_git(&url, None, &t, Duration::from_secs(30), Some(&mirrors))
                 } else {
                     clone_to(&url, None, &t)
                 };
