@@ -12,6 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::common::procs::{self, environ};
 use crate::common::{self, Devbox, Direct, Options, STARTUP, wait_for};
 
 /// The pgid and tag of `name`'s running instance, from its status file.
@@ -29,42 +30,10 @@ fn recorded_instance(devbox: &Devbox, name: &str) -> (u32, String) {
 /// Every live process of an instance: its process group, and every process carrying
 /// its tag (those that left the group, like VS Code's terminals).
 fn instance_processes(pgid: u32, tag: &str) -> Vec<u32> {
-    let tag = format!("DEVSERVER_INSTANCE={tag}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z") {
-            continue;
-        }
-        let in_group = fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid);
-        let tagged = environ(pid).iter().any(|e| e == tag.as_bytes());
-        if in_group || tagged {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// The entries of `/proc/<pid>/environ`.
-fn environ(pid: u32) -> Vec<Vec<u8>> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|e| !e.is_empty())
-        .map(<[u8]>::to_vec)
+    procs::live_processes()
+        .into_iter()
+        .filter(|process| process.group == Some(pgid) || process.has_instance_tag(tag))
+        .map(|process| process.pid)
         .collect()
 }
 
@@ -144,8 +113,7 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn a_running_instance_listens_on_no_tcp_port_and_only_devbox_can_open_its_socket() {
     let devbox = Devbox::start_opts(Options::default(), |root| {
-        // Every folder on the way is open, as a state dir in a shared place would be:
-        // the socket directory alone must keep others out.
+        // Every folder on the way is open, as a state dir in a shared place would be.
         for dir in [root.to_owned(), root.join("state")] {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
@@ -183,11 +151,22 @@ fn a_running_instance_listens_on_no_tcp_port_and_only_devbox_can_open_its_socket
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(&devbox.state().join("sockets")), 0o700);
 
-    // Another local user reaches it neither way; devbox's proxy does.
+    // devbox closed the state folder it found open: nobody else looks into it.
+    let nowhere = devbox.state().join("no.sock");
+    assert_eq!(mode(&devbox.state()), 0o700);
     assert_eq!(
-        connect_as_nobody(&devbox.state().join("no.sock").to_string_lossy()),
+        connect_as_nobody(&nowhere.to_string_lossy()),
+        "PermissionError 13",
+        "nobody may look into the state folder"
+    );
+    // Opened again by hand, the socket folder alone keeps others out: another local
+    // user reaches the instance neither way; devbox's proxy does.
+    std::fs::set_permissions(devbox.state(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    assert_eq!(
+        connect_as_nobody(&nowhere.to_string_lossy()),
         "FileNotFoundError 2",
-        "nobody may look into the state folder: only the socket folder keeps it out"
+        "nobody may look into the opened state folder"
     );
     assert_eq!(
         connect_as_nobody(&socket.to_string_lossy()),
