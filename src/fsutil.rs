@@ -216,9 +216,16 @@ mod tests {
         assert_eq!(mode(&dir), PRIVATE_DIR_MODE);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         private_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), PRIVATE_DIR_MODE, "an opened-up directory is closed");
+        assert_eq!(
+            mode(&dir),
+            PRIVATE_DIR_MODE,
+            "an opened-up directory is closed"
+        );
         fs::write(root.path().join("file"), "x").unwrap();
-        assert!(private_dir(&root.path().join("file")).is_err(), "not a directory");
+        assert!(
+            private_dir(&root.path().join("file")).is_err(),
+            "not a directory"
+        );
     }
 
     #[test]
