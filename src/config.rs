@@ -16,6 +16,9 @@ use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
 use crate::yaml;
 
+mod auth;
+pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError};
+
 /// The default configuration, as shipped in `config/devbox.yaml`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/devbox.yaml");
 
@@ -41,6 +44,9 @@ pub struct Config {
     pub code_server: CodeServerSettings,
     #[serde(default)]
     pub controller: ControllerSettings,
+    /// Who may sign in and how; what a user may have.
+    #[serde(default)]
+    pub auth: AuthSettings,
     /// The file this was read from; `None` for the embedded default.
     #[serde(skip)]
     #[schemars(skip)]
@@ -95,8 +101,6 @@ pub struct ServerSettings {
     /// Longest a client may take to send a request's headers; also how long an idle
     /// keep-alive connection stays open.
     pub header_read_timeout: HumanDuration,
-    /// How long a dashboard login lasts.
-    pub session_ttl: HumanDuration,
     /// Memory for the proxy's shared cache of code-server's static files (the
     /// workbench's scripts, styles and fonts, which every browser loads), in MiB;
     /// 0 turns the cache off.
@@ -119,7 +123,6 @@ impl Default for ServerSettings {
             allowed_hosts: Vec::new(),
             public_url: None,
             header_read_timeout: HumanDuration::from_secs(30),
-            session_ttl: HumanDuration::from_secs(12 * 60 * 60),
             static_cache_mb: 64,
         }
     }
@@ -414,13 +417,8 @@ pub enum ConfigError {
     },
     #[error("invalid config:\n{}", crate::diagnostic::join(.0))]
     Invalid(Vec<Diagnostic>),
-    #[error("cannot read the API token file {path}: {source}")]
-    TokenFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the API token file {0} is empty")]
-    EmptyTokenFile(PathBuf),
+    #[error(transparent)]
+    Token(#[from] TokenSourceError),
     /// A combination that would let any web page drive devbox.
     #[error("{0}")]
     Unsafe(String),
@@ -440,7 +438,7 @@ impl Config {
             None => Self::embedded_default(),
         };
         config.apply(overrides);
-        config.read_token_file()?;
+        config.read_tokens()?;
         config.check_safety()?;
         // Status records and log lines name these directories; make them independent of
         // the working directory of whoever reads them later.
@@ -524,27 +522,30 @@ impl Config {
     }
 
     /// Takes the API token from `server.api_token_file` when one is named (it beats a
-    /// token written in the config or given in the environment).
-    fn read_token_file(&mut self) -> Result<(), ConfigError> {
-        let Some(path) = &self.server.api_token_file else {
-            return Ok(());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-            path: path.clone(),
-            source,
-        })?;
-        let token = text.lines().next().unwrap_or_default().trim();
-        if token.is_empty() {
-            return Err(ConfigError::EmptyTokenFile(path.clone()));
+    /// token written in the config or given in the environment), then reads every
+    /// admin token.
+    fn read_tokens(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.server.api_token_file {
+            self.server.api_token = Some(auth::read_token_file(path)?);
         }
-        self.server.api_token = Some(token.to_owned());
+        let mut tokens: Vec<Secret> = self.server.api_token.iter().map(Secret::new).collect();
+        for source in &self.auth.admin_tokens {
+            tokens.push(source.read()?);
+        }
+        self.auth.resolved_admin_tokens = tokens;
         Ok(())
+    }
+
+    /// Whether callers must identify themselves: an admin token is set. Without one,
+    /// every caller is the admin.
+    pub fn auth_required(&self) -> bool {
+        !self.auth.resolved_admin_tokens.is_empty()
     }
 
     /// Refuses settings under which any web page could drive devbox.
     fn check_safety(&self) -> Result<(), ConfigError> {
         let any_origin = self.server.cors_allowed_origins.iter().any(|o| o == "*");
-        if any_origin && self.server.api_token.is_none() {
+        if any_origin && !self.auth_required() {
             return Err(ConfigError::Unsafe(
                 "server.cors_allowed_origins allows every origin (\"*\") but no API token is set: \
                  any web page you visit could then create servers and run code on this host. \
@@ -593,7 +594,7 @@ impl Config {
 
     /// Semantic checks, as (field, message) pairs.
     fn problems(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
+        let mut problems = self.auth.problems();
         let range = self.server.code_server_port_range;
         if range.start >= range.end {
             problems.push((

@@ -7,6 +7,7 @@
 //!   code-server and controller settings), embedded default and overrides.
 //! - [`spec`]: the `DevServer` spec file, its checks, and resolution against the config.
 //! - [`spec_files`]: writing and editing spec files (how the API changes desired state).
+//! - [`identity`]: who is calling (the admin or a named user) and whose a server is.
 //! - [`git_url`]: a git URL's scheme and host, and the rule that keeps git URLs from
 //!   reaching inside the host.
 //! - [`yaml`]: every YAML read and write (serde_yaml stays behind this one module).
@@ -21,6 +22,7 @@
 //! - [`health`]: code-server's `/healthz`.  [`metrics`]: CPU and memory per server.
 //! - [`api`]: the HTTP API (axum).  [`proxy`]: `/vscode/<port>/…` to the instances.
 //! - [`ui`]: the embedded web dashboard.  [`cli`]: the command line.
+//! - [`sessions`]: signed-in browsers.  [`seats`]: seat links, one per server.
 //! - [`fsutil`]: atomic file writes.  [`duration`]: `30s`-style durations.
 
 pub mod api;
@@ -35,11 +37,14 @@ pub mod fsutil;
 pub mod git_url;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod logs;
 pub mod metrics;
 pub mod provision;
 pub mod proxy;
 pub mod runtime;
+pub mod seats;
+pub mod sessions;
 pub mod spec;
 pub mod spec_files;
 pub mod status;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::config::{Config, SettingsMap, is_extension_reference};
 use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
+use crate::identity::UserName;
 use crate::provision::{ExtensionRef, WorkspaceSource};
 use crate::yaml;
 
@@ -62,6 +63,10 @@ pub struct Metadata {
     /// Stable id; derived from the name (uuid v5) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
+    /// The user this server belongs to (1-64 letters, digits, `-`, `_`, `.`, `@`): only
+    /// they (and admins) see, open and change it. Absent: the admin's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Free-form notes; `devbox/restarted-at` changes trigger a restart.
@@ -161,6 +166,8 @@ pub struct ServerSpec {
     pub name: String,
     pub display_name: String,
     pub id: Uuid,
+    /// Whose server this is; `None`: the admin's.
+    pub owner: Option<UserName>,
     pub file: PathBuf,
     pub state: DesiredState,
     pub port: Option<u16>,
@@ -367,6 +374,13 @@ pub fn resolve(
             ));
         }
     }
+    let owner = match meta.owner.as_deref().map(UserName::parse).transpose() {
+        Ok(owner) => owner,
+        Err(err) => {
+            problems.push(("metadata.owner".into(), err.to_string()));
+            None
+        }
+    };
     if let Some(name) = &meta.display_name
         && (name.is_empty() || name.chars().any(char::is_control))
     {
@@ -390,6 +404,7 @@ pub fn resolve(
             .clone()
             .unwrap_or_else(|| meta.name.clone()),
         id: meta.id.unwrap_or_else(|| id_for_name(&meta.name)),
+        owner,
         file: file.to_owned(),
         state: spec.state,
         port: spec.port,

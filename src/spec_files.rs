@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::controller::scan;
 use crate::diagnostic::Diagnostic;
 use crate::fsutil;
+use crate::identity::Caller;
 use crate::spec::{self, DevServer, ServerSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +44,35 @@ pub enum CreateError {
          delete one, or raise the limit"
     )]
     Full { max: usize, count: usize },
+    /// The user creating it owns `auth.max_servers_per_user` servers already.
+    #[error(
+        "{owner} owns {count} servers, the most a user may (auth.max_servers_per_user is {max}): \
+         delete one first"
+    )]
+    OwnerFull {
+        owner: String,
+        max: usize,
+        count: usize,
+    },
     #[error(transparent)]
     File(#[from] SpecFileError),
+}
+
+/// How many servers the creator of a new one may own: users have a limit, admins none.
+#[derive(Debug, Clone, Default)]
+pub struct Quota {
+    /// The user and their limit.
+    limited: Option<(String, usize)>,
+}
+
+impl Quota {
+    pub fn for_caller(caller: &Caller, config: &Config) -> Self {
+        Self {
+            limited: caller
+                .owner()
+                .map(|user| (user.to_string(), config.auth.max_servers_per_user)),
+        }
+    }
 }
 
 /// The specs directory, as a place to write to. Cloning shares the edit lock and the
@@ -97,10 +125,11 @@ impl SpecFiles {
     }
 
     /// Writes a new spec file; fails with [`SpecFileError::Exists`] when the name is
-    /// taken (two racing creators of one name: exactly one wins), and with
-    /// [`CreateError::Full`] when `controller.max_servers` spec files exist (counted
-    /// under the edit lock, so racing creators cannot overshoot it together).
-    pub fn create(&self, server: &DevServer) -> Result<ServerSpec, CreateError> {
+    /// taken (two racing creators of one name: exactly one wins), with
+    /// [`CreateError::Full`] when `controller.max_servers` spec files exist, and with
+    /// [`CreateError::OwnerFull`] when the creator owns as many as `quota` allows (both
+    /// counted under the edit lock, so racing creators cannot overshoot together).
+    pub fn create(&self, server: &DevServer, quota: Quota) -> Result<ServerSpec, CreateError> {
         let resolved = self.check(server)?;
         let text = render(server, &resolved.file)?;
         let _guard = self.lock();
@@ -116,6 +145,12 @@ impl SpecFiles {
         let max = self.config.controller.max_servers;
         if count >= max {
             return Err(CreateError::Full { max, count });
+        }
+        if let Some((owner, max)) = quota.limited {
+            let count = self.owned_by(&owner);
+            if count >= max {
+                return Err(CreateError::OwnerFull { owner, max, count });
+            }
         }
         match fsutil::create_atomic(&resolved.file, text.as_bytes()) {
             Ok(true) => {
@@ -169,6 +204,18 @@ impl SpecFiles {
     }
 
     /// Names of all spec files (valid or not).
+    /// How many spec files name `owner` as theirs (files that cannot be read count
+    /// for nobody).
+    fn owned_by(&self, owner: &str) -> usize {
+        self.names()
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .filter_map(|name| read(&self.path(name), name).ok())
+            .filter(|server| server.metadata.owner.as_deref() == Some(owner))
+            .count()
+    }
+
     pub fn names(&self) -> Vec<String> {
         scan::spec_files(&self.dir)
             .unwrap_or_default()
@@ -252,6 +299,7 @@ mod tests {
                 name: name.into(),
                 display_name: None,
                 id: None,
+                owner: None,
                 labels: Default::default(),
                 annotations: Default::default(),
             },
@@ -285,9 +333,9 @@ mod tests {
     fn no_new_file_past_the_cap_but_existing_ones_still_change() {
         let dir = tempfile::tempdir().unwrap();
         let files = files_within(dir.path(), 2);
-        files.create(&server("a")).unwrap();
+        files.create(&server("a"), Quota::default()).unwrap();
         std::fs::write(dir.path().join("b.yaml"), "not even a spec").unwrap();
-        let err = files.create(&server("c")).unwrap_err();
+        let err = files.create(&server("c"), Quota::default()).unwrap_err();
         assert!(
             matches!(err, CreateError::Full { max: 2, count: 2 }),
             "{err}"
@@ -295,7 +343,7 @@ mod tests {
         assert!(err.to_string().contains("controller.max_servers"), "{err}");
         assert!(!dir.path().join("c.yaml").exists());
         assert!(matches!(
-            files.create(&server("a")),
+            files.create(&server("a"), Quota::default()),
             Err(CreateError::File(SpecFileError::Exists(_)))
         ));
         files
@@ -304,12 +352,42 @@ mod tests {
     }
 
     #[test]
+    fn a_user_owns_at_most_their_quota_and_admins_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let ada = crate::identity::UserName::parse("ada").unwrap();
+        let as_ada = Caller::User(ada);
+        let mut config = Config::embedded_default();
+        config.auth.max_servers_per_user = 1;
+        let owned = |name: &str, owner: &str| {
+            let mut server = server(name);
+            server.metadata.owner = Some(owner.into());
+            server
+        };
+        let quota = || Quota::for_caller(&as_ada, &config);
+        let admin = || Quota::for_caller(&Caller::Admin, &config);
+        files.create(&owned("b1", "bob"), admin()).unwrap();
+        files.create(&owned("a1", "ada"), quota()).unwrap();
+        let err = files.create(&owned("a2", "ada"), quota()).unwrap_err();
+        assert!(
+            matches!(&err, CreateError::OwnerFull { owner, max: 1, count: 1 } if owner == "ada"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("auth.max_servers_per_user"),
+            "{err}"
+        );
+        assert!(!dir.path().join("a2.yaml").exists());
+        files.create(&owned("a3", "ada"), admin()).unwrap();
+    }
+
+    #[test]
     fn create_update_delete() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
-        files.create(&server("a")).unwrap();
+        files.create(&server("a"), Quota::default()).unwrap();
         assert!(matches!(
-            files.create(&server("a")),
+            files.create(&server("a"), Quota::default()),
             Err(CreateError::File(SpecFileError::Exists(_)))
         ));
         let updated = files
@@ -331,7 +409,7 @@ mod tests {
     fn invalid_edits_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
-        files.create(&server("b")).unwrap();
+        files.create(&server("b"), Quota::default()).unwrap();
         let before = std::fs::read_to_string(dir.path().join("b.yaml")).unwrap();
         let err = files
             .update("b", |s| s.spec.extension_groups.push("nope".into()))
@@ -347,7 +425,7 @@ mod tests {
         let mut bad = server("c");
         bad.spec.port = Some(1);
         assert!(matches!(
-            files.create(&bad),
+            files.create(&bad, Quota::default()),
             Err(CreateError::File(SpecFileError::Invalid(_)))
         ));
         assert!(!dir.path().join("c.yaml").exists());

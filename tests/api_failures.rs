@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use common::{Devbox, Options, Reply, wait_for};
+use common::{Devbox, Options, Reply, wait_for, ws_connect};
 
 const TOKEN: &str = "failures-T0ken";
 
@@ -267,35 +266,6 @@ fn put_spec_needs_the_token() {
         after.contains(&format!("port: {}", devbox.port_start)),
         "{after}"
     );
-}
-
-/// Opens `path` as a WebSocket with `headers`: the socket, or the HTTP status of the
-/// refused upgrade.
-fn ws_connect(
-    devbox: &Devbox,
-    path: &str,
-    headers: &[(&'static str, String)],
-) -> Result<tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>, u16> {
-    let url = format!("ws://127.0.0.1:{}{path}", devbox.http_port);
-    let mut request = url.into_client_request().expect("request");
-    for (name, value) in headers {
-        request
-            .headers_mut()
-            .insert(*name, value.parse().expect("header value"));
-    }
-    match tungstenite::connect(request) {
-        Ok((socket, response)) => {
-            assert_eq!(response.status().as_u16(), 101);
-            if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-            }
-            Ok(socket)
-        }
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(err) => panic!("WebSocket {path}: {err}"),
-    }
 }
 
 #[test]

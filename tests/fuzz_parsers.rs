@@ -1044,16 +1044,20 @@ fn metadata() -> impl Strategy<Value = Metadata> {
         nasty_string(),
         proptest::option::of(nasty_string()),
         proptest::option::of(any::<u128>().prop_map(uuid::Uuid::from_u128)),
+        proptest::option::of(nasty_string()),
         btree_map(nasty_string(), nasty_string(), 0..4),
         btree_map(nasty_string(), nasty_string(), 0..4),
     )
-        .prop_map(|(name, display_name, id, labels, annotations)| Metadata {
-            name,
-            display_name,
-            id,
-            labels,
-            annotations,
-        })
+        .prop_map(
+            |(name, display_name, id, owner, labels, annotations)| Metadata {
+                name,
+                display_name,
+                id,
+                owner,
+                labels,
+                annotations,
+            },
+        )
 }
 
 fn workspace() -> impl Strategy<Value = Workspace> {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::AppState;
+use super::access;
 use super::extract::{Created, JsonBody};
 use super::names::{self, ServerName};
 use super::upload;
@@ -19,10 +20,11 @@ use super::views::ServerView;
 use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
 use crate::http::ApiError;
+use crate::identity::Caller;
 use crate::spec::{
     ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };
-use crate::spec_files::CreateError;
+use crate::spec_files::{CreateError, Quota};
 use crate::status::server_dir;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -58,6 +60,7 @@ pub struct CreateMetadata {
 /// Creates a stopped server with the given extensions.
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateServer>,
 ) -> Result<Created<ServerView>, ApiError> {
     let name = names::parse(&body.name)?;
@@ -68,7 +71,9 @@ pub async fn create(
         port: body.port,
         ..stopped_spec()
     };
-    create_server(&state, name, spec).await.map(Created)
+    create_server(&state, &caller, name, spec)
+        .await
+        .map(Created)
 }
 
 /// Creates a stopped server whose workspace is a git repository (`github_url`) or an
@@ -76,6 +81,7 @@ pub async fn create(
 /// `extension_groups` (JSON arrays of strings).
 pub async fn create_with_workspace(
     State(state): State<AppState>,
+    caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Created<ServerView>, ApiError> {
     let mut form = upload::read(&state, multipart).await?;
@@ -95,7 +101,7 @@ pub async fn create_with_workspace(
         ..stopped_spec()
     };
     let slug = name.slug.clone();
-    let view = create_server(&state, name, spec).await?;
+    let view = create_server(&state, &caller, name, spec).await?;
     if is_zip && let Err(err) = form.keep_zip(&upload_target) {
         // Nothing half-created: without its archive the server is removed again.
         let specs = state.specs.clone();
@@ -109,6 +115,7 @@ pub async fn create_with_workspace(
 /// Creates a stopped server from a template of the config (its groups and repository).
 pub async fn create_from_template(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateFromTemplate>,
 ) -> Result<Created<ServerView>, ApiError> {
     let name = names::parse(&body.name)?;
@@ -129,16 +136,19 @@ pub async fn create_from_template(
         }),
         ..stopped_spec()
     };
-    create_server(&state, name, spec).await.map(Created)
+    create_server(&state, &caller, name, spec)
+        .await
+        .map(Created)
 }
 
 /// Creates a stopped server with nothing but a name (multi-step creation, step 1).
 pub async fn create_metadata(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateMetadata>,
 ) -> Result<Created<ServerView>, ApiError> {
     let name = names::parse(&body.name)?;
-    create_server(&state, name, stopped_spec())
+    create_server(&state, &caller, name, stopped_spec())
         .await
         .map(Created)
 }
@@ -168,10 +178,12 @@ fn stopped_spec() -> DevServerSpec {
     }
 }
 
-/// Checks the spec, pins a port, writes the spec, and waits until the controller lists
-/// the server. A port pinned for a spec that is then not written is given back.
+/// Checks the spec (and what the caller may ask for), pins a port, writes the spec
+/// owned by the caller, and waits until the controller lists the server. A port
+/// pinned for a spec that is then not written is given back.
 async fn create_server(
     state: &AppState,
+    caller: &Caller,
     name: ServerName,
     spec: DevServerSpec,
 ) -> Result<ServerView, ApiError> {
@@ -188,11 +200,15 @@ async fn create_server(
             name: name.slug.clone(),
             display_name: Some(name.display.clone()),
             id: Some(Uuid::new_v4()),
+            owner: None,
             labels: Default::default(),
             annotations: Default::default(),
         },
         spec,
     };
+    let own_upload = server_dir(state.statuses.state_dir(), &name.slug).join("workspace.zip");
+    access::check_create(caller, &server, &own_upload)?;
+    server.metadata.owner = caller.owner().map(|owner| owner.to_string());
     // Everything but the port is checked before a port is taken.
     state.specs.check(&server)?;
     let (port, pinned_here) = match server.spec.port {
@@ -204,7 +220,8 @@ async fn create_server(
     };
     server.spec.port = Some(port);
     let specs = state.specs.clone();
-    let written = tokio::task::spawn_blocking(move || specs.create(&server))
+    let quota = Quota::for_caller(caller, &state.config);
+    let written = tokio::task::spawn_blocking(move || specs.create(&server, quota))
         .await
         .map_err(|err| ApiError::Internal(err.to_string()))
         .and_then(|result| result.map_err(ApiError::from));
@@ -231,7 +248,9 @@ impl From<CreateError> for ApiError {
     fn from(err: CreateError) -> Self {
         match err {
             // The cap is a state of the server set, like a name that is taken.
-            CreateError::Full { .. } => ApiError::Conflict(err.to_string()),
+            CreateError::Full { .. } | CreateError::OwnerFull { .. } => {
+                ApiError::Conflict(err.to_string())
+            }
             CreateError::File(err) => err.into(),
         }
     }

@@ -11,15 +11,17 @@ use super::extract::ServerId;
 use super::views::{ActionData, Done, Envelope};
 use super::wait::{self, Verdict};
 use crate::http::ApiError;
+use crate::identity::Caller;
 use crate::spec::{DesiredState, DevServer, RESTARTED_AT_ANNOTATION};
-use crate::status::Phase;
+use crate::status::{Phase, ServerStatus};
 
 /// Starts a server and answers once it is healthy.
 pub async fn start(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     // A server that is not running (failed, stopped for idleness) gets a fresh attempt.
     let fresh = status.phase != Phase::Running;
     run(&state, &status.name, "Server started", fresh).await
@@ -28,18 +30,20 @@ pub async fn start(
 /// Restarts a server (a new process even when nothing changed) and answers once healthy.
 pub async fn restart(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     run(&state, &status.name, "Server restarted", true).await
 }
 
 /// Stops a server and answers once all its processes are gone.
 pub async fn stop(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     let spec = state
         .edit(&status.name, |server| {
             server.spec.state = DesiredState::Stopped
@@ -63,9 +67,10 @@ pub async fn stop(
 /// Deletes a server's spec and answers once the server is stopped and forgotten.
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Done>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     let specs = state.specs.clone();
     let name = status.name.clone();
     tokio::task::spawn_blocking(move || specs.delete(&name))
@@ -77,7 +82,25 @@ pub async fn delete(
         Some(_) => Verdict::Wait,
     })
     .await?;
+    forget_seat(&state, &status);
     Ok(Json(Done::new("Server deleted")))
+}
+
+/// A deleted server's seat links go with it, and an owner left with no server is
+/// signed out everywhere.
+fn forget_seat(state: &AppState, deleted: &ServerStatus) {
+    if let Err(err) = state.seats.revoke_server(&deleted.name) {
+        tracing::warn!(server = %deleted.name, %err, "cannot revoke the seat links of a deleted server");
+    }
+    if let Some(owner) = &deleted.owner {
+        let owns_more = !state
+            .statuses
+            .filter_map_all(|s| (s.owner.as_ref() == Some(owner)).then_some(()))
+            .is_empty();
+        if !owns_more {
+            state.sessions.close_user(owner);
+        }
+    }
 }
 
 async fn run(

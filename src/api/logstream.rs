@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use super::extract::{QueryParams, ServerId};
+use crate::identity::{Caller, UserName};
 use crate::logs::LogLine;
 
 /// Recent lines sent when a client connects.
@@ -60,25 +61,31 @@ fn default_backlog() -> usize {
 /// Streams the logs of every server.
 pub async fn all(
     State(state): State<AppState>,
+    caller: Caller,
     QueryParams(query): QueryParams<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let scope = match caller {
+        Caller::Admin => Scope::Everything,
+        Caller::User(user) => Scope::OwnedBy(user),
+    };
     upgrade
         .max_message_size(CLIENT_MESSAGE_LIMIT)
-        .on_upgrade(move |socket| stream(socket, state, None, query.lines))
+        .on_upgrade(move |socket| stream(socket, state, scope, query.lines))
 }
 
 /// Streams the logs of one server; an unknown id closes with code 4404 and a reason.
 pub async fn one(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
     QueryParams(query): QueryParams<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    match state.find(&id) {
+    match state.find(&caller, &id) {
         Ok(status) => upgrade
             .max_message_size(CLIENT_MESSAGE_LIMIT)
-            .on_upgrade(move |socket| stream(socket, state, Some(status.name), query.lines)),
+            .on_upgrade(move |socket| stream(socket, state, Scope::One(status.name), query.lines)),
         Err(err) => upgrade.max_message_size(CLIENT_MESSAGE_LIMIT).on_upgrade(
             move |mut socket| async move {
                 let frame = CloseFrame {
@@ -91,11 +98,32 @@ pub async fn one(
     }
 }
 
-async fn stream(mut socket: WebSocket, state: AppState, server: Option<String>, lines: usize) {
+/// Whose lines a stream carries.
+enum Scope {
+    One(String),
+    Everything,
+    /// Every server of one user (a user's `/ws/logs`).
+    OwnedBy(UserName),
+}
+
+impl Scope {
+    fn includes(&self, state: &AppState, line: &LogLine) -> bool {
+        match self {
+            Scope::One(name) => *name == line.server_name,
+            Scope::Everything => true,
+            Scope::OwnedBy(user) => state
+                .statuses
+                .get(&line.server_name)
+                .is_some_and(|status| status.owner.as_ref() == Some(user)),
+        }
+    }
+}
+
+async fn stream(mut socket: WebSocket, state: AppState, scope: Scope, lines: usize) {
     // Subscribe before reading the backlog, so no line falls between the two.
     let mut live = state.logs.subscribe();
     let mut sent_up_to = None;
-    for line in backlog(&state, server.as_deref(), lines.min(BACKLOG_LINES)) {
+    for line in backlog(&state, &scope, lines.min(BACKLOG_LINES)) {
         if !send_line(&mut socket, &line).await {
             return;
         }
@@ -105,7 +133,7 @@ async fn stream(mut socket: WebSocket, state: AppState, server: Option<String>, 
         tokio::select! {
             received = live.recv() => match received {
                 Ok(line) => {
-                    let other_server = server.as_ref().is_some_and(|name| *name != line.server_name);
+                    let other_server = !scope.includes(&state, &line);
                     // Lines that arrived between subscribing and reading the backlog
                     // were in the backlog already.
                     let already_sent = sent_up_to.is_some_and(|upto| line.timestamp <= upto);
@@ -137,12 +165,24 @@ async fn send_line(socket: &mut WebSocket, line: &LogLine) -> bool {
     send(socket, &LogMessage { kind: "log", line }).await
 }
 
-/// The newest lines, oldest first: of one server, or of all servers merged by time
-/// (bounded in bytes like one server's, however many servers there are).
-fn backlog(state: &AppState, server: Option<&str>, count: usize) -> Vec<LogLine> {
-    match server {
-        Some(name) => state.logs.recent(name, count),
-        None => state.logs.recent_all(count),
+/// The newest lines, oldest first: of one server, of all servers merged by time
+/// (bounded in bytes like one server's, however many servers there are), or of one
+/// user's servers merged by time.
+fn backlog(state: &AppState, scope: &Scope, count: usize) -> Vec<LogLine> {
+    match scope {
+        Scope::One(name) => state.logs.recent(name, count),
+        Scope::Everything => state.logs.recent_all(count),
+        Scope::OwnedBy(user) => {
+            let owned = state
+                .statuses
+                .filter_map_all(|s| (s.owner.as_ref() == Some(user)).then(|| s.name.clone()));
+            let mut lines: Vec<LogLine> = owned
+                .iter()
+                .flat_map(|name| state.logs.recent(name, count))
+                .collect();
+            lines.sort_by_key(|line| line.timestamp);
+            lines.split_off(lines.len().saturating_sub(count))
+        }
     }
 }
 

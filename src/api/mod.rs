@@ -10,6 +10,7 @@
 //! delete), `monitor` (health, logs, refresh), `steps` (multi-step creation), `specs`
 //! (whole specs, for `devbox apply --server`).
 
+mod access;
 mod body_limits;
 mod create;
 mod extract;
@@ -19,6 +20,7 @@ mod listing;
 mod logstream;
 mod monitor;
 mod names;
+mod seat_links;
 mod servers;
 mod specs;
 mod steps;
@@ -43,8 +45,11 @@ use crate::controller::Context;
 use crate::controller::ports::PortAllocator;
 use crate::health::HealthClient;
 use crate::http::ApiError;
+use crate::identity::Caller;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
+use crate::seats::SeatLinks;
+use crate::sessions::Sessions;
 use crate::spec::ServerSpec;
 use crate::spec_files::SpecFiles;
 use crate::status::{ServerStatus, StatusStore};
@@ -63,6 +68,9 @@ pub struct AppState {
     pub rescan: Arc<Notify>,
     /// `GET /servers` as last serialized.
     pub listing: Arc<listing::ListingCache>,
+    /// Signed-in browsers (the dashboard's and seat links').
+    pub sessions: Sessions,
+    pub seats: SeatLinks,
 }
 
 impl AppState {
@@ -76,15 +84,19 @@ impl AppState {
             ports: ctx.ports.clone(),
             health: ctx.health.clone(),
             rescan: ctx.rescan.clone(),
+            sessions: Sessions::new(ctx.config.auth.session_ttl.get()),
+            seats: SeatLinks::load(&ctx.config.controller.state_dir),
             listing: Arc::default(),
         }
     }
 
     /// A server by id (uuid) or by name.
-    pub fn find(&self, id_or_name: &str) -> Result<ServerStatus, ApiError> {
+    pub fn find(&self, caller: &Caller, id_or_name: &str) -> Result<ServerStatus, ApiError> {
         let id = uuid::Uuid::parse_str(id_or_name).ok();
         self.statuses
-            .find(|s| Some(s.id) == id || s.name == id_or_name)
+            .find(|s| {
+                (Some(s.id) == id || s.name == id_or_name) && caller.may_use(s.owner.as_ref())
+            })
             .ok_or_else(|| ApiError::NotFound(format!("Server not found: {id_or_name}")))
     }
 
@@ -163,6 +175,15 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
                 .delete_with(lifecycle::delete, |o| {
                     o.summary("Delete a server (stops it; keeps its workspace)")
                 }),
+        )
+        .api_route(
+            "/servers/{id}/seat-link",
+            post_with(seat_links::create, |o| {
+                o.summary("A link that signs the server's participant in (admins)")
+            })
+            .delete_with(seat_links::revoke, |o| {
+                o.summary("Revoke the server's seat links and sign its owner out (admins)")
+            }),
         )
         .api_route(
             "/servers/{id}/start",

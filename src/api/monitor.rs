@@ -14,6 +14,7 @@ use super::extract::QueryParams;
 use super::extract::ServerId;
 use super::views::{Envelope, SuccessWord, round1};
 use crate::http::ApiError;
+use crate::identity::Caller;
 use crate::runtime::procfs;
 use crate::status::{Phase, ServerStatus};
 
@@ -38,9 +39,10 @@ pub struct ServerHealth {
 /// Live health of one server.
 pub async fn health(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ServerHealth>>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     let probe = probe(&state, &status).await;
     let usage = state
         .metrics
@@ -82,6 +84,7 @@ pub struct Logs {
 /// at most `controller.log_buffer_bytes`, or from the last 64 KiB of each log file.
 pub async fn logs(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
     QueryParams(query): QueryParams<LogsQuery>,
 ) -> Result<Json<Envelope<Logs>>, ApiError> {
@@ -90,7 +93,7 @@ pub async fn logs(
             "`lines` must be at most {MAX_LOG_LINES}"
         )));
     }
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     let mut logs: Vec<String> = state
         .logs
         .recent(&status.name, query.lines)
@@ -130,9 +133,10 @@ pub struct Refresh {
 /// Observes one server now and compares with its recorded status.
 pub async fn refresh_status(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Refresh>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     let refresh = refresh(&state, &status).await;
     if refresh.updated {
         state.rescan.notify_one();
@@ -150,8 +154,10 @@ pub struct RefreshAll {
 }
 
 /// Observes every server now.
-pub async fn refresh_all(State(state): State<AppState>) -> Json<RefreshAll> {
-    let statuses = state.statuses.list();
+pub async fn refresh_all(State(state): State<AppState>, caller: Caller) -> Json<RefreshAll> {
+    let statuses = state
+        .statuses
+        .filter_map_all(|s| caller.may_use(s.owner.as_ref()).then(|| s.clone()));
     let servers = futures_util::future::join_all(statuses.iter().map(|s| refresh(&state, s))).await;
     let updated = servers.iter().filter(|r| r.updated).count();
     if updated > 0 {

@@ -8,12 +8,15 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::AppState;
+use super::access;
 use super::extract::JsonBody;
 use super::views::{Envelope, ServerView};
 use super::wait::{self, Verdict};
 use crate::http::ApiError;
+use crate::identity::Caller;
 use crate::spec::DevServer;
-use crate::spec_files::{CreateError, SpecFileError};
+use crate::spec_files::{CreateError, Quota, SpecFileError};
+use crate::status::server_dir;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SpecName {
@@ -25,8 +28,9 @@ pub struct SpecName {
 /// controller has acted on it.
 pub async fn apply(
     State(state): State<AppState>,
+    caller: Caller,
     Path(SpecName { name }): Path<SpecName>,
-    JsonBody(server): JsonBody<DevServer>,
+    JsonBody(mut server): JsonBody<DevServer>,
 ) -> Result<Json<Envelope<ServerView>>, ApiError> {
     if server.metadata.name != name {
         return Err(ApiError::BadRequest(format!(
@@ -34,23 +38,34 @@ pub async fn apply(
             server.metadata.name
         )));
     }
+    // A user writes only their own servers' specs, and only what they may create.
+    let own_upload = server_dir(state.statuses.state_dir(), &name).join("workspace.zip");
+    access::check_create(&caller, &server, &own_upload)?;
+    if let Caller::User(user) = &caller {
+        if state.specs.path(&name).exists() && state.find(&caller, &name).is_err() {
+            return Err(ApiError::NotFound(format!("Server not found: {name}")));
+        }
+        server.metadata.owner = Some(user.to_string());
+    }
+    let quota = Quota::for_caller(&caller, &state.config);
     if let Some(port) = server.spec.port {
         state.ports.check_free(&name, port)?;
     }
     let specs = state.specs.clone();
-    let (resolved, created) = tokio::task::spawn_blocking(move || match specs.create(&server) {
-        Ok(resolved) => Ok((resolved, true)),
-        Err(CreateError::File(SpecFileError::Exists(_))) => {
-            let name = server.metadata.name.clone();
-            specs
-                .update(&name, move |current| *current = server)
-                .map(|r| (r, false))
-                .map_err(CreateError::from)
-        }
-        Err(err) => Err(err),
-    })
-    .await
-    .map_err(|err| ApiError::Internal(err.to_string()))??;
+    let (resolved, created) =
+        tokio::task::spawn_blocking(move || match specs.create(&server, quota) {
+            Ok(resolved) => Ok((resolved, true)),
+            Err(CreateError::File(SpecFileError::Exists(_))) => {
+                let name = server.metadata.name.clone();
+                specs
+                    .update(&name, move |current| *current = server)
+                    .map(|r| (r, false))
+                    .map_err(CreateError::from)
+            }
+            Err(err) => Err(err),
+        })
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))??;
     state.rescan.notify_one();
     let revision = resolved.revision.clone();
     let status = wait::converge(&state, &name, "to see the spec", |status| match status {

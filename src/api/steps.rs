@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::access;
 use super::extract::JsonBody;
 use super::extract::ServerId;
 use super::upload;
@@ -17,6 +18,7 @@ use super::views::Envelope;
 use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
 use crate::http::ApiError;
+use crate::identity::Caller;
 use crate::spec::{DesiredState, ServerSpec};
 use crate::status::{ExtensionStatus, Phase, ServerStatus, server_dir};
 
@@ -63,28 +65,31 @@ pub struct WorkspaceData {
 /// Adds extensions to a server.
 pub async fn install_extensions(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
     JsonBody(body): JsonBody<InstallExtensions>,
 ) -> Result<Json<Envelope<ExtensionsData>>, ApiError> {
-    add_extensions(&state, &id, body.extensions).await
+    add_extensions(&state, &caller, &id, body.extensions).await
 }
 
 /// Adds one extension to a server.
 pub async fn install_extension(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
     JsonBody(body): JsonBody<InstallExtension>,
 ) -> Result<Json<Envelope<ExtensionsData>>, ApiError> {
-    add_extensions(&state, &id, vec![body.extension]).await
+    add_extensions(&state, &caller, &id, vec![body.extension]).await
 }
 
 /// Adds an extension group (its extensions and user settings) to a server.
 pub async fn apply_group_settings(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
     JsonBody(body): JsonBody<ApplyGroup>,
 ) -> Result<Json<Envelope<GroupData>>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     let group = state
         .config
         .extension_groups
@@ -116,10 +121,11 @@ pub async fn apply_group_settings(
 /// archive (`zip_file`). A workspace that already holds files is never replaced.
 pub async fn clone_workspace(
     State(state): State<AppState>,
+    caller: Caller,
     Path(ServerId { id }): Path<ServerId>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Envelope<WorkspaceData>>, ApiError> {
-    let status = state.find(&id)?;
+    let status = state.find(&caller, &id)?;
     let mut form = upload::read(&state, multipart).await?;
     let workspace_dir = state
         .statuses
@@ -156,15 +162,22 @@ pub async fn clone_workspace(
     )))
 }
 
+/// Adds `extensions` (marketplace ids or `.vsix` files) to a server: admins only, as
+/// when creating one (users add the config's extension groups).
 async fn add_extensions(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     extensions: Vec<String>,
 ) -> Result<Json<Envelope<ExtensionsData>>, ApiError> {
+    let status = state.find(caller, id)?;
+    access::admin_only(
+        caller,
+        "install single extensions (users apply extension groups)",
+    )?;
     if extensions.is_empty() {
         return Err(ApiError::BadRequest("no extensions given".into()));
     }
-    let status = state.find(id)?;
     let spec = state
         .edit(&status.name, move |server| {
             for extension in extensions {

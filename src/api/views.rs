@@ -37,6 +37,9 @@ pub struct ServerView {
     pub message: Option<String>,
     /// The file name of the server's spec (`specs/<slug>.yaml`).
     pub slug: String,
+    /// The user the server belongs to; absent: the admin's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// When a failed server is tried again (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_retry_at: Option<String>,
@@ -73,6 +76,7 @@ impl ServerView {
                 .clone()
                 .or_else(|| status.spec_errors.first().map(ToString::to_string)),
             slug: status.name.clone(),
+            owner: status.owner.as_ref().map(ToString::to_string),
             next_retry_at: status.next_retry_at.clone(),
             extension_results: status.extension_results.clone(),
         }

@@ -12,45 +12,68 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use std::time::Duration;
+
 use super::site::Provenance;
 use super::{ApiError, Front, SESSION_COOKIE};
+use crate::identity::Caller;
 
 /// Routes that answer without credentials: devbox's liveness, and the login itself.
 const PUBLIC_PATHS: [&str; 4] = ["/health", "/auth/login", "/auth/logout", "/auth/session"];
 
-/// Lets a request through when it carries the token or a live session.
-pub async fn authenticate(State(front): State<Front>, request: Request, next: Next) -> Response {
-    let Some(token) = front.token.as_deref() else {
+/// Lets a request through when it says who sends it (an admin token or a live
+/// session), and hands the handlers that [`Caller`]. Without an admin token configured
+/// every caller is the admin. Public paths pass without a caller.
+pub async fn authenticate(
+    State(front): State<Front>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !front.auth_required() {
+        request.extensions_mut().insert(Caller::Admin);
         return next.run(request).await;
-    };
+    }
     if PUBLIC_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
+    match identify(&front, &request) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Who sends `request`: the bearer token decides when one is sent; otherwise the
+/// session cookie, which counts only from devbox's own pages or from no page at all
+/// (a listed CORS origin must send the token itself).
+fn identify(front: &Front, request: &Request) -> Result<Caller, ApiError> {
     let headers = request.headers();
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if let Some(given) = bearer {
-        return if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            next.run(request).await
+        return if front.is_admin_token(given) {
+            Ok(Caller::Admin)
         } else {
-            ApiError::Unauthorized("invalid API token".into()).into_response()
+            Err(ApiError::Unauthorized("invalid API token".into()))
         };
     }
     let own_page = matches!(
         request.extensions().get::<Provenance>(),
         Some(Provenance::Own | Provenance::NoOrigin) | None
     );
-    let session = session_cookie(headers).filter(|id| own_page && front.sessions.is_live(id));
-    if session.is_some() {
-        return next.run(request).await;
-    }
-    ApiError::Unauthorized(
-        "missing API token: send `Authorization: Bearer <token>`, or log in to the dashboard"
-            .into(),
-    )
-    .into_response()
+    session_cookie(headers)
+        .filter(|_| own_page)
+        .and_then(|id| front.sessions.caller(id))
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing API token: send `Authorization: Bearer <token>`, or log in to the dashboard"
+                    .into(),
+            )
+        })
 }
 
 /// `POST /auth/login` (`{"token": "…"}`), `POST /auth/logout`, and `GET
@@ -63,10 +86,12 @@ pub fn routes() -> Router<Front> {
 }
 
 async fn session(State(front): State<Front>, headers: HeaderMap) -> Json<serde_json::Value> {
-    let logged_in = session_cookie(&headers).is_some_and(|id| front.sessions.is_live(id));
+    let caller = session_cookie(&headers).and_then(|id| front.sessions.caller(id));
     Json(serde_json::json!({
-        "token_required": front.token.is_some(),
-        "logged_in": logged_in,
+        "token_required": front.auth_required(),
+        "logged_in": caller.is_some(),
+        "user": caller.as_ref().and_then(Caller::owner),
+        "admin": caller.as_ref().is_some_and(Caller::is_admin),
     }))
 }
 
@@ -79,30 +104,25 @@ async fn login(
     State(front): State<Front>,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Some(token) = front.token.as_deref() else {
+    if !front.auth_required() {
         return ApiError::BadRequest(
             "devbox has no API token configured: there is nothing to log in to".into(),
         )
         .into_response();
-    };
+    }
     let Ok(Json(Login { token: given })) = body else {
         return ApiError::BadRequest("expected a JSON body {\"token\": \"…\"}".into())
             .into_response();
     };
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    if !front.is_admin_token(&given) {
         tracing::info!("dashboard login with a wrong token");
         return ApiError::Unauthorized("invalid API token".into()).into_response();
     }
-    let id = front.sessions.open();
     let ttl = front.sessions.ttl().as_secs();
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{}",
-        if front.secure_cookies { "; Secure" } else { "" }
-    );
     with_cookie(
         StatusCode::OK,
         serde_json::json!({ "message": "logged in", "expires_in_seconds": ttl }),
-        &cookie,
+        &front.session_cookie_for(Caller::Admin),
     )
 }
 
@@ -110,18 +130,14 @@ async fn logout(State(front): State<Front>, headers: HeaderMap) -> Response {
     if let Some(id) = session_cookie(&headers) {
         front.sessions.close(id);
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if front.secure_cookies { "; Secure" } else { "" }
-    );
     with_cookie(
         StatusCode::OK,
         serde_json::json!({ "message": "logged out" }),
-        &cookie,
+        &front.cookie(SESSION_COOKIE, "", Duration::ZERO),
     )
 }
 
-fn with_cookie(status: StatusCode, body: serde_json::Value, cookie: &str) -> Response {
+pub(super) fn with_cookie(status: StatusCode, body: serde_json::Value, cookie: &str) -> Response {
     let mut response = (status, Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -130,7 +146,7 @@ fn with_cookie(status: StatusCode, body: serde_json::Value, cookie: &str) -> Res
 }
 
 /// The session id the browser sent, if any.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     let prefix = format!("{SESSION_COOKIE}=");
     headers
         .get_all(header::COOKIE)
@@ -138,9 +154,4 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| pair.trim().strip_prefix(prefix.as_str()))
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

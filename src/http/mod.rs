@@ -11,8 +11,8 @@
 mod auth;
 mod error;
 mod guards;
+mod seat_page;
 mod server;
-mod sessions;
 mod site;
 
 use std::sync::Arc;
@@ -24,21 +24,58 @@ pub use error::{ApiError, ErrorBody};
 pub use server::serve;
 
 use crate::api::{AppState, mib};
-use sessions::Sessions;
+use crate::config::Secret;
+use crate::identity::Caller;
+use crate::seats::SeatLinks;
+use crate::sessions::Sessions;
 use site::Site;
 
 /// The name of the dashboard's session cookie. devbox's credentials are devbox's
 /// only: the proxy removes this cookie (and any bearer token) from what it forwards.
 pub const SESSION_COOKIE: &str = "devbox_session";
 
+/// Where seat links open: `/seat/<ticket>`.
+pub const SEAT_PATH: &str = "/seat/";
+
 /// What the guards share. Cloning is cheap (handles only).
 #[derive(Clone)]
 struct Front {
     site: Arc<Site>,
-    token: Option<Arc<str>>,
+    /// Every admin token; none: no authentication, every caller is the admin.
+    admin_tokens: Arc<[Secret]>,
     sessions: Sessions,
+    seats: SeatLinks,
     /// Session cookies carry `Secure`: devbox is reached over https.
     secure_cookies: bool,
+}
+
+impl Front {
+    fn auth_required(&self) -> bool {
+        !self.admin_tokens.is_empty()
+    }
+
+    fn is_admin_token(&self, given: &str) -> bool {
+        // Every token is compared, so timing tells nothing of which one matched.
+        self.admin_tokens
+            .iter()
+            .fold(false, |found, token| token.matches(given) | found)
+    }
+
+    /// A `Set-Cookie` value for devbox's own cookies: for every path, never for
+    /// scripts, never sent along from another site's page.
+    fn cookie(&self, name: &str, value: &str, max_age: std::time::Duration) -> String {
+        format!(
+            "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            max_age.as_secs(),
+            if self.secure_cookies { "; Secure" } else { "" }
+        )
+    }
+
+    /// Opens a session for `caller`; returns its `Set-Cookie` value.
+    fn session_cookie_for(&self, caller: Caller) -> String {
+        let id = self.sessions.open(caller);
+        self.cookie(SESSION_COOKIE, &id, self.sessions.ttl())
+    }
 }
 
 /// The complete HTTP application: API, proxy and dashboard behind the guards.
@@ -46,8 +83,9 @@ pub fn app(state: AppState) -> Router {
     let config = &state.config;
     let front = Front {
         site: Arc::new(Site::new(config)),
-        token: config.server.api_token.as_deref().map(Arc::from),
-        sessions: Sessions::new(config.server.session_ttl.get()),
+        admin_tokens: config.auth.resolved_admin_tokens.clone().into(),
+        sessions: state.sessions.clone(),
+        seats: state.seats.clone(),
         secure_cookies: config
             .server
             .public_url
@@ -72,6 +110,7 @@ pub fn app(state: AppState) -> Router {
     let authenticated = own.merge(proxy.layer(authenticate));
     authenticated
         .merge(crate::ui::router().layer(middleware::from_fn(guards::no_sniff)))
+        .merge(seat_page::routes().with_state(front.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(front, guards::guard))
 }

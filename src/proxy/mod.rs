@@ -23,6 +23,7 @@ use axum::routing::any;
 
 use crate::endpoint::Endpoint;
 use crate::http::ApiError;
+use crate::identity::Caller;
 use crate::status::{Phase, Route, StatusStore};
 pub use forward::Forwarder;
 
@@ -101,7 +102,12 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
     let Ok(port) = port.parse::<u16>() else {
         return not_managed();
     };
-    match state.statuses.by_port(port) {
+    let caller = request.extensions().get::<Caller>();
+    match state
+        .statuses
+        .by_port(port)
+        .filter(|route| may_open(caller, route))
+    {
         None => not_managed(),
         Some(Route {
             phase: Phase::Running,
@@ -113,7 +119,12 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
 }
 
 async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Response {
-    match state.statuses.route(name) {
+    let caller = request.extensions().get::<Caller>();
+    match state
+        .statuses
+        .route(name)
+        .filter(|route| may_open(caller, route))
+    {
         None => ApiError::NotFound(format!("no server named `{name}`")).into_response(),
         Some(Route {
             phase: Phase::Running,
@@ -123,6 +134,12 @@ async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Respons
         }) => forward(state, port, &endpoint, &format!("/s/{name}"), request).await,
         Some(route) => unavailable(name, route.phase),
     }
+}
+
+/// Whether the authenticated caller may open `route`'s IDE: its owner or an admin.
+/// Others are told it does not exist, as for a server they may not see in the API.
+fn may_open(caller: Option<&Caller>, route: &Route) -> bool {
+    caller.is_some_and(|caller| caller.may_use(route.owner.as_ref()))
 }
 
 /// Sends `request` for route `port` to its instance at `endpoint` (only the

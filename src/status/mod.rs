@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::diagnostic::Diagnostic;
 use crate::endpoint::Endpoint;
 use crate::fsutil;
+use crate::identity::UserName;
 use writer::Writer;
 
 /// Where a server is in its life cycle.
@@ -93,6 +94,8 @@ pub struct Route {
     pub port: Option<u16>,
     /// See [`ServerStatus::endpoint`].
     pub endpoint: Option<Endpoint>,
+    /// Who may open it (and the admin).
+    pub owner: Option<UserName>,
 }
 
 impl Route {
@@ -102,6 +105,7 @@ impl Route {
             phase: status.phase,
             port: status.port,
             endpoint: status.endpoint(),
+            owner: status.owner.clone(),
         }
     }
 }
@@ -112,6 +116,9 @@ pub struct ServerStatus {
     pub name: String,
     pub id: Uuid,
     pub display_name: String,
+    /// Whose server this is (`metadata.owner`); absent: the admin's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserName>,
     pub phase: Phase,
     /// Why the server is in this phase (failure reason, current provisioning step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,6 +171,7 @@ impl ServerStatus {
             name: name.to_owned(),
             id,
             display_name: display_name.to_owned(),
+            owner: None,
             phase: Phase::Pending,
             message: None,
             port: None,

@@ -317,7 +317,7 @@ fn configured_names_are_allowed_and_star_turns_the_check_off() {
 fn token_file_devbox() -> Devbox {
     Devbox::start_opts(
         Options {
-            config: "server:\n  session_ttl: 1h\n".into(),
+            config: "auth:\n  session_ttl: 1h\n".into(),
             ..Options::default()
         },
         |root| {

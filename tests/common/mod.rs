@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio_tungstenite::tungstenite;
 
 mod code_server;
 mod direct;
@@ -696,8 +697,30 @@ impl std::fmt::Display for Reply {
 
 /// One request with a fresh agent that treats every status as an answer.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    request_following(10, method, url, headers, body)
+}
+
+/// One request, answered as it is: a redirect is returned, not followed (ureq drops
+/// a `Cookie` header when it follows one, where a browser would send its cookie).
+pub fn request_once(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
+    request_following(0, method, url, headers, body)
+}
+
+fn request_following(
+    redirects: u32,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(redirects)
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into();
@@ -986,4 +1009,38 @@ pub fn assert_uuid(value: &Value) -> String {
         .unwrap_or_else(|| panic!("not a string: {value}"));
     uuid::Uuid::parse_str(text).unwrap_or_else(|err| panic!("{text:?} is not a uuid: {err}"));
     text.to_owned()
+}
+
+/// A blocking WebSocket client of a test.
+pub type WsClient =
+    tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// Opens `path` as a WebSocket with `headers`: the socket, or the HTTP status of the
+/// refused upgrade.
+pub fn ws_connect(
+    devbox: &Devbox,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<WsClient, u16> {
+    let url = format!("ws://127.0.0.1:{}{path}", devbox.http_port);
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(url).expect("request");
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, value.parse().expect("header value"));
+    }
+    match tungstenite::connect(request) {
+        Ok((socket, response)) => {
+            assert_eq!(response.status().as_u16(), 101);
+            if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+            }
+            Ok(socket)
+        }
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(err) => panic!("WebSocket {path}: {err}"),
+    }
 }

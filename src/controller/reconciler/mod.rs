@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::Context;
 use super::decide::{Action, Observed, Target, decide};
 use super::scan::Desired;
+use crate::identity::UserName;
 use crate::logs::{Follower, Level, ServerIdent};
 use crate::provision::{ExtensionRef, WorkspaceSource};
 use crate::runtime::{Instance, Runtime, wait_exit};
@@ -56,6 +57,8 @@ struct ServerTask<R> {
     ctx: Arc<Context<R>>,
     ident: ServerIdent,
     display_name: String,
+    /// Whose server this is (the last applied spec's `metadata.owner`).
+    owner: Option<UserName>,
     /// `<state_dir>/servers/<name>`.
     dir: PathBuf,
     desired: watch::Receiver<Desired>,
@@ -83,16 +86,17 @@ impl<R: Runtime> ServerTask<R> {
     fn new(name: String, desired: watch::Receiver<Desired>, ctx: Arc<Context<R>>) -> Self {
         let dir = server_dir(ctx.statuses.state_dir(), &name);
         let status = ctx.statuses.get(&name);
-        let (id, display_name) = match &*desired.borrow() {
-            Desired::Spec(spec) => (spec.id, spec.display_name.clone()),
+        let (id, display_name, owner) = match &*desired.borrow() {
+            Desired::Spec(spec) => (spec.id, spec.display_name.clone(), spec.owner.clone()),
             _ => status.as_ref().map_or_else(
-                || (id_for_name(&name), name.clone()),
-                |s| (s.id, s.display_name.clone()),
+                || (id_for_name(&name), name.clone(), None),
+                |s| (s.id, s.display_name.clone(), s.owner.clone()),
             ),
         };
         Self {
             ident: ServerIdent { id, name },
             display_name,
+            owner,
             dir,
             desired,
             instance: None,
@@ -121,10 +125,11 @@ impl<R: Runtime> ServerTask<R> {
     /// Changes this server's status (persisted in the background; a failed write, on a
     /// full disk, is logged by the store and never blocks the server).
     fn set_status(&self, change: impl FnOnce(&mut ServerStatus)) {
-        let (name, id, display) = (
+        let (name, id, display, owner) = (
             self.name().to_owned(),
             self.ident.id,
             self.display_name.clone(),
+            self.owner.clone(),
         );
         self.ctx.statuses.update(
             &self.ident.name,
@@ -132,6 +137,7 @@ impl<R: Runtime> ServerTask<R> {
             |status| {
                 status.id = id;
                 status.display_name.clone_from(&display);
+                status.owner = owner;
                 change(status);
             },
         );
@@ -235,6 +241,7 @@ impl<R: Runtime> ServerTask<R> {
             Desired::Spec(spec) => {
                 self.ident.id = spec.id;
                 self.display_name.clone_from(&spec.display_name);
+                self.owner.clone_from(&spec.owner);
                 self.set_status(|s| s.spec_errors.clear());
                 Some(spec.clone())
             }

@@ -1,0 +1,190 @@
+//! The `auth` section: who may sign in and how, and what a user may have. With nothing
+//! set here and no `server.api_token`, devbox needs no credentials (one person on a
+//! loopback address) and every caller is the admin.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::identity::UserName;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Admin tokens besides `server.api_token`, each read once at start from a file
+    /// (its first line) or an environment variable, never written in this file.
+    pub admin_tokens: Vec<TokenSource>,
+    /// Users who are admins when they sign in (through a trusted proxy).
+    pub admins: Vec<String>,
+    /// Servers a user may own; a create past it answers 409.
+    pub max_servers_per_user: usize,
+    /// How long a dashboard or seat-link session lasts.
+    pub session_ttl: HumanDuration,
+    /// How long a seat link can be opened after it was made.
+    pub seat_link_ttl: HumanDuration,
+    /// The admin tokens read from `admin_tokens` (and `server.api_token`), at load.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub resolved_admin_tokens: Vec<Secret>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_tokens: Vec::new(),
+            admins: Vec::new(),
+            max_servers_per_user: 2,
+            session_ttl: HumanDuration::from_secs(12 * 60 * 60),
+            seat_link_ttl: HumanDuration::from_secs(7 * 24 * 60 * 60),
+            resolved_admin_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Where an admin token is read from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenSource {
+    /// A file; its first line is the token.
+    File(PathBuf),
+    /// An environment variable of devbox's.
+    Env(String),
+}
+
+/// A credential: compared in constant time, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Whether `given` is this secret, in time that does not depend on where they differ.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenSourceError {
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the token file {0} is empty")]
+    EmptyFile(PathBuf),
+    #[error("the environment variable {0} named in auth.admin_tokens is not set or empty")]
+    EmptyEnv(String),
+}
+
+impl TokenSource {
+    /// Reads the token.
+    pub fn read(&self) -> Result<Secret, TokenSourceError> {
+        match self {
+            TokenSource::File(path) => read_token_file(path).map(Secret),
+            TokenSource::Env(name) => std::env::var(name)
+                .ok()
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+                .map(Secret)
+                .ok_or_else(|| TokenSourceError::EmptyEnv(name.clone())),
+        }
+    }
+}
+
+/// The first line of `path`, trimmed; an empty one is an error.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, TokenSourceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokenSourceError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(TokenSourceError::EmptyFile(path.to_owned()));
+    }
+    Ok(token.to_owned())
+}
+
+impl AuthSettings {
+    /// Problems of this section, as (field, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (i, name) in self.admins.iter().enumerate() {
+            if let Err(err) = UserName::parse(name) {
+                problems.push((format!("auth.admins[{i}]"), err.to_string()));
+            }
+        }
+        if self.session_ttl.get().is_zero() {
+            problems.push(("auth.session_ttl".into(), "must be longer than 0s".into()));
+        }
+        if self.seat_link_ttl.get().is_zero() {
+            problems.push(("auth.seat_link_ttl".into(), "must be longer than 0s".into()));
+        }
+        problems
+    }
+
+    /// Whether `user` is named in `auth.admins`.
+    pub fn is_admin(&self, user: &UserName) -> bool {
+        self.admins.iter().any(|admin| admin == user.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole_and_never_print() {
+        let secret = Secret::new("s3cret");
+        assert!(secret.matches("s3cret"));
+        assert!(!secret.matches("s3cre"));
+        assert!(!secret.matches("s3cret "));
+        assert!(!secret.matches(""));
+        assert_eq!(format!("{secret:?}"), "Secret(…)");
+    }
+
+    #[test]
+    fn tokens_come_from_files_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  abc  \nignored\n").unwrap();
+        assert!(
+            TokenSource::File(file.clone())
+                .read()
+                .unwrap()
+                .matches("abc")
+        );
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(
+            TokenSource::File(file).read(),
+            Err(TokenSourceError::EmptyFile(_))
+        ));
+        assert!(matches!(
+            TokenSource::Env("DEVBOX_TEST_SURELY_UNSET_VARIABLE".into()).read(),
+            Err(TokenSourceError::EmptyEnv(_))
+        ));
+    }
+
+    #[test]
+    fn admins_must_be_user_names() {
+        let settings = AuthSettings {
+            admins: vec!["ok".into(), "not ok".into()],
+            ..AuthSettings::default()
+        };
+        let problems = settings.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "auth.admins[1]");
+    }
+}

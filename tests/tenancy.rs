@@ -1,0 +1,359 @@
+//! Who is who: seat links sign two participants in, each to their own server, and
+//! each reaches only that one (the API, the IDE through the proxy, the log stream),
+//! creates only what users may, within their quota; revoking a link and deleting a
+//! server sign its participant out. Real devbox, real code-server, real HTTP and
+//! WebSocket.
+
+mod common;
+
+use serde_json::{Value, json};
+
+use common::{Devbox, Options, Reply, ws_connect};
+
+const TOKEN: &str = "tenancy-admin-T0ken";
+
+/// A call as the admin.
+fn as_admin(devbox: &Devbox, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    let bearer = format!("Bearer {TOKEN}");
+    let body = body.map(|b| serde_json::to_vec(b).expect("json"));
+    devbox.call(
+        method,
+        path,
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_deref(),
+    )
+}
+
+/// A browser signed in through a seat link: its session cookie.
+struct Participant<'a> {
+    devbox: &'a Devbox,
+    cookie: String,
+}
+
+impl Participant<'_> {
+    /// A call with the session cookie, following redirects the way a browser does
+    /// (with the cookie).
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let body = body.map(|b| serde_json::to_vec(b).expect("json"));
+        let headers = [
+            ("Cookie", self.cookie.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let mut url = self.devbox.url(path);
+        let mut reply = common::request_once(method, &url, &headers, body.as_deref());
+        for _ in 0..5 {
+            let Some(location) = reply.header("location").filter(|_| reply.status / 100 == 3)
+            else {
+                break;
+            };
+            url = if location.starts_with("http") {
+                location.to_owned()
+            } else if location.starts_with('/') {
+                self.devbox.url(location)
+            } else {
+                // Relative to the folder of the current URL, as code-server's `./?folder=`.
+                let folder = url.split('?').next().unwrap_or_default();
+                let folder = &folder[..=folder.rfind('/').unwrap_or_default()];
+                format!("{folder}{}", location.trim_start_matches("./"))
+            };
+            reply = common::request_once("GET", &url, &headers, None);
+        }
+        reply
+    }
+
+    fn listed(&self) -> Vec<String> {
+        let reply = self.call("GET", "/servers", None);
+        assert_eq!(reply.status, 200, "{reply}");
+        reply
+            .json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["slug"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// Asks for `server`'s seat link as the admin; returns its path (`/seat/<ticket>`)
+/// and the whole answer.
+fn seat_link(devbox: &Devbox, server: &str) -> (String, Value) {
+    let reply = as_admin(
+        devbox,
+        "POST",
+        &format!("/servers/{server}/seat-link"),
+        None,
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    let answer = reply.json();
+    let url = answer["url"].as_str().expect("url").to_owned();
+    let prefix = devbox.url("");
+    let path = url
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{url} is not under {prefix}"))
+        .to_owned();
+    (path, answer)
+}
+
+/// Opens a seat link as a browser would (no cookie yet): the participant it signs in.
+fn open_seat<'a>(devbox: &'a Devbox, path: &str, server: &str) -> Participant<'a> {
+    let page = devbox.call("GET", path, &[("Sec-Fetch-Site", "cross-site")], None);
+    assert_eq!(page.status, 200, "{page}");
+    assert!(
+        page.text.contains(&format!("url=/s/{server}/")),
+        "the page moves on to the IDE: {}",
+        page.text
+    );
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let set_cookie = page.header("set-cookie").expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().expect("cookie").to_owned();
+    Participant { devbox, cookie }
+}
+
+fn tenancy_devbox() -> Devbox {
+    Devbox::start_opts(
+        Options {
+            config: format!(
+                "server:\n  api_token: \"{TOKEN}\"\nauth:\n  max_servers_per_user: 2\n"
+            ),
+            ..Options::default()
+        },
+        |root| {
+            for name in ["ada", "bob"] {
+                std::fs::write(
+                    root.join(format!("specs/{name}.yaml")),
+                    format!(
+                        "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n  state: running\n"
+                    ),
+                )
+                .expect("spec");
+            }
+        },
+    )
+}
+
+fn wait_running_as_admin(devbox: &Devbox, name: &str) -> u16 {
+    common::wait_for(
+        &format!("{name} to run\n{}", devbox.log_tail()),
+        common::STARTUP,
+        || {
+            let reply = as_admin(devbox, "GET", &format!("/servers/{name}"), None);
+            let server = reply.json();
+            (server["status"] == "running").then(|| server["port"].as_u64())?
+        },
+    ) as u16
+}
+
+#[test]
+fn seat_link_participants_reach_only_their_own_server() {
+    let devbox = tenancy_devbox();
+    let ada_port = wait_running_as_admin(&devbox, "ada");
+    let bob_port = wait_running_as_admin(&devbox, "bob");
+
+    let (ada_link, answer) = seat_link(&devbox, "ada");
+    assert_eq!(
+        answer["owner"], "seat-ada",
+        "an unowned server gets an owner"
+    );
+    assert!(answer["expires_at"].as_str().is_some(), "{answer}");
+    let (bob_link, _) = seat_link(&devbox, "bob");
+    let spec = std::fs::read_to_string(devbox.specs().join("ada.yaml")).expect("spec");
+    assert!(
+        spec.contains("owner: seat-ada"),
+        "the owner is in the spec:\n{spec}"
+    );
+
+    let ada = open_seat(&devbox, &ada_link, "ada");
+    let bob = open_seat(&devbox, &bob_link, "bob");
+
+    // Each sees their own server only, and the other's is as if it did not exist.
+    assert_eq!(ada.listed(), ["ada"]);
+    assert_eq!(bob.listed(), ["bob"]);
+    let session = ada.call("GET", "/auth/session", None).json();
+    assert_eq!(session["user"], "seat-ada", "{session}");
+    assert_eq!(session["admin"], false, "{session}");
+    for (method, path) in [
+        ("GET", "/servers/bob"),
+        ("GET", "/servers/bob/health"),
+        ("GET", "/servers/bob/logs"),
+        ("POST", "/servers/bob/stop"),
+        ("POST", "/servers/bob/restart"),
+        ("DELETE", "/servers/bob"),
+        ("POST", "/servers/bob/seat-link"),
+    ] {
+        let reply = ada.call(method, path, None);
+        assert_eq!(reply.status, 404, "{method} {path}: {reply}");
+        assert!(!reply.text.contains("seat-bob"), "{reply}");
+    }
+    assert_eq!(
+        as_admin(&devbox, "GET", "/servers/bob", None).json()["status"],
+        "running",
+        "bob's server was not disturbed"
+    );
+
+    // Each opens their own IDE through the proxy, never the other's.
+    let own = ada.call("GET", "/s/ada/", None);
+    assert_eq!(own.status, 200, "{own}");
+    assert!(own.text.contains("<html"), "code-server's workbench");
+    assert_eq!(
+        ada.call("GET", &format!("/vscode/{ada_port}/"), None)
+            .status,
+        200
+    );
+    for path in ["/s/bob/".to_owned(), format!("/vscode/{bob_port}/")] {
+        let reply = ada.call("GET", &path, None);
+        assert_eq!(reply.status, 404, "{path}: {reply}");
+    }
+    assert_eq!(bob.call("GET", "/s/bob/", None).status, 200);
+
+    // Their own logs stream; the other's do not.
+    let cookie = [("Cookie", ada.cookie.clone())];
+    assert!(ws_connect(&devbox, "/ws/logs/ada", &cookie).is_ok());
+    let mut other = ws_connect(&devbox, "/ws/logs/bob", &cookie).expect("upgrade");
+    match other.read() {
+        Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 4404, "{frame:?}")
+        }
+        other => panic!("expected a close for an unknown server, got {other:?}"),
+    }
+
+    // Admin-only routes are refused, with the reason.
+    let reply = ada.call(
+        "POST",
+        "/servers/ada/install-extension",
+        Some(&json!({"extension": "a.b"})),
+    );
+    reply.assert_error(403, "admins");
+
+    // Without a session the API answers 401, as before.
+    assert_eq!(devbox.get("/servers").status, 401);
+    assert_eq!(
+        as_admin(&devbox, "GET", "/servers", None)
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "the admin sees everyone's"
+    );
+}
+
+#[test]
+fn users_create_only_what_users_may_and_within_their_quota() {
+    let devbox = tenancy_devbox();
+    let (link, _) = seat_link(&devbox, "ada");
+    let ada = open_seat(&devbox, &link, "ada");
+    let before = common::list_dir(&devbox.specs());
+
+    // What reaches into the host is refused, naming the field; nothing is written.
+    let spec = |name: &str, spec: Value| json!({"apiVersion": "devbox/v1", "kind": "DevServer", "metadata": {"name": name}, "spec": spec});
+    for (field, body) in [
+        (
+            "env",
+            spec(
+                "mine",
+                json!({"env": {"NODE_OPTIONS": "--require /tmp/x.js"}}),
+            ),
+        ),
+        (
+            "workspace.path",
+            spec("mine", json!({"workspace": {"path": "/etc"}})),
+        ),
+        (
+            "workspace.zip",
+            spec("mine", json!({"workspace": {"zip": "/root/secret.zip"}})),
+        ),
+        ("port", spec("mine", json!({"port": devbox.port_start}))),
+    ] {
+        let reply = ada.call("PUT", "/specs/mine", Some(&body));
+        reply.assert_error(403, &format!("`{field}`"));
+    }
+    let mut other = spec("mine", json!({}));
+    other["metadata"]["owner"] = json!("bob");
+    ada.call("PUT", "/specs/mine", Some(&other))
+        .assert_error(403, "`owner`");
+    let reply = ada.call(
+        "POST",
+        "/servers",
+        Some(&json!({"name": "extra", "extensions": ["evil.payload"]})),
+    );
+    reply.assert_error(403, "`extensions`");
+    // Someone else's spec cannot be replaced either (it does not exist, for ada).
+    ada.call("PUT", "/specs/bob", Some(&spec("bob", json!({}))))
+        .assert_error(404, "bob");
+    assert_eq!(common::list_dir(&devbox.specs()), before, "nothing written");
+
+    // What the config offers is fine, and the new server is hers.
+    let created = ada.call(
+        "POST",
+        "/servers",
+        Some(&json!({"name": "second", "extension_groups": ["tools"]})),
+    );
+    assert_eq!(created.status, 201, "{created}");
+    assert_eq!(created.json()["owner"], "seat-ada");
+    assert_eq!(ada.listed(), ["ada", "second"]);
+    // The quota: two servers, the seat's and this one.
+    let third = ada.call(
+        "POST",
+        "/servers/create-metadata",
+        Some(&json!({"name": "third"})),
+    );
+    third.assert_error(409, "auth.max_servers_per_user");
+    assert!(!devbox.specs().join("third.yaml").exists());
+    // The admin is not bound by it.
+    let as_root = as_admin(
+        &devbox,
+        "POST",
+        "/servers/create-metadata",
+        Some(&json!({"name": "third"})),
+    );
+    assert_eq!(as_root.status, 201, "{as_root}");
+    assert_eq!(as_root.json().get("owner"), None, "the admin's own");
+}
+
+#[test]
+fn revoked_links_and_deleted_servers_sign_their_participant_out() {
+    let devbox = tenancy_devbox();
+    let (link, _) = seat_link(&devbox, "ada");
+    let ada = open_seat(&devbox, &link, "ada");
+    assert_eq!(ada.listed(), ["ada"]);
+
+    // An unknown link is a clear page, not a stack trace, and signs nobody in.
+    let unknown = devbox.get("/seat/not-a-ticket");
+    assert_eq!(unknown.status, 404, "{unknown}");
+    assert!(unknown.text.contains("not known"), "{}", unknown.text);
+    assert_eq!(unknown.header("set-cookie"), None);
+
+    let revoked = as_admin(&devbox, "DELETE", "/servers/ada/seat-link", None);
+    assert_eq!(revoked.status, 200, "{revoked}");
+    assert_eq!(revoked.json()["revoked"], 1);
+    assert_eq!(ada.call("GET", "/servers", None).status, 401, "signed out");
+    let again = devbox.get(&link);
+    assert_eq!(again.status, 410, "{again}");
+    assert!(again.text.contains("revoked"), "{}", again.text);
+
+    // A new link signs in again; deleting the owner's last server signs out.
+    let (fresh, _) = seat_link(&devbox, "ada");
+    let ada = open_seat(&devbox, &fresh, "ada");
+    assert_eq!(ada.listed(), ["ada"]);
+    let deleted = as_admin(&devbox, "DELETE", "/servers/ada", None);
+    assert_eq!(deleted.status, 200, "{deleted}");
+    assert_eq!(ada.call("GET", "/servers", None).status, 401);
+    assert_eq!(devbox.get(&fresh).status, 410, "its links went with it");
+}
+
+#[test]
+fn seat_links_need_sign_in_configured() {
+    // On a laptop with no token, every caller is the admin: a seat link would sign
+    // nobody in to anything less, so devbox says what to set instead.
+    let devbox = Devbox::start();
+    devbox.write_spec("solo", "  state: stopped\n");
+    devbox.wait_status("solo", "stopped");
+    devbox
+        .post("/servers/solo/seat-link")
+        .assert_error(409, "admin token");
+}
