@@ -116,10 +116,16 @@ fn open_seat<'a>(devbox: &'a Devbox, path: &str, server: &str) -> Participant<'a
 }
 
 fn tenancy_devbox() -> Devbox {
+    tenancy_devbox_with("")
+}
+
+/// A devbox with an admin token, two unowned servers `ada` and `bob`, and `auth`
+/// settings besides the quota.
+fn tenancy_devbox_with(auth: &str) -> Devbox {
     Devbox::start_opts(
         Options {
             config: format!(
-                "server:\n  api_token: \"{TOKEN}\"\nauth:\n  max_servers_per_user: 2\n"
+                "server:\n  api_token: \"{TOKEN}\"\nauth:\n  max_servers_per_user: 2\n{auth}"
             ),
             ..Options::default()
         },
@@ -356,4 +362,16 @@ fn seat_links_need_sign_in_configured() {
     devbox
         .post("/servers/solo/seat-link")
         .assert_error(409, "admin token");
+}
+
+#[test]
+fn users_named_in_auth_admins_sign_in_as_admins() {
+    let devbox = tenancy_devbox_with("  admins: [seat-bob]\n");
+    let (link, _) = seat_link(&devbox, "bob");
+    let bob = open_seat(&devbox, &link, "bob");
+    let session = bob.call("GET", "/auth/session", None).json();
+    assert_eq!(session["admin"], true, "{session}");
+    assert_eq!(bob.listed(), ["ada", "bob"], "an admin sees everyone's");
+    let (link, _) = seat_link(&devbox, "ada");
+    assert_eq!(open_seat(&devbox, &link, "ada").listed(), ["ada"]);
 }

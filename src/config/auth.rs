@@ -134,11 +134,6 @@ impl AuthSettings {
         }
         problems
     }
-
-    /// Whether `user` is named in `auth.admins`.
-    pub fn is_admin(&self, user: &UserName) -> bool {
-        self.admins.iter().any(|admin| admin == user.as_str())
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub use server::serve;
 
 use crate::api::{AppState, mib};
 use crate::config::Secret;
-use crate::identity::Caller;
+use crate::identity::{Caller, UserName};
 use crate::seats::SeatLinks;
 use crate::sessions::Sessions;
 use site::Site;
@@ -43,6 +43,8 @@ struct Front {
     site: Arc<Site>,
     /// Every admin token; none: no authentication, every caller is the admin.
     admin_tokens: Arc<[Secret]>,
+    /// `auth.admins`: user names that sign in as admins.
+    admin_users: Arc<[String]>,
     sessions: Sessions,
     seats: SeatLinks,
     /// Session cookies carry `Secure`: devbox is reached over https.
@@ -71,6 +73,15 @@ impl Front {
         )
     }
 
+    /// Who `user` is once signed in: the admin when `auth.admins` names them.
+    fn caller_named(&self, user: UserName) -> Caller {
+        if self.admin_users.iter().any(|admin| admin == user.as_str()) {
+            Caller::Admin
+        } else {
+            Caller::User(user)
+        }
+    }
+
     /// Opens a session for `caller`; returns its `Set-Cookie` value.
     fn session_cookie_for(&self, caller: Caller) -> String {
         let id = self.sessions.open(caller);
@@ -84,6 +95,7 @@ pub fn app(state: AppState) -> Router {
     let front = Front {
         site: Arc::new(Site::new(config)),
         admin_tokens: config.auth.resolved_admin_tokens.clone().into(),
+        admin_users: config.auth.admins.clone().into(),
         sessions: state.sessions.clone(),
         seats: state.seats.clone(),
         secure_cookies: config

@@ -14,7 +14,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use super::Front;
-use crate::identity::Caller;
 use crate::seats::RedeemError;
 
 /// The seat-link route.
@@ -26,7 +25,7 @@ async fn open(State(front): State<Front>, Path(ticket): Path<String>) -> Respons
     match front.seats.redeem(&ticket) {
         Ok(seat) => {
             tracing::info!(server = %seat.server, owner = %seat.owner, "seat link opened");
-            let cookie = front.session_cookie_for(Caller::User(seat.owner));
+            let cookie = front.session_cookie_for(front.caller_named(seat.owner));
             let target = format!("/s/{}/", seat.server);
             let body = format!(
                 "<meta http-equiv=\"refresh\" content=\"0;url={target}\">\
