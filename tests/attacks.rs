@@ -11,6 +11,8 @@
 
 mod common;
 
+#[path = "attacks/git_fetch.rs"]
+mod git_fetch;
 #[path = "attacks/instances.rs"]
 mod instances;
 #[path = "attacks/resources.rs"]

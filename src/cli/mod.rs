@@ -104,6 +104,9 @@ pub enum Command {
     },
     /// Check that everything devbox needs is in place.
     Doctor,
+    /// Internal: one git fetch or checkout, run by `serve` in a child it can kill.
+    #[command(name = "__git-fetch", hide = true)]
+    GitFetch,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -212,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None,
         ) => logs::run(&cli.load_config(None)?, name, *lines, *follow, *events),
         (Command::Doctor, _) => doctor::run(&cli.load_config(None)?),
+        (Command::GitFetch, _) => Ok(crate::provision::workspace::git_fetch_main()),
     }
 }
 

@@ -13,8 +13,15 @@
 //!   `ident` rewriting), so it writes exactly the declared bytes; what is on disk is
 //!   measured again afterwards.
 //! - Time: one deadline covers the fetch and the checkout. libgit2 cannot interrupt a
-//!   checkout, but the checkout is bounded in bytes first, and a clone that ends past
-//!   the deadline fails all the same.
+//!   checkout, and it checks a transfer's deadline only while data flows, so under
+//!   devbox both run in a child process that is killed at the deadline (`child`);
+//!   in this process the checkout is bounded in bytes first, and a clone that ends
+//!   past the deadline fails all the same.
+//! - Memory: the child's address space is limited, so a server that sends an endless
+//!   ref advertisement or pack (which libgit2 buffers) ends the child, not devbox.
+//! - Mirror size: a mirror larger than a workspace may be is removed (every workspace
+//!   holds all its mirror's objects, so it could never be checked out); the parent
+//!   also watches the mirror grow while the child fetches.
 //!
 //! A failure leaves nothing: the caller clones into a temporary folder that is removed
 //! with whatever was written.
@@ -29,7 +36,9 @@ use git2::{
     Repository, TreeWalkMode, TreeWalkResult,
 };
 
-use super::{GitMirrors, GitPolicy, WorkspaceError};
+use super::job::{Job, Step};
+use super::mirror::{self, MirrorError, Runner};
+use super::{GitMirrors, GitPolicy, WorkspaceError, child};
 
 /// What stopped a transfer from inside its progress callbacks.
 struct Guard {
@@ -97,7 +106,8 @@ fn fetch_options(guard: &Guard, allow_local_hosts: bool) -> FetchOptions<'_> {
 
 /// Clones `url` into `into` (an empty folder) and checks out `reference` (None = the
 /// remote's default branch), within `timeout` and `policy`. With `mirrors`, the clone is
-/// made from the local mirror of `url`, fetched first unless it is fresh.
+/// made from the local mirror of `url`, fetched first unless it is fresh; the mirrors
+/// say whether the fetch and the checkout run here or in a child process (`child`).
 pub(super) fn clone(
     url: &str,
     reference: Option<&str>,
@@ -106,165 +116,312 @@ pub(super) fn clone(
     mirrors: Option<&GitMirrors>,
     policy: &GitPolicy,
 ) -> Result<(), WorkspaceError> {
-    let guard = Guard {
-        deadline: Instant::now() + timeout,
-        max_bytes: policy.max_workspace_bytes,
-        timed_out: Cell::new(false),
-        too_large: Cell::new(None),
-    };
-    let timed_out = || WorkspaceError::GitTimeout {
-        url: url.to_owned(),
+    let task = Task {
+        url,
         timeout,
+        deadline: Instant::now() + timeout,
+        policy: *policy,
     };
-    let too_large = |detail: String| WorkspaceError::GitTooLarge {
-        url: url.to_owned(),
-        max_mb: policy.max_workspace_bytes / MIB,
-        detail,
+    let Some(mirrors) = mirrors else {
+        return task.clone_remote(reference, into);
     };
-    let map_err = |source: git2::Error| {
+    match mirrors.runner() {
+        Runner::InProcess => mirrors.with_mirror(
+            url,
+            |mirror| task.fetch_mirror(mirror),
+            |mirror| task.clone_mirror(mirror, reference, into),
+        ),
+        Runner::Child(exe) => mirrors.with_mirror(
+            url,
+            |mirror| {
+                task.in_child(exe, mirror, Step::Mirror).map_err(|failure| {
+                    // Cut off mid-transfer: what it wrote is not a mirror to keep.
+                    if failure.killed {
+                        mirror::discard(mirror);
+                    }
+                    failure.error
+                })
+            },
+            |mirror| {
+                let step = Step::Checkout {
+                    into: into.to_path_buf(),
+                    reference: reference.map(str::to_owned),
+                };
+                task.in_child(exe, mirror, step)
+                    .map_err(|failure| failure.error)
+            },
+        ),
+    }
+}
+
+/// Runs one step of a clone (the [`Job`] read by `devbox __git-fetch`) in this process:
+/// the child's side of [`Task::in_child`].
+pub(super) fn run_job(job: &Job) -> Result<(), WorkspaceError> {
+    let task = Task {
+        url: &job.url,
+        timeout: job.git_timeout(),
+        deadline: Instant::now() + Duration::from_millis(job.timeout_ms),
+        policy: job.policy(),
+    };
+    match &job.step {
+        Step::Mirror => task.fetch_mirror(&job.mirror),
+        Step::Checkout { into, reference } => {
+            task.clone_mirror(&job.mirror, reference.as_deref(), into)
+        }
+    }
+}
+
+/// One clone: its URL and the limits all its steps share.
+struct Task<'a> {
+    url: &'a str,
+    /// `ui.workspace.git_timeout`, as messages name it.
+    timeout: Duration,
+    /// When the clone's time is up (the same instant for every step).
+    deadline: Instant,
+    policy: GitPolicy,
+}
+
+impl Task<'_> {
+    fn timed_out(&self) -> WorkspaceError {
+        WorkspaceError::GitTimeout {
+            url: self.url.to_owned(),
+            timeout: self.timeout,
+        }
+    }
+
+    fn too_large(&self, detail: String) -> WorkspaceError {
+        WorkspaceError::GitTooLarge {
+            url: self.url.to_owned(),
+            max_mb: self.policy.max_workspace_bytes / MIB,
+            detail,
+        }
+    }
+
+    fn guard(&self) -> Guard {
+        Guard {
+            deadline: self.deadline,
+            max_bytes: self.policy.max_workspace_bytes,
+            timed_out: Cell::new(false),
+            too_large: Cell::new(None),
+        }
+    }
+
+    /// A transfer's error, told apart by what its guard saw.
+    fn transfer_error(&self, guard: &Guard, source: git2::Error) -> WorkspaceError {
         if guard.timed_out.get()
             || (source.code() == git2::ErrorCode::User && Instant::now() >= guard.deadline)
         {
-            timed_out()
+            self.timed_out()
         } else if let Some(received) = guard.too_large.get() {
-            too_large(format!("its download passed {received} bytes"))
+            self.too_large(format!("its download passed {received} bytes"))
         } else {
             WorkspaceError::GitClone {
-                url: url.to_owned(),
+                url: self.url.to_owned(),
                 source,
             }
         }
-    };
-    // Called before each transfer, so the host is looked at only when git will connect.
-    let connect = || -> Result<FetchOptions<'_>, WorkspaceError> {
-        if !policy.allow_local_hosts {
-            crate::git_url::check_resolved(url)
+    }
+
+    /// Options for one transfer; called just before it, so the host is looked at only
+    /// when git will connect.
+    fn connect<'g>(&self, guard: &'g Guard) -> Result<FetchOptions<'g>, WorkspaceError> {
+        if !self.policy.allow_local_hosts {
+            crate::git_url::check_resolved(self.url)
                 .map_err(|source| WorkspaceError::GitHost { source })?;
         }
-        Ok(fetch_options(&guard, policy.allow_local_hosts))
-    };
-    // The checkout comes later, once its size is known.
-    let no_checkout = || {
+        Ok(fetch_options(guard, self.policy.allow_local_hosts))
+    }
+
+    /// Runs `step` of this clone in a child process of `exe`, within what is left of
+    /// the time limit.
+    fn in_child(&self, exe: &Path, mirror: &Path, step: Step) -> Result<(), child::Failure> {
+        let Some(left) = self.deadline.checked_duration_since(Instant::now()) else {
+            return Err(child::Failure {
+                error: self.timed_out(),
+                killed: false,
+            });
+        };
+        let watch = matches!(step, Step::Mirror).then(|| mirror.to_path_buf());
+        let job = Job {
+            url: self.url.to_owned(),
+            mirror: mirror.to_path_buf(),
+            step,
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            git_timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            max_workspace_bytes: self.policy.max_workspace_bytes,
+            allow_local_hosts: self.policy.allow_local_hosts,
+            memory_limit: child::memory_limit(&self.policy),
+            parent: std::process::id(),
+        };
+        child::run(exe, &job, self.deadline, watch.as_deref())
+    }
+
+    /// Fetches the remote into `mirror` (see `mirror::fetch`), then checks the mirror
+    /// fits the workspace limit: every workspace holds all of its mirror's objects, so a
+    /// larger mirror could never be checked out, and it is removed.
+    fn fetch_mirror(&self, mirror: &Path) -> Result<(), WorkspaceError> {
+        let guard = self.guard();
+        mirror::fetch(self.url, mirror, self.connect(&guard)?).map_err(|error| match error {
+            MirrorError::Git(e) => self.transfer_error(&guard, e),
+            MirrorError::Io(what, e) => WorkspaceError::io(what, e),
+        })?;
+        let bytes = disk_bytes(mirror)?;
+        if bytes > self.policy.max_workspace_bytes {
+            mirror::discard(mirror);
+            return Err(self.too_large(format!("its mirror took {bytes} bytes")));
+        }
+        Ok(())
+    }
+
+    /// Straight from the remote, no mirror.
+    fn clone_remote(&self, reference: Option<&str>, into: &Path) -> Result<(), WorkspaceError> {
+        let guard = self.guard();
+        let mut builder = RepoBuilder::new();
+        builder.fetch_options(self.connect(&guard)?);
+        builder.with_checkout(no_checkout());
+        let repo = builder
+            .clone(self.url, into)
+            .map_err(|e| self.transfer_error(&guard, e))?;
+        self.check_out(&guard, &repo, reference, into)
+    }
+
+    /// From the mirror: a local clone hard-links the mirror's objects; its `origin` is
+    /// the real URL.
+    fn clone_mirror(
+        &self,
+        mirror: &Path,
+        reference: Option<&str>,
+        into: &Path,
+    ) -> Result<(), WorkspaceError> {
+        let guard = self.guard();
+        let clone = || -> Result<Repository, git2::Error> {
+            let repo = RepoBuilder::new()
+                .clone_local(CloneLocal::Local)
+                .with_checkout(no_checkout())
+                .clone(&mirror.to_string_lossy(), into)?;
+            repo.remote_set_url("origin", self.url)?;
+            Ok(repo)
+        };
+        let repo = clone().map_err(|e| WorkspaceError::GitClone {
+            url: self.url.to_owned(),
+            source: e,
+        })?;
+        self.check_out(&guard, &repo, reference, into)
+    }
+
+    /// Checks out `reference` in `repo` (cloned into `into` without a checkout), once
+    /// its size is known to fit.
+    fn check_out(
+        &self,
+        guard: &Guard,
+        repo: &Repository,
+        reference: Option<&str>,
+        into: &Path,
+    ) -> Result<(), WorkspaceError> {
+        let url = self.url;
+        let target = match reference {
+            None => Target::Head,
+            Some(reference) => match resolve_reference(repo, reference) {
+                Some(Resolved::Branch(id)) => Target::Branch(reference, id),
+                Some(Resolved::Detached(id)) => Target::Detached(id),
+                None => {
+                    let oid = fetch_commit(repo, reference, &|| self.connect(guard)).map_err(
+                        |e| match e {
+                            FetchCommit::Git(e)
+                                if guard.timed_out.get() || guard.too_large.get().is_some() =>
+                            {
+                                self.transfer_error(guard, e)
+                            }
+                            FetchCommit::Git(_) | FetchCommit::NotFound => {
+                                WorkspaceError::GitReferenceNotFound {
+                                    url: url.to_owned(),
+                                    reference: reference.to_owned(),
+                                }
+                            }
+                            FetchCommit::Refused(e) => e,
+                        },
+                    )?;
+                    Target::Detached(oid)
+                }
+            },
+        };
+        let checkout_err = |source: git2::Error| WorkspaceError::GitCheckout {
+            url: url.to_owned(),
+            reference: reference.unwrap_or("HEAD").to_owned(),
+            source,
+        };
+
+        // What the checkout will write, and what the clone holds already.
+        let commit = match target {
+            Target::Head => match repo.head() {
+                Ok(head) => head.peel_to_commit(),
+                // An empty repository: nothing to check out.
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => Err(e),
+            },
+            Target::Branch(_, id) | Target::Detached(id) => repo.find_commit(id),
+        }
+        .map_err(checkout_err)?;
+        let max_bytes = self.policy.max_workspace_bytes;
+        let git_dir_bytes = disk_bytes(repo.path())?;
+        let budget = max_bytes.saturating_sub(git_dir_bytes);
+        let files = declared_bytes(repo, &commit, budget).map_err(checkout_err)?;
+        if files > budget {
+            return Err(self.too_large(format!(
+                "its files need more than {budget} bytes besides the {git_dir_bytes} bytes of its .git"
+            )));
+        }
+        if Instant::now() >= self.deadline {
+            return Err(self.timed_out());
+        }
+
         let mut checkout = CheckoutBuilder::new();
-        checkout.dry_run();
-        checkout
-    };
-
-    let repo = match mirrors {
-        Some(mirrors) => mirrors.with_mirror(url, connect, map_err, |mirror| {
-            let from_mirror = || -> Result<Repository, git2::Error> {
-                // A local clone hard-links the mirror's objects.
-                let repo = RepoBuilder::new()
-                    .clone_local(CloneLocal::Local)
-                    .with_checkout(no_checkout())
-                    .clone(&mirror.to_string_lossy(), into)?;
-                repo.remote_set_url("origin", url)?;
-                Ok(repo)
-            };
-            from_mirror().map_err(|e| WorkspaceError::GitClone {
-                url: url.to_owned(),
-                source: e,
-            })
-        })?,
-        None => {
-            let mut builder = RepoBuilder::new();
-            builder.fetch_options(connect()?);
-            builder.with_checkout(no_checkout());
-            builder.clone(url, into).map_err(map_err)?
+        checkout.force().disable_filters(true);
+        match target {
+            Target::Head => repo.checkout_head(Some(&mut checkout)),
+            Target::Branch(reference, _) => {
+                let local = format!("refs/heads/{reference}");
+                if repo.find_reference(&local).is_err() {
+                    let mut branch = repo
+                        .branch(reference, &commit, false)
+                        .map_err(checkout_err)?;
+                    // Tracking is a convenience for the user; a failure here does not matter.
+                    let _ = branch.set_upstream(Some(&format!("origin/{reference}")));
+                }
+                repo.checkout_tree(commit.as_object(), Some(&mut checkout))
+                    .and_then(|()| repo.set_head(&local))
+            }
+            Target::Detached(id) => repo
+                .checkout_tree(commit.as_object(), Some(&mut checkout))
+                .and_then(|()| repo.set_head_detached(id)),
         }
-    };
+        .map_err(checkout_err)?;
 
-    let target = match reference {
-        None => Target::Head,
-        Some(reference) => match resolve_reference(&repo, reference) {
-            Some(Resolved::Branch(id)) => Target::Branch(reference, id),
-            Some(Resolved::Detached(id)) => Target::Detached(id),
-            None => {
-                let oid = fetch_commit(&repo, reference, &connect).map_err(|e| match e {
-                    FetchCommit::Git(e)
-                        if guard.timed_out.get() || guard.too_large.get().is_some() =>
-                    {
-                        map_err(e)
-                    }
-                    FetchCommit::Git(_) | FetchCommit::NotFound => {
-                        WorkspaceError::GitReferenceNotFound {
-                            url: url.to_owned(),
-                            reference: reference.to_owned(),
-                        }
-                    }
-                    FetchCommit::Refused(e) => e,
-                })?;
-                Target::Detached(oid)
-            }
-        },
-    };
-    let checkout_err = |source: git2::Error| WorkspaceError::GitCheckout {
-        url: url.to_owned(),
-        reference: reference.unwrap_or("HEAD").to_owned(),
-        source,
-    };
+        // Exactly what was declared, unless something unforeseen wrote more: measure.
+        let on_disk = disk_bytes(into)?;
+        if on_disk > max_bytes {
+            return Err(self.too_large(format!("it took {on_disk} bytes on disk")));
+        }
+        if Instant::now() >= self.deadline {
+            return Err(self.timed_out());
+        }
+        Ok(())
+    }
+}
 
-    // What the checkout will write, and what the clone holds already.
-    let commit = match target {
-        Target::Head => match repo.head() {
-            Ok(head) => head.peel_to_commit(),
-            // An empty repository: nothing to check out.
-            Err(e)
-                if matches!(
-                    e.code(),
-                    git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound
-                ) =>
-            {
-                return Ok(());
-            }
-            Err(e) => Err(e),
-        },
-        Target::Branch(_, id) | Target::Detached(id) => repo.find_commit(id),
-    }
-    .map_err(checkout_err)?;
-    let git_dir_bytes = disk_bytes(repo.path())?;
-    let budget = policy.max_workspace_bytes.saturating_sub(git_dir_bytes);
-    let files = declared_bytes(&repo, &commit, budget).map_err(checkout_err)?;
-    if files > budget {
-        return Err(too_large(format!(
-            "its files need more than {budget} bytes besides the {git_dir_bytes} bytes of its .git"
-        )));
-    }
-    if Instant::now() >= guard.deadline {
-        return Err(timed_out());
-    }
-
+/// Clone options that check nothing out: the checkout comes later, once its size is
+/// known.
+fn no_checkout() -> CheckoutBuilder<'static> {
     let mut checkout = CheckoutBuilder::new();
-    checkout.force().disable_filters(true);
-    match target {
-        Target::Head => repo.checkout_head(Some(&mut checkout)),
-        Target::Branch(reference, _) => {
-            let local = format!("refs/heads/{reference}");
-            if repo.find_reference(&local).is_err() {
-                let mut branch = repo
-                    .branch(reference, &commit, false)
-                    .map_err(checkout_err)?;
-                // Tracking is a convenience for the user; a failure here does not matter.
-                let _ = branch.set_upstream(Some(&format!("origin/{reference}")));
-            }
-            repo.checkout_tree(commit.as_object(), Some(&mut checkout))
-                .and_then(|()| repo.set_head(&local))
-        }
-        Target::Detached(id) => repo
-            .checkout_tree(commit.as_object(), Some(&mut checkout))
-            .and_then(|()| repo.set_head_detached(id)),
-    }
-    .map_err(checkout_err)?;
-
-    // Exactly what was declared, unless something unforeseen wrote more: measure.
-    let on_disk = disk_bytes(into)?;
-    if on_disk > policy.max_workspace_bytes {
-        return Err(too_large(format!("it took {on_disk} bytes on disk")));
-    }
-    if Instant::now() >= guard.deadline {
-        return Err(timed_out());
-    }
-    Ok(())
+    checkout.dry_run();
+    checkout
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -342,7 +499,7 @@ fn declared_bytes(
 }
 
 /// The bytes of the files under `dir` (symbolic links not followed).
-fn disk_bytes(dir: &Path) -> Result<u64, WorkspaceError> {
+pub(super) fn disk_bytes(dir: &Path) -> Result<u64, WorkspaceError> {
     let mut total = 0u64;
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
@@ -523,7 +680,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (origin, main, dev) = make_repo(dir.path());
         let url = file_url(&origin);
-        let mirrors = GitMirrors::new(dir.path().join("mirrors"));
+        let mirrors = GitMirrors::in_process(dir.path().join("mirrors"), GitPolicy::default());
         let ws = dir.path().join("ws");
         let through_mirror = |reference: Option<&str>, target: &Path| {
             clone_git(
@@ -690,7 +847,7 @@ mod tests {
 
     /// Mirrors in `dir` whose clones may take at most `max_workspace_bytes`.
     fn mirrors_limited_to(dir: PathBuf, max_workspace_bytes: u64) -> GitMirrors {
-        GitMirrors::with_policy(
+        GitMirrors::in_process(
             dir,
             GitPolicy {
                 max_workspace_bytes,
@@ -770,7 +927,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (origin, _, _) = make_repo(dir.path());
         let url = file_url(&origin);
-        let mirrors = GitMirrors::new(dir.path().join("mirrors"));
+        let mirrors = GitMirrors::in_process(dir.path().join("mirrors"), GitPolicy::default());
         clone_git(
             &url,
             None,
@@ -798,7 +955,7 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let mirrors = GitMirrors::new(dir.path().join("mirrors"));
+        let mirrors = GitMirrors::in_process(dir.path().join("mirrors"), GitPolicy::default());
         let t = dir.path().join("ws").join("t");
         for url in [
             format!("https://127.0.0.1:{port}/r.git"),

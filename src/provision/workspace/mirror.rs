@@ -13,7 +13,9 @@
 //! objects are their own hard links).
 //!
 //! Every clone goes through the mirrors, so they also carry the [`GitPolicy`] that
-//! every clone obeys (size on disk, which hosts git may reach).
+//! every clone obeys (size on disk, which hosts git may reach), and where clones run
+//! ([`Runner`]: in child processes under devbox). A fetch killed half way, or one that
+//! leaves the mirror larger than a workspace may be, removes the mirror ([`discard`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -40,6 +42,16 @@ pub struct GitMirrors {
     dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<MirrorLocks>>>,
     policy: GitPolicy,
+    runner: Runner,
+}
+
+/// Where the fetches and checkouts of clones run.
+pub(super) enum Runner {
+    /// In the calling thread: for unit tests, whose executable is not devbox.
+    #[cfg_attr(not(test), allow(dead_code))]
+    InProcess,
+    /// In a child process of this executable (`devbox __git-fetch`, see `child`).
+    Child(PathBuf),
 }
 
 #[derive(Default)]
@@ -56,12 +68,32 @@ impl GitMirrors {
         Self::with_policy(dir, GitPolicy::default())
     }
 
-    /// Mirrors kept in `dir`, for clones that obey `policy`.
+    /// Mirrors kept in `dir`, for clones that obey `policy`. Their fetches and
+    /// checkouts run in child processes of this executable, which must be devbox (its
+    /// hidden `__git-fetch` subcommand).
     pub fn with_policy(dir: PathBuf, policy: GitPolicy) -> Self {
+        // /proc/self/exe is what current_exe reads; spawned, it is this executable too.
+        let exe = std::env::current_exe().unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot tell devbox's own executable; using /proc/self/exe");
+            PathBuf::from("/proc/self/exe")
+        });
         Self {
             dir,
             locks: Mutex::default(),
             policy,
+            runner: Runner::Child(exe),
+        }
+    }
+
+    /// Mirrors whose clones run in the calling thread, with no child process to kill at
+    /// the deadline (unit tests).
+    #[cfg(test)]
+    pub(super) fn in_process(dir: PathBuf, policy: GitPolicy) -> Self {
+        Self {
+            dir,
+            locks: Mutex::default(),
+            policy,
+            runner: Runner::InProcess,
         }
     }
 
@@ -70,13 +102,18 @@ impl GitMirrors {
         &self.policy
     }
 
-    /// Calls `clone_from` with the path of `url`'s mirror, fetched (with `options`,
-    /// which may refuse to connect) unless it is fresh. Git errors go through `git_error`.
-    pub(super) fn with_mirror<'a, T>(
+    /// Where the fetches and checkouts of clones through these mirrors run.
+    pub(super) fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Calls `clone_from` with the path of `url`'s mirror, after `fetch` has fetched
+    /// into it unless it is fresh (`fetch` runs under the write lock, `clone_from` under
+    /// a read lock; an error from `fetch` releases both and is returned).
+    pub(super) fn with_mirror<T>(
         &self,
         url: &str,
-        options: impl Fn() -> Result<FetchOptions<'a>, WorkspaceError>,
-        git_error: impl Fn(git2::Error) -> WorkspaceError,
+        fetch: impl FnOnce(&Path) -> Result<(), WorkspaceError>,
         clone_from: impl FnOnce(&Path) -> Result<T, WorkspaceError>,
     ) -> Result<T, WorkspaceError> {
         let name = mirror_name(url);
@@ -96,11 +133,10 @@ impl GitMirrors {
                     .contents
                     .write()
                     .unwrap_or_else(PoisonError::into_inner);
-                self.fetch(url, &name, &mirror, options()?)
-                    .map_err(|error| match error {
-                        MirrorError::Git(e) => git_error(e),
-                        MirrorError::Io(what, e) => WorkspaceError::io(what, e),
-                    })?;
+                fs::create_dir_all(&self.dir).map_err(|e| {
+                    WorkspaceError::io(format!("cannot create {}", self.dir.display()), e)
+                })?;
+                fetch(&mirror)?;
             }
         }
         let _reading = locks
@@ -142,53 +178,71 @@ impl GitMirrors {
         }
         removed
     }
+}
 
-    /// Fetches every branch and tag of `url` into its mirror (made first when missing,
-    /// in a staging folder), and points the mirror's HEAD at the remote's default branch,
-    /// which clones check out when they name no branch.
-    fn fetch(
-        &self,
-        url: &str,
-        name: &str,
-        mirror: &Path,
-        mut options: FetchOptions<'_>,
-    ) -> Result<(), MirrorError> {
-        let exists = mirror.join("HEAD").is_file();
-        let staging = self.dir.join(format!("{STAGING_PREFIX}{name}"));
-        let io = |what: &str, path: &Path| {
-            let what = format!("{what} {}", path.display());
-            move |e| MirrorError::Io(what, e)
-        };
-        let repo = if exists {
-            Repository::open_bare(mirror)?
-        } else {
-            fsutil::remove_dir_if_exists(&staging).map_err(io("cannot remove", &staging))?;
-            fs::create_dir_all(&self.dir).map_err(io("cannot create", &self.dir))?;
-            let repo = Repository::init_bare(&staging)?;
-            repo.remote_with_fetch("origin", url, MIRROR_REFSPECS[0])?;
-            repo
-        };
-        let mut remote = repo.find_remote("origin")?;
-        if let Err(err) = remote.fetch(&MIRROR_REFSPECS, Some(&mut options), None) {
-            // A download cut off (too large, too slow) is not kept until the next fetch.
-            if !exists && let Err(e) = fsutil::remove_dir_if_exists(&staging) {
-                tracing::warn!(err = %e, staging = %staging.display(), "cannot remove a failed mirror");
-            }
-            return Err(err.into());
+/// Fetches every branch and tag of `url` into `mirror` (made first when missing, in a
+/// staging folder beside it), and points the mirror's HEAD at the remote's default
+/// branch, which clones check out when they name no branch. The caller holds the
+/// mirror's write lock.
+pub(super) fn fetch(
+    url: &str,
+    mirror: &Path,
+    mut options: FetchOptions<'_>,
+) -> Result<(), MirrorError> {
+    let exists = mirror.join("HEAD").is_file();
+    let staging = staging_of(mirror);
+    let io = |what: &str, path: &Path| {
+        let what = format!("{what} {}", path.display());
+        move |e| MirrorError::Io(what, e)
+    };
+    let repo = if exists {
+        Repository::open_bare(mirror)?
+    } else {
+        fsutil::remove_dir_if_exists(&staging).map_err(io("cannot remove", &staging))?;
+        let repo = Repository::init_bare(&staging)?;
+        repo.remote_with_fetch("origin", url, MIRROR_REFSPECS[0])?;
+        repo
+    };
+    let mut remote = repo.find_remote("origin")?;
+    if let Err(err) = remote.fetch(&MIRROR_REFSPECS, Some(&mut options), None) {
+        // A download cut off (too large, too slow) is not kept until the next fetch.
+        if !exists && let Err(e) = fsutil::remove_dir_if_exists(&staging) {
+            tracing::warn!(err = %e, staging = %staging.display(), "cannot remove a failed mirror");
         }
-        if let Ok(default) = remote.default_branch()
-            && let Ok(default) = default.as_str()
-        {
-            repo.set_head(default)?;
+        return Err(err.into());
+    }
+    if let Ok(default) = remote.default_branch()
+        && let Ok(default) = default.as_str()
+    {
+        repo.set_head(default)?;
+    }
+    if !exists {
+        fs::rename(&staging, mirror).map_err(io("cannot move into place", &staging))?;
+    }
+    fs::write(mirror.join(FETCHED_MARKER), b"").map_err(io("cannot mark as fetched", mirror))
+}
+
+/// Removes `mirror` and its staging folder: a fetch was cut off half way (a partial pack
+/// may be left in it) or it grew too large. The next clone fetches it anew. The caller
+/// holds the mirror's write lock.
+pub(super) fn discard(mirror: &Path) {
+    for path in [mirror.to_path_buf(), staging_of(mirror)] {
+        if let Err(err) = fsutil::remove_dir_if_exists(&path) {
+            tracing::warn!(%err, path = %path.display(), "cannot remove a git mirror");
         }
-        if !exists {
-            fs::rename(&staging, mirror).map_err(io("cannot move into place", &staging))?;
-        }
-        fs::write(mirror.join(FETCHED_MARKER), b"").map_err(io("cannot mark as fetched", mirror))
     }
 }
 
-enum MirrorError {
+/// Where a new mirror is made before it is moved to `mirror`.
+pub(super) fn staging_of(mirror: &Path) -> PathBuf {
+    let name = mirror
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    mirror.with_file_name(format!("{STAGING_PREFIX}{name}"))
+}
+
+pub(super) enum MirrorError {
     Git(git2::Error),
     Io(String, std::io::Error),
 }

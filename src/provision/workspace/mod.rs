@@ -5,15 +5,20 @@
 //! `prepare`, `check_zip`, `GitPolicy`) and the managed-target logic; the sources' own work lives in
 //! `zip` (validating and extracting archives: zip-slip, symlinks, bombs), `git`
 //! (cloning, reference checkout, timeouts) and `mirror` (one fetch of a repository for
-//! many clones).
+//! many clones). Under devbox a clone's fetch and checkout run in a child process
+//! that is killed at the time limit: `child` starts and watches it, `subcommand` is
+//! the child (`devbox __git-fetch`, [`git_fetch_main`]), `job` what passes between them.
 //!
 //! Everything here is blocking; the reconciler runs it in `spawn_blocking`. A managed
 //! workspace is built in a temporary directory beside its final place and renamed into
 //! place only when complete, so a failure never leaves a partial workspace behind, and an
 //! existing non-empty workspace is never touched (user work is never destroyed).
 
+mod child;
 mod git;
+mod job;
 mod mirror;
+mod subcommand;
 // In this file `zip::` names the child module; the zip crate is spelled `::zip::`.
 mod zip;
 
@@ -23,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use mirror::GitMirrors;
+pub use subcommand::main as git_fetch_main;
 
 /// Where a workspace's content comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +171,13 @@ pub enum WorkspaceError {
         max_mb: u64,
         detail: String,
     },
+    #[error(
+        "git clone of {url} needed more memory than its limit of {limit_mb} MB (the server \
+         sent more than a repository within ui.workspace.max_workspace_mb needs)"
+    )]
+    GitMemory { url: String, limit_mb: u64 },
+    #[error("git clone of {url} failed: its git process {detail}")]
+    GitProcess { url: String, detail: String },
     #[error(transparent)]
     GitHost {
         #[from]
@@ -217,6 +230,8 @@ pub fn prepare(
         WorkspaceSource::Path(p) => existing_dir(p),
         WorkspaceSource::Empty => managed(target, None),
         WorkspaceSource::Git { url, reference } => {
+            let server = target.file_name().unwrap_or_default().to_string_lossy();
+            let _span = tracing::info_span!("git_workspace", %server).entered();
             let policy = mirrors.map(|m| *m.policy()).unwrap_or_default();
             managed(
                 target,
