@@ -528,6 +528,13 @@ impl Config {
         if let Some(path) = &self.server.api_token_file {
             self.server.api_token = Some(auth::read_token_file(path)?);
         }
+        if let Some(token) = &self.server.api_token {
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(TokenSourceError::EmptyToken.into());
+            }
+            self.server.api_token = Some(token.to_owned());
+        }
         let mut tokens: Vec<Secret> = self.server.api_token.iter().map(Secret::new).collect();
         for source in &self.auth.admin_tokens {
             tokens.push(source.read()?);
@@ -544,14 +551,20 @@ impl Config {
 
     /// Refuses settings under which any web page could drive devbox.
     fn check_safety(&self) -> Result<(), ConfigError> {
-        let any_origin = self.server.cors_allowed_origins.iter().any(|o| o == "*");
-        if any_origin && !self.auth_required() {
-            return Err(ConfigError::Unsafe(
-                "server.cors_allowed_origins allows every origin (\"*\") but no API token is set: \
+        // `null` is the origin of every sandboxed frame and local file: as good as any.
+        let any_origin = self
+            .server
+            .cors_allowed_origins
+            .iter()
+            .find(|o| *o == "*" || o.eq_ignore_ascii_case("null"));
+        if let Some(origin) = any_origin
+            && !self.auth_required()
+        {
+            return Err(ConfigError::Unsafe(format!(
+                "server.cors_allowed_origins allows every origin (\"{origin}\") but no API token is set: \
                  any web page you visit could then create servers and run code on this host. \
                  Set server.api_token_file (or DEVBOX_API_TOKEN), or list the origins you trust"
-                    .into(),
-            ));
+            )));
         }
         Ok(())
     }
@@ -713,6 +726,25 @@ pub fn check_git_url(url: &str, allowed: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_token_is_refused_and_a_padded_one_trimmed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("devbox.yaml");
+        for empty in ["\"\"", "\"   \""] {
+            std::fs::write(&path, format!("server:\n  api_token: {empty}\n")).expect("write");
+            let err = Config::load(Some(&path), &Overrides::default())
+                .expect_err("an empty token is no token");
+            assert!(
+                err.to_string().contains("server.api_token is empty"),
+                "{err}"
+            );
+        }
+        std::fs::write(&path, "server:\n  api_token: \" s3cret \"\n").expect("write");
+        let config = Config::load(Some(&path), &Overrides::default()).expect("valid");
+        assert!(config.auth_required());
+        assert_eq!(config.server.api_token.as_deref(), Some("s3cret"));
+    }
 
     #[test]
     fn embedded_default_is_valid_and_matches_rust_defaults() {

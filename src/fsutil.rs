@@ -108,14 +108,28 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Creates `dir` (and its parents) with mode 0700, or takes every access but the
 /// owner's off an existing one (the umask may have left some on a new directory, a hand
 /// may have opened up an old one). Follows a symbolic link to a directory: where the
-/// directory lives is the operator's choice.
+/// directory lives is the operator's choice. A directory of another user is refused
+/// (`PermissionDenied`): whoever owns it could change what is inside, even as root runs.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
         .mode(PRIVATE_DIR_MODE)
         .create(dir)?;
-    let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    let metadata = fs::metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to devbox's user (uid {me}); devbox keeps its state \
+                 only in a folder of its own",
+                dir.display(),
+                metadata.uid()
+            ),
+        ));
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
     if mode != PRIVATE_DIR_MODE {
         fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
     }
@@ -226,6 +240,27 @@ mod tests {
             private_dir(&root.path().join("file")).is_err(),
             "not a directory"
         );
+    }
+
+    #[test]
+    fn another_users_directory_is_refused_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        // As root, a folder handed to nobody; as anyone else, root's own `/`.
+        let foreign = if nix::unistd::geteuid().is_root() {
+            let dir = root.path().join("planted");
+            fs::create_dir(&dir).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+            dir
+        } else {
+            PathBuf::from("/")
+        };
+        let before = fs::metadata(&foreign).unwrap().permissions().mode();
+        let err = private_dir(&foreign).expect_err("another user's folder");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("not to devbox's user"), "{err}");
+        assert_eq!(fs::metadata(&foreign).unwrap().permissions().mode(), before);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The rule: a git URL may not reach inside the host devbox runs on. Its host may not
 //! be, or resolve to, a loopback, link-local (cloud metadata: 169.254.169.254) or
-//! unspecified address, an IPv4-mapped or -compatible IPv6 form of one, or a
+//! unspecified address, an IPv4-mapped or -compatible IPv6 form of one, an address of
+//! one of the host's own interfaces, or a
 //! `localhost` name, unless `ui.workspace.allow_local_git_hosts` is true. Otherwise
 //! anyone who may create a server could make devbox fetch from the host's own
 //! services, and the clone's error text would tell them what answered.
@@ -33,8 +34,8 @@ pub enum GitHostError {
     )]
     Local { host: String, what: &'static str },
     #[error(
-        "git URL host `{host}` resolves to {address}, a loopback, link-local or unspecified \
-         address: the local-host rule refuses git URLs that reach inside this host (set \
+        "git URL host `{host}` resolves to {address}, an address of this host (loopback, \
+         link-local, unspecified or one of its interfaces): the local-host rule refuses git URLs that reach inside this host (set \
          {SETTING}: true to allow them)"
     )]
     ResolvesLocal { host: String, address: IpAddr },
@@ -173,8 +174,36 @@ fn inet_aton(text: &str) -> Option<Ipv4Addr> {
 
 /// Whether `ip` reaches this host (or its cloud's metadata service): loopback,
 /// link-local, unspecified or "this network" (0.0.0.0/8), directly or in an IPv6 form
-/// that carries an IPv4 address.
-pub fn is_local(ip: IpAddr) -> bool {
+/// that carries an IPv4 address, or an address of one of this host's interfaces (a
+/// service bound to every address answers there too).
+fn reaches_this_host(ip: IpAddr) -> bool {
+    is_local(ip) || is_own_address(ip)
+}
+
+/// Whether `ip` is assigned to one of this host's network interfaces (or is an IPv6
+/// form of such an IPv4 address). Read anew each time: addresses come and go.
+fn is_own_address(ip: IpAddr) -> bool {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return false;
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    };
+    interfaces
+        .filter_map(|interface| interface.address)
+        .filter_map(|address| {
+            address
+                .as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .any(|own| own == ip)
+}
+
+/// Whether `ip` is a loopback, link-local, unspecified or "this network" address,
+/// directly or in an IPv6 form that carries an IPv4 address.
+fn is_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
         IpAddr::V6(v6) => {
@@ -215,6 +244,7 @@ pub fn check_host(url: &str) -> Result<(), GitHostError> {
         Some(ip) if is_local(ip) => Err(local(
             "a loopback, link-local or unspecified address (or an IPv6 form of one)",
         )),
+        Some(ip) if is_own_address(ip) => Err(local("an address of this host's own interfaces")),
         _ => Ok(()),
     }
 }
@@ -241,7 +271,7 @@ pub fn check_resolved(url: &str) -> Result<(), GitHostError> {
                 source,
             })?;
     for address in addresses {
-        if is_local(address.ip()) {
+        if reaches_this_host(address.ip()) {
             return Err(GitHostError::ResolvesLocal {
                 host,
                 address: address.ip(),
@@ -306,6 +336,28 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(SETTING), "{url}: {text}");
             assert!(matches!(err, GitHostError::Local { .. }), "{url}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_hosts_own_interface_addresses_are_refused() {
+        let own: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+            .expect("getifaddrs")
+            .filter_map(|interface| interface.address)
+            .filter_map(|address| address.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())))
+            .filter(|ip| !ip.is_loopback())
+            .collect();
+        if own.is_empty() {
+            eprintln!("this host has no address besides loopback: nothing to check");
+        }
+        for ip in own {
+            for url in [
+                format!("https://{ip}/r.git"),
+                format!("https://[::ffff:{ip}]/r.git"),
+            ] {
+                let err = check_host(&url).expect_err(&url);
+                assert!(err.to_string().contains("own interfaces"), "{url}: {err}");
+            }
         }
     }
 

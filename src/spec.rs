@@ -168,6 +168,8 @@ pub struct ServerSpec {
     pub id: Uuid,
     /// Whose server this is; `None`: the admin's.
     pub owner: Option<UserName>,
+    /// The name of the template item it was made from (`spec.template.name`).
+    pub template: Option<String>,
     pub file: PathBuf,
     pub state: DesiredState,
     pub port: Option<u16>,
@@ -405,6 +407,7 @@ pub fn resolve(
             .unwrap_or_else(|| meta.name.clone()),
         id: meta.id.unwrap_or_else(|| id_for_name(&meta.name)),
         owner,
+        template: spec.template.as_ref().map(|t| t.name.clone()),
         file: file.to_owned(),
         state: spec.state,
         port: spec.port,

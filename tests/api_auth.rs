@@ -377,29 +377,58 @@ fn any_origin_with_token() -> Options {
     }
 }
 
-#[test]
-fn cors_for_every_origin_without_a_token_refuses_to_start() {
+/// Runs `devbox serve` with `config` and `args` where it must refuse to start: its
+/// stderr, once it has checked that devbox failed and started nothing.
+fn refused_start(config_text: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("devbox.yaml");
-    std::fs::write(&config, "server:\n  cors_allowed_origins: ['*']\n").expect("config");
+    std::fs::write(&config, config_text).expect("config");
     let output = std::process::Command::new(devbox_bin())
         .args(["--specs", "specs", "--state-dir", "state", "--config"])
         .arg(&config)
         .args(["serve", "--port", &free_ports(1).to_string()])
+        .args(args)
         .current_dir(dir.path())
         .env_remove("DEVBOX_API_TOKEN")
+        .env_remove("DEVBOX_API_TOKEN_FILE")
         .output()
         .expect("devbox runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("cors_allowed_origins") && stderr.contains("API token"),
-        "says why: {stderr}"
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{config_text}: {stderr}");
     assert!(
         !dir.path().join("state").exists(),
-        "nothing was started: {stderr}"
+        "{config_text}: nothing was started: {stderr}"
     );
+    stderr
+}
+
+#[test]
+fn cors_for_every_origin_without_a_token_refuses_to_start() {
+    // `null` is every sandboxed frame's and every local file's origin: as open as `*`.
+    for origins in ["['*']", "['null']", "[https://ok.example, 'NULL']"] {
+        let stderr = refused_start(
+            &format!("server:\n  cors_allowed_origins: {origins}\n"),
+            &[],
+        );
+        assert!(
+            stderr.contains("cors_allowed_origins") && stderr.contains("API token"),
+            "{origins}: says why: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn serving_other_machines_without_a_token_refuses_to_start() {
+    for (config, args) in [
+        ("server:\n  bind_address: 0.0.0.0\n", &[][..]),
+        ("{}\n", &["--bind", "0.0.0.0"][..]),
+    ] {
+        let stderr = refused_start(config, args);
+        assert!(
+            stderr.contains("without an API token") && stderr.contains("api_token_file"),
+            "says why and what to set: {stderr}"
+        );
+    }
 }
 
 #[test]

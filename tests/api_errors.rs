@@ -132,6 +132,35 @@ fn invalid_names_are_400_on_every_create_route() {
             )
         },
     );
+    // Form fields are bounded in length and number (refused as they arrive).
+    let long = "x".repeat(2 * 1024 * 1024);
+    rejected(
+        &devbox,
+        "a 2 MB form field",
+        400,
+        "longer than 65536 bytes",
+        || {
+            devbox.post_multipart(
+                "/servers/create-with-workspace",
+                &[
+                    ("name", Part::Text("long")),
+                    ("description", Part::Text(&long)),
+                ],
+            )
+        },
+    );
+    let names: Vec<String> = (0..100).map(|i| format!("field{i}")).collect();
+    let many: Vec<(&str, Part<'_>)> = names
+        .iter()
+        .map(|name| (name.as_str(), Part::Text("x")))
+        .collect();
+    rejected(
+        &devbox,
+        "a form of 100 fields",
+        400,
+        "more than 64 fields",
+        || devbox.post_multipart("/servers/create-with-workspace", &many),
+    );
     rejected(&devbox, "a name that is not a string", 400, "name", || {
         devbox.post_json("/servers", &json!({"name": 5}))
     });

@@ -375,3 +375,89 @@ fn users_named_in_auth_admins_sign_in_as_admins() {
     let (link, _) = seat_link(&devbox, "ada");
     assert_eq!(open_seat(&devbox, &link, "ada").listed(), ["ada"]);
 }
+
+#[test]
+fn the_cli_hands_out_seat_links_per_template_and_shows_owners() {
+    let devbox = tenancy_devbox_with(
+        "packaged_assets:\n  tabs:\n    - name: Workshops\n      items:\n        - name: Databricks Workshop\n          extensions_groups: [tools]\n",
+    );
+    let made = as_admin(
+        &devbox,
+        "POST",
+        "/servers/create-from-template",
+        Some(
+            &json!({"name": "carol", "template_id": "Databricks Workshop", "tab_name": "Workshops"}),
+        ),
+    );
+    assert_eq!(made.status, 201, "{made}");
+    let token_file = devbox.root.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(common::devbox_bin())
+            .arg("--server")
+            .arg(devbox.url(""))
+            .arg("--api-token-file")
+            .arg(&token_file)
+            .args(args)
+            .output()
+            .expect("devbox runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+
+    // One link per server of the template, as CSV for a mail merge.
+    let (ok, csv, stderr) = cli(&[
+        "seat-links",
+        "--template",
+        "Databricks Workshop",
+        "-o",
+        "csv",
+    ]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "server,owner,url,expires_at", "{csv}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "only carol was made from the template: {csv}"
+    );
+    assert!(lines[1].starts_with("carol,seat-carol,http://"), "{csv}");
+    let url = lines[1].split(',').nth(2).expect("url");
+    let path = url
+        .strip_prefix(&devbox.url(""))
+        .expect("a link to this devbox");
+    open_seat(&devbox, path, "carol");
+
+    // Without a template: every server; the owners show in `get -o wide`.
+    let (ok, json_text, stderr) = cli(&["seat-links", "-o", "json"]);
+    assert!(ok, "{stderr}");
+    let links: Value = serde_json::from_str(&json_text).expect("json");
+    let servers: Vec<&str> = links
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|l| l["server"].as_str())
+        .collect();
+    assert_eq!(servers, ["ada", "bob", "carol"]);
+    let (ok, table, stderr) = cli(&["get", "-o", "wide"]);
+    assert!(ok, "{stderr}");
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME") && header.contains("OWNER") && header.contains("TEMPLATE"),
+        "{table}"
+    );
+    let carol = table
+        .lines()
+        .find(|l| l.starts_with("carol"))
+        .expect("carol's row");
+    assert!(
+        carol.contains("seat-carol") && carol.contains("Databricks Workshop"),
+        "{table}"
+    );
+
+    // A template nothing was made from is an error that says so.
+    let (ok, _, stderr) = cli(&["seat-links", "--template", "Nothing"]);
+    assert!(!ok);
+    assert!(stderr.contains("template `Nothing`"), "{stderr}");
+}

@@ -37,7 +37,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::sync::Notify;
 
-pub(crate) use body_limits::mib;
+pub(crate) use body_limits::{limit_body_time, mib};
 pub use views::ServerView;
 
 use crate::config::Config;

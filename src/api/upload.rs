@@ -17,6 +17,8 @@ use crate::spec::{GitWorkspace, Workspace};
 
 /// Longest text field accepted.
 const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// Most text fields a form may have (the upload forms have a handful).
+const MAX_FIELDS: usize = 64;
 
 /// A parsed form.
 pub struct Form {
@@ -101,12 +103,25 @@ pub async fn read(
                 .map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
             form.zip = Some(temp);
         } else {
-            let text = field.text().await.map_err(multipart_error)?;
-            if text.len() > MAX_FIELD_BYTES {
+            if form.fields.len() >= MAX_FIELDS {
                 return Err(ApiError::BadRequest(format!(
-                    "form field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
+                    "the form has more than {MAX_FIELDS} fields"
                 )));
             }
+            // Read piece by piece: a field is refused as soon as it is too long, not
+            // once it is all in memory.
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                if bytes.len() + chunk.len() > MAX_FIELD_BYTES {
+                    return Err(ApiError::BadRequest(format!(
+                        "form field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
+                    )));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8(bytes).map_err(|_| {
+                ApiError::BadRequest(format!("form field `{name}` is not UTF-8 text"))
+            })?;
             form.fields.insert(name, text);
         }
     }

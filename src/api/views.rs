@@ -40,6 +40,9 @@ pub struct ServerView {
     /// The user the server belongs to; absent: the admin's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The template item it was made from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// When a failed server is tried again (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_retry_at: Option<String>,
@@ -77,6 +80,7 @@ impl ServerView {
                 .or_else(|| status.spec_errors.first().map(ToString::to_string)),
             slug: status.name.clone(),
             owner: status.owner.as_ref().map(ToString::to_string),
+            template: status.template.clone(),
             next_retry_at: status.next_retry_at.clone(),
             extension_results: status.extension_results.clone(),
         }

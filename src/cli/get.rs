@@ -18,6 +18,12 @@ struct Row {
     name: String,
     /// What the spec file asks for; `None` when there is no (readable) spec.
     desired: Option<DesiredState>,
+    /// The spec's `metadata.owner` (absent: the admin's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    /// The spec's template item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
     #[serde(flatten)]
     status: Option<ServerStatus>,
 }
@@ -29,27 +35,29 @@ pub fn run(config: &Config, name: Option<&str>, output: OutputFormat) -> anyhow:
         let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        let desired = std::fs::read_to_string(&file)
+        let spec = std::fs::read_to_string(&file)
             .ok()
-            .and_then(|text| DevServer::from_yaml(&file, &text).ok())
-            .map(|s| s.spec.state);
+            .and_then(|text| DevServer::from_yaml(&file, &text).ok());
         rows.insert(
             stem.to_owned(),
             Row {
                 name: stem.to_owned(),
-                desired,
+                desired: spec.as_ref().map(|s| s.spec.state),
+                owner: spec.as_ref().and_then(|s| s.metadata.owner.clone()),
+                template: spec.and_then(|s| s.spec.template.map(|t| t.name)),
                 status: None,
             },
         );
     }
     for (server, status) in statuses {
-        rows.entry(server.clone())
-            .or_insert_with(|| Row {
-                name: server,
-                desired: None,
-                status: None,
-            })
-            .status = Some(status);
+        let row = rows.entry(server.clone()).or_insert_with(|| Row {
+            name: server,
+            desired: None,
+            owner: status.owner.as_ref().map(ToString::to_string),
+            template: status.template.clone(),
+            status: None,
+        });
+        row.status = Some(status);
     }
     if let Some(name) = name {
         rows.retain(|key, _| key == name);
@@ -65,18 +73,19 @@ pub fn run(config: &Config, name: Option<&str>, output: OutputFormat) -> anyhow:
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         OutputFormat::Yaml => print!("{}", crate::yaml::to_string(&rows)?),
-        OutputFormat::Table => print_table(&rows),
+        OutputFormat::Table => print_table(&rows, false),
+        OutputFormat::Wide => print_table(&rows, true),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(rows: &[Row], wide: bool) {
     let dash = || "-".to_owned();
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
             let status = row.status.as_ref();
-            [
+            let mut cells = vec![
                 row.name.clone(),
                 row.desired
                     .map_or_else(dash, |d| format!("{d:?}").to_lowercase()),
@@ -105,13 +114,20 @@ fn print_table(rows: &[Row]) {
                     .map_or_else(String::new, |m| {
                         m.lines().next().unwrap_or_default().to_owned()
                     }),
-            ]
+            ];
+            if wide {
+                let owner = row.owner.clone().unwrap_or_else(dash);
+                let template = row.template.clone().unwrap_or_else(dash);
+                cells.splice(1..1, [owner, template]);
+            }
+            cells
         })
         .collect();
-    super::print_table(
-        &[
-            "NAME", "DESIRED", "PHASE", "PORT", "PID", "UPTIME", "MESSAGE",
-        ],
-        &cells,
-    );
+    let mut header = vec![
+        "NAME", "DESIRED", "PHASE", "PORT", "PID", "UPTIME", "MESSAGE",
+    ];
+    if wide {
+        header.splice(1..1, ["OWNER", "TEMPLATE"]);
+    }
+    super::print_table(&header, &cells);
 }

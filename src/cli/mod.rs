@@ -9,6 +9,7 @@ mod get;
 mod logs;
 mod remote;
 mod schema;
+mod seat_links;
 mod serve;
 mod validate;
 
@@ -107,11 +108,22 @@ pub enum Command {
     /// Internal: one git fetch or checkout, run by `serve` in a child it can kill.
     #[command(name = "__git-fetch", hide = true)]
     GitFetch,
+    /// Ask the running devbox for a seat link per server, to hand to participants
+    /// (with --server, or the devbox of this config on this host).
+    SeatLinks {
+        /// Only the servers made from this template item.
+        #[arg(long)]
+        template: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = seat_links::Format::Table)]
+        output: seat_links::Format,
+    },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
+    /// The table with each server's owner and template.
+    Wide,
     Json,
     Yaml,
 }
@@ -216,6 +228,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ) => logs::run(&cli.load_config(None)?, name, *lines, *follow, *events),
         (Command::Doctor, _) => doctor::run(&cli.load_config(None)?),
         (Command::GitFetch, _) => Ok(crate::provision::workspace::git_fetch_main()),
+        (Command::SeatLinks { template, output }, _) => {
+            let remote = match &cli.server {
+                Some(url) => remote::Remote::new(url, cli.client_token()?)?,
+                None => remote::Remote::for_local(&cli.load_config(None)?)?,
+            };
+            seat_links::run(&remote, template.as_deref(), *output)
+        }
     }
 }
 
@@ -242,8 +261,8 @@ fn spec_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Prints rows under a header, in columns as wide as their widest cell.
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -252,7 +271,7 @@ fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let render = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         println!("{}", padded.join("  ").trim_end());

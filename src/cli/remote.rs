@@ -37,7 +37,25 @@ impl Remote {
         Ok(Self { base, token, agent })
     }
 
-    fn call<T: DeserializeOwned>(
+    /// The devbox that `config` describes, on this host: its port on loopback (or on
+    /// its bind address when that is a specific one), with its own admin token.
+    pub fn for_local(config: &crate::config::Config) -> anyhow::Result<Self> {
+        let server = &config.server;
+        let ip = if server.bind_address.is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            server.bind_address
+        };
+        let address = std::net::SocketAddr::new(ip, server.default_port);
+        Self::new(&format!("http://{address}"), server.api_token.clone())
+    }
+
+    /// The URL of the devbox this client talks to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(super) fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
@@ -48,6 +66,7 @@ impl Remote {
         let response = match (method, body) {
             ("GET", _) => with_auth(self.agent.get(&url), auth.as_deref()).call(),
             ("DELETE", _) => with_auth(self.agent.delete(&url), auth.as_deref()).call(),
+            ("POST", None) => with_auth(self.agent.post(&url), auth.as_deref()).send_empty(),
             ("PUT", Some(body)) => with_auth(self.agent.put(&url), auth.as_deref()).send_json(body),
             _ => bail!("unsupported call {method} {path}"),
         };
@@ -85,16 +104,12 @@ pub fn get(remote: &Remote, name: Option<&str>, output: OutputFormat) -> anyhow:
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&servers)?),
         OutputFormat::Yaml => print!("{}", crate::yaml::to_string(&servers)?),
-        OutputFormat::Table => {
-            let text = |v: &Value| match v {
-                Value::Null => "-".to_owned(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let rows: Vec<[String; 6]> = servers
+        OutputFormat::Table | OutputFormat::Wide => {
+            let wide = output == OutputFormat::Wide;
+            let rows: Vec<Vec<String>> = servers
                 .iter()
                 .map(|s| {
-                    [
+                    let mut cells = vec![
                         text(&s["slug"]),
                         text(&s["status"]),
                         text(&s["port"]),
@@ -105,16 +120,30 @@ pub fn get(remote: &Remote, name: Option<&str>, output: OutputFormat) -> anyhow:
                             .next()
                             .unwrap_or_default()
                             .to_owned(),
-                    ]
+                    ];
+                    if wide {
+                        cells.splice(1..1, [text(&s["owner"]), text(&s["template"])]);
+                    }
+                    cells
                 })
                 .collect();
-            super::print_table(
-                &["NAME", "STATUS", "PORT", "PID", "UPTIME", "MESSAGE"],
-                &rows,
-            );
+            let mut header = vec!["NAME", "STATUS", "PORT", "PID", "UPTIME", "MESSAGE"];
+            if wide {
+                header.splice(1..1, ["OWNER", "TEMPLATE"]);
+            }
+            super::print_table(&header, &rows);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON value as a table cell: `-` for none.
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// `devbox --server URL apply -f FILE…`: each spec is sent whole; the devbox checks it.

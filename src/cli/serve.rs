@@ -26,12 +26,29 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     if let Some(bind) = bind {
         config.server.bind_address = bind;
     }
+    let bind = config.server.bind_address;
+    if !bind.is_loopback() && !config.auth_required() {
+        anyhow::bail!(
+            "devbox would serve other machines ({bind}) without an API token: anyone who can \
+             reach port {} could run code on this host. Set a token (server.api_token_file, \
+             --api-token-file or DEVBOX_API_TOKEN_FILE; `openssl rand -hex 32 > token`), or \
+             bind to 127.0.0.1",
+            config.server.default_port
+        );
+    }
     let address = SocketAddr::new(config.server.bind_address, config.server.default_port);
     // Bind first: a taken port should fail before any server is touched.
     let listener = listen(address).with_context(|| format!("cannot listen on {address}"))?;
     match &config.source {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
         None => tracing::info!("using the embedded default configuration"),
+    }
+    if !config.auth_required() {
+        tracing::warn!(
+            "no API token is set: every local user of this host (and every participant's \
+             terminal in an IDE) can drive devbox and open every IDE as devbox's own user; \
+             fine for one person on a laptop, not for a shared host (set server.api_token_file)"
+        );
     }
     let config_header_timeout = config.server.header_read_timeout.get();
     let controller = Controller::new(config, ProcessRuntime)?;

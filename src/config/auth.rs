@@ -87,6 +87,11 @@ pub enum TokenSourceError {
     EmptyFile(PathBuf),
     #[error("the environment variable {0} named in auth.admin_tokens is not set or empty")]
     EmptyEnv(String),
+    #[error(
+        "server.api_token is empty: an empty token would let anyone in who sends none; \
+         remove the setting to run without a token, or set a long random one"
+    )]
+    EmptyToken,
 }
 
 impl TokenSource {

@@ -4,7 +4,7 @@
 //! read. A session cookie counts only on requests from devbox's own pages or from no
 //! page at all: a listed CORS origin must send the token itself.
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,9 @@ use std::time::Duration;
 use super::site::Provenance;
 use super::{ApiError, Front, SESSION_COOKIE};
 use crate::identity::Caller;
+
+/// A login body is a token in a small JSON object.
+const LOGIN_BODY_LIMIT: usize = 4096;
 
 /// Routes that answer without credentials: devbox's liveness, and the login itself.
 const PUBLIC_PATHS: [&str; 4] = ["/health", "/auth/login", "/auth/logout", "/auth/session"];
@@ -50,11 +53,7 @@ pub async fn authenticate(
 /// (a listed CORS origin must send the token itself).
 fn identify(front: &Front, request: &Request) -> Result<Caller, ApiError> {
     let headers = request.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let Some(given) = bearer {
+    if let Some(given) = bearer_token(headers) {
         return if front.is_admin_token(given) {
             Ok(Caller::Admin)
         } else {
@@ -76,11 +75,24 @@ fn identify(front: &Front, request: &Request) -> Result<Caller, ApiError> {
         })
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme's name in any
+/// case, RFC 9110 §11.1).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
 /// `POST /auth/login` (`{"token": "…"}`), `POST /auth/logout`, and `GET
 /// /auth/session` (whether a token is needed, and whether this browser has a session).
 pub fn routes() -> Router<Front> {
     Router::new()
-        .route("/auth/login", post(login))
+        .route(
+            "/auth/login",
+            post(login).layer(DefaultBodyLimit::max(LOGIN_BODY_LIMIT)),
+        )
         .route("/auth/logout", post(logout))
         .route("/auth/session", get(session))
 }

@@ -15,6 +15,7 @@ use super::{ApiError, Front};
 use crate::config::Config;
 
 const SEC_FETCH_SITE: &str = "sec-fetch-site";
+const SEC_FETCH_DEST: &str = "sec-fetch-dest";
 
 /// Refuses foreign hosts and cross-site changes; records the request's
 /// [`Provenance`] for the authentication that follows.
@@ -43,10 +44,23 @@ pub async fn guard(State(front): State<Front>, mut request: Request, next: Next)
     let origin = headers
         .get(header::ORIGIN)
         .map(|v| v.to_str().unwrap_or("null"));
-    let cross_site = headers
-        .get(SEC_FETCH_SITE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    let provenance = front.site.provenance(origin, host, cross_site);
+    let fetch_site = headers.get(SEC_FETCH_SITE).map(HeaderValue::as_bytes);
+    let other_page = fetch_site.is_some_and(|site| {
+        site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site")
+    });
+    if framed_by_another_page(headers, fetch_site) {
+        tracing::info!(
+            path = request.uri().path(),
+            "refused to be framed by another page"
+        );
+        return ApiError::Forbidden(
+            "devbox's pages and IDEs open only in their own window or in devbox's own pages, \
+             not inside another site's page"
+                .into(),
+        )
+        .into_response();
+    }
+    let provenance = front.site.provenance(origin, host, other_page);
     let changes = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -67,6 +81,18 @@ pub async fn guard(State(front): State<Front>, mut request: Request, next: Next)
     }
     request.extensions_mut().insert(provenance);
     next.run(request).await
+}
+
+/// Whether the browser is loading this answer as a document inside a page of another
+/// origin (a frame, an `<object>` or `<embed>`): another page on this host could
+/// otherwise frame an IDE and steer it, or frame a file a participant wrote.
+fn framed_by_another_page(headers: &axum::http::HeaderMap, fetch_site: Option<&[u8]>) -> bool {
+    let nested = headers.get(SEC_FETCH_DEST).is_some_and(|dest| {
+        ["iframe", "frame", "object", "embed", "fencedframe"]
+            .iter()
+            .any(|nested| dest.as_bytes().eq_ignore_ascii_case(nested.as_bytes()))
+    });
+    nested && !fetch_site.is_some_and(|site| site.eq_ignore_ascii_case(b"same-origin"))
 }
 
 /// `X-Content-Type-Options: nosniff` on devbox's own answers (the API and the

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware;
 
+pub use auth::bearer_token;
 pub use error::{ApiError, ErrorBody};
 pub use server::serve;
 
-use crate::api::{AppState, mib};
+use crate::api::{AppState, limit_body_time, mib};
 use crate::config::Secret;
 use crate::identity::{Caller, UserName};
 use crate::seats::SeatLinks;
@@ -108,11 +109,16 @@ pub fn app(state: AppState) -> Router {
         statuses: state.statuses.clone(),
         forwarder: crate::proxy::Forwarder::new(mib(config.server.static_cache_mb)),
     });
+    let body_time = config.server.header_read_timeout.get();
+    let upload_mb = config.ui.workspace.max_upload_size_mb;
     let authenticate = middleware::from_fn_with_state(front.clone(), auth::authenticate);
     let mut own = crate::api::router(state.clone())
         .merge(auth::routes().with_state(front.clone()))
         .layer(middleware::from_fn(guards::no_sniff))
-        .layer(authenticate.clone());
+        .layer(authenticate.clone())
+        .layer(middleware::from_fn(move |request, next| {
+            limit_body_time(body_time, upload_mb, request, next)
+        }));
     // CORS wraps the API outside authentication: preflights need no token, and a 401
     // carries the headers a listed page needs to read it. Proxied code-server pages
     // keep their own rules.

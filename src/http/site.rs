@@ -36,8 +36,8 @@ pub struct Site {
     /// Host names (lower case, IPv6 in brackets) with the port they must come with;
     /// `None` = any port.
     names: Vec<(String, Option<u16>)>,
-    /// The authority of `public_url` (lower case), if one is set.
-    public_authority: Option<String>,
+    /// The scheme and authority of `public_url` (lower case), if one is set.
+    public_origin: Option<(String, String)>,
     /// `server.cors_allowed_origins` as written, lower case.
     listed_origins: Vec<String>,
 }
@@ -57,11 +57,11 @@ impl Site {
         if !server.bind_address.is_unspecified() && !server.bind_address.is_loopback() {
             names.push((host_of_ip(server.bind_address), Some(server.default_port)));
         }
-        let public_authority = server
+        let public_uri = server
             .public_url
             .as_deref()
-            .and_then(|url| url.parse::<axum::http::Uri>().ok())
-            .and_then(|uri| uri.authority().cloned());
+            .and_then(|url| url.parse::<axum::http::Uri>().ok());
+        let public_authority = public_uri.as_ref().and_then(|uri| uri.authority().cloned());
         if let Some(authority) = &public_authority {
             // Behind a TLS proxy the port the browser used is the proxy's.
             names.push((authority.host().to_ascii_lowercase(), None));
@@ -77,7 +77,12 @@ impl Site {
         Self {
             any_host,
             names,
-            public_authority: public_authority.map(|a| a.as_str().to_ascii_lowercase()),
+            public_origin: public_uri.as_ref().and_then(|uri| {
+                Some((
+                    uri.scheme_str()?.to_ascii_lowercase(),
+                    uri.authority()?.as_str().to_ascii_lowercase(),
+                ))
+            }),
             listed_origins: server
                 .cors_allowed_origins
                 .iter()
@@ -103,15 +108,17 @@ impl Site {
     }
 
     /// Where a request comes from: `origin` is its `Origin` header, `host` the `Host`
-    /// it was sent to, `cross_site` whether the browser said `Sec-Fetch-Site: cross-site`.
+    /// it was sent to, `other_page` whether the browser said the request comes from a
+    /// page of another origin (`Sec-Fetch-Site: cross-site` or `same-site`: a page on
+    /// another port of this host is "same-site", and no more devbox's than any other).
     pub fn provenance(
         &self,
         origin: Option<&str>,
         host: Option<&str>,
-        cross_site: bool,
+        other_page: bool,
     ) -> Provenance {
         let Some(origin) = origin else {
-            return if cross_site {
+            return if other_page {
                 Provenance::Foreign
             } else {
                 Provenance::NoOrigin
@@ -125,19 +132,25 @@ impl Site {
         {
             return Provenance::Listed;
         }
-        if cross_site {
+        if other_page {
             return Provenance::Foreign;
         }
         // `null` (a sandboxed frame, a file, a redirect across origins) parses as no URI.
-        let Some(authority) = origin_authority(&origin) else {
+        let Some((scheme, authority)) = origin_authority(&origin) else {
             return Provenance::Foreign;
         };
-        let same_as_request = host.is_some_and(|host| same_authority(&authority, host));
-        let same_as_public = self
-            .public_authority
-            .as_deref()
-            .is_some_and(|public| same_authority(&authority, public));
-        if same_as_request || same_as_public {
+        if let Some((public_scheme, public)) = &self.public_origin
+            && same_authority(&authority, public)
+        {
+            // The public name over another scheme (plain http beside https) is another
+            // origin, whoever answers there.
+            return if scheme == *public_scheme {
+                Provenance::Own
+            } else {
+                Provenance::Foreign
+            };
+        }
+        if host.is_some_and(|host| same_authority(&authority, host)) {
             Provenance::Own
         } else {
             Provenance::Foreign
@@ -156,18 +169,18 @@ impl Site {
     }
 }
 
-/// `http://host:port` → `host:port` (with the scheme's default port written out, so
-/// that `https://a` and a `Host: a:443` compare equal).
-fn origin_authority(origin: &str) -> Option<String> {
+/// `http://host:port` → (`http`, `host:port`), with the scheme's default port written
+/// out, so that `https://a` and a `Host: a:443` compare equal.
+fn origin_authority(origin: &str) -> Option<(String, String)> {
     let uri = origin.parse::<axum::http::Uri>().ok()?;
-    let scheme = uri.scheme_str()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
     let authority = uri.authority()?;
-    let port = authority.port_u16().or(match scheme {
+    let port = authority.port_u16().or(match scheme.as_str() {
         "http" | "ws" => Some(80),
         "https" | "wss" => Some(443),
         _ => None,
     })?;
-    Some(format!("{}:{port}", authority.host()))
+    Some((scheme, format!("{}:{port}", authority.host())))
 }
 
 /// Whether `origin` (`host:port`, from [`origin_authority`]) names `host` (a `Host`
@@ -265,7 +278,9 @@ mod tests {
             (Some("http://tool.example:3000"), local, true, Listed),
             (Some("https://ide.example.org"), public, false, Own),
             (Some("https://ide.example.org"), local, false, Own),
-            (Some("http://ide.example.org"), public, false, Own),
+            (Some("http://ide.example.org"), public, false, Foreign),
+            (Some("http://ide.example.org"), local, false, Foreign),
+            (None, local, false, NoOrigin),
         ];
         for (origin, host, cross, expected) in cases {
             assert_eq!(

@@ -46,6 +46,7 @@ impl Forwarder {
         if let Err(message) = retarget(&mut parts, endpoint, prefix) {
             return bad_gateway(message);
         }
+        let serves_workspace_files = serves_workspace_files(parts.uri.path());
         let cache_key = self.cache.key(&parts);
         if let Some(cached) = cache_key.as_ref().and_then(|key| self.cache.get(key)) {
             return cached;
@@ -60,6 +61,9 @@ impl Forwarder {
                 strip_hop_by_hop(&mut parts.headers, false);
                 rewrite_location(&mut parts.headers, prefix);
                 rewrite_cookie_paths(&mut parts.headers, prefix);
+                if serves_workspace_files {
+                    sandbox(&mut parts.headers);
+                }
                 let response = Response::from_parts(parts, body);
                 match cache_key {
                     Some(key) => self.cache.store_as_it_streams(key, response),
@@ -69,6 +73,30 @@ impl Forwarder {
             Err(err) => bad_gateway(format!("instance on port {port} did not answer: {err}")),
         }
     }
+}
+
+/// Whether `path` (on the instance) is code-server's door to any file the instance can
+/// read (`/vscode-remote-resource?path=…`, also under a `/stable-<commit>/` prefix):
+/// the workbench loads images, fonts and extension files through it, but opened as a
+/// page it would run whatever HTML a participant wrote, on devbox's origin.
+fn serves_workspace_files(path: &str) -> bool {
+    path.split('/')
+        .any(|segment| segment.eq_ignore_ascii_case("vscode-remote-resource"))
+}
+
+/// Makes a document of this answer a page of no origin (`Content-Security-Policy:
+/// sandbox`: no script, no form, no cookie, no request as devbox) and forbids a browser
+/// to take it for another type than the one it says. Loads as an image, a font or a
+/// script of the workbench are not documents and are not affected.
+fn sandbox(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// Points the request at the instance at `endpoint`: its path without `prefix` (the
@@ -132,11 +160,7 @@ pub(super) fn prepare_request_headers(parts: &mut request::Parts, upgrade: bool)
 /// devbox's own API token (bearer header or the dashboard's cookie) is for devbox only:
 /// it must not reach code-server or the apps behind code-server's `/proxy/<port>/`.
 fn strip_devbox_credentials(headers: &mut HeaderMap) {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer "));
-    if bearer {
+    if crate::http::bearer_token(headers).is_some() {
         headers.remove(header::AUTHORIZATION);
     }
     let has_token_cookie = headers
@@ -322,6 +346,14 @@ mod tests {
         );
         strip_devbox_credentials(&mut only_token);
         assert!(!only_token.contains_key(header::COOKIE));
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
+        let mut lower = HeaderMap::new();
+        lower.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer secret"),
+        );
+        strip_devbox_credentials(&mut lower);
+        assert!(!lower.contains_key(header::AUTHORIZATION));
     }
 
     #[test]

@@ -18,32 +18,91 @@ use tokio::sync::watch;
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::status::ProcessRecord;
 
-/// Environment variables an instance must not inherit (see design.md: with
-/// `VSCODE_IPC_HOOK_CLI` set, code-server hands the folder to another instance and exits).
-pub const SCRUBBED_ENV: [&str; 5] = [
-    "VSCODE_IPC_HOOK_CLI",
-    "PASSWORD",
-    "HASHED_PASSWORD",
-    "PORT",
-    "CODE_SERVER_CONFIG",
+/// The variables of devbox's own environment an instance or an extension install
+/// inherits: what a shell, git, Node and the marketplace need (the user, the locale,
+/// the time zone, proxies and CA certificates). Everything else stays with devbox:
+/// whoever uses an IDE can read its environment, and devbox's may hold secrets (its
+/// API token, a cloud's credentials); some would even change code-server
+/// (`VSCODE_IPC_HOOK_CLI` hands the folder to another instance, see design.md;
+/// `PASSWORD`, `PORT`, `CODE_SERVER_CONFIG`).
+const INHERITED_ENV: [&str; 17] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "NODE_EXTRA_CA_CERTS",
 ];
 
-/// Every inherited variable whose name starts with this is devbox's own (its API
-/// token, the paths of its config and token file, …) and is kept from instances and
-/// extension installs: whoever uses an IDE can read its environment.
-pub const DEVBOX_ENV_PREFIX: &str = "DEVBOX_";
+/// Families of inherited variables, by prefix: the locale's categories and the CA
+/// certificate paths OpenSSL reads.
+const INHERITED_ENV_PREFIXES: [&str; 2] = ["LC_", "SSL_CERT_"];
 
-/// The inherited variables an instance or an extension install must not see:
-/// [`SCRUBBED_ENV`], and every variable of devbox's own environment named
-/// `DEVBOX_…` (see [`DEVBOX_ENV_PREFIX`]). Variables the config or a spec sets
-/// explicitly are added after this removal, so they still reach the instance.
+fn is_inherited(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    INHERITED_ENV.iter().any(|kept| name == kept.as_bytes())
+        || INHERITED_ENV_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_bytes()))
+}
+
+/// The variables of devbox's environment a process it starts may see, with their
+/// values ([`INHERITED_ENV`]), for a command whose environment starts empty.
+pub fn inherited_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| is_inherited(name))
+        .collect()
+}
+
+/// The variables of devbox's environment an instance or an extension install must not
+/// see: all but [`INHERITED_ENV`]. Variables the config or a spec sets explicitly are
+/// added after this removal, so they still reach the instance.
 pub fn scrubbed_env() -> Vec<OsString> {
-    let mut names: Vec<OsString> = SCRUBBED_ENV.iter().map(OsString::from).collect();
-    names.extend(std::env::vars_os().map(|(name, _)| name).filter(|name| {
-        name.as_encoded_bytes()
-            .starts_with(DEVBOX_ENV_PREFIX.as_bytes())
-    }));
-    names
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| !is_inherited(name))
+        .collect()
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn only_what_a_shell_and_node_need_is_inherited() {
+        for kept in [
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "https_proxy",
+            "SSL_CERT_FILE",
+        ] {
+            assert!(is_inherited(kept.as_ref()), "{kept}");
+        }
+        for dropped in [
+            "DEVBOX_API_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "VSCODE_IPC_HOOK_CLI",
+            "PASSWORD",
+            "PORT",
+            "CODE_SERVER_CONFIG",
+            "PATHX",
+        ] {
+            assert!(!is_inherited(dropped.as_ref()), "{dropped}");
+        }
+    }
 }
 
 /// Everything needed to launch one instance.

@@ -119,6 +119,9 @@ pub struct ServerStatus {
     /// Whose server this is (`metadata.owner`); absent: the admin's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<UserName>,
+    /// The template item it was made from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     pub phase: Phase,
     /// Why the server is in this phase (failure reason, current provisioning step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,6 +175,7 @@ impl ServerStatus {
             id,
             display_name: display_name.to_owned(),
             owner: None,
+            template: None,
             phase: Phase::Pending,
             message: None,
             port: None,

@@ -217,6 +217,9 @@ fn neither_instances_nor_extension_installs_inherit_devboxs_variables() {
             env: vec![
                 ("DEVBOX_API_TOKEN".into(), secret.clone()),
                 ("DEVBOX_SOMETHING_ELSE".into(), format!("x{secret}x")),
+                // Not devbox's own, but a secret all the same: only what a shell,
+                // git and Node need is inherited.
+                ("AWS_SECRET_ACCESS_KEY".into(), format!("y{secret}y")),
             ],
             ..Options::default()
         },

@@ -347,12 +347,24 @@ fn the_token_comes_from_a_file_and_the_browser_gets_only_an_http_only_session() 
     );
     devbox.get("/servers").assert_error(401, "API token");
     let bearer = format!("Bearer {TOKEN}");
-    assert_eq!(
-        devbox
-            .call("GET", "/servers", &[("Authorization", &bearer)], None)
-            .status,
-        200
-    );
+    // The scheme's name is case-insensitive (RFC 9110 §11.1); a wrong token is not.
+    for bearer in [bearer.clone(), format!("bearer {TOKEN}")] {
+        assert_eq!(
+            devbox
+                .call("GET", "/servers", &[("Authorization", &bearer)], None)
+                .status,
+            200,
+            "{bearer}"
+        );
+    }
+    devbox
+        .call(
+            "GET",
+            "/servers",
+            &[("Authorization", "bearer guess")],
+            None,
+        )
+        .assert_error(401, "invalid API token");
 
     // The old dashboard's script-set cookie holding the token is no credential.
     let old = devbox.call(
@@ -403,6 +415,17 @@ fn the_token_comes_from_a_file_and_the_browser_gets_only_an_http_only_session() 
     // Sent along by a page of another origin (a same-site page gets SameSite=Strict
     // cookies too), the session is no credential.
     with_session(&[("Origin", "http://127.0.0.1:9")]).assert_error(401, "API token");
+    // Nor from a page of another port, which sends no Origin on a GET but tells
+    // `Sec-Fetch-Site: same-site`; devbox's own pages and a typed URL do count.
+    with_session(&[("Sec-Fetch-Site", "same-site")]).assert_error(401, "API token");
+    with_session(&[("Sec-Fetch-Site", "cross-site")]).assert_error(401, "API token");
+    for own_or_typed in ["same-origin", "none"] {
+        assert_eq!(
+            with_session(&[("Sec-Fetch-Site", own_or_typed)]).status,
+            200,
+            "{own_or_typed}"
+        );
+    }
     let session_state = devbox.call("GET", "/auth/session", &[("Cookie", &session)], None);
     assert_eq!(session_state.json()["logged_in"], true, "{session_state}");
 
@@ -435,6 +458,34 @@ fn devbox_pages_forbid_inline_script_framing_and_sniffing() {
             "{path}"
         );
     }
+    // Framed by a page of another origin (another port of this host is same-site),
+    // nothing of devbox's loads: neither the dashboard nor an IDE nor a file.
+    for (site, expected) in [
+        ("same-site", 403),
+        ("cross-site", 403),
+        ("same-origin", 200),
+    ] {
+        for dest in ["iframe", "frame", "object", "embed"] {
+            let reply = devbox.call(
+                "GET",
+                "/",
+                &[("Sec-Fetch-Dest", dest), ("Sec-Fetch-Site", site)],
+                None,
+            );
+            assert_eq!(reply.status, expected, "{dest} from {site}: {reply}");
+        }
+    }
+    devbox
+        .call(
+            "GET",
+            "/vscode/1/vscode-remote-resource?path=/etc/passwd",
+            &[
+                ("Sec-Fetch-Dest", "iframe"),
+                ("Sec-Fetch-Site", "same-site"),
+            ],
+            None,
+        )
+        .assert_error(403, "another site's page");
     let page = devbox.get("/").text;
     assert!(
         !page.contains("<script>"),
@@ -498,6 +549,51 @@ fn slow_and_silent_clients_are_cut_off() {
     assert!(
         dripped < Duration::from_secs(15),
         "the slow header was cut off ({dripped:?})"
+    );
+    // Headers sent at once, then a body a byte every half second: a JSON route and the
+    // login each answer (an error) once the body's time is up, and write nothing.
+    for (head, length) in [
+        ("PUT /specs/slow HTTP/1.1", 300),
+        ("POST /auth/login HTTP/1.1", 300),
+        ("POST /servers/create-metadata HTTP/1.1", 300),
+    ] {
+        let mut stream = connect();
+        stream
+            .write_all(
+                format!(
+                    "{head}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{"
+                )
+                .as_bytes(),
+            )
+            .expect("send headers");
+        let mut writer = stream.try_clone().expect("clone");
+        let dripping = std::thread::spawn(move || {
+            for _ in 1..length {
+                std::thread::sleep(Duration::from_millis(500));
+                if writer.write_all(b" ").is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut answer = [0u8; 512];
+        let read = stream.read(&mut answer).unwrap_or(0);
+        let waited = started.elapsed();
+        let text = String::from_utf8_lossy(&answer[..read]).into_owned();
+        assert!(
+            waited < Duration::from_secs(15),
+            "{head}: a dripping body held on {waited:?}"
+        );
+        assert!(
+            text.starts_with("HTTP/1.1 4") || read == 0,
+            "{head}: {text}"
+        );
+        drop(stream);
+        let _ = dripping.join();
+    }
+    assert!(
+        !devbox.specs().join("slow.yaml").exists(),
+        "nothing written"
     );
     // A kept-alive connection that goes quiet after an answer is closed too.
     let mut idle = connect();

@@ -341,6 +341,51 @@ try {
     await dashboard.bringToFront();
   });
 
+  await step('a page the IDE can read, framed by another port or opened in a tab, runs nothing as devbox', async () => {
+    // code-server serves any file its user can read at vscode-remote-resource?path=…;
+    // a participant can write such a file. Its script tries to PUT a spec as the
+    // signed-in operator.
+    const planted = path.join(profile, 'planted.html');
+    fs.writeFileSync(planted, `<!doctype html><title>planted</title><script>
+document.title = 'ran';
+fetch('/specs/evil-resource', { method: 'PUT', headers: { 'Content-Type': 'application/json' },
+  body: JSON.stringify({ apiVersion: 'devbox/v1', kind: 'DevServer', metadata: { name: 'evil-resource' },
+    spec: { state: 'stopped' } }) }).then((r) => { document.title = 'put ' + r.status; });
+</script>`);
+    const resource = new URL(`${idePath}vscode-remote-resource?path=${encodeURIComponent(planted)}`, baseUrl).href;
+    // The door is real: devbox's own page reads the file through it, marked as no page of devbox's.
+    const probe = await dashboard.evaluate(async (url) => {
+      const r = await fetch(url);
+      return { status: r.status, csp: r.headers.get('content-security-policy'), body: await r.text() };
+    }, resource);
+    if (probe.status !== 200 || !probe.body.includes('planted')) throw new Error(`the resource answered ${probe.status}`);
+    if (probe.csp !== 'sandbox') throw new Error(`the resource's CSP is ${probe.csp}, not sandbox`);
+    const framing = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/html' });
+      res.end(`<!doctype html><title>framing</title><iframe src="${resource}"></iframe>`);
+    });
+    await new Promise((resolve) => framing.listen(0, '127.0.0.1', resolve));
+    const attacker = await context.newPage();
+    activePage = attacker;
+    try {
+      const answered = attacker.waitForResponse((r) => r.url() === resource);
+      await attacker.goto(`http://127.0.0.1:${framing.address().port}/`);
+      const framed = await answered;
+      if (framed.status() !== 403) throw new Error(`framed by another port, the file answered ${framed.status()}`);
+      const opened = await attacker.goto(resource);
+      if (opened.status() !== 200) throw new Error(`opened in a tab, the file answered ${opened.status()}`);
+      await attacker.waitForTimeout(1000);
+      const title = await attacker.title();
+      if (title !== 'planted') throw new Error(`the planted page's script ran on devbox's origin: "${title}"`);
+    } finally {
+      await attacker.close();
+      framing.close();
+      activePage = dashboard;
+    }
+    const listed = await dashboard.evaluate(async () => (await fetch('servers')).json());
+    if (listed.some((s) => s.name.startsWith('evil'))) throw new Error(`the planted page created a server`);
+  });
+
   await step('the log panel shows lines', async () => {
     await server().locator('button[data-action=logs]').click();
     const panel = dashboard.locator(`[id="logs-${SLUG}"]`);

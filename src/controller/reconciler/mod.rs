@@ -59,6 +59,8 @@ struct ServerTask<R> {
     display_name: String,
     /// Whose server this is (the last applied spec's `metadata.owner`).
     owner: Option<UserName>,
+    /// The template it was made from (the last applied spec's `spec.template.name`).
+    template: Option<String>,
     /// `<state_dir>/servers/<name>`.
     dir: PathBuf,
     desired: watch::Receiver<Desired>,
@@ -86,17 +88,30 @@ impl<R: Runtime> ServerTask<R> {
     fn new(name: String, desired: watch::Receiver<Desired>, ctx: Arc<Context<R>>) -> Self {
         let dir = server_dir(ctx.statuses.state_dir(), &name);
         let status = ctx.statuses.get(&name);
-        let (id, display_name, owner) = match &*desired.borrow() {
-            Desired::Spec(spec) => (spec.id, spec.display_name.clone(), spec.owner.clone()),
+        let (id, display_name, owner, template) = match &*desired.borrow() {
+            Desired::Spec(spec) => (
+                spec.id,
+                spec.display_name.clone(),
+                spec.owner.clone(),
+                spec.template.clone(),
+            ),
             _ => status.as_ref().map_or_else(
-                || (id_for_name(&name), name.clone(), None),
-                |s| (s.id, s.display_name.clone(), s.owner.clone()),
+                || (id_for_name(&name), name.clone(), None, None),
+                |s| {
+                    (
+                        s.id,
+                        s.display_name.clone(),
+                        s.owner.clone(),
+                        s.template.clone(),
+                    )
+                },
             ),
         };
         Self {
             ident: ServerIdent { id, name },
             display_name,
             owner,
+            template,
             dir,
             desired,
             instance: None,
@@ -125,11 +140,12 @@ impl<R: Runtime> ServerTask<R> {
     /// Changes this server's status (persisted in the background; a failed write, on a
     /// full disk, is logged by the store and never blocks the server).
     fn set_status(&self, change: impl FnOnce(&mut ServerStatus)) {
-        let (name, id, display, owner) = (
+        let (name, id, display, owner, template) = (
             self.name().to_owned(),
             self.ident.id,
             self.display_name.clone(),
             self.owner.clone(),
+            self.template.clone(),
         );
         self.ctx.statuses.update(
             &self.ident.name,
@@ -138,6 +154,7 @@ impl<R: Runtime> ServerTask<R> {
                 status.id = id;
                 status.display_name.clone_from(&display);
                 status.owner = owner;
+                status.template = template;
                 change(status);
             },
         );
@@ -242,6 +259,7 @@ impl<R: Runtime> ServerTask<R> {
                 self.ident.id = spec.id;
                 self.display_name.clone_from(&spec.display_name);
                 self.owner.clone_from(&spec.owner);
+                self.template.clone_from(&spec.template);
                 self.set_status(|s| s.spec_errors.clear());
                 Some(spec.clone())
             }

@@ -11,8 +11,9 @@
 //!   the caller's locks are released as the error returns;
 //! - its address space is limited ([`memory_limit`]), so memory it cannot get ends it,
 //!   not devbox;
-//! - its environment is a short allow-list ([`KEPT_ENV`]): no `DEVBOX_*` variable (the
-//!   API token) reaches it, nor anything else devbox was given;
+//! - its environment is an allow-list (what every process devbox starts inherits, and
+//!   [`GIT_ENV`]): no `DEVBOX_*` variable (the API token) reaches it, nor anything
+//!   else devbox was given;
 //! - the job goes in on stdin and the outcome comes back as one JSON line on stdout
 //!   (`job`); a child that ends without one is reported from its exit status and the
 //!   last line it wrote to stderr.
@@ -50,21 +51,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// Most bytes read of a child's stdout and of its stderr.
 const OUTPUT_LIMIT: u64 = 64 * 1024;
 
-/// The only environment variables a child gets: what libgit2, OpenSSL and libssh2 read
-/// (home for the git config, certificates, the ssh agent) and the locale.
-const KEPT_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "XDG_CONFIG_HOME",
-    "SSH_AUTH_SOCK",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-];
+/// What a git child gets besides the environment every process devbox starts inherits
+/// ([`crate::runtime::inherited_env`]): where git's own config lives and the ssh agent
+/// libssh2 asks for keys.
+const GIT_ENV: [&str; 2] = ["XDG_CONFIG_HOME", "SSH_AUTH_SOCK"];
 
 /// The most address space a child for clones under `policy` may map (RLIMIT_AS).
 pub(super) fn memory_limit(policy: &GitPolicy) -> u64 {
@@ -100,8 +90,9 @@ pub(super) fn run(
     command
         .arg(SUBCOMMAND)
         .env_clear()
+        .envs(crate::runtime::inherited_env())
         .envs(
-            KEPT_ENV
+            GIT_ENV
                 .iter()
                 .filter_map(|k| Some((k, std::env::var_os(k)?))),
         )
