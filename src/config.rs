@@ -17,7 +17,7 @@ use crate::duration::HumanDuration;
 use crate::yaml;
 
 mod auth;
-pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError};
+pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError, TrustedHeader};
 
 /// The default configuration, as shipped in `config/devbox.yaml`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/devbox.yaml");
@@ -543,10 +543,10 @@ impl Config {
         Ok(())
     }
 
-    /// Whether callers must identify themselves: an admin token is set. Without one,
-    /// every caller is the admin.
+    /// Whether callers must identify themselves: an admin token or a trusted proxy is
+    /// set. Without either, every caller is the admin.
     pub fn auth_required(&self) -> bool {
-        !self.auth.resolved_admin_tokens.is_empty()
+        !self.auth.resolved_admin_tokens.is_empty() || self.auth.trusted_header.is_some()
     }
 
     /// Refuses settings under which any web page could drive devbox.

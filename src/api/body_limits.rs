@@ -85,7 +85,11 @@ pub(super) async fn refuse_declared_oversize(
 /// Reads the body and drops it, for at most [`DISCARD_TIME`].
 async fn discard(request: Request) {
     let mut body = request.into_body().into_data_stream();
-    let drain = async { while let Some(Ok(_)) = body.next().await {} };
+    discard_rest(async { while let Some(Ok(_)) = body.next().await {} }).await;
+}
+
+/// Runs `drain` (the reading of a body that is refused) for at most [`DISCARD_TIME`].
+pub(crate) async fn discard_rest(drain: impl Future<Output = ()>) {
     let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
 

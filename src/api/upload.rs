@@ -54,7 +54,9 @@ impl Form {
     }
 }
 
-/// Reads a multipart body.
+/// Reads a multipart body. A form refused before its end (a field too long, an
+/// archive too large) is read on and dropped for a while before the answer, so the
+/// client, still sending, gets the answer rather than a broken pipe.
 pub async fn read(
     state: &AppState,
     multipart: Result<Multipart, MultipartRejection>,
@@ -65,6 +67,19 @@ pub async fn read(
             rejection.body_text()
         ))
     })?;
+    let read = read_fields(state, &mut multipart).await;
+    if read.is_err() {
+        super::body_limits::discard_rest(async {
+            while let Ok(Some(mut field)) = multipart.next_field().await {
+                while let Ok(Some(_)) = field.chunk().await {}
+            }
+        })
+        .await;
+    }
+    read
+}
+
+async fn read_fields(state: &AppState, multipart: &mut Multipart) -> Result<Form, ApiError> {
     let limit = state
         .config
         .ui

@@ -50,24 +50,53 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
              fine for one person on a laptop, not for a shared host (set server.api_token_file)"
         );
     }
-    let config_header_timeout = config.server.header_read_timeout.get();
+    let proxy_socket = match config
+        .auth
+        .trusted_header
+        .as_ref()
+        .and_then(|trusted| Some((trusted.socket.as_ref()?, trusted)))
+    {
+        Some((path, trusted)) => {
+            let listener = crate::http::unix_listener(path, trusted.socket_group.as_deref())
+                .with_context(|| {
+                    format!(
+                        "cannot listen on auth.trusted_header.socket {}",
+                        path.display()
+                    )
+                })?;
+            tracing::info!(socket = %path.display(), header = %trusted.name, "listening for the trusted proxy");
+            Some(listener)
+        }
+        None => None,
+    };
+    let header_read_timeout = config.server.header_read_timeout.get();
     let controller = Controller::new(config, ProcessRuntime)?;
     let ctx = controller.context();
-    let state = AppState::new(&ctx);
-    let (stop_http, mut http_stopped) = watch::channel(false);
-    let header_read_timeout = config_header_timeout;
-    let http = tokio::spawn(crate::http::serve(
+    let app = crate::http::app(AppState::new(&ctx));
+    let (stop_http, http_stopped) = watch::channel(false);
+    let stopped = |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let mut servers = vec![tokio::spawn(crate::http::serve(
         listener,
-        crate::http::app(state),
+        app.clone(),
         header_read_timeout,
-        async move {
-            let _ = http_stopped.wait_for(|stop| *stop).await;
-        },
-    ));
+        stopped(http_stopped.clone()),
+    ))];
+    if let Some(proxy_socket) = proxy_socket {
+        servers.push(tokio::spawn(crate::http::serve(
+            proxy_socket,
+            app,
+            header_read_timeout,
+            stopped(http_stopped),
+        )));
+    }
     tracing::info!(%address, "devbox listening");
     controller.run(shutdown_signal()).await?;
     let _ = stop_http.send(true);
-    http.await.context("HTTP server task failed")?;
+    for server in servers {
+        server.await.context("HTTP server task failed")?;
+    }
     tracing::info!("devbox stopped");
     Ok(())
 }

@@ -25,6 +25,10 @@ pub struct AuthSettings {
     pub session_ttl: HumanDuration,
     /// How long a seat link can be opened after it was made.
     pub seat_link_ttl: HumanDuration,
+    /// A reverse proxy that signs people in (oauth2-proxy, an institution's SSO) and
+    /// names the user in a header devbox believes on the proxy's connections only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_header: Option<TrustedHeader>,
     /// The admin tokens read from `admin_tokens` (and `server.api_token`), at load.
     #[serde(skip)]
     #[schemars(skip)]
@@ -39,8 +43,63 @@ impl Default for AuthSettings {
             max_servers_per_user: 2,
             session_ttl: HumanDuration::from_secs(12 * 60 * 60),
             seat_link_ttl: HumanDuration::from_secs(7 * 24 * 60 * 60),
+            trusted_header: None,
             resolved_admin_tokens: Vec::new(),
         }
+    }
+}
+
+/// A reverse proxy's identity header, and the connections that may carry it. On any
+/// other connection the header is ignored (and logged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedHeader {
+    /// The header that names the user, e.g. `X-Forwarded-User`.
+    pub name: String,
+    /// A Unix socket devbox listens on for a proxy on this host (mode 0660).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// The group of the socket: the proxy's (default: devbox's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    /// For a proxy on another machine: the addresses whose TCP connections may carry
+    /// the header. Never a loopback address: every terminal on this host connects from
+    /// loopback too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<std::net::IpAddr>,
+}
+
+impl TrustedHeader {
+    /// Problems of this setting, as (field, message).
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if axum::http::HeaderName::from_bytes(self.name.as_bytes()).is_err() {
+            problems.push((
+                "auth.trusted_header.name".into(),
+                format!("`{}` is not a header name", self.name),
+            ));
+        }
+        if self.socket.is_none() && self.from.is_empty() {
+            problems.push((
+                "auth.trusted_header".into(),
+                "set `socket` (a proxy on this host) or `from` (the addresses of a proxy on \
+                 another machine): the header is believed on no other connection"
+                    .into(),
+            ));
+        }
+        for (i, address) in self.from.iter().enumerate() {
+            if address.is_loopback() || address.is_unspecified() {
+                problems.push((
+                    format!("auth.trusted_header.from[{i}]"),
+                    format!(
+                        "{address} is refused: every participant's terminal on this host \
+                         connects from loopback too and could claim to be anyone; a proxy on \
+                         this host connects through `socket`"
+                    ),
+                ));
+            }
+        }
+        problems
     }
 }
 
@@ -136,6 +195,9 @@ impl AuthSettings {
         }
         if self.seat_link_ttl.get().is_zero() {
             problems.push(("auth.seat_link_ttl".into(), "must be longer than 0s".into()));
+        }
+        if let Some(trusted) = &self.trusted_header {
+            problems.extend(trusted.problems());
         }
         problems
     }

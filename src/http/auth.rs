@@ -14,9 +14,10 @@ use serde::Deserialize;
 
 use std::time::Duration;
 
+use super::Peer;
 use super::site::Provenance;
 use super::{ApiError, Front, SESSION_COOKIE};
-use crate::identity::Caller;
+use crate::identity::{Caller, UserName};
 
 /// A login body is a token in a small JSON object.
 const LOGIN_BODY_LIMIT: usize = 4096;
@@ -60,6 +61,9 @@ fn identify(front: &Front, request: &Request) -> Result<Caller, ApiError> {
             Err(ApiError::Unauthorized("invalid API token".into()))
         };
     }
+    if let Some(caller) = proxy_identity(front, request)? {
+        return Ok(caller);
+    }
     let own_page = matches!(
         request.extensions().get::<Provenance>(),
         Some(Provenance::Own | Provenance::NoOrigin) | None
@@ -73,6 +77,44 @@ fn identify(front: &Front, request: &Request) -> Result<Caller, ApiError> {
                     .into(),
             )
         })
+}
+
+/// The user a trusted proxy names in `auth.trusted_header.name`, when the request came
+/// over a connection that may carry it: the proxy's socket, or TCP from an address in
+/// `from`. Anywhere else the header is ignored, and logged: a client that sends it is
+/// trying to be someone.
+fn proxy_identity(front: &Front, request: &Request) -> Result<Option<Caller>, ApiError> {
+    let Some(trusted) = &front.trusted_header else {
+        return Ok(None);
+    };
+    let Some(value) = request.headers().get(trusted.name.as_str()) else {
+        return Ok(None);
+    };
+    let peer = request.extensions().get::<Peer>();
+    let from_proxy = match peer {
+        Some(Peer::ProxySocket) => true,
+        Some(Peer::Tcp(address)) => trusted.from.contains(&address.ip()),
+        None => false,
+    };
+    if !from_proxy {
+        tracing::warn!(
+            header = %trusted.name,
+            ?peer,
+            "ignored an identity header on a connection that is not the trusted proxy's"
+        );
+        return Ok(None);
+    }
+    let user = value
+        .to_str()
+        .ok()
+        .and_then(|name| UserName::parse(name.trim()).ok())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(format!(
+                "the proxy's {} header does not hold a user name (1-64 of letters, digits, -_.@)",
+                trusted.name
+            ))
+        })?;
+    Ok(Some(front.caller_named(user)))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme's name in any
@@ -97,8 +139,12 @@ pub fn routes() -> Router<Front> {
         .route("/auth/session", get(session))
 }
 
-async fn session(State(front): State<Front>, headers: HeaderMap) -> Json<serde_json::Value> {
-    let caller = session_cookie(&headers).and_then(|id| front.sessions.caller(id));
+async fn session(State(front): State<Front>, request: Request) -> Json<serde_json::Value> {
+    // Signed in through the trusted proxy, or by a session of this browser.
+    let caller = proxy_identity(&front, &request)
+        .ok()
+        .flatten()
+        .or_else(|| session_cookie(request.headers()).and_then(|id| front.sessions.caller(id)));
     Json(serde_json::json!({
         "token_required": front.auth_required(),
         "logged_in": caller.is_some(),

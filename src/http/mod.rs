@@ -22,10 +22,10 @@ use axum::middleware;
 
 pub use auth::bearer_token;
 pub use error::{ApiError, ErrorBody};
-pub use server::serve;
+pub use server::{Peer, serve, unix_listener};
 
 use crate::api::{AppState, limit_body_time, mib};
-use crate::config::Secret;
+use crate::config::{Secret, TrustedHeader};
 use crate::identity::{Caller, UserName};
 use crate::seats::SeatLinks;
 use crate::sessions::Sessions;
@@ -46,6 +46,8 @@ struct Front {
     admin_tokens: Arc<[Secret]>,
     /// `auth.admins`: user names that sign in as admins.
     admin_users: Arc<[String]>,
+    /// `auth.trusted_header`: a proxy's identity header, and who may send it.
+    trusted_header: Option<Arc<TrustedHeader>>,
     sessions: Sessions,
     seats: SeatLinks,
     /// Session cookies carry `Secure`: devbox is reached over https.
@@ -54,7 +56,7 @@ struct Front {
 
 impl Front {
     fn auth_required(&self) -> bool {
-        !self.admin_tokens.is_empty()
+        !self.admin_tokens.is_empty() || self.trusted_header.is_some()
     }
 
     fn is_admin_token(&self, given: &str) -> bool {
@@ -97,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         site: Arc::new(Site::new(config)),
         admin_tokens: config.auth.resolved_admin_tokens.clone().into(),
         admin_users: config.auth.admins.clone().into(),
+        trusted_header: config.auth.trusted_header.clone().map(Arc::new),
         sessions: state.sessions.clone(),
         seats: state.seats.clone(),
         secure_cookies: config

@@ -5,9 +5,15 @@
 //! `server.header_read_timeout`, which in hyper 1.x starts when a connection opens and
 //! again whenever a kept-alive one waits for its next request: one bound for slow
 //! headers and for idle connections alike.
+//!
+//! Connections come from a TCP listener, or from the Unix socket a trusted reverse
+//! proxy on this host connects through (`auth.trusted_header.socket`); each request
+//! carries its [`Peer`], which authentication asks.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,9 +21,77 @@ use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tower::ServiceExt;
+
+/// Where a request's connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client at this address.
+    Tcp(SocketAddr),
+    /// The trusted proxy's Unix socket (`auth.trusted_header.socket`).
+    ProxySocket,
+}
+
+/// A source of connections.
+pub trait Listener: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, Peer)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&self) -> io::Result<(Self::Io, Peer)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        // Small answers and proxied WebSocket frames must leave at once: with Nagle's
+        // algorithm on, each waited ~40 ms for the client's delayed ACK (measured by
+        // benches/proxy.rs: 4x fewer requests per second on a small file).
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+        Ok((stream, Peer::Tcp(peer)))
+    }
+}
+
+impl Listener for UnixListener {
+    type Io = tokio::net::UnixStream;
+
+    async fn accept(&self) -> io::Result<(Self::Io, Peer)> {
+        let (stream, _) = UnixListener::accept(self).await?;
+        Ok((stream, Peer::ProxySocket))
+    }
+}
+
+/// Listens on the Unix socket `path` for a proxy of `group` (mode 0660; devbox's own
+/// group when `None`). A socket left by an earlier run is replaced; any other file
+/// there is an error.
+pub fn unix_listener(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(existing) if existing.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let listener = UnixListener::bind(path)?;
+    if let Some(group) = group {
+        let gid = nix::unistd::Group::from_name(group)
+            .map_err(io::Error::from)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no group `{group}`")))?
+            .gid;
+        std::os::unix::fs::chown(path, None, Some(gid.as_raw()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
 
 /// How long a shutdown waits for requests in flight before it gives up on them.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -26,8 +100,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight
 /// finish (for up to [`DRAIN_LIMIT`]).
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener>(
+    listener: L,
     app: Router,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
@@ -52,12 +126,6 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        // Small answers and proxied WebSocket frames must leave at once: with Nagle's
-        // algorithm on, each waited ~40 ms for the client's delayed ACK (measured by
-        // benches/proxy.rs: 4x fewer requests per second on a small file).
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
         let service = TowerToHyperService::new(with_peer(app.clone(), peer));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -75,7 +143,7 @@ pub async fn serve(
                 }
             };
             if let Err(err) = ended {
-                tracing::debug!(%err, %peer, "connection ended with an error");
+                tracing::debug!(%err, ?peer, "connection ended with an error");
             }
         });
     }
@@ -90,11 +158,11 @@ pub async fn serve(
     }
 }
 
-/// `app` with the client's address in each request (as axum's `ConnectInfo`), which
-/// the proxy passes on as `X-Forwarded-For`.
+/// `app` with the connection's [`Peer`] in each request, and a TCP client's address as
+/// axum's `ConnectInfo` too, which the proxy passes on as `X-Forwarded-For`.
 fn with_peer(
     app: Router,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> impl tower::Service<
     axum::http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -103,7 +171,10 @@ fn with_peer(
 > + Clone {
     app.map_request(
         move |mut request: axum::http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(peer);
+            if let Peer::Tcp(address) = peer {
+                request.extensions_mut().insert(ConnectInfo(address));
+            }
             request
         },
     )

@@ -1,0 +1,256 @@
+//! Who is who through a trusted reverse proxy (oauth2-proxy, an institution's SSO): the
+//! proxy names the user in `X-Forwarded-User` on devbox's proxy socket, and two users
+//! each see, drive and open only their own servers. The same header over TCP (any
+//! local process could send it) is ignored, and loopback addresses are refused as a
+//! trusted TCP source. Real devbox, real code-server, HTTP over the real socket.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use common::{Devbox, Options, Reply};
+
+const HEADER: &str = "X-Forwarded-User";
+
+/// One HTTP/1.1 request over the Unix socket at `socket`, as the proxy would send it
+/// on behalf of `user`.
+fn via_proxy(socket: &Path, user: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    let mut stream = UnixStream::connect(socket).expect("connect to the proxy socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{HEADER}: {user}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the answer");
+    parse_answer(&answer)
+}
+
+/// A whole HTTP/1.1 answer (the connection closed after it): status, headers, and
+/// the body, de-chunked when it came in chunks.
+fn parse_answer(answer: &[u8]) -> Reply {
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer with headers");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut raw = &answer[split + 4..];
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let end = raw
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16)
+                .expect("hex chunk size");
+            raw = &raw[end + 2..];
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&raw[..size]);
+            raw = &raw[size + 2..];
+        }
+    } else {
+        body.extend_from_slice(raw);
+    }
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn listed(socket: &Path, user: &str) -> Vec<String> {
+    let reply = via_proxy(socket, user, "GET", "/servers", None);
+    assert_eq!(reply.status, 200, "{reply}");
+    reply
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["slug"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn proxied_devbox() -> (Devbox, PathBuf) {
+    let dir = tempfile::tempdir().expect("socket dir");
+    let socket = dir.keep().join("proxy.sock");
+    let devbox = Devbox::start_opts(
+        Options {
+            config: format!(
+                "auth:\n  max_servers_per_user: 2\n  trusted_header:\n    name: {HEADER}\n    socket: {}\n",
+                socket.display()
+            ),
+            ..Options::default()
+        },
+        |_| {},
+    );
+    (devbox, socket)
+}
+
+#[test]
+fn users_named_by_the_proxy_reach_only_their_own_servers() {
+    let (devbox, socket) = proxied_devbox();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket).expect("socket").permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o660, "the proxy's group may connect, nobody else");
+
+    let session = via_proxy(&socket, "alice", "GET", "/auth/session", None).json();
+    assert_eq!(session["user"], "alice", "{session}");
+    assert_eq!(session["logged_in"], true, "{session}");
+
+    let created = via_proxy(
+        &socket,
+        "alice",
+        "POST",
+        "/servers",
+        Some(&json!({"name": "alice-box"})),
+    );
+    assert_eq!(created.status, 201, "{created}");
+    assert_eq!(created.json()["owner"], "alice");
+    let created = via_proxy(
+        &socket,
+        "bob",
+        "POST",
+        "/servers",
+        Some(&json!({"name": "bob-box"})),
+    );
+    assert_eq!(created.status, 201, "{created}");
+    assert_eq!(listed(&socket, "alice"), ["alice-box"]);
+    assert_eq!(listed(&socket, "bob"), ["bob-box"]);
+
+    // alice starts and opens hers; bob can neither open, drive nor stream it.
+    let started = via_proxy(&socket, "alice", "POST", "/servers/alice-box/start", None);
+    assert_eq!(started.status, 200, "{started}\n{}", devbox.log_tail());
+    let port = started.json()["data"]["port"]
+        .as_u64()
+        .or_else(|| {
+            via_proxy(&socket, "alice", "GET", "/servers/alice-box", None).json()["port"].as_u64()
+        })
+        .expect("a port");
+    let ide = via_proxy(&socket, "alice", "GET", "/s/alice-box/healthz", None);
+    assert_eq!(ide.status, 200, "{ide}");
+    for (method, path) in [
+        ("GET", "/s/alice-box/healthz".to_owned()),
+        ("GET", format!("/vscode/{port}/healthz")),
+        ("GET", "/servers/alice-box".to_owned()),
+        ("GET", "/servers/alice-box/logs".to_owned()),
+        ("POST", "/servers/alice-box/stop".to_owned()),
+        ("DELETE", "/servers/alice-box".to_owned()),
+    ] {
+        let reply = via_proxy(&socket, "bob", method, &path, None);
+        assert_eq!(reply.status, 404, "bob {method} {path}: {reply}");
+    }
+    // What reaches into the host is the admin's; the quota holds.
+    let reply = via_proxy(
+        &socket,
+        "bob",
+        "PUT",
+        "/specs/bob-box",
+        Some(
+            &json!({"apiVersion": "devbox/v1", "kind": "DevServer", "metadata": {"name": "bob-box"}, "spec": {"env": {"LD_PRELOAD": "/tmp/x.so"}}}),
+        ),
+    );
+    reply.assert_error(403, "`env`");
+    let second = via_proxy(
+        &socket,
+        "bob",
+        "POST",
+        "/servers",
+        Some(&json!({"name": "bob-two"})),
+    );
+    assert_eq!(second.status, 201, "{second}");
+    via_proxy(
+        &socket,
+        "bob",
+        "POST",
+        "/servers/create-metadata",
+        Some(&json!({"name": "bob-three"})),
+    )
+    .assert_error(409, "auth.max_servers_per_user");
+    assert!(!devbox.specs().join("bob-three.yaml").exists());
+    assert_eq!(
+        via_proxy(&socket, "alice", "GET", "/servers/alice-box", None).json()["status"],
+        "running",
+        "alice's server was not disturbed"
+    );
+    // A name that is no user name is no identity.
+    via_proxy(&socket, "not a name", "GET", "/servers", None).assert_error(401, HEADER);
+}
+
+#[test]
+fn the_header_over_tcp_is_ignored_and_logged() {
+    let (devbox, socket) = proxied_devbox();
+    let created = via_proxy(
+        &socket,
+        "alice",
+        "POST",
+        "/servers",
+        Some(&json!({"name": "alice-box"})),
+    );
+    assert_eq!(created.status, 201, "{created}");
+    // Any local process (a participant's terminal) can connect over TCP and send the
+    // header: it counts for nothing there.
+    for path in ["/servers", "/servers/alice-box"] {
+        let reply = devbox.call("GET", path, &[(HEADER, "alice")], None);
+        reply.assert_error(401, "API token");
+        assert!(!reply.text.contains("alice-box"), "{reply}");
+    }
+    let deleted = devbox.call("DELETE", "/servers/alice-box", &[(HEADER, "alice")], None);
+    assert_eq!(deleted.status, 401, "{deleted}");
+    assert!(devbox.specs().join("alice-box.yaml").exists());
+    assert!(
+        devbox.log().contains("ignored an identity header"),
+        "{}",
+        devbox.log_tail()
+    );
+}
+
+#[test]
+fn loopback_is_refused_as_a_trusted_proxy_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("devbox.yaml");
+    std::fs::write(
+        &config,
+        format!("auth:\n  trusted_header:\n    name: {HEADER}\n    from: [10.0.0.7, 127.0.0.1]\n"),
+    )
+    .expect("config");
+    let output = std::process::Command::new(common::devbox_bin())
+        .args(["--specs", "specs", "--state-dir", "state", "--config"])
+        .arg(&config)
+        .args(["serve", "--port", &common::free_ports(1).to_string()])
+        .current_dir(dir.path())
+        .output()
+        .expect("devbox runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("auth.trusted_header.from[1]") && stderr.contains("terminal"),
+        "says which entry and why: {stderr}"
+    );
+    assert!(!dir.path().join("state").exists(), "nothing started");
+}
