@@ -346,6 +346,9 @@ pub struct ControllerSettings {
     /// Extensions in the extension cache and git mirrors that no server has used for
     /// this long are removed (servers keep their own copies); `0s` keeps them forever.
     pub cache_retention: HumanDuration,
+    /// A visit to a stopped (or culled, or failed) IDE by its owner or an admin starts
+    /// it, rather than offering a Start button.
+    pub start_on_visit: bool,
 }
 
 impl Default for ControllerSettings {
@@ -366,6 +369,7 @@ impl Default for ControllerSettings {
             log_buffer_bytes: 1024 * 1024,
             max_servers: 500,
             cache_retention: HumanDuration::from_secs(30 * 24 * 60 * 60),
+            start_on_visit: false,
         }
     }
 }

@@ -16,13 +16,15 @@ const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const THEME_JS: &str = include_str!("../ui/theme.js");
 const STYLE_CSS: &str = include_str!("../ui/style.css");
+const IDE_START_JS: &str = include_str!("../ui/ide-start.js");
 
 /// The dashboard's policy (see the module doc).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data: https:; connect-src 'self'; \
      form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// `/` (the dashboard) and its assets under `/ui/`.
+/// `/` (the dashboard) and its assets under `/ui/`, with the script of the page an
+/// IDE that is not running shows (`ide-start.js`).
 pub fn router() -> Router {
     Router::new()
         .route(
@@ -36,6 +38,10 @@ pub fn router() -> Router {
         .route(
             "/ui/theme.js",
             get(|| async { asset("text/javascript; charset=utf-8", THEME_JS) }),
+        )
+        .route(
+            "/ui/ide-start.js",
+            get(|| async { asset("text/javascript; charset=utf-8", IDE_START_JS) }),
         )
         .route(
             "/ui/style.css",

@@ -2,7 +2,7 @@
 //! Chromium (through playwright-core) against a real devbox and real code-server:
 //! create a server with a git workspace through the form, start it, open the IDE
 //! through the proxy and see the workspace's file in VS Code's explorer, read its logs,
-//! stop it, delete it. This test builds the fixture repository, runs the script, and
+//! stop it, start it again from its IDE's stopped page, delete it. This test builds the fixture repository, runs the script, and
 //! checks what the run leaves behind (screenshots in `target/browser-artifacts/`; no
 //! spec, no status, no process of the server).
 //!

@@ -37,11 +37,27 @@ impl Participant<'_> {
     /// A call with the session cookie, following redirects the way a browser does
     /// (with the cookie).
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        self.send(method, path, &[], body)
+    }
+
+    /// A call without a body, with `extra` headers besides the cookie.
+    fn call_with(&self, method: &str, path: &str, extra: &[(&str, &str)]) -> Reply {
+        self.send(method, path, extra, None)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
         let body = body.map(|b| serde_json::to_vec(b).expect("json"));
-        let headers = [
+        let mut headers = vec![
             ("Cookie", self.cookie.as_str()),
             ("Content-Type", "application/json"),
         ];
+        headers.extend_from_slice(extra);
         let mut url = self.devbox.url(path);
         let mut reply = common::request_once(method, &url, &headers, body.as_deref());
         for _ in 0..5 {
@@ -460,4 +476,58 @@ fn the_cli_hands_out_seat_links_per_template_and_shows_owners() {
     let (ok, _, stderr) = cli(&["seat-links", "--template", "Nothing"]);
     assert!(!ok);
     assert!(stderr.contains("template `Nothing`"), "{stderr}");
+}
+
+#[test]
+fn a_stopped_ide_offers_its_owner_a_start_and_starts_on_a_visit_when_asked() {
+    let devbox = tenancy_devbox_with("controller:\n  start_on_visit: true\n");
+    wait_running_as_admin(&devbox, "ada");
+    let (link, _) = seat_link(&devbox, "ada");
+    let ada = open_seat(&devbox, &link, "ada");
+    let (bob_link, _) = seat_link(&devbox, "bob");
+    let bob = open_seat(&devbox, &bob_link, "bob");
+    let stopped = ada.call("POST", "/servers/ada/stop", None);
+    assert_eq!(stopped.status, 200, "{stopped}");
+
+    // A script's request (not a page visit) gets the page that offers Start, and
+    // starts nothing.
+    let fetched = ada.call_with("GET", "/s/ada/", &[("Sec-Fetch-Mode", "cors")]);
+    assert_eq!(fetched.status, 503, "{fetched}");
+    assert!(
+        fetched.text.contains("data-mode=\"offer\""),
+        "{}",
+        fetched.text
+    );
+    assert!(
+        fetched.text.contains("/ui/ide-start.js"),
+        "{}",
+        fetched.text
+    );
+    let policy = fetched
+        .header("content-security-policy")
+        .unwrap_or_default();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+    assert_eq!(
+        as_admin(&devbox, "GET", "/servers/ada", None).json()["status"],
+        "stopped"
+    );
+    // Someone else's visit starts nothing and learns nothing.
+    let other = bob.call_with("GET", "/s/ada/", &[("Sec-Fetch-Mode", "navigate")]);
+    assert_eq!(other.status, 404, "{other}");
+    assert_eq!(
+        as_admin(&devbox, "GET", "/servers/ada", None).json()["status"],
+        "stopped"
+    );
+
+    // The owner's visit starts it; the page waits for it; then the IDE answers.
+    let visit = ada.call_with("GET", "/s/ada/", &[("Sec-Fetch-Mode", "navigate")]);
+    assert_eq!(visit.status, 503, "{visit}");
+    assert!(visit.text.contains("data-mode=\"wait\""), "{}", visit.text);
+    wait_running_as_admin(&devbox, "ada");
+    let ide = ada.call("GET", "/s/ada/", None);
+    assert_eq!(ide.status, 200, "{ide}");
+    assert_eq!(devbox.get("/ui/ide-start.js").status, 200);
 }

@@ -12,7 +12,7 @@ use super::views::{ActionData, Done, Envelope};
 use super::wait::{self, Verdict};
 use crate::http::ApiError;
 use crate::identity::Caller;
-use crate::spec::{DesiredState, DevServer, RESTARTED_AT_ANNOTATION};
+use crate::spec::{DesiredState, DevServer, RESTARTED_AT_ANNOTATION, ServerSpec};
 use crate::status::{Phase, ServerStatus};
 
 /// Starts a server and answers once it is healthy.
@@ -109,14 +109,7 @@ async fn run(
     message: &str,
     fresh: bool,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
-    let spec = state
-        .edit(name, move |server| {
-            server.spec.state = DesiredState::Running;
-            if fresh {
-                bump_restart(server);
-            }
-        })
-        .await?;
+    let spec = ask_to_run(state, name, fresh).await?;
     let revision = spec.revision.clone();
     let pid = wait::converge(state, name, "to start", |s| {
         wait::running(state, s, &revision)
@@ -130,6 +123,20 @@ async fn run(
             pid,
         },
     )))
+}
+
+/// Sets server `name`'s spec to run (`fresh`: a new attempt even if nothing changed,
+/// for a failed or culled server) and returns the new spec without waiting for the
+/// controller.
+pub async fn ask_to_run(state: &AppState, name: &str, fresh: bool) -> Result<ServerSpec, ApiError> {
+    state
+        .edit(name, move |server| {
+            server.spec.state = DesiredState::Running;
+            if fresh {
+                bump_restart(server);
+            }
+        })
+        .await
 }
 
 /// Marks the spec as restarted now: a change the controller acts on even when nothing

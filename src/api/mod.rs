@@ -38,6 +38,7 @@ use axum::extract::DefaultBodyLimit;
 use tokio::sync::Notify;
 
 pub(crate) use body_limits::{limit_body_time, mib};
+pub use lifecycle::ask_to_run;
 pub use views::ServerView;
 
 use crate::config::Config;

@@ -108,9 +108,23 @@ pub fn app(state: AppState) -> Router {
             .as_deref()
             .is_some_and(|url| url.starts_with("https:")),
     };
+    let start_on_visit = config.controller.start_on_visit.then(|| {
+        let state = state.clone();
+        let start: crate::proxy::Starter = Arc::new(move |name: String| {
+            let state = state.clone();
+            Box::pin(async move {
+                crate::api::ask_to_run(&state, &name, true)
+                    .await
+                    .map(drop)
+                    .map_err(|err| err.to_string())
+            })
+        });
+        start
+    });
     let proxy = crate::proxy::router(crate::proxy::ProxyState {
         statuses: state.statuses.clone(),
         forwarder: crate::proxy::Forwarder::new(mib(config.server.static_cache_mb)),
+        start_on_visit,
     });
     let body_time = config.server.header_read_timeout.get();
     let upload_mb = config.ui.workspace.max_upload_size_mb;

@@ -11,15 +11,19 @@
 
 mod backend;
 mod forward;
+mod idle_page;
 mod static_cache;
 mod tunnel;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::any;
+use futures_util::future::BoxFuture;
 
 use crate::endpoint::Endpoint;
 use crate::http::ApiError;
@@ -27,11 +31,16 @@ use crate::identity::Caller;
 use crate::status::{Phase, Route, StatusStore};
 pub use forward::Forwarder;
 
+/// Asks for server `name` to run (without waiting for it); an error says why not.
+pub type Starter = Arc<dyn Fn(String) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// What the proxy routes need.
 #[derive(Clone)]
 pub struct ProxyState {
     pub statuses: StatusStore,
     pub forwarder: Forwarder,
+    /// `controller.start_on_visit`: a page visit to a stopped IDE starts it, with this.
+    pub start_on_visit: Option<Starter>,
 }
 
 /// The proxy's routes.
@@ -114,7 +123,10 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
             endpoint: Some(endpoint),
             ..
         }) => forward(state, port, &endpoint, &format!("/vscode/{port}"), request).await,
-        Some(route) => unavailable(&route.name, route.phase),
+        Some(route) => {
+            let navigation = idle_page::is_navigation(request.method(), request.headers());
+            not_running(state, &route.name, route.phase, navigation).await
+        }
     }
 }
 
@@ -132,7 +144,10 @@ async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Respons
             endpoint: Some(endpoint),
             ..
         }) => forward(state, port, &endpoint, &format!("/s/{name}"), request).await,
-        Some(route) => unavailable(name, route.phase),
+        Some(route) => {
+            let navigation = idle_page::is_navigation(request.method(), request.headers());
+            not_running(state, name, route.phase, navigation).await
+        }
     }
 }
 
@@ -162,29 +177,19 @@ async fn forward(
 }
 
 /// 503 with a small page: the server exists but does not run.
-fn unavailable(name: &str, phase: Phase) -> Response {
-    let state = format!("{phase:?}").to_lowercase();
-    let name = escape(name);
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} is {state}</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em\">\
-         <h1>{name} is {state}</h1><p>This code-server is not running right now. \
-         Start it from the dashboard, then reload this page.</p>\
-         <p><a href=\"/\">Back to the dashboard</a></p></body></html>"
-    );
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    response
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// A visit to the IDE of `name`, which is not running, by its owner or an admin: its
+/// page, after starting it when `controller.start_on_visit` says so.
+async fn not_running(state: &ProxyState, name: &str, phase: Phase, navigation: bool) -> Response {
+    let visit = idle_page::visit(phase, state.start_on_visit.is_some(), navigation);
+    let mut failed = None;
+    if let (idle_page::Visit::Start, Some(start)) = (visit, &state.start_on_visit) {
+        tracing::info!(server = name, "starting on a visit");
+        if let Err(err) = start(name.to_owned()).await {
+            tracing::warn!(server = name, %err, "cannot start on a visit");
+            failed = Some(err);
+        }
+    }
+    idle_page::page(name, phase, visit, failed.as_deref())
 }
 
 /// An empty-bodied response with a status, for proxy failures.

@@ -19,7 +19,9 @@
  *   /vscode/<port>/) and waits until VS Code's explorer shows FILE_NAME (the file list
  *   arrives over the proxied WebSocket), answers the workspace trust prompt, opens the
  *   file in the editor, opens the server's log panel on the dashboard and sees lines,
- *   stops it, deletes it through the confirm dialog and waits until its row is gone.
+ *   stops it, opens its IDE URL and starts it again with the stopped page's Start button
+ *   (landing in the IDE), deletes it through the confirm dialog and waits until its row
+ *   is gone.
  * Only the selectors listed at the top of ui/app.js are used on the dashboard.
  *
  * Each passing step prints `ok <step> (<seconds>)`. Any step that fails or times out,
@@ -400,6 +402,25 @@ fetch('/specs/evil-resource', { method: 'PUT', headers: { 'Content-Type': 'appli
     await server().and(dashboard.locator(':not([data-busy])')).waitFor();
     await server().locator('a[data-action=open]').waitFor({ state: 'hidden' });
     await shot(dashboard, 'dashboard-stopped.png');
+  });
+
+  await step('the stopped IDE\'s page starts it with its Start button and opens the IDE', async () => {
+    const ide = await context.newPage();
+    activePage = ide;
+    ide.on('pageerror', (err) => pageErrors.push(`IDE start page: ${err.stack || err.message}`));
+    try {
+      const answer = await ide.goto(new URL(idePath, baseUrl).href);
+      if (answer.status() !== 503) throw new Error(`the stopped IDE answered ${answer.status()}`);
+      const start = ide.locator('#ide-start');
+      await start.waitFor({ state: 'visible' });
+      await start.click();
+      await ide.locator('.monaco-workbench').waitFor({ timeout: IDE_TIMEOUT });
+      if (!new URL(ide.url()).pathname.startsWith(idePath)) throw new Error(`landed on ${ide.url()}`);
+    } finally {
+      await ide.close();
+      activePage = dashboard;
+    }
+    await waitStatus('running', STEP_TIMEOUT);
   });
 
   await step('delete it through the confirm dialog; the row disappears', async () => {
