@@ -98,6 +98,10 @@ pub struct ServerSettings {
     /// a TLS proxy, or on the machine's name): its host is allowed, and its origin is
     /// devbox's own.
     pub public_url: Option<String>,
+    /// Serve each IDE on an origin of its own, `<name>.<public_url's host>` (needs
+    /// `public_url`, and a DNS wildcard for `*.<host>`): a page of one IDE or of an app
+    /// behind it is then another origin than the dashboard and every other IDE.
+    pub ide_subdomains: bool,
     /// Longest a client may take to send a request's headers; also how long an idle
     /// keep-alive connection stays open.
     pub header_read_timeout: HumanDuration,
@@ -122,6 +126,7 @@ impl Default for ServerSettings {
             cors_allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             public_url: None,
+            ide_subdomains: false,
             header_read_timeout: HumanDuration::from_secs(30),
             static_cache_mb: 64,
         }
@@ -612,6 +617,12 @@ impl Config {
     /// Semantic checks, as (field, message) pairs.
     fn problems(&self) -> Vec<(String, String)> {
         let mut problems = self.auth.problems();
+        if self.server.ide_subdomains && self.server.public_url.is_none() {
+            problems.push((
+                "server.ide_subdomains".into(),
+                "needs server.public_url: each IDE is served at <name>.<its host>".into(),
+            ));
+        }
         let range = self.server.code_server_port_range;
         if range.start >= range.end {
             problems.push((

@@ -1,9 +1,14 @@
 //! Browser sessions: what a browser gets in exchange for an admin token (so that no
 //! script of any page ever holds the token itself) or for a seat link. A session is a
 //! random id in an `HttpOnly` cookie, known to devbox only in memory together with who
-//! it signs in: it expires after `auth.session_ttl`, ends at logout or when its user's
-//! access is revoked, and a devbox restart ends them all (the dashboard then asks for
-//! the token again; a seat link can be opened again while it is valid).
+//! it signs in and what it opens ([`Scope`]): it expires after `auth.session_ttl`,
+//! ends at logout or when its user's access is revoked, and a devbox restart ends them
+//! all (the dashboard then asks for the token again; a seat link can be opened again
+//! while it is valid).
+//!
+//! With IDEs on origins of their own, a dashboard session gets a one-time ticket for
+//! one IDE (a minute to use it), which that IDE's origin trades for a session of its
+//! own: a cookie of that host only, which opens that IDE and nothing else.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,9 +28,25 @@ pub struct Sessions {
     live: Arc<Mutex<HashMap<String, Session>>>,
 }
 
+/// How long an IDE ticket may take from the dashboard's origin to the IDE's.
+const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// What a session opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    /// The dashboard and the API.
+    Dashboard,
+    /// Server `0`'s IDE on its own origin, never the API.
+    Ide(String),
+    /// Once: an IDE session for `server`, whose browser then goes on to `next` (a
+    /// path of the IDE).
+    Ticket { server: String, next: String },
+}
+
 /// One live session.
 struct Session {
     caller: Caller,
+    scope: Scope,
     expires: Instant,
 }
 
@@ -41,9 +62,45 @@ impl Sessions {
         self.ttl
     }
 
-    /// A new session for `caller`; its id holds 244 random bits from the OS, as two
-    /// v4 UUIDs.
+    /// A new dashboard session for `caller`.
     pub fn open(&self, caller: Caller) -> String {
+        self.open_scoped(caller, Scope::Dashboard, self.ttl)
+    }
+
+    /// A one-time ticket, valid for a minute, that opens an IDE session for server
+    /// `server` and then the IDE's path `next` ([`Sessions::redeem_ticket`]).
+    pub fn open_ide_ticket(&self, caller: Caller, server: &str, next: &str) -> String {
+        let scope = Scope::Ticket {
+            server: server.to_owned(),
+            next: next.to_owned(),
+        };
+        self.open_scoped(caller, scope, TICKET_TTL)
+    }
+
+    /// Trades ticket `id` for server `server`'s IDE for an IDE session: its id, and the
+    /// path the browser goes on to. A ticket is good once.
+    pub fn redeem_ticket(&self, id: &str, server: &str) -> Option<(String, String)> {
+        let ticket = self.lock().remove(id)?;
+        let Scope::Ticket {
+            server: for_server,
+            next,
+        } = ticket.scope
+        else {
+            return None;
+        };
+        (for_server == server && ticket.expires > Instant::now()).then(|| {
+            let session = self.open_scoped(ticket.caller, Scope::Ide(server.to_owned()), self.ttl);
+            (session, next)
+        })
+    }
+
+    /// Who IDE session `id` signs in to server `server`'s IDE, while it lives.
+    pub fn ide_caller(&self, id: &str, server: &str) -> Option<Caller> {
+        self.lookup(id, &Scope::Ide(server.to_owned()))
+    }
+
+    /// A new session; its id holds 244 random bits from the OS, as two v4 UUIDs.
+    fn open_scoped(&self, caller: Caller, scope: Scope, ttl: Duration) -> String {
         let id = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -66,16 +123,23 @@ impl Sessions {
             id.clone(),
             Session {
                 caller,
-                expires: now + self.ttl,
+                scope,
+                expires: now + ttl,
             },
         );
         id
     }
 
-    /// Who session `id` signs in, while it lives.
+    /// Who dashboard session `id` signs in, while it lives.
     pub fn caller(&self, id: &str) -> Option<Caller> {
+        self.lookup(id, &Scope::Dashboard)
+    }
+
+    /// Who session `id` signs in, if it opens `scope` and lives.
+    fn lookup(&self, id: &str, scope: &Scope) -> Option<Caller> {
         let mut live = self.lock();
         match live.get(id) {
+            Some(session) if session.scope != *scope => None,
             Some(session) if session.expires > Instant::now() => Some(session.caller.clone()),
             Some(_) => {
                 live.remove(id);
@@ -107,6 +171,38 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ide_tickets_are_good_once_for_their_ide_and_open_nothing_else() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let ada = Caller::User(UserName::parse("ada").expect("name"));
+        let ticket = sessions.open_ide_ticket(ada.clone(), "box", "/");
+        assert_eq!(
+            sessions.caller(&ticket),
+            None,
+            "a ticket is no dashboard session"
+        );
+        assert_eq!(
+            sessions.redeem_ticket(&ticket, "other"),
+            None,
+            "for its IDE only"
+        );
+        let ticket = sessions.open_ide_ticket(ada.clone(), "box", "/?folder=/w");
+        let (ide, next) = sessions.redeem_ticket(&ticket, "box").expect("redeemed");
+        assert_eq!(next, "/?folder=/w");
+        assert_eq!(sessions.redeem_ticket(&ticket, "box"), None, "good once");
+        assert_eq!(sessions.ide_caller(&ide, "box"), Some(ada.clone()));
+        assert_eq!(sessions.ide_caller(&ide, "other"), None);
+        assert_eq!(sessions.caller(&ide), None, "an IDE session opens no API");
+        let dashboard = sessions.open(ada.clone());
+        assert_eq!(sessions.ide_caller(&dashboard, "box"), None);
+        sessions.close_user(&UserName::parse("ada").expect("name"));
+        assert_eq!(
+            sessions.ide_caller(&ide, "box"),
+            None,
+            "revoked with its user"
+        );
+    }
 
     #[test]
     fn sessions_open_expire_and_close() {

@@ -96,20 +96,28 @@ impl Participant<'_> {
 /// Asks for `server`'s seat link as the admin; returns its path (`/seat/<ticket>`)
 /// and the whole answer.
 fn seat_link(devbox: &Devbox, server: &str) -> (String, Value) {
-    let reply = as_admin(
-        devbox,
-        "POST",
-        &format!("/servers/{server}/seat-link"),
-        None,
+    // A spec written just now is known once the controller has read it.
+    let reply = common::wait_for(
+        &format!("a seat link for {server}"),
+        common::STARTUP,
+        || {
+            let reply = as_admin(
+                devbox,
+                "POST",
+                &format!("/servers/{server}/seat-link"),
+                None,
+            );
+            (reply.status != 404).then_some(reply)
+        },
     );
     assert_eq!(reply.status, 200, "{reply}");
     let answer = reply.json();
     let url = answer["url"].as_str().expect("url").to_owned();
-    let prefix = devbox.url("");
-    let path = url
-        .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("{url} is not under {prefix}"))
-        .to_owned();
+    let port = format!(":{}/seat/", devbox.http_port);
+    let at = url
+        .find(&port)
+        .unwrap_or_else(|| panic!("{url} is no seat link of this devbox"));
+    let path = url[at + port.len() - "/seat/".len()..].to_owned();
     (path, answer)
 }
 
@@ -136,12 +144,17 @@ fn tenancy_devbox() -> Devbox {
 }
 
 /// A devbox with an admin token, two unowned servers `ada` and `bob`, and `auth`
-/// settings besides the quota.
+/// settings besides the quota (or other sections after them).
 fn tenancy_devbox_with(auth: &str) -> Devbox {
+    tenancy_devbox_configured("", auth)
+}
+
+/// [`tenancy_devbox_with`], with `server` settings besides the token.
+fn tenancy_devbox_configured(server: &str, auth: &str) -> Devbox {
     Devbox::start_opts(
         Options {
             config: format!(
-                "server:\n  api_token: \"{TOKEN}\"\nauth:\n  max_servers_per_user: 2\n{auth}"
+                "server:\n  api_token: \"{TOKEN}\"\n{server}auth:\n  max_servers_per_user: 2\n{auth}"
             ),
             ..Options::default()
         },
@@ -530,4 +543,101 @@ fn a_stopped_ide_offers_its_owner_a_start_and_starts_on_a_visit_when_asked() {
     let ide = ada.call("GET", "/s/ada/", None);
     assert_eq!(ide.status, 200, "{ide}");
     assert_eq!(devbox.get("/ui/ide-start.js").status, 200);
+}
+
+/// A request to 127.0.0.1 for `host` (names under `*.localhost` resolve only in
+/// browsers), answered as it is: redirects are not followed.
+fn to_host(devbox: &Devbox, host: &str, path: &str, cookie: Option<&str>) -> Reply {
+    let mut headers = vec![("Host", host)];
+    if let Some(cookie) = cookie {
+        headers.push(("Cookie", cookie));
+    }
+    common::request_once("GET", &devbox.url(path), &headers, None)
+}
+
+#[test]
+fn each_ide_has_an_origin_of_its_own_reached_through_a_one_time_ticket() {
+    let devbox = tenancy_devbox_configured(
+        &format!(
+            "  public_url: http://devbox.localhost:{}\n  ide_subdomains: true\n",
+            common::HTTP_PORT
+        ),
+        "",
+    );
+    wait_running_as_admin(&devbox, "ada");
+    wait_running_as_admin(&devbox, "bob");
+    let base = format!("devbox.localhost:{}", devbox.http_port);
+    let ada_host = format!("ada.{base}");
+    let (link, _) = seat_link(&devbox, "ada");
+    let ada = open_seat(&devbox, &link, "ada");
+    let (bob_link, _) = seat_link(&devbox, "bob");
+    let bob = open_seat(&devbox, &bob_link, "bob");
+
+    // On devbox's origin, the IDE's path sends the browser to the IDE's own origin,
+    // with a ticket.
+    let sent = to_host(&devbox, &base, "/s/ada/?folder=/x", Some(&ada.cookie));
+    assert_eq!(sent.status, 303, "{sent}");
+    let location = sent.header("location").expect("a redirect").to_owned();
+    let prefix = format!("http://{ada_host}/__devbox/ide-ticket?t=");
+    assert!(location.starts_with(&prefix), "{location}");
+    let ticket_path = location
+        .strip_prefix(&format!("http://{ada_host}"))
+        .expect("path");
+
+    // The ticket becomes that origin's cookie (its host only), once.
+    let traded = to_host(&devbox, &ada_host, ticket_path, None);
+    assert_eq!(traded.status, 303, "{traded}");
+    assert_eq!(traded.header("location"), Some("/?folder=/x"));
+    let set_cookie = traded
+        .header("set-cookie")
+        .expect("the IDE's cookie")
+        .to_owned();
+    assert!(set_cookie.starts_with("devbox_ide="), "{set_cookie}");
+    assert!(
+        set_cookie.contains("HttpOnly") && !set_cookie.contains("Domain"),
+        "{set_cookie}"
+    );
+    let ide_cookie = set_cookie.split(';').next().expect("cookie").to_owned();
+    let again = to_host(&devbox, &ada_host, ticket_path, None);
+    assert_eq!(again.status, 403, "a ticket is good once: {again}");
+
+    // The IDE answers at the root of its origin, to that cookie only.
+    let workbench = to_host(&devbox, &ada_host, "/?folder=/tmp", Some(&ide_cookie));
+    assert_eq!(workbench.status, 200, "{workbench}");
+    assert!(workbench.text.contains("<html"), "code-server's workbench");
+    let healthz = to_host(&devbox, &ada_host, "/healthz", Some(&ide_cookie));
+    assert_eq!(healthz.status, 200, "{healthz}");
+    // Without it the browser is sent to devbox's origin to sign in.
+    let anonymous = to_host(&devbox, &ada_host, "/", None);
+    assert_eq!(anonymous.status, 303, "{anonymous}");
+    assert_eq!(
+        anonymous.header("location").map(str::to_owned),
+        Some(format!("http://{base}/s/ada/"))
+    );
+    // The IDE's cookie opens nothing else: not the API (on any host), not bob's IDE.
+    assert_eq!(
+        to_host(&devbox, &base, "/servers", Some(&ide_cookie)).status,
+        401
+    );
+    let on_ide = to_host(&devbox, &ada_host, "/servers", Some(&ide_cookie));
+    assert!(
+        !on_ide.text.contains("\"slug\""),
+        "no API on an IDE's origin: {on_ide}"
+    );
+    let bob_host = format!("bob.{base}");
+    let crossed = to_host(&devbox, &bob_host, "/", Some(&ide_cookie));
+    assert_eq!(crossed.status, 303, "{crossed}");
+    // bob, signed in on devbox's origin, gets no ticket for ada's IDE.
+    let refused = to_host(&devbox, &base, "/s/ada/", Some(&bob.cookie));
+    assert_eq!(refused.status, 404, "{refused}");
+    // A name that is no server's is a 404 too, whoever asks.
+    let ghost = to_host(&devbox, &format!("ghost.{base}"), "/", Some(&ide_cookie));
+    assert_eq!(
+        ghost.status, 303,
+        "sent to sign in, like any stranger: {ghost}"
+    );
+    assert_eq!(
+        to_host(&devbox, &base, "/s/ghost/", Some(&ada.cookie)).status,
+        404
+    );
 }

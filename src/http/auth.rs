@@ -205,7 +205,12 @@ pub(super) fn with_cookie(status: StatusCode, body: serde_json::Value, cookie: &
 
 /// The session id the browser sent, if any.
 pub(super) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    let prefix = format!("{SESSION_COOKIE}=");
+    cookie_named(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name` the browser sent, if any.
+pub(super) fn cookie_named<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}=");
     headers
         .get_all(header::COOKIE)
         .iter()

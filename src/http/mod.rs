@@ -11,6 +11,7 @@
 mod auth;
 mod error;
 mod guards;
+mod ide_origin;
 mod seat_page;
 mod server;
 mod site;
@@ -23,17 +24,21 @@ use axum::middleware;
 pub use auth::bearer_token;
 pub use error::{ApiError, ErrorBody};
 pub use server::{Peer, serve, unix_listener};
+pub use site::Site;
 
 use crate::api::{AppState, limit_body_time, mib};
 use crate::config::{Secret, TrustedHeader};
 use crate::identity::{Caller, UserName};
 use crate::seats::SeatLinks;
 use crate::sessions::Sessions;
-use site::Site;
 
 /// The name of the dashboard's session cookie. devbox's credentials are devbox's
-/// only: the proxy removes this cookie (and any bearer token) from what it forwards.
+/// only: the proxy removes this cookie, [`IDE_COOKIE`] (and any bearer token) from
+/// what it forwards.
 pub const SESSION_COOKIE: &str = "devbox_session";
+
+/// The name of an IDE's own cookie on its own origin (`server.ide_subdomains`).
+pub const IDE_COOKIE: &str = "devbox_ide";
 
 /// Where seat links open: `/seat/<ticket>`.
 pub const SEAT_PATH: &str = "/seat/";
@@ -52,6 +57,8 @@ struct Front {
     seats: SeatLinks,
     /// Session cookies carry `Secure`: devbox is reached over https.
     secure_cookies: bool,
+    /// The proxy, for the IDEs' own origins (`server.ide_subdomains`).
+    proxy: crate::proxy::ProxyState,
 }
 
 impl Front {
@@ -69,8 +76,20 @@ impl Front {
     /// A `Set-Cookie` value for devbox's own cookies: for every path, never for
     /// scripts, never sent along from another site's page.
     fn cookie(&self, name: &str, value: &str, max_age: std::time::Duration) -> String {
+        self.cookie_for_sites(name, value, max_age, "Strict")
+    }
+
+    /// A cookie as [`Front::cookie`], sent along on requests from `same_site` sites
+    /// (`Strict`: from devbox's own pages only; `Lax`: also on a link from elsewhere).
+    fn cookie_for_sites(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: std::time::Duration,
+        same_site: &str,
+    ) -> String {
         format!(
-            "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            "{name}={value}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={}{}",
             max_age.as_secs(),
             if self.secure_cookies { "; Secure" } else { "" }
         )
@@ -95,19 +114,7 @@ impl Front {
 /// The complete HTTP application: API, proxy and dashboard behind the guards.
 pub fn app(state: AppState) -> Router {
     let config = &state.config;
-    let front = Front {
-        site: Arc::new(Site::new(config)),
-        admin_tokens: config.auth.resolved_admin_tokens.clone().into(),
-        admin_users: config.auth.admins.clone().into(),
-        trusted_header: config.auth.trusted_header.clone().map(Arc::new),
-        sessions: state.sessions.clone(),
-        seats: state.seats.clone(),
-        secure_cookies: config
-            .server
-            .public_url
-            .as_deref()
-            .is_some_and(|url| url.starts_with("https:")),
-    };
+    let site = Arc::new(Site::new(config));
     let start_on_visit = config.controller.start_on_visit.then(|| {
         let state = state.clone();
         let start: crate::proxy::Starter = Arc::new(move |name: String| {
@@ -121,11 +128,33 @@ pub fn app(state: AppState) -> Router {
         });
         start
     });
-    let proxy = crate::proxy::router(crate::proxy::ProxyState {
+    let proxy_state = crate::proxy::ProxyState {
         statuses: state.statuses.clone(),
         forwarder: crate::proxy::Forwarder::new(mib(config.server.static_cache_mb)),
         start_on_visit,
-    });
+        ide_origins: config
+            .server
+            .ide_subdomains
+            .then(|| crate::proxy::IdeOrigins {
+                site: site.clone(),
+                tickets: config.auth_required().then(|| state.sessions.clone()),
+            }),
+    };
+    let front = Front {
+        site,
+        admin_tokens: config.auth.resolved_admin_tokens.clone().into(),
+        admin_users: config.auth.admins.clone().into(),
+        trusted_header: config.auth.trusted_header.clone().map(Arc::new),
+        sessions: state.sessions.clone(),
+        seats: state.seats.clone(),
+        secure_cookies: config
+            .server
+            .public_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https:")),
+        proxy: proxy_state.clone(),
+    };
+    let proxy = crate::proxy::router(proxy_state);
     let body_time = config.server.header_read_timeout.get();
     let upload_mb = config.ui.workspace.max_upload_size_mb;
     let authenticate = middleware::from_fn_with_state(front.clone(), auth::authenticate);
@@ -147,5 +176,9 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::ui::router().layer(middleware::from_fn(guards::no_sniff)))
         .merge(seat_page::routes().with_state(front.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(
+            front.clone(),
+            ide_origin::route,
+        ))
         .layer(middleware::from_fn_with_state(front, guards::guard))
 }

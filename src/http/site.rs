@@ -40,6 +40,8 @@ pub struct Site {
     public_origin: Option<(String, String)>,
     /// `server.cors_allowed_origins` as written, lower case.
     listed_origins: Vec<String>,
+    /// `server.ide_subdomains`: each IDE is served at `<name>.<public host>`.
+    ide_subdomains: bool,
 }
 
 /// Names of this machine that no DNS rebinding can produce: a page's `Host` is the
@@ -88,13 +90,14 @@ impl Site {
                 .iter()
                 .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
+            ide_subdomains: server.ide_subdomains && public_uri.is_some(),
         }
     }
 
     /// Whether devbox answers to `host` (the request's `Host`, or the authority of an
     /// absolute request target).
     pub fn allows_host(&self, host: &str) -> bool {
-        if self.any_host {
+        if self.any_host || self.ide_server(host).is_some() {
             return true;
         }
         let Ok(authority) = host.parse::<Authority>() else {
@@ -105,6 +108,35 @@ impl Site {
         self.names.iter().any(|(allowed, allowed_port)| {
             *allowed == name && allowed_port.is_none_or(|p| Some(p) == port)
         })
+    }
+
+    /// The server whose IDE `host` is (`<name>.<public host>`, any port), when IDEs
+    /// have origins of their own.
+    pub fn ide_server(&self, host: &str) -> Option<String> {
+        if !self.ide_subdomains {
+            return None;
+        }
+        let (_, public) = self.public_origin.as_ref()?;
+        let public_host = public.parse::<Authority>().ok()?.host().to_owned();
+        let authority = host.parse::<Authority>().ok()?;
+        let name = authority
+            .host()
+            .to_ascii_lowercase()
+            .strip_suffix(&format!(".{public_host}"))?
+            .to_owned();
+        crate::spec::is_valid_name(&name).then_some(name)
+    }
+
+    /// The URL of `path` on server `name`'s IDE origin.
+    pub fn ide_url(&self, name: &str, path: &str) -> Option<String> {
+        let (scheme, public) = self.public_origin.as_ref()?;
+        Some(format!("{scheme}://{name}.{public}{path}"))
+    }
+
+    /// The URL of `path` on devbox's own (public) origin.
+    pub fn own_url(&self, path: &str) -> Option<String> {
+        let (scheme, public) = self.public_origin.as_ref()?;
+        Some(format!("{scheme}://{public}{path}"))
     }
 
     /// Where a request comes from: `origin` is its `Origin` header, `host` the `Host`
@@ -256,6 +288,41 @@ mod tests {
     fn unspecified_bind_address_is_no_name_and_star_turns_the_check_off() {
         assert!(!site("server:\n  bind_address: 0.0.0.0\n").allows_host("0.0.0.0:8000"));
         assert!(site("server:\n  allowed_hosts: ['*']\n").allows_host("anything.example:1"));
+    }
+
+    #[test]
+    fn ide_hosts_are_server_names_under_the_public_host() {
+        let on =
+            site("server:\n  public_url: http://devbox.localhost:8000\n  ide_subdomains: true\n");
+        assert_eq!(
+            on.ide_server("ada.devbox.localhost:8000").as_deref(),
+            Some("ada")
+        );
+        assert_eq!(
+            on.ide_server("Ada.DEVBOX.localhost").as_deref(),
+            Some("ada")
+        );
+        assert!(on.allows_host("ada.devbox.localhost:8000"));
+        for other in [
+            "devbox.localhost:8000",
+            "a.b.evil.example",
+            "-x.devbox.localhost",
+            "xdevbox.localhost",
+        ] {
+            assert_eq!(on.ide_server(other), None, "{other}");
+        }
+        assert!(!on.allows_host("ada.evil.example:8000"));
+        assert_eq!(
+            on.ide_url("ada", "/x?y").as_deref(),
+            Some("http://ada.devbox.localhost:8000/x?y")
+        );
+        assert_eq!(
+            on.own_url("/s/ada/").as_deref(),
+            Some("http://devbox.localhost:8000/s/ada/")
+        );
+        let off = site("server:\n  public_url: http://devbox.localhost:8000\n");
+        assert_eq!(off.ide_server("ada.devbox.localhost:8000"), None);
+        assert!(!off.allows_host("ada.devbox.localhost:8000"));
     }
 
     #[test]

@@ -163,11 +163,21 @@ fn strip_devbox_credentials(headers: &mut HeaderMap) {
     if crate::http::bearer_token(headers).is_some() {
         headers.remove(header::AUTHORIZATION);
     }
-    let has_token_cookie = headers
+    let is_devbox_cookie = |pair: &str| {
+        [crate::http::SESSION_COOKIE, crate::http::IDE_COOKIE]
+            .iter()
+            .any(|name| {
+                pair.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('='))
+            })
+    };
+    let has_devbox_cookie = headers
         .get_all(header::COOKIE)
         .iter()
-        .any(|v| v.as_bytes().windows(15).any(|w| w == b"devbox_session="));
-    if !has_token_cookie {
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(|pair| is_devbox_cookie(pair.trim()));
+    if !has_devbox_cookie {
         return;
     }
     let cookies: Vec<String> = headers
@@ -176,7 +186,7 @@ fn strip_devbox_credentials(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with("devbox_session="))
+        .filter(|pair| !pair.is_empty() && !is_devbox_cookie(pair))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);

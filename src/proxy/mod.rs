@@ -27,7 +27,9 @@ use futures_util::future::BoxFuture;
 
 use crate::endpoint::Endpoint;
 use crate::http::ApiError;
+use crate::http::Site;
 use crate::identity::Caller;
+use crate::sessions::Sessions;
 use crate::status::{Phase, Route, StatusStore};
 pub use forward::Forwarder;
 
@@ -41,6 +43,72 @@ pub struct ProxyState {
     pub forwarder: Forwarder,
     /// `controller.start_on_visit`: a page visit to a stopped IDE starts it, with this.
     pub start_on_visit: Option<Starter>,
+    /// `server.ide_subdomains`: each IDE is served on an origin of its own.
+    pub ide_origins: Option<IdeOrigins>,
+}
+
+/// IDEs on origins of their own: `/s/<name>/…` and `/vscode/<port>/…` on devbox's
+/// origin send the browser there (through a one-time ticket when devbox has sign-in),
+/// and the IDE's origin serves the IDE at its root ([`serve_ide_origin`]).
+#[derive(Clone)]
+pub struct IdeOrigins {
+    pub site: Arc<Site>,
+    /// Where tickets are made; `None` when devbox needs no sign-in.
+    pub tickets: Option<Sessions>,
+}
+
+/// The path on an IDE's origin where a ticket is traded for that IDE's cookie.
+pub const IDE_TICKET_PATH: &str = "/__devbox/ide-ticket";
+
+impl IdeOrigins {
+    /// Sends the browser of `caller` to `path` (and query) of server `name`'s IDE.
+    fn redirect(&self, caller: Option<&Caller>, name: &str, path: &str) -> Response {
+        let target = match (&self.tickets, caller) {
+            (Some(tickets), Some(caller)) => {
+                let ticket = tickets.open_ide_ticket(caller.clone(), name, path);
+                self.site
+                    .ide_url(name, &format!("{IDE_TICKET_PATH}?t={ticket}"))
+            }
+            _ => self.site.ide_url(name, path),
+        };
+        match target {
+            Some(url) => Redirect::to(&url).into_response(),
+            None => bad_gateway("server.ide_subdomains needs server.public_url".into()),
+        }
+    }
+}
+
+/// A request on server `name`'s own origin, from `caller` (signed in there): the IDE
+/// at the origin's root, or, while it does not run, its page on devbox's origin.
+pub async fn serve_ide_origin(
+    state: &ProxyState,
+    caller: &Caller,
+    name: &str,
+    request: Request,
+) -> Response {
+    match state
+        .statuses
+        .route(name)
+        .filter(|route| may_open(Some(caller), route))
+    {
+        None => ApiError::NotFound(format!("no server named `{name}`")).into_response(),
+        Some(Route {
+            phase: Phase::Running,
+            port: Some(port),
+            endpoint: Some(endpoint),
+            ..
+        }) => forward(state, port, &endpoint, "", request).await,
+        Some(_) => {
+            let page = state
+                .ide_origins
+                .as_ref()
+                .and_then(|ide| ide.site.own_url(&format!("/s/{name}/")));
+            match page {
+                Some(url) => Redirect::to(&url).into_response(),
+                None => bad_gateway("server.ide_subdomains needs server.public_url".into()),
+            }
+        }
+    }
 }
 
 /// The proxy's routes.
@@ -121,8 +189,12 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
         Some(Route {
             phase: Phase::Running,
             endpoint: Some(endpoint),
+            name,
             ..
-        }) => forward(state, port, &endpoint, &format!("/vscode/{port}"), request).await,
+        }) => match &state.ide_origins {
+            Some(ide) => ide.redirect(caller, &name, rest_of(&request, &format!("/vscode/{port}"))),
+            None => forward(state, port, &endpoint, &format!("/vscode/{port}"), request).await,
+        },
         Some(route) => {
             let navigation = idle_page::is_navigation(request.method(), request.headers());
             not_running(state, &route.name, route.phase, navigation).await
@@ -143,11 +215,23 @@ async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Respons
             port: Some(port),
             endpoint: Some(endpoint),
             ..
-        }) => forward(state, port, &endpoint, &format!("/s/{name}"), request).await,
+        }) => match &state.ide_origins {
+            Some(ide) => ide.redirect(caller, name, rest_of(&request, &format!("/s/{name}"))),
+            None => forward(state, port, &endpoint, &format!("/s/{name}"), request).await,
+        },
         Some(route) => {
             let navigation = idle_page::is_navigation(request.method(), request.headers());
             not_running(state, name, route.phase, navigation).await
         }
+    }
+}
+
+/// The request's path (and query) below `prefix`.
+fn rest_of<'a>(request: &'a Request, prefix: &str) -> &'a str {
+    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    match path_and_query.strip_prefix(prefix) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => "/",
     }
 }
 

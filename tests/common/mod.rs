@@ -123,11 +123,15 @@ pub struct Devbox {
     child: Option<Child>,
 }
 
+/// Stands for devbox's HTTP port in [`Options::config`] (known only once ports are picked).
+pub const HTTP_PORT: &str = "{http_port}";
+
 /// How [`Devbox::start_opts`] sets up a devbox.
 pub struct Options {
     /// How many ports the code-server range holds.
     pub ports: u16,
-    /// YAML merged over the test config (maps key by key, anything else replaced).
+    /// YAML merged over the test config (maps key by key, anything else replaced);
+    /// [`HTTP_PORT`] in it stands for devbox's HTTP port.
     pub config: String,
     /// Extra environment of `devbox serve`.
     pub env: Vec<(String, String)>,
@@ -201,8 +205,9 @@ impl Devbox {
         ))
         .expect("test config is YAML");
         if !options.config.is_empty() {
+            let text = options.config.replace(HTTP_PORT, &http_port.to_string());
             let extra: serde_yaml::Value =
-                serde_yaml::from_str(&options.config).expect("Options::config is YAML");
+                serde_yaml::from_str(&text).expect("Options::config is YAML");
             merge_yaml(&mut config, extra);
         }
         std::fs::write(
