@@ -31,6 +31,7 @@
  *   #confirm-dialog, #confirm-yes, #confirm-no       delete confirmation
  *   #token-dialog input[name=token], #token-save, #token-reason   API token login
  *   #token-button (log in), #logout-button (log out; visible with a session)
+ *   #whoami                               who the session signs in ("seat-ada", "admin")
  *   #error (.banner-text), #error-close   the error banner
  *   #toasts .toast                        success notices
  *   #theme-toggle (html[data-theme=dark|light]), #refresh, #connection[data-state]
@@ -205,6 +206,9 @@ async function loadSession() {
   try {
     const session = await readBody(await fetch(`${BASE_PATH}auth/session`, { credentials: 'same-origin' }));
     state.loggedIn = Boolean(session && session.logged_in);
+    const who = state.loggedIn ? (session.user || (session.admin ? 'admin' : '')) : '';
+    $('#whoami').textContent = who ? `signed in as ${who}` : '';
+    setHidden($('#whoami'), !who);
   } catch (_) {
     state.loggedIn = false;
   }
@@ -227,6 +231,7 @@ function openTokenDialog(reason) {
 }
 
 function updateTokenButton() {
+  if (!state.loggedIn) setHidden($('#whoami'), true);
   setHidden($('#token-button'), !state.needsToken || state.loggedIn);
   setHidden($('#logout-button'), !state.loggedIn);
 }
@@ -252,6 +257,7 @@ function bindTokenDialog() {
       input.value = '';
     }
     finishTokenDialog();
+    loadSession();
   });
   $('#token-cancel').addEventListener('click', () => $('#token-dialog').close());
 }

@@ -186,6 +186,7 @@ try {
     await dashboard.locator('#token-save').click();
     await dashboard.locator('#token-dialog').waitFor({ state: 'hidden' });
     await dashboard.locator('#logout-button').waitFor({ state: 'visible' });
+    await dashboard.locator('#whoami', { hasText: 'signed in as admin' }).waitFor();
     await dashboard.locator('#connection[data-state=ok]').waitFor();
     await dashboard.locator('#servers-empty').waitFor({ state: 'visible' }); // a fresh devbox has no servers
     await dashboard.locator('#create-form input[name=workspace][value=git]').waitFor();
