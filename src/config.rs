@@ -109,6 +109,11 @@ pub struct ServerSettings {
     /// workbench's scripts, styles and fonts, which every browser loads), in MiB;
     /// 0 turns the cache off.
     pub static_cache_mb: u64,
+    /// Moved to `auth.session_ttl`; still read from here (a config written for an
+    /// earlier devbox), when `auth.session_ttl` is not set otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub session_ttl: Option<HumanDuration>,
 }
 
 impl Default for ServerSettings {
@@ -129,6 +134,7 @@ impl Default for ServerSettings {
             ide_subdomains: false,
             header_read_timeout: HumanDuration::from_secs(30),
             static_cache_mb: 64,
+            session_ttl: None,
         }
     }
 }
@@ -447,6 +453,12 @@ impl Config {
             None => Self::embedded_default(),
         };
         config.apply(overrides);
+        if let Some(ttl) = config.server.session_ttl.take()
+            && config.auth.session_ttl == AuthSettings::default().session_ttl
+        {
+            tracing::warn!("server.session_ttl has moved to auth.session_ttl");
+            config.auth.session_ttl = ttl;
+        }
         config.read_tokens()?;
         config.check_safety()?;
         // Status records and log lines name these directories; make them independent of
@@ -741,6 +753,15 @@ pub fn check_git_url(url: &str, allowed: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_ttl_of_an_earlier_config_is_still_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("devbox.yaml");
+        std::fs::write(&path, "server:\n  session_ttl: 1h\n").expect("write");
+        let config = Config::load(Some(&path), &Overrides::default()).expect("valid");
+        assert_eq!(config.auth.session_ttl, HumanDuration::from_secs(3600));
+    }
 
     #[test]
     fn an_empty_token_is_refused_and_a_padded_one_trimmed() {
