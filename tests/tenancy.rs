@@ -81,15 +81,7 @@ impl Participant<'_> {
     }
 
     fn listed(&self) -> Vec<String> {
-        let reply = self.call("GET", "/servers", None);
-        assert_eq!(reply.status, 200, "{reply}");
-        reply
-            .json()
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|s| s["slug"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        self.call("GET", "/servers", None).slugs()
     }
 }
 

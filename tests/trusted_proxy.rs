@@ -84,15 +84,18 @@ fn parse_answer(answer: &[u8]) -> Reply {
 }
 
 fn listed(socket: &Path, user: &str) -> Vec<String> {
-    let reply = via_proxy(socket, user, "GET", "/servers", None);
-    assert_eq!(reply.status, 200, "{reply}");
-    reply
-        .json()
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|s| s["slug"].as_str().map(str::to_owned))
-        .collect()
+    via_proxy(socket, user, "GET", "/servers", None).slugs()
+}
+
+/// `user` creates server `name` through the proxy: the answer.
+fn create(socket: &Path, user: &str, name: &str) -> Reply {
+    via_proxy(
+        socket,
+        user,
+        "POST",
+        "/servers",
+        Some(&json!({ "name": name })),
+    )
 }
 
 fn proxied_devbox() -> (Devbox, PathBuf) {
@@ -123,23 +126,11 @@ fn users_named_by_the_proxy_reach_only_their_own_servers() {
     assert_eq!(session["user"], "alice", "{session}");
     assert_eq!(session["logged_in"], true, "{session}");
 
-    let created = via_proxy(
-        &socket,
-        "alice",
-        "POST",
-        "/servers",
-        Some(&json!({"name": "alice-box"})),
-    );
-    assert_eq!(created.status, 201, "{created}");
-    assert_eq!(created.json()["owner"], "alice");
-    let created = via_proxy(
-        &socket,
-        "bob",
-        "POST",
-        "/servers",
-        Some(&json!({"name": "bob-box"})),
-    );
-    assert_eq!(created.status, 201, "{created}");
+    for (user, name) in [("alice", "alice-box"), ("bob", "bob-box")] {
+        let created = create(&socket, user, name);
+        assert_eq!(created.status, 201, "{created}");
+        assert_eq!(created.json()["owner"], user);
+    }
     assert_eq!(listed(&socket, "alice"), ["alice-box"]);
     assert_eq!(listed(&socket, "bob"), ["bob-box"]);
 
@@ -176,13 +167,7 @@ fn users_named_by_the_proxy_reach_only_their_own_servers() {
         ),
     );
     reply.assert_error(403, "`env`");
-    let second = via_proxy(
-        &socket,
-        "bob",
-        "POST",
-        "/servers",
-        Some(&json!({"name": "bob-two"})),
-    );
+    let second = create(&socket, "bob", "bob-two");
     assert_eq!(second.status, 201, "{second}");
     via_proxy(
         &socket,
@@ -205,13 +190,7 @@ fn users_named_by_the_proxy_reach_only_their_own_servers() {
 #[test]
 fn the_header_over_tcp_is_ignored_and_logged() {
     let (devbox, socket) = proxied_devbox();
-    let created = via_proxy(
-        &socket,
-        "alice",
-        "POST",
-        "/servers",
-        Some(&json!({"name": "alice-box"})),
-    );
+    let created = create(&socket, "alice", "alice-box");
     assert_eq!(created.status, 201, "{created}");
     // Any local process (a participant's terminal) can connect over TCP and send the
     // header: it counts for nothing there.

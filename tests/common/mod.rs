@@ -668,6 +668,17 @@ impl Reply {
             .unwrap_or_else(|err| panic!("not JSON ({err}): {} {}", self.status, self.text))
     }
 
+    /// The slugs of a `GET /servers` answer (which must be a 200).
+    pub fn slugs(&self) -> Vec<String> {
+        assert_eq!(self.status, 200, "{self}");
+        self.json()
+            .as_array()
+            .expect("a list of servers")
+            .iter()
+            .map(|s| s["slug"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// The value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
