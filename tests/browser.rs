@@ -1,23 +1,38 @@
-//! The dashboard in a real browser: `tests/browser/dashboard.mjs` drives Debian's
-//! Chromium (through playwright-core) against a real devbox and real code-server:
-//! create a server with a git workspace through the form, start it, open the IDE
-//! through the proxy and see the workspace's file in VS Code's explorer, read its logs,
-//! stop it, start it again from its IDE's stopped page, delete it. This test builds the fixture repository, runs the script, and
-//! checks what the run leaves behind (screenshots in `target/browser-artifacts/`; no
-//! spec, no status, no process of the server).
+//! devbox in a real browser: scripts in `tests/browser/` drive Debian's Chromium
+//! (through playwright-core) against a real devbox and real code-server. Screenshots
+//! land in `target/browser-artifacts/<test>/`.
+//!
+//! - `dashboard.mjs`: create a server with a git workspace through the form, start it,
+//!   open the IDE through the proxy and see the workspace's file in VS Code's explorer,
+//!   read its logs, stop it, start it again from its IDE's stopped page, delete it. The
+//!   test builds the fixture repository, runs the script, and checks what the run
+//!   leaves behind (no spec, no status, no process of the server).
+//! - `seats.mjs`: two participants, each in a browser context of their own, open their
+//!   seat links on a devbox with an origin per IDE (`server.ide_subdomains`) and each
+//!   lands in their own IDE on its own origin, showing their own workspace only; one
+//!   cannot open the other's IDE; an app served through an IDE (code-server's
+//!   `/proxy/<port>/`) can neither read nor use the dashboard's session. The test sets
+//!   up the two servers and their links, runs the script, and checks that nothing was
+//!   created.
+//!
+//! The tests take turns: each runs a Chromium and code-server instances, and two at
+//! once on a small machine would make every step's timeout a matter of luck.
 //!
 //! Needs `scripts/install-browser.sh` (run by `scripts/test.sh`, which exports
 //! `DEVBOX_PLAYWRIGHT_NODE_PATH`).
 
 mod common;
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Devbox, Options, git_repo, group_alive, list_dir, wait_for};
+use serde_json::Value;
+
+use common::{Devbox, Options, Reply, git_repo, group_alive, list_dir, wait_for};
 
 /// The file the IDE's explorer must show.
 const FILE: &str = "WELCOME-TO-THE-WORKSHOP.md";
@@ -26,7 +41,7 @@ const TOKEN: &str = "browser-T0ken-e2e";
 /// The spec file stem of the script's display name `Browser Test`.
 const SLUG: &str = "Browser-Test";
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The script has its own step timeouts; this only stops a hung `node`.
+/// The scripts have their own step timeouts; this only stops a hung `node`.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 const SCREENSHOTS: [&str; 5] = [
     "dashboard-created.png",
@@ -38,6 +53,15 @@ const SCREENSHOTS: [&str; 5] = [
 
 fn repo_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Held for a whole test: one browser test runs at a time. A test that failed while
+/// holding it does not stop the next one.
+fn one_browser_at_a_time() -> MutexGuard<'static, ()> {
+    static BROWSER: Mutex<()> = Mutex::new(());
+    BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The `node_modules` directory holding playwright-core.
@@ -59,13 +83,14 @@ fn playwright_node_path() -> PathBuf {
     path
 }
 
-/// An empty `target/browser-artifacts/` (no screenshot of an earlier run survives).
-fn artifacts_dir() -> PathBuf {
-    let dir = repo_dir().join("target/browser-artifacts");
+/// An empty `target/browser-artifacts/<test>/` (no screenshot of an earlier run survives).
+fn artifacts_dir(test: &str) -> PathBuf {
+    let dir = repo_dir().join("target/browser-artifacts").join(test);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).expect("clear target/browser-artifacts");
+        std::fs::remove_dir_all(&dir)
+            .unwrap_or_else(|err| panic!("clear {}: {err}", dir.display()));
     }
-    std::fs::create_dir_all(&dir).expect("create target/browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
     dir
 }
 
@@ -84,27 +109,17 @@ fn forward(
     })
 }
 
-/// What the script's run recorded of the server's code-server instance.
-struct Instance {
-    pgid: u32,
-    tag: String,
-}
-
-/// Runs the script to its end (or [`SCRIPT_TIMEOUT`]), meanwhile noting the process
-/// record of the server from its status file. Returns the exit status, the output and
-/// the record.
+/// Runs `node tests/browser/<script> <args>` to its end (or [`SCRIPT_TIMEOUT`]),
+/// calling `meanwhile` every 100 ms while it runs. Returns the exit status and the
+/// output (stdout and stderr as they came).
 fn run_script(
-    devbox: &Devbox,
-    git_url: &str,
-    artifacts: &Path,
-) -> (ExitStatus, String, Option<Instance>) {
+    script: &str,
+    args: &[OsString],
+    mut meanwhile: impl FnMut(),
+) -> (ExitStatus, String) {
     let mut child = Command::new("node")
-        .arg(repo_dir().join("tests/browser/dashboard.mjs"))
-        .arg(devbox.url("/"))
-        .arg(git_url)
-        .arg(artifacts)
-        .arg(FILE)
-        .arg(TOKEN)
+        .arg(repo_dir().join("tests/browser").join(script))
+        .args(args)
         .env("NODE_PATH", playwright_node_path())
         .current_dir(repo_dir())
         .stdin(Stdio::null())
@@ -118,22 +133,11 @@ fn run_script(
         forward(child.stderr.take().expect("stderr"), output.clone()),
     ];
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let mut instance = None;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for node") {
             break status;
         }
-        if let Some(status) = devbox.status(SLUG)
-            && let (Some(pgid), Some(tag)) = (
-                status["process"]["pgid"].as_u64(),
-                status["process"]["instance"].as_str(),
-            )
-        {
-            instance = Some(Instance {
-                pgid: pgid as u32,
-                tag: tag.to_owned(),
-            });
-        }
+        meanwhile();
         if Instant::now() > deadline {
             // SIGTERM first: playwright then closes Chromium (SIGKILL would orphan it).
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -142,7 +146,7 @@ fn run_script(
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the browser script did not finish within {SCRIPT_TIMEOUT:?}\n{}",
+                "{script} did not finish within {SCRIPT_TIMEOUT:?}\n{}",
                 output.lock().expect("output lock")
             );
         }
@@ -152,7 +156,35 @@ fn run_script(
         reader.join().expect("output reader");
     }
     let output = output.lock().expect("output lock").clone();
-    (status, output, instance)
+    (status, output)
+}
+
+/// Asserts that the script passed; else panics with its output and devbox's log.
+fn assert_passed(
+    script: &str,
+    (status, output): &(ExitStatus, String),
+    elapsed: Duration,
+    devbox: &Devbox,
+    artifacts: &Path,
+) {
+    assert!(
+        status.success(),
+        "{script} failed ({status}) after {elapsed:.1?}; screenshots in {}\n\
+         --- script output ---\n{output}--- devbox log (tail) ---\n{}",
+        artifacts.display(),
+        devbox_log_tail(devbox)
+    );
+    println!("{script} passed in {elapsed:.1?}");
+    assert!(
+        !artifacts.join("failure.png").exists(),
+        "a passing run leaves no failure.png"
+    );
+}
+
+/// What the script's run recorded of the server's code-server instance.
+struct Instance {
+    pgid: u32,
+    tag: String,
 }
 
 /// Live processes carrying `tag` (every process of one code-server instance inherits
@@ -194,8 +226,9 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 #[test]
 fn dashboard_drives_a_server_from_create_to_delete_in_a_real_browser() {
+    let _browser = one_browser_at_a_time();
     let node_path = playwright_node_path();
-    let artifacts = artifacts_dir();
+    let artifacts = artifacts_dir("dashboard");
     let fixture = tempfile::Builder::new()
         .prefix("devbox-browser-repo-")
         .tempdir()
@@ -227,16 +260,32 @@ fn dashboard_drives_a_server_from_create_to_delete_in_a_real_browser() {
     );
 
     let begin = Instant::now();
-    let (status, output, instance) = run_script(&devbox, &git_url, &artifacts);
-    let elapsed = begin.elapsed();
-    assert!(
-        status.success(),
-        "the browser script failed ({status}) after {elapsed:.1?}; screenshots in {}\n\
-         --- script output ---\n{output}--- devbox log (tail) ---\n{}",
-        artifacts.display(),
-        devbox_log_tail(&devbox)
+    let mut instance = None;
+    let run = run_script(
+        "dashboard.mjs",
+        &[
+            devbox.url("/").into(),
+            git_url.into(),
+            artifacts.clone().into(),
+            FILE.into(),
+            TOKEN.into(),
+        ],
+        // The server's process record, from its status file while it runs.
+        || {
+            if let Some(status) = devbox.status(SLUG)
+                && let (Some(pgid), Some(tag)) = (
+                    status["process"]["pgid"].as_u64(),
+                    status["process"]["instance"].as_str(),
+                )
+            {
+                instance = Some(Instance {
+                    pgid: pgid as u32,
+                    tag: tag.to_owned(),
+                });
+            }
+        },
     );
-    println!("browser script passed in {elapsed:.1?}");
+    assert_passed("dashboard.mjs", &run, begin.elapsed(), &devbox, &artifacts);
 
     for name in SCREENSHOTS {
         png_size(&artifacts.join(name));
@@ -245,10 +294,6 @@ fn dashboard_drives_a_server_from_create_to_delete_in_a_real_browser() {
         png_size(&artifacts.join("dashboard-narrow.png")),
         (390, 844),
         "the narrow screenshot is one 390×844 viewport"
-    );
-    assert!(
-        !artifacts.join("failure.png").exists(),
-        "a passing run leaves no failure.png"
     );
 
     // The server existed and ran under devbox (the script saw it too): its workspace is
@@ -297,4 +342,111 @@ fn dashboard_drives_a_server_from_create_to_delete_in_a_real_browser() {
         left.is_empty(),
         "no process of the deleted server remains: {left:#?}"
     );
+}
+
+/// The admin token of the seats test's devbox.
+const SEATS_TOKEN: &str = "seats-admin-T0ken";
+/// The two participants' servers and the file only their workspace holds.
+const SEATS: [(&str, &str); 2] = [("ada", "ADA-NOTES.md"), ("bob", "BOB-NOTES.md")];
+const SEATS_SCREENSHOTS: [&str; 3] = ["seat-ada-ide.png", "seat-bob-ide.png", "seat-ada-app.png"];
+
+/// A call to devbox as its admin (the bearer token).
+fn as_seats_admin(devbox: &Devbox, method: &str, path: &str) -> Reply {
+    let bearer = format!("Bearer {SEATS_TOKEN}");
+    devbox.call(method, path, &[("Authorization", bearer.as_str())], None)
+}
+
+/// The names of the servers `GET /servers` lists to the admin.
+fn listed_to_admin(devbox: &Devbox) -> Vec<String> {
+    let reply = as_seats_admin(devbox, "GET", "/servers");
+    assert_eq!(reply.status, 200, "{reply}");
+    let mut names: Vec<String> = reply
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|server| server["slug"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn seat_links_open_each_participants_own_ide_on_an_origin_of_its_own_in_a_real_browser() {
+    let _browser = one_browser_at_a_time();
+    playwright_node_path();
+    let artifacts = artifacts_dir("seats");
+    let fixtures: Vec<(&str, &str, tempfile::TempDir)> = SEATS
+        .iter()
+        .map(|&(name, file)| {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("devbox-browser-{name}-"))
+                .tempdir()
+                .expect("temp dir");
+            git_repo(
+                dir.path(),
+                &[(
+                    file,
+                    &format!("# Notes of {name}\n\nOnly {name}'s seat has them.\n"),
+                )],
+            );
+            (name, file, dir)
+        })
+        .collect();
+    let devbox = Devbox::start_opts(
+        Options {
+            config: format!(
+                "server:\n  api_token: \"{SEATS_TOKEN}\"\n  \
+                 public_url: \"http://devbox.localhost:{}\"\n  ide_subdomains: true\n",
+                common::HTTP_PORT
+            ),
+            ..Options::default()
+        },
+        |root| {
+            for (name, _, repo) in &fixtures {
+                std::fs::write(
+                    root.join(format!("specs/{name}.yaml")),
+                    format!(
+                        "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\n\
+                         spec:\n  state: running\n  workspace:\n    git: {{url: 'file://{}'}}\n",
+                        repo.path().display()
+                    ),
+                )
+                .expect("write spec");
+            }
+        },
+    );
+    let base = format!("http://devbox.localhost:{}/", devbox.http_port);
+
+    let mut args: Vec<OsString> = vec![base.clone().into(), artifacts.clone().into()];
+    for (name, file, _) in &fixtures {
+        wait_for(
+            &format!("{name} to run\n{}", devbox.log_tail()),
+            common::STARTUP,
+            || {
+                let server = as_seats_admin(&devbox, "GET", &format!("/servers/{name}")).json();
+                (server["status"] == "running").then_some(())
+            },
+        );
+        let reply = as_seats_admin(&devbox, "POST", &format!("/servers/{name}/seat-link"));
+        assert_eq!(reply.status, 200, "{reply}");
+        let link: Value = reply.json();
+        let url = link["url"].as_str().expect("the link's url");
+        assert!(
+            url.starts_with(&format!("{base}seat/")),
+            "the link opens on the public URL: {url}"
+        );
+        args.extend([(*name).into(), (*file).into(), url.into()]);
+    }
+
+    let begin = Instant::now();
+    let run = run_script("seats.mjs", &args, || {});
+    assert_passed("seats.mjs", &run, begin.elapsed(), &devbox, &artifacts);
+    for name in SEATS_SCREENSHOTS {
+        png_size(&artifacts.join(name));
+    }
+
+    // Nothing the app's page sent created a server: only the two seats' specs exist.
+    assert_eq!(list_dir(&devbox.specs()), ["ada.yaml", "bob.yaml"]);
+    assert_eq!(listed_to_admin(&devbox), ["ada", "bob"]);
 }
