@@ -275,14 +275,18 @@ try {
     // What devbox's origin answered the app's requests, read from the network layer
     // (DevTools protocol): a page sees no answer the CORS check withholds, the network does.
     const sent = new Map(); // requestId -> "METHOD /path"
-    const answers = []; // "METHOD /path STATUS"
+    // An answer's status by request id. CDP sends the *ExtraInfo events in no fixed
+    // order with the others: an answer may be reported before its request.
+    const statuses = new Map();
+    const answers = () => [...sent].filter(([id]) => statuses.has(id))
+      .map(([id, request]) => `${request} ${statuses.get(id)}`); // "METHOD /path STATUS"
     const cdp = await first.context.newCDPSession(page);
     cdp.on('Network.requestWillBeSent', ({ requestId, request }) => {
       const url = new URL(request.url);
       if (url.host === baseHost) sent.set(requestId, `${request.method} ${url.pathname}`);
     });
     cdp.on('Network.responseReceivedExtraInfo', ({ requestId, statusCode }) => {
-      if (sent.has(requestId)) answers.push(`${sent.get(requestId)} ${statusCode}`);
+      statuses.set(requestId, statusCode);
     });
     await cdp.send('Network.enable');
     try {
@@ -307,16 +311,16 @@ try {
         if (!reached.includes(request)) throw new Error(`the app's ${request} never left: ${reached.join('; ')}`);
       }
       // A request whose CORS preflight (OPTIONS of its path) was refused is never sent.
-      const answered = (request) => answers.some((a) => a.startsWith(`${request} `)
+      const answered = (request) => answers().some((a) => a.startsWith(`${request} `)
         || a.startsWith(`OPTIONS ${request.split(' ')[1]} `));
       // The network layer may report an answer after the page has moved on.
       const unanswered = () => [...sent.values()].filter((request) => !answered(request));
       for (const until = Date.now() + STEP_TIMEOUT; unanswered().length && Date.now() < until;) {
         await page.waitForTimeout(100);
       }
-      console.log(`  devbox's origin answered: ${answers.join('; ') || 'nothing'}`);
+      console.log(`  devbox's origin answered: ${answers().join('; ') || 'nothing'}`);
       if (unanswered().length) throw new Error(`no answer seen to ${unanswered().join('; ')}`);
-      const accepted = answers.filter((a) => !/ 40[13]$/.test(a));
+      const accepted = answers().filter((a) => !/ 40[13]$/.test(a));
       if (accepted.length) throw new Error(`devbox's origin accepted the app's requests: ${accepted.join('; ')}`);
     } finally {
       await page.close();
