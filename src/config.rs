@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
+use crate::resources::Resources;
 use crate::yaml;
 
 mod auth;
@@ -346,6 +347,9 @@ pub struct ControllerSettings {
     /// Extensions in the extension cache and git mirrors that no server has used for
     /// this long are removed (servers keep their own copies); `0s` keeps them forever.
     pub cache_retention: HumanDuration,
+    /// Limits of every instance whose spec leaves them out (`spec.resources` has the
+    /// same shape); none by default: unlimited.
+    pub default_resources: Resources,
 }
 
 impl Default for ControllerSettings {
@@ -366,6 +370,7 @@ impl Default for ControllerSettings {
             log_buffer_bytes: 1024 * 1024,
             max_servers: 500,
             cache_retention: HumanDuration::from_secs(30 * 24 * 60 * 60),
+            default_resources: Resources::default(),
         }
     }
 }
@@ -688,6 +693,11 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        problems.extend(
+            self.controller
+                .default_resources
+                .problems("controller.default_resources"),
+        );
         if self.controller.restart_backoff.initial > self.controller.restart_backoff.max {
             problems.push((
                 "controller.restart_backoff".into(),

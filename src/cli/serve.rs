@@ -70,7 +70,8 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         None => None,
     };
     let header_read_timeout = config.server.header_read_timeout.get();
-    let controller = Controller::new(config, ProcessRuntime)?;
+    let runtime = ProcessRuntime::for_state_dir(&config.controller.state_dir);
+    let controller = Controller::new(config, runtime)?;
     let ctx = controller.context();
     let app = crate::http::app(AppState::new(&ctx));
     let (stop_http, http_stopped) = watch::channel(false);

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite;
 mod code_server;
 mod direct;
 pub mod procs;
+pub mod seats;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]
 pub use code_server::code_server;
@@ -585,6 +586,20 @@ fn kill_recorded_groups(state: &Path) {
             );
         }
     }
+}
+
+/// A code-server wrapper for fault injection, written into `dir`: runs `prelude`
+/// (shell), then execs the real code-server with devbox's arguments.
+pub fn code_server_wrapper(dir: &Path, prelude: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("code-server");
+    let script = format!(
+        "#!/bin/sh\n{prelude}\nexec '{}' \"$@\"\n",
+        code_server().display()
+    );
+    std::fs::write(&path, script).expect("write wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
 }
 
 /// Live (non-zombie) processes in group `pgid`.
