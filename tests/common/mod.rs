@@ -585,6 +585,39 @@ fn kill_recorded_groups(state: &Path) {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        remove_recorded_cgroup(&status["process"]["cgroup"]);
+    }
+}
+
+/// Safety net: kills what is left in a recorded instance cgroup (`{"version": "v2",
+/// "dir"}` or `{"version": "v1", "dirs": {controller: dir}}`) and removes it, and
+/// devbox's parent cgroup above it once empty: cgroups outlive the test's temp dir.
+fn remove_recorded_cgroup(cgroup: &Value) {
+    let dirs: Vec<PathBuf> = match (cgroup["dir"].as_str(), cgroup["dirs"].as_object()) {
+        (Some(dir), _) => vec![PathBuf::from(dir)],
+        (None, Some(dirs)) => dirs
+            .values()
+            .filter_map(|d| d.as_str().map(PathBuf::from))
+            .collect(),
+        _ => return,
+    };
+    for dir in &dirs {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    for dir in &dirs {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
