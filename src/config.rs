@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
+use crate::resources::Resources;
 use crate::yaml;
 
 mod auth;
@@ -360,6 +361,9 @@ pub struct ControllerSettings {
     /// A visit to a stopped (or culled, or failed) IDE by its owner or an admin starts
     /// it, rather than offering a Start button.
     pub start_on_visit: bool,
+    /// Limits of every instance whose spec leaves them out (`spec.resources` has the
+    /// same shape); none by default: unlimited.
+    pub default_resources: Resources,
 }
 
 impl Default for ControllerSettings {
@@ -381,6 +385,7 @@ impl Default for ControllerSettings {
             max_servers: 500,
             cache_retention: HumanDuration::from_secs(30 * 24 * 60 * 60),
             start_on_visit: false,
+            default_resources: Resources::default(),
         }
     }
 }
@@ -715,6 +720,11 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        problems.extend(
+            self.controller
+                .default_resources
+                .problems("controller.default_resources"),
+        );
         if self.controller.restart_backoff.initial > self.controller.restart_backoff.max {
             problems.push((
                 "controller.restart_backoff".into(),

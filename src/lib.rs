@@ -6,6 +6,7 @@
 //! - [`config`]: the global `devbox.yaml` (extension groups, ports, UI, templates,
 //!   code-server and controller settings), embedded default and overrides.
 //! - [`spec`]: the `DevServer` spec file, its checks, and resolution against the config.
+//! - [`resources`]: an instance's limits (memory, cpus, pids) as specs write them.
 //! - [`spec_files`]: writing and editing spec files (how the API changes desired state).
 //! - [`identity`]: who is calling (the admin or a named user) and whose a server is.
 //! - [`git_url`]: a git URL's scheme and host, and the rule that keeps git URLs from
@@ -13,7 +14,8 @@
 //! - [`yaml`]: every YAML read and write (serde_yaml stays behind this one module).
 //! - [`diagnostic`]: one located problem in a file, worded the same everywhere.
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
-//! - [`runtime`]: starting, stopping, observing and adopting processes, behind a trait.
+//! - [`runtime`]: starting, stopping, observing and adopting processes, behind a trait;
+//!   each instance in a cgroup of its own where the host allows ([`runtime::cgroup`]).
 //! - [`provision`]: workspace (git, zip, folder), user settings and extensions.
 //! - [`status`]: observed status per server, persisted atomically in the state dir.
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
@@ -42,6 +44,7 @@ pub mod logs;
 pub mod metrics;
 pub mod provision;
 pub mod proxy;
+pub mod resources;
 pub mod runtime;
 pub mod seats;
 pub mod sessions;

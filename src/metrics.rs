@@ -1,17 +1,32 @@
-//! CPU and memory of running servers, summed over each server's whole process group.
+//! CPU and memory of running servers: read from each instance's cgroup when it has
+//! one (every process it ever forked, wherever it went), else summed over its process
+//! group.
 //!
-//! A sampler task refreshes the numbers of running servers every few seconds with
-//! sysinfo (CPU % needs two samples apart in time); readers such as `GET /servers` only
-//! copy the latest figures out of a map, so listing servers never waits on `/proc`.
+//! A sampler task refreshes the numbers of running servers every few seconds (CPU %
+//! needs two samples apart in time): from the cgroup's counters, or with sysinfo;
+//! readers such as `GET /servers` only copy the latest figures out of a map, so listing
+//! servers never waits on `/proc`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
+use crate::runtime::cgroup::InstanceCgroup;
 use crate::runtime::procfs;
+
+/// A running server to sample: its process group, and its cgroup when it has one.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    pub name: String,
+    pub pgid: u32,
+    pub cgroup: Option<InstanceCgroup>,
+}
+
+/// The CPU time counter of a cgroup at the previous sample.
+type CpuMarks = HashMap<String, (u64, Instant)>;
 
 /// Resource use of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -51,12 +66,11 @@ impl Metrics {
         }
     }
 
-    /// Samples forever: every `interval`, the groups that `groups()` names (server name →
-    /// process group id, for running servers only).
+    /// Samples forever: every `interval`, the servers that `running()` names.
     pub async fn run(
         self,
         interval: Duration,
-        groups: impl Fn() -> Vec<(String, u32)> + Send + 'static,
+        running: impl Fn() -> Vec<Sampled> + Send + 'static,
     ) {
         let mut system = match System::new() {
             Ok(system) => system,
@@ -67,16 +81,66 @@ impl Metrics {
         };
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut marks = CpuMarks::new();
         loop {
             tick.tick().await;
-            let groups = groups();
-            if groups.is_empty() {
+            let servers = running();
+            if servers.is_empty() {
+                marks.clear();
                 self.replace(HashMap::new());
                 continue;
             }
-            self.replace(sample(&mut system, &groups));
+            let (in_cgroups, groups): (Vec<Sampled>, Vec<Sampled>) =
+                servers.into_iter().partition(|s| s.cgroup.is_some());
+            let mut usage = from_cgroups(&in_cgroups, &mut marks);
+            let groups: Vec<(String, u32)> = groups.into_iter().map(|s| (s.name, s.pgid)).collect();
+            if !groups.is_empty() {
+                usage.extend(sample(&mut system, &groups));
+            }
+            self.replace(usage);
         }
     }
+}
+
+/// One sample of servers in cgroups: memory in use now, and CPU % since the previous
+/// sample of the same cgroup (`marks`; 0 at the first).
+fn from_cgroups(servers: &[Sampled], marks: &mut CpuMarks) -> HashMap<String, Usage> {
+    let now = Instant::now();
+    let mut usage = HashMap::new();
+    let mut seen = CpuMarks::new();
+    for server in servers {
+        let Some(read) = server.cgroup.as_ref().and_then(InstanceCgroup::usage) else {
+            continue;
+        };
+        let cpu_percent = match (read.cpu_ns, marks.get(&server.name)) {
+            (Some(cpu_ns), Some((before, at))) => {
+                cpu_percent(cpu_ns.saturating_sub(*before), now.duration_since(*at))
+            }
+            _ => 0.0,
+        };
+        if let Some(cpu_ns) = read.cpu_ns {
+            seen.insert(server.name.clone(), (cpu_ns, now));
+        }
+        let memory_mb = read.memory_bytes as f64 / (1024.0 * 1024.0);
+        usage.insert(
+            server.name.clone(),
+            Usage {
+                cpu_percent,
+                memory_mb: (memory_mb * 10.0).round() / 10.0,
+            },
+        );
+    }
+    *marks = seen;
+    usage
+}
+
+/// Percent of one core that `used` CPU time over `elapsed` is, to one decimal.
+fn cpu_percent(used_ns: u64, elapsed: Duration) -> f64 {
+    let elapsed_ns = elapsed.as_nanos() as f64;
+    if elapsed_ns <= 0.0 {
+        return 0.0;
+    }
+    (used_ns as f64 / elapsed_ns * 1000.0).round() / 10.0
 }
 
 /// One sample of the given groups, refreshing only their processes.
@@ -111,4 +175,16 @@ pub fn sample(system: &mut System, groups: &[(String, u32)]) -> HashMap<String, 
             (name, usage)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_over_wall_time_is_percent_of_one_core() {
+        assert_eq!(cpu_percent(1_500_000_000, Duration::from_secs(1)), 150.0);
+        assert_eq!(cpu_percent(123_456_789, Duration::from_secs(2)), 6.2);
+        assert_eq!(cpu_percent(5, Duration::ZERO), 0.0);
+    }
 }

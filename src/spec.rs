@@ -17,6 +17,7 @@ use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
 use crate::identity::UserName;
 use crate::provision::{ExtensionRef, WorkspaceSource};
+use crate::resources::Resources;
 use crate::yaml;
 
 pub const API_VERSION: &str = "devbox/v1";
@@ -106,6 +107,12 @@ pub struct DevServerSpec {
     /// Stop the server after this long without a connected browser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<HumanDuration>,
+    /// Limits of the instance (memory, cpus, pids); each one left out is the config's
+    /// `controller.default_resources`. Admins only. Enforced with a cgroup per instance
+    /// where devbox may create cgroups; elsewhere the server runs and its status says
+    /// the limits are not enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -179,6 +186,8 @@ pub struct ServerSpec {
     pub env: BTreeMap<String, String>,
     pub restart_policy: RestartPolicy,
     pub idle_timeout: Option<HumanDuration>,
+    /// The spec's limits, each one absent taken from the config's defaults.
+    pub resources: Resources,
     /// Hash of everything that needs a restart when it changes (not `state`).
     pub hash: String,
     /// Hash of the whole resolved spec: any change at all gives a new revision.
@@ -376,6 +385,9 @@ pub fn resolve(
             ));
         }
     }
+    if let Some(resources) = &spec.resources {
+        problems.extend(resources.problems("spec.resources"));
+    }
     let owner = match meta.owner.as_deref().map(UserName::parse).transpose() {
         Ok(owner) => owner,
         Err(err) => {
@@ -417,6 +429,10 @@ pub fn resolve(
         env: spec.env.clone(),
         restart_policy: spec.restart_policy,
         idle_timeout: spec.idle_timeout,
+        resources: spec
+            .resources
+            .unwrap_or_default()
+            .or(config.controller.default_resources),
         hash: String::new(),
         revision: String::new(),
     };
@@ -462,7 +478,7 @@ fn absolute_from(base: &Path, path: &Path) -> PathBuf {
 fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
     // Everything that changes what runs, in a stable textual form (serde_json keeps map
     // order for BTreeMap and for serde_json::Map without `preserve_order`).
-    let material = serde_json::json!({
+    let mut material = serde_json::json!({
         "port": spec.port,
         "extensions": format!("{:?}", spec.extensions),
         "user_settings": spec.user_settings,
@@ -470,6 +486,12 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
         "env": spec.env,
         "restarted_at": restarted_at,
     });
+    // Only when set: the hash of a spec without limits stays what it was before limits
+    // existed, so that an upgraded devbox adopts its instances instead of restarting
+    // them.
+    if !spec.resources.is_empty() {
+        material["resources"] = serde_json::json!(spec.resources.to_string());
+    }
     short_digest(material.to_string().as_bytes())
 }
 
@@ -594,6 +616,49 @@ mod tests {
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
         assert_ne!(a.revision, b.revision, "any change is a new revision");
+    }
+
+    #[test]
+    fn resources_fall_back_on_the_config_and_restart_when_changed() {
+        let mut cfg = config();
+        let plain = load(
+            Path::new("a.yaml"),
+            &spec_text("a", "  state: running\n"),
+            &cfg,
+        )
+        .expect("valid");
+        assert!(plain.resources.is_empty());
+        let limited = load(
+            Path::new("a.yaml"),
+            &spec_text("a", "  resources: {memory: 256MiB, pids: 512}\n"),
+            &cfg,
+        )
+        .expect("valid");
+        assert_eq!(
+            limited.resources.to_string(),
+            "memory 256 MiB, pids 512",
+            "{limited:?}"
+        );
+        assert_ne!(plain.hash, limited.hash, "new limits need a new instance");
+        cfg.controller.default_resources =
+            crate::yaml::from_str("{memory: 1GiB, cpus: 1.5}").expect("resources");
+        let defaulted = load(
+            Path::new("a.yaml"),
+            &spec_text("a", "  resources: {memory: 256MiB, pids: 512}\n"),
+            &cfg,
+        )
+        .expect("valid");
+        assert_eq!(
+            defaulted.resources.to_string(),
+            "memory 256 MiB, cpus 1.5, pids 512"
+        );
+        let errs = load(
+            Path::new("a.yaml"),
+            &spec_text("a", "  resources: {pids: 0}\n"),
+            &cfg,
+        )
+        .expect_err("no processes at all");
+        assert_eq!(errs[0].field.as_deref(), Some("spec.resources.pids"));
     }
 
     #[test]

@@ -314,6 +314,7 @@ mod tests {
                 env: Default::default(),
                 restart_policy: Default::default(),
                 idle_timeout: None,
+                resources: None,
             },
         }
     }

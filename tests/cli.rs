@@ -309,7 +309,17 @@ fn serve_takes_its_config_port_and_directories_from_the_environment() {
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
+    /// SIGTERM first, so that devbox removes its cgroups (they outlive the temp dir);
+    /// SIGKILL when it has not stopped within 10 s.
     fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -1096,12 +1096,13 @@ fn server_spec() -> impl Strategy<Value = DevServerSpec> {
                 ][..],
             ),
             proptest::option::of(duration()),
+            proptest::option::of(resources()),
         ),
     )
         .prop_map(
             |(
                 (state, port, extension_groups, extensions, user_settings),
-                (workspace, template, env, restart_policy, idle_timeout),
+                (workspace, template, env, restart_policy, idle_timeout, resources),
             )| DevServerSpec {
                 state,
                 port,
@@ -1113,8 +1114,25 @@ fn server_spec() -> impl Strategy<Value = DevServerSpec> {
                 env,
                 restart_policy,
                 idle_timeout,
+                resources,
             },
         )
+}
+
+/// Limits as a spec may hold them (any byte count, cores in thousandths).
+fn resources() -> impl Strategy<Value = devbox::resources::Resources> {
+    (
+        proptest::option::of((1u64 << 20)..(1u64 << 44)),
+        proptest::option::of(10u32..64_000),
+        proptest::option::of(1u64..100_000),
+    )
+        .prop_map(|(memory, cpu_millis, pids)| devbox::resources::Resources {
+            memory: memory.map(devbox::resources::ByteSize),
+            cpus: cpu_millis.map(|m| {
+                devbox::resources::Cpus::from_cores(f64::from(m) / 1000.0).expect("in range")
+            }),
+            pids,
+        })
 }
 
 fn dev_server() -> impl Strategy<Value = DevServer> {

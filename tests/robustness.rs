@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,14 +12,7 @@ use common::{Devbox, Options, STARTUP, group_alive, healthz, wait_for};
 
 /// A code-server wrapper for fault injection: runs `prelude` (shell), then the real one.
 fn wrapper(dir: &Path, prelude: &str) -> PathBuf {
-    let path = dir.join("code-server");
-    let script = format!(
-        "#!/bin/sh\n{prelude}\nexec '{}' \"$@\"\n",
-        common::code_server().display()
-    );
-    std::fs::write(&path, script).expect("write wrapper");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
+    common::code_server_wrapper(dir, prelude)
 }
 
 /// A wrapper whose installs hang as `sleep <seconds>` (a number unique to the test, by

@@ -8,6 +8,7 @@ mod common;
 
 use serde_json::{Value, json};
 
+use common::seats::open_seat;
 use common::{Devbox, Options, Reply, ws_connect};
 
 const TOKEN: &str = "tenancy-admin-T0ken";
@@ -27,108 +28,10 @@ fn as_admin(devbox: &Devbox, method: &str, path: &str, body: Option<&Value>) -> 
     )
 }
 
-/// A browser signed in through a seat link: its session cookie.
-struct Participant<'a> {
-    devbox: &'a Devbox,
-    cookie: String,
-}
-
-impl Participant<'_> {
-    /// A call with the session cookie, following redirects the way a browser does
-    /// (with the cookie).
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
-        self.send(method, path, &[], body)
-    }
-
-    /// A call without a body, with `extra` headers besides the cookie.
-    fn call_with(&self, method: &str, path: &str, extra: &[(&str, &str)]) -> Reply {
-        self.send(method, path, extra, None)
-    }
-
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        extra: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Reply {
-        let body = body.map(|b| serde_json::to_vec(b).expect("json"));
-        let mut headers = vec![
-            ("Cookie", self.cookie.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        headers.extend_from_slice(extra);
-        let mut url = self.devbox.url(path);
-        let mut reply = common::request_once(method, &url, &headers, body.as_deref());
-        for _ in 0..5 {
-            let Some(location) = reply.header("location").filter(|_| reply.status / 100 == 3)
-            else {
-                break;
-            };
-            url = if location.starts_with("http") {
-                location.to_owned()
-            } else if location.starts_with('/') {
-                self.devbox.url(location)
-            } else {
-                // Relative to the folder of the current URL, as code-server's `./?folder=`.
-                let folder = url.split('?').next().unwrap_or_default();
-                let folder = &folder[..=folder.rfind('/').unwrap_or_default()];
-                format!("{folder}{}", location.trim_start_matches("./"))
-            };
-            reply = common::request_once("GET", &url, &headers, None);
-        }
-        reply
-    }
-
-    fn listed(&self) -> Vec<String> {
-        self.call("GET", "/servers", None).slugs()
-    }
-}
-
 /// Asks for `server`'s seat link as the admin; returns its path (`/seat/<ticket>`)
 /// and the whole answer.
 fn seat_link(devbox: &Devbox, server: &str) -> (String, Value) {
-    // A spec written just now is known once the controller has read it.
-    let reply = common::wait_for(
-        &format!("a seat link for {server}"),
-        common::STARTUP,
-        || {
-            let reply = as_admin(
-                devbox,
-                "POST",
-                &format!("/servers/{server}/seat-link"),
-                None,
-            );
-            (reply.status != 404).then_some(reply)
-        },
-    );
-    assert_eq!(reply.status, 200, "{reply}");
-    let answer = reply.json();
-    let url = answer["url"].as_str().expect("url").to_owned();
-    let port = format!(":{}/seat/", devbox.http_port);
-    let at = url
-        .find(&port)
-        .unwrap_or_else(|| panic!("{url} is no seat link of this devbox"));
-    let path = url[at + port.len() - "/seat/".len()..].to_owned();
-    (path, answer)
-}
-
-/// Opens a seat link as a browser would (no cookie yet): the participant it signs in.
-fn open_seat<'a>(devbox: &'a Devbox, path: &str, server: &str) -> Participant<'a> {
-    let page = devbox.call("GET", path, &[("Sec-Fetch-Site", "cross-site")], None);
-    assert_eq!(page.status, 200, "{page}");
-    assert!(
-        page.text.contains(&format!("url=/s/{server}/")),
-        "the page moves on to the IDE: {}",
-        page.text
-    );
-    assert_eq!(page.header("cache-control"), Some("no-store"));
-    let set_cookie = page.header("set-cookie").expect("a session cookie");
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(set_cookie.contains(attribute), "{set_cookie}");
-    }
-    let cookie = set_cookie.split(';').next().expect("cookie").to_owned();
-    Participant { devbox, cookie }
+    common::seats::seat_link(devbox, TOKEN, server)
 }
 
 fn tenancy_devbox() -> Devbox {

@@ -5,7 +5,7 @@
 //! if it did not exist, so that no other name leaks. A user creates servers only from
 //! what the config offers (templates, extension groups, git URLs the config allows),
 //! never sets what reaches into the host (`env`, workspace paths, a port, another
-//! owner), and owns at most `auth.max_servers_per_user` servers. Each rule is a plain
+//! owner) nor its own limits (`resources`), and owns at most `auth.max_servers_per_user` servers. Each rule is a plain
 //! function of the caller and the request, tested without a server.
 
 use std::path::Path;
@@ -82,6 +82,12 @@ pub fn check_create(
             return refused("workspace.zip", "it names a file on the host");
         }
     }
+    if spec.resources.is_some() {
+        return refused(
+            "resources",
+            "limits are the admin's (the config's default_resources apply)",
+        );
+    }
     if server.metadata.owner.is_some() {
         return refused("owner", "a user's servers are their own");
     }
@@ -136,7 +142,16 @@ mod tests {
         assert_eq!(refusal(&user, &uploaded), None, "their own upload");
 
         type Edit = Box<dyn FnOnce(&mut DevServer)>;
-        let cases: [(&str, Edit); 6] = [
+        let cases: [(&str, Edit); 7] = [
+            (
+                "`resources`",
+                Box::new(|s| {
+                    s.spec.resources = Some(crate::resources::Resources {
+                        pids: Some(4096),
+                        ..Default::default()
+                    })
+                }),
+            ),
             (
                 "`env`",
                 Box::new(|s| _ = s.spec.env.insert("A".into(), "1".into())),

@@ -175,6 +175,7 @@ fn stopped_spec() -> DevServerSpec {
         env: Default::default(),
         restart_policy: Default::default(),
         idle_timeout: None,
+        resources: None,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::api::AppState;
 
 use crate::config::Config;
 use crate::controller::Controller;
+use crate::runtime::Runtime;
 use crate::runtime::process::ProcessRuntime;
 
 pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
@@ -70,7 +71,12 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         None => None,
     };
     let header_read_timeout = config.server.header_read_timeout.get();
-    let controller = Controller::new(config, ProcessRuntime)?;
+    let runtime = ProcessRuntime::for_state_dir(&config.controller.state_dir);
+    let cgroups_owner = runtime.clone();
+    let controller = Controller::new(config, runtime).inspect_err(|_| {
+        // Refused before any instance ran: devbox's parent cgroup goes again.
+        cgroups_owner.shut_down();
+    })?;
     let ctx = controller.context();
     let app = crate::http::app(AppState::new(&ctx));
     let (stop_http, http_stopped) = watch::channel(false);

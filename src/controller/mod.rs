@@ -26,7 +26,7 @@ use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::endpoint::{self, EndpointError};
 use crate::health::HealthClient;
 use crate::logs::{LogHub, LogLimits};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Sampled};
 use crate::provision::Extensions;
 use crate::provision::workspace::{GitMirrors, GitPolicy};
 use crate::runtime::Runtime;
@@ -233,7 +233,16 @@ impl<R: Runtime> Controller<R> {
         tokio::spawn(housekeeping::run(self.ctx.clone()));
         tokio::spawn(self.ctx.metrics.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();
-            move || statuses.filter_map_all(|s| Some((s.name.clone(), s.process.as_ref()?.pgid)))
+            move || {
+                statuses.filter_map_all(|s| {
+                    let process = s.process.as_ref()?;
+                    Some(Sampled {
+                        name: s.name.clone(),
+                        pgid: process.pgid,
+                        cgroup: process.cgroup.clone(),
+                    })
+                })
+            }
         }));
 
         let controller = &self.ctx.config.controller;
@@ -385,6 +394,8 @@ impl<R: Runtime> Controller<R> {
         if let Err(err) = tokio::task::spawn_blocking(move || statuses.flush()).await {
             tracing::error!(%err, "status files may be stale");
         }
+        let ctx = self.ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || ctx.runtime.shut_down()).await;
         if policy == ShutdownPolicy::Keep {
             tracing::info!("servers left running for the next devbox to adopt");
         }

@@ -4,6 +4,7 @@
 //! Kubernetes Pod per server, say) can be added without touching it or the API. The one
 //! backend today, [`process::ProcessRuntime`], runs code-server as local processes.
 
+pub mod cgroup;
 pub mod process;
 pub mod procfs;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::endpoint::{Endpoint, EndpointError};
+use crate::resources::Resources;
 use crate::status::ProcessRecord;
 
 /// The variables of devbox's own environment an instance or an extension install
@@ -125,6 +127,8 @@ pub struct LaunchPlan {
     /// instance is marked with it, so that a devbox killed before it could record an
     /// instance finds it again (see [`Runtime::kill_unrecorded`]).
     pub owner: String,
+    /// Limits of the instance (the spec's, else the config's defaults).
+    pub resources: Resources,
 }
 
 /// How a process ended.
@@ -195,6 +199,8 @@ pub enum RuntimeError {
     Unkillable { pgid: u32 },
     #[error(transparent)]
     Socket(#[from] EndpointError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
 }
 
 fn spawn_hint(err: &std::io::Error) -> &'static str {
@@ -234,4 +240,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// spec can claim them. Returns the tags of the instances killed. Blocking; for the
     /// start of devbox, before any instance is started.
     fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String>;
+
+    /// Why resource limits cannot be enforced here; `None` when they are.
+    fn limits_unenforced(&self) -> Option<&str>;
+
+    /// What ended an instance that exited with `exit`, when the runtime knows more than
+    /// the exit status: `out of memory (limit 2 GiB)` when the kernel killed it for
+    /// memory. Ask before [`Runtime::clean_up`], which forgets the instance.
+    fn exit_reason(&self, record: &ProcessRecord, exit: ExitInfo) -> Option<String>;
+
+    /// devbox stops: gives back what the runtime holds on the host (its parent cgroup,
+    /// once no instance is left in it). Blocking.
+    fn shut_down(&self);
 }

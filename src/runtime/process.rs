@@ -6,9 +6,16 @@
 //! found: every process of an instance inherits a unique tag in its environment
 //! ([`INSTANCE_TAG_VAR`]). Output goes straight to a log file, so an instance outlives a
 //! killed devbox without a broken pipe and can be adopted by the next one.
+//!
+//! Where the host allows it, each instance also runs in a cgroup of its own
+//! ([`super::cgroup`]), which it joins between fork and exec: its limits hold from its
+//! first instruction, everything it forks is born inside (no race with a spawn
+//! followed by a move, which would leave children forked meanwhile outside), a stop
+//! kills the whole cgroup, and an exit is checked for the kernel's OOM killer.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,6 +25,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::cgroup::{self, CgroupError, Cgroups, InstanceCgroup};
 use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError, procfs};
 use crate::endpoint;
 use crate::status::ProcessRecord;
@@ -40,8 +48,65 @@ const OWNER_VAR: &str = "DEVSERVER_INSTANCE_OF";
 /// instances are found, stopped and adopted after an upgrade.
 const LEGACY_MARKERS: [(&str, &str); 1] = [("DEVBOX_INSTANCE", "DEVBOX_INSTANCE_OF")];
 
-#[derive(Debug, Default, Clone)]
-pub struct ProcessRuntime;
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    /// Where instances get their cgroups; `None`: they run unlimited, and a stop finds
+    /// their processes by group and tag only.
+    cgroups: Option<Cgroups>,
+    /// Why there are no cgroups.
+    unenforced: Option<String>,
+}
+
+impl ProcessRuntime {
+    /// Instances in cgroups under devbox's parent cgroup for `state_dir`, when the host
+    /// allows; otherwise unlimited, and a warning names what is missing (once, here).
+    pub fn for_state_dir(state_dir: &Path) -> Self {
+        match Cgroups::set_up(state_dir) {
+            Ok(cgroups) => {
+                tracing::info!(
+                    cgroups = cgroups.version(),
+                    "each instance runs in a cgroup of its own (limits, total stops, metrics)"
+                );
+                Self {
+                    cgroups: Some(cgroups),
+                    unenforced: None,
+                }
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "resource limits are not enforced: {why}; instances run without limits (run devbox as root, or give it a delegated cgroup v2 subtree)"
+                );
+                Self::without_cgroups(why)
+            }
+        }
+    }
+
+    /// Instances without cgroups (unlimited), `why` said when a spec asks for limits.
+    pub fn without_cgroups(why: impl Into<String>) -> Self {
+        Self {
+            cgroups: None,
+            unenforced: Some(why.into()),
+        }
+    }
+
+    /// A fresh cgroup for `plan`'s instance, when devbox has cgroups.
+    async fn create_cgroup(
+        &self,
+        plan: &LaunchPlan,
+    ) -> Result<Option<InstanceCgroup>, CgroupError> {
+        let Some(cgroups) = self.cgroups.clone() else {
+            return Ok(None);
+        };
+        let (server, limits) = (plan.server.clone(), plan.resources);
+        match tokio::task::spawn_blocking(move || cgroups.create(&server, &limits)).await {
+            Ok(created) => created.map(Some),
+            Err(err) => Err(CgroupError::Create {
+                path: plan.server.clone().into(),
+                source: std::io::Error::other(err.to_string()),
+            }),
+        }
+    }
+}
 
 impl Runtime for ProcessRuntime {
     async fn start(&self, plan: &LaunchPlan) -> Result<Instance, RuntimeError> {
@@ -59,6 +124,14 @@ impl Runtime for ProcessRuntime {
             // A killed instance leaves its socket file behind.
             endpoint::remove_stale_socket(socket)?;
         }
+        let cgroup = self.create_cgroup(plan).await?;
+        let procs_files = match cgroup.as_ref().map(InstanceCgroup::procs_files).transpose() {
+            Ok(files) => files,
+            Err(err) => {
+                remove_cgroup(cgroup).await;
+                return Err(err.into());
+            }
+        };
         let instance = uuid::Uuid::new_v4().to_string();
         let mut command = Command::new(&plan.program);
         command
@@ -75,10 +148,27 @@ impl Runtime for ProcessRuntime {
         command.envs(plan.env.iter().map(|(k, v)| (k, v)));
         command.env(INSTANCE_TAG_VAR, &instance);
         command.env(OWNER_VAR, &plan.owner);
-        let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
-            program: plan.program.clone(),
-            source,
-        })?;
+        if let Some(files) = procs_files {
+            // SAFETY: runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: `cgroup::join` makes one write(2) per
+            // file opened beforehand, and allocates nothing.
+            unsafe {
+                command.pre_exec(move || cgroup::join(&files));
+            }
+        }
+        let spawned = command.spawn();
+        // The parent's copies of the cgroup files close with the command.
+        drop(command);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                remove_cgroup(cgroup).await;
+                return Err(RuntimeError::Spawn {
+                    program: plan.program.clone(),
+                    source,
+                });
+            }
+        };
         let pid = child.id().unwrap_or_default();
         let start_ticks = procfs::stat(pid).map(|s| s.start_ticks).unwrap_or_default();
         let (tx, rx) = watch::channel(None);
@@ -96,6 +186,7 @@ impl Runtime for ProcessRuntime {
                 start_ticks,
                 instance,
                 socket: plan.endpoint.socket().map(ToOwned::to_owned),
+                cgroup,
             },
             exited: rx,
         })
@@ -106,11 +197,14 @@ impl Runtime for ProcessRuntime {
         signal_all(record, everything, Signal::SIGTERM).await;
         if wait_gone(record, everything, grace).await {
             remove_socket(record);
+            remove_cgroup(record.cgroup.clone()).await;
             return Ok(());
         }
+        kill_cgroup(record).await;
         signal_all(record, everything, Signal::SIGKILL).await;
         if wait_gone(record, everything, KILL_WAIT).await {
             remove_socket(record);
+            remove_cgroup(record.cgroup.clone()).await;
             Ok(())
         } else {
             Err(RuntimeError::Unkillable { pgid: record.pgid })
@@ -118,10 +212,28 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn clean_up(&self, record: &ProcessRecord) {
-        // Only processes carrying this instance's tag: the group id may have been reused.
+        // Only processes carrying this instance's tag, or in its cgroup: the group id
+        // may have been reused.
+        kill_cgroup(record).await;
         signal_all(record, Scope::Tagged, Signal::SIGKILL).await;
         if wait_gone(record, Scope::Tagged, KILL_WAIT).await {
             remove_socket(record);
+            remove_cgroup(record.cgroup.clone()).await;
+        }
+    }
+
+    fn limits_unenforced(&self) -> Option<&str> {
+        self.unenforced.as_deref()
+    }
+
+    fn exit_reason(&self, record: &ProcessRecord, exit: ExitInfo) -> Option<String> {
+        let sigkill = exit == ExitInfo::Signal(Signal::SIGKILL as i32);
+        record.cgroup.as_ref()?.oom_reason(sigkill)
+    }
+
+    fn shut_down(&self) {
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove_parent();
         }
     }
 
@@ -165,13 +277,33 @@ impl Runtime for ProcessRuntime {
     }
 }
 
-/// Which processes of an instance an action reaches.
+/// Which processes of an instance an action reaches (always with every process of
+/// its cgroup, which holds nothing but the instance).
 #[derive(Debug, Clone, Copy)]
 enum Scope {
     /// The launcher's process group plus every process carrying the instance tag.
     GroupAndTagged,
     /// Only processes carrying the instance tag.
     Tagged,
+}
+
+/// Kills every process of `record`'s cgroup at once, if it has one.
+async fn kill_cgroup(record: &ProcessRecord) {
+    if let Some(cgroup) = record.cgroup.clone() {
+        let _ = tokio::task::spawn_blocking(move || cgroup.kill()).await;
+    }
+}
+
+/// Removes an instance's cgroup once its processes are gone.
+async fn remove_cgroup(cgroup: Option<InstanceCgroup>) {
+    let Some(cgroup) = cgroup else {
+        return;
+    };
+    match tokio::task::spawn_blocking(move || cgroup.remove()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "cannot remove the cgroup of a stopped instance"),
+        Err(err) => tracing::warn!(%err, "cannot remove the cgroup of a stopped instance"),
+    }
 }
 
 /// The marker variables, `(tag, owner)`: today's, then an older devbox's.
@@ -197,11 +329,25 @@ async fn remaining(record: &ProcessRecord, scope: Scope) -> Vec<u32> {
         Scope::Tagged => 0,
     };
     let tags = tag_entries(record);
-    if pgid == 0 && tags.is_empty() {
+    let cgroup = record.cgroup.clone();
+    if pgid == 0 && tags.is_empty() && cgroup.is_none() {
         return Vec::new();
     }
-    let found = tokio::task::spawn_blocking(move || procfs::group_or_tagged(pgid, &tags)).await;
-    found.unwrap_or_default()
+    let found = tokio::task::spawn_blocking(move || {
+        let mut pids = if pgid == 0 && tags.is_empty() {
+            Vec::new()
+        } else {
+            procfs::group_or_tagged(pgid, &tags)
+        };
+        if let Some(cgroup) = cgroup {
+            let alive = |pid: &u32| procfs::stat(*pid).is_some_and(|s| s.is_alive());
+            pids.extend(cgroup.procs().into_iter().filter(alive));
+            pids.sort_unstable();
+            pids.dedup();
+        }
+        pids
+    });
+    found.await.unwrap_or_default()
 }
 
 /// Removes the socket of an instance that is gone (code-server removes it on SIGTERM,

@@ -21,6 +21,7 @@ use crate::diagnostic::Diagnostic;
 use crate::endpoint::Endpoint;
 use crate::fsutil;
 use crate::identity::UserName;
+use crate::runtime::cgroup::InstanceCgroup;
 use writer::Writer;
 
 /// Where a server is in its life cycle.
@@ -83,6 +84,10 @@ pub struct ProcessRecord {
     /// so that such instances are still adopted and reached after an upgrade).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// The instance's own cgroup, when devbox could make one (a record without it, as
+    /// every devbox before cgroups wrote, is an instance found by group and tag only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<InstanceCgroup>,
 }
 
 /// What the proxy needs of a server: whether it runs, and where to connect.

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite;
 mod code_server;
 mod direct;
 pub mod procs;
+pub mod seats;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]
 pub use code_server::code_server;
@@ -589,7 +590,54 @@ fn kill_recorded_groups(state: &Path) {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        remove_recorded_cgroup(&status["process"]["cgroup"]);
     }
+}
+
+/// Safety net: kills what is left in a recorded instance cgroup (`{"version": "v2",
+/// "dir"}` or `{"version": "v1", "dirs": {controller: dir}}`) and removes it, and
+/// devbox's parent cgroup above it once empty: cgroups outlive the test's temp dir.
+fn remove_recorded_cgroup(cgroup: &Value) {
+    let dirs: Vec<PathBuf> = match (cgroup["dir"].as_str(), cgroup["dirs"].as_object()) {
+        (Some(dir), _) => vec![PathBuf::from(dir)],
+        (None, Some(dirs)) => dirs
+            .values()
+            .filter_map(|d| d.as_str().map(PathBuf::from))
+            .collect(),
+        _ => return,
+    };
+    for dir in &dirs {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    for dir in &dirs {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// A code-server wrapper for fault injection, written into `dir`: runs `prelude`
+/// (shell), then execs the real code-server with devbox's arguments.
+pub fn code_server_wrapper(dir: &Path, prelude: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("code-server");
+    let script = format!(
+        "#!/bin/sh\n{prelude}\nexec '{}' \"$@\"\n",
+        code_server().display()
+    );
+    std::fs::write(&path, script).expect("write wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
 }
 
 /// Live (non-zombie) processes in group `pgid`.

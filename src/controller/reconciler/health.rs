@@ -38,10 +38,11 @@ impl<R: Runtime> ServerTask<R> {
                 if stable {
                     self.failing_hash = None;
                 }
+                let note = self.limits_note();
                 self.set_status(|s| {
                     if s.phase == Phase::Starting && s.process.is_some() {
                         s.phase = Phase::Running;
-                        s.message = None;
+                        s.message = note;
                     }
                     if stable {
                         s.consecutive_crashes = 0;

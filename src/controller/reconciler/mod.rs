@@ -349,6 +349,14 @@ impl<R: Runtime> ServerTask<R> {
         });
     }
 
+    /// What a running server's status says when its spec asks for limits this host
+    /// cannot enforce (the server runs all the same).
+    fn limits_note(&self) -> Option<String> {
+        let resources = self.applied.as_ref()?.resources;
+        let why = self.ctx.runtime.limits_unenforced()?;
+        limits_note(&resources, why)
+    }
+
     fn workspace_path(&self, spec: &ServerSpec) -> PathBuf {
         match &spec.workspace {
             WorkspaceSource::Path(path) => path.clone(),
@@ -408,7 +416,29 @@ impl<R: Runtime> ServerTask<R> {
     }
 }
 
+/// `limits (memory 2 GiB) are not enforced: <why>`, for a spec with limits on a host
+/// without cgroups.
+fn limits_note(resources: &crate::resources::Resources, why: &str) -> Option<String> {
+    (!resources.is_empty()).then(|| format!("limits ({resources}) are not enforced: {why}"))
+}
+
 /// Rounds a delay to whole milliseconds, for messages.
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unenforced_limits_are_noted_only_when_set() {
+        let limits: crate::resources::Resources =
+            crate::yaml::from_str("{memory: 2GiB}").expect("limits");
+        assert_eq!(
+            limits_note(&limits, "no cgroup v1 memory controller").as_deref(),
+            Some("limits (memory 2 GiB) are not enforced: no cgroup v1 memory controller")
+        );
+        assert_eq!(limits_note(&Default::default(), "whatever"), None);
+    }
 }

@@ -109,9 +109,10 @@ impl<R: Runtime> ServerTask<R> {
             StartOutcome::Healthy => {
                 self.healthy_since = Some(Instant::now());
                 self.health_failures = 0;
+                let note = self.limits_note();
                 self.set_status(|s| {
                     s.phase = Phase::Running;
-                    s.message = None;
+                    s.message = note;
                     s.started_at = Some(rfc3339(SystemTime::now()));
                     s.next_retry_at = None;
                 });
@@ -121,12 +122,15 @@ impl<R: Runtime> ServerTask<R> {
                 );
             }
             StartOutcome::Exited(exit) => {
+                let mut cause = None;
                 if let Some(instance) = self.instance.take() {
+                    cause = self.ctx.runtime.exit_reason(&instance.record, exit);
                     self.ctx.runtime.clean_up(&instance.record).await;
                 }
                 self.process_ended(|s| s.last_exit = Some(exit.to_string()));
                 let reason = format!(
-                    "code-server exited during start ({exit}){}",
+                    "{}code-server exited during start ({exit}){}",
+                    cause_prefix(cause.as_deref()),
                     self.crash_lines()
                 );
                 self.fail(reason, true);
@@ -417,6 +421,7 @@ impl<R: Runtime> ServerTask<R> {
             working_dir: workspace.to_owned(),
             log_file: self.log_file(),
             owner: instance_owner(self.ctx.statuses.state_dir()),
+            resources: spec.resources,
         }
     }
 
@@ -446,6 +451,11 @@ impl<R: Runtime> ServerTask<R> {
             tokio::time::sleep(START_POLL).await;
         }
     }
+}
+
+/// `"<cause>: "` in front of an exit's reason, when the runtime knows what ended it.
+pub(super) fn cause_prefix(cause: Option<&str>) -> String {
+    cause.map(|c| format!("{c}: ")).unwrap_or_default()
 }
 
 /// Extensions a start left uninstalled (it was interrupted or failed) are `skipped`.

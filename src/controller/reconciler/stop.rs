@@ -65,6 +65,9 @@ impl<R: Runtime> ServerTask<R> {
         let Some(instance) = self.instance.take() else {
             return;
         };
+        // Asked first: the clean-up forgets the instance (its cgroup).
+        let cause = self.ctx.runtime.exit_reason(&instance.record, exit);
+        let prefix = super::start::cause_prefix(cause.as_deref());
         // Children may still hold the port for a few seconds after the launcher died.
         self.ctx.runtime.clean_up(&instance.record).await;
         if self
@@ -77,7 +80,7 @@ impl<R: Runtime> ServerTask<R> {
         self.process_ended(|s| s.last_exit = Some(exit.to_string()));
         self.event(
             Level::Warn,
-            format!("process {} exited ({exit})", instance.record.pid),
+            format!("{prefix}process {} exited ({exit})", instance.record.pid),
         );
         let policy = self
             .applied
@@ -89,7 +92,7 @@ impl<R: Runtime> ServerTask<R> {
             RestartPolicy::Never => false,
         };
         if restart {
-            let reason = format!("code-server exited ({exit}){}", self.crash_lines());
+            let reason = format!("{prefix}code-server exited ({exit}){}", self.crash_lines());
             self.fail(reason, true);
             return;
         }
@@ -108,7 +111,7 @@ impl<R: Runtime> ServerTask<R> {
         self.set_status(|s| {
             s.phase = phase;
             s.message = Some(format!(
-                "exited ({exit}); restart_policy {policy_word} keeps it down until the spec changes"
+                "{prefix}exited ({exit}); restart_policy {policy_word} keeps it down until the spec changes"
             ));
             s.halted_revision = revision;
         });
