@@ -47,7 +47,7 @@ impl Forwarder {
             return bad_gateway(message);
         }
         let serves_workspace_files = serves_workspace_files(parts.uri.path());
-        let cache_key = self.cache.key(&parts);
+        let cache_key = self.cache.key(port, &parts);
         if let Some(cached) = cache_key.as_ref().and_then(|key| self.cache.get(key)) {
             return cached;
         }

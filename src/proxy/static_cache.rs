@@ -3,10 +3,12 @@
 //! code-server serves the workbench's files under `/stable-<commit>/static/…` with
 //! `Cache-Control: public, max-age=31536000`, and compresses each answer anew: one
 //! brotli-compressed `workbench.js` (11 MB, 3 MB compressed) costs it about 0.7 s of
-//! CPU, for every browser that opens the IDE. The path names the build, so the answer
-//! is the same from every instance of that code-server: the first answer is kept here
-//! (keyed by path, `Host` and the request's `Accept-Encoding`, the only header the
-//! answer varies on) and every later browser, of any server, gets it from memory.
+//! CPU, for every browser that opens the IDE. The path names the build, so the first
+//! answer is kept here (keyed by server, path, `Host` and the request's
+//! `Accept-Encoding`, the only header the answer varies on) and every later browser of
+//! that server gets it from memory. Never another server's: a participant controls what
+//! their own instance answers, and an answer of theirs given to the users of other
+//! servers would run their script in those IDEs.
 //!
 //! Only what HTTP lets a shared cache keep is kept: `200` answers to plain `GET`s
 //! (without a query) that say `public` with a `max-age` (or `s-maxage`), carry no
@@ -34,11 +36,12 @@ const MAX_ENTRY_BYTES: usize = 16 << 20;
 /// Answers recorded at once, at most: each holds up to an entry's size until it ends.
 const MAX_RECORDINGS: usize = 8;
 
-/// What identifies one cached answer: the path, the `Host` the browser used (the same
-/// for every server behind one devbox; a different one reaches something else, e.g.
-/// code-server's `--proxy-domain` apps), and every `Accept-Encoding` line.
+/// What identifies one cached answer: the server (its route number), the path, the
+/// `Host` the browser used (a different one reaches something else, e.g. code-server's
+/// `--proxy-domain` apps), and every `Accept-Encoding` line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
+    route: u16,
     path: String,
     host: Option<HeaderValue>,
     accept_encoding: Vec<HeaderValue>,
@@ -86,7 +89,7 @@ impl StaticCache {
     /// come from or go into the cache: a plain `GET` of a build-addressed file without
     /// a query (the workbench asks for none; with one, anyone could fill the cache with
     /// copies of one file).
-    pub fn key(&self, parts: &request::Parts) -> Option<CacheKey> {
+    pub fn key(&self, route: u16, parts: &request::Parts) -> Option<CacheKey> {
         if self.capacity == 0
             || parts.method != Method::GET
             || parts.uri.query().is_some()
@@ -111,6 +114,7 @@ impl StaticCache {
                     || (name.eq_ignore_ascii_case("max-age") && value == Some("0"))
             });
         (!bypass).then(|| CacheKey {
+            route,
             path: parts.uri.path().to_owned(),
             host: headers.get(header::HOST).cloned(),
             accept_encoding: headers
@@ -384,6 +388,16 @@ mod tests {
     use http_body_util::BodyExt;
 
     const SCRIPT: &str = "/stable-409c64e0df4d/static/out/workbench.js";
+    /// The route number of the server the requests are for.
+    const ROUTE: u16 = 8010;
+
+    #[test]
+    fn one_servers_answers_are_never_another_servers() {
+        let cache = StaticCache::new(1 << 20);
+        let ours = cache.key(ROUTE, &request(SCRIPT, &[])).unwrap();
+        let theirs = cache.key(ROUTE + 1, &request(SCRIPT, &[])).unwrap();
+        assert_ne!(ours, theirs);
+    }
 
     fn request(path: &str, headers: &[(&str, &str)]) -> request::Parts {
         let mut builder = axum::http::Request::get(path);
@@ -427,7 +441,7 @@ mod tests {
     #[test]
     fn only_plain_gets_of_build_addressed_files_have_a_key() {
         let cache = StaticCache::new(1 << 20);
-        assert!(cache.key(&request(SCRIPT, &[])).is_some());
+        assert!(cache.key(ROUTE, &request(SCRIPT, &[])).is_some());
         for path in [
             &format!("{SCRIPT}?v=1"),
             "/static/out/workbench.js",
@@ -435,7 +449,7 @@ mod tests {
             "/stable-409c64e0df4d/out/a.js",
             "/vscode-remote-resource?path=/a.js",
         ] {
-            assert!(cache.key(&request(path, &[])).is_none(), "{path}");
+            assert!(cache.key(ROUTE, &request(path, &[])).is_none(), "{path}");
         }
         for header in [
             ("range", "bytes=0-9"),
@@ -448,17 +462,17 @@ mod tests {
             ("pragma", "no-cache"),
         ] {
             assert!(
-                cache.key(&request(SCRIPT, &[header])).is_none(),
+                cache.key(ROUTE, &request(SCRIPT, &[header])).is_none(),
                 "{header:?}"
             );
         }
         let mut post = request(SCRIPT, &[]);
         post.method = Method::POST;
-        assert!(cache.key(&post).is_none());
-        assert!(StaticCache::new(0).key(&request(SCRIPT, &[])).is_none());
+        assert!(cache.key(ROUTE, &post).is_none());
+        assert!(StaticCache::new(0).key(ROUTE, &request(SCRIPT, &[])).is_none());
         // The encodings a client accepts (every line of them) and its `Host` are part
         // of the key.
-        let key = |headers: &[(&str, &str)]| cache.key(&request(SCRIPT, headers)).unwrap();
+        let key = |headers: &[(&str, &str)]| cache.key(ROUTE, &request(SCRIPT, headers)).unwrap();
         let gzip = ("accept-encoding", "gzip");
         assert_ne!(key(&[gzip]), key(&[]));
         assert_ne!(key(&[gzip, ("accept-encoding", "br")]), key(&[gzip]));
@@ -503,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_streamed_to_its_end_is_served_from_memory_with_its_age() {
         let cache = StaticCache::new(1 << 20);
-        let key = cache.key(&request(SCRIPT, &[])).unwrap();
+        let key = cache.key(ROUTE, &request(SCRIPT, &[])).unwrap();
         assert!(cache.get(&key).is_none());
         let headers = [IMMUTABLE, ("content-type", "text/javascript")];
         assert_eq!(
@@ -520,7 +534,7 @@ mod tests {
     #[tokio::test]
     async fn answers_not_received_whole_or_not_storable_are_not_kept() {
         let cache = StaticCache::new(1 << 20);
-        let key = cache.key(&request(SCRIPT, &[])).unwrap();
+        let key = cache.key(ROUTE, &request(SCRIPT, &[])).unwrap();
         // The client went away before the end.
         drop(cache.store_as_it_streams(key.clone(), answer(&[IMMUTABLE], "partial")));
         assert!(cache.get(&key).is_none());
@@ -528,7 +542,7 @@ mod tests {
         assert!(cache.get(&key).is_none());
         // Larger than one entry may be (a fifth of the cache), without a length.
         let small = StaticCache::new(50);
-        let key = small.key(&request(SCRIPT, &[])).unwrap();
+        let key = small.key(ROUTE, &request(SCRIPT, &[])).unwrap();
         pass(&small, &key, answer(&[IMMUTABLE], "0123456789abc")).await;
         assert!(small.get(&key).is_none());
     }
@@ -536,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_answer_is_kept_only_when_it_arrives_whole() {
         let cache = StaticCache::new(1 << 20);
-        let key = cache.key(&request(SCRIPT, &[])).unwrap();
+        let key = cache.key(ROUTE, &request(SCRIPT, &[])).unwrap();
         let chunked = |chunks: &[&'static str]| answer_with(&[IMMUTABLE], streamed(chunks));
         // The client reads one piece of three, then goes away.
         let response = cache.store_as_it_streams(key.clone(), chunked(&["a", "b", "c"]));
@@ -557,7 +571,7 @@ mod tests {
     #[tokio::test]
     async fn one_recording_per_file_at_a_time() {
         let cache = StaticCache::new(1 << 20);
-        let key = cache.key(&request(SCRIPT, &[])).unwrap();
+        let key = cache.key(ROUTE, &request(SCRIPT, &[])).unwrap();
         let first = cache.store_as_it_streams(key.clone(), answer(&[IMMUTABLE], "first"));
         // A second miss while the first is on its way passes through unrecorded.
         assert_eq!(
@@ -569,7 +583,7 @@ mod tests {
         let cached = cache.get(&key).expect("the first is kept");
         assert_eq!(body_of(cached).await, "first");
         // An abandoned recording frees its key.
-        let other = cache.key(&request(&format!("{SCRIPT}.map"), &[])).unwrap();
+        let other = cache.key(ROUTE, &request(&format!("{SCRIPT}.map"), &[])).unwrap();
         drop(cache.store_as_it_streams(other.clone(), answer(&[IMMUTABLE], "lost")));
         pass(&cache, &other, answer(&[IMMUTABLE], "again")).await;
         assert!(cache.get(&other).is_some());
@@ -579,7 +593,7 @@ mod tests {
     async fn stale_answers_leave_and_the_least_recently_used_go_first() {
         // Entries of 10 bytes: five fit, and none is over a fifth of the cache.
         let cache = StaticCache::new(50);
-        let key = |n: u32| cache.key(&request(&format!("{SCRIPT}{n}"), &[])).unwrap();
+        let key = |n: u32| cache.key(ROUTE, &request(&format!("{SCRIPT}{n}"), &[])).unwrap();
         for n in 0..5 {
             pass(&cache, &key(n), answer(&[IMMUTABLE], "0123456789")).await;
         }
@@ -592,7 +606,7 @@ mod tests {
         }
         assert_eq!(cache.lock().bytes, 50);
 
-        let brief = cache.key(&request(SCRIPT, &[])).unwrap();
+        let brief = cache.key(ROUTE, &request(SCRIPT, &[])).unwrap();
         let one_second = ("cache-control", "public, max-age=1");
         pass(&cache, &brief, answer(&[one_second], "x")).await;
         cache.lock().map.get_mut(&brief).unwrap().stored -= Duration::from_secs(2);
