@@ -188,11 +188,18 @@ async fn logout(State(front): State<Front>, headers: HeaderMap) -> Response {
     if let Some(id) = session_cookie(&headers) {
         front.sessions.close(id);
     }
-    with_cookie(
+    let mut response = with_cookie(
         StatusCode::OK,
         serde_json::json!({ "message": "logged out" }),
         &front.cookie(SESSION_COOKIE, "", Duration::ZERO),
-    )
+    );
+    // Whatever a page may have left on devbox's origin (a service worker, storage)
+    // goes with the session.
+    response.headers_mut().insert(
+        "clear-site-data",
+        HeaderValue::from_static("\"storage\""),
+    );
+    response
 }
 
 pub(super) fn with_cookie(status: StatusCode, body: serde_json::Value, cookie: &str) -> Response {

@@ -436,6 +436,11 @@ fn the_token_comes_from_a_file_and_the_browser_gets_only_an_http_only_session() 
             .header("set-cookie")
             .is_some_and(|c| c.contains("Max-Age=0"))
     );
+    assert_eq!(
+        logout.header("clear-site-data"),
+        Some("\"storage\""),
+        "what pages left on devbox's origin goes too"
+    );
     with_session(&[]).assert_error(401, "API token");
 }
 
@@ -486,6 +491,13 @@ fn devbox_pages_forbid_inline_script_framing_and_sniffing() {
             None,
         )
         .assert_error(403, "another site's page");
+    // No service worker may be registered on devbox's origin through an IDE: it
+    // would act as devbox for every later visit.
+    for path in ["/vscode/1/proxy/9000/sw.js", "/s/any/sw.js"] {
+        devbox
+            .call("GET", path, &[("Service-Worker", "script")], None)
+            .assert_error(403, "service workers");
+    }
     let page = devbox.get("/").text;
     assert!(
         !page.contains("<script>"),
