@@ -172,9 +172,25 @@ impl SpecFiles {
         name: &str,
         edit: impl FnOnce(&mut DevServer),
     ) -> Result<ServerSpec, SpecFileError> {
+        self.update_where(name, |_| true, edit)
+    }
+
+    /// [`SpecFiles::update`], if the spec as it is on disk, under the lock, passes
+    /// `may_edit` (whose server it is); otherwise the spec is as good as not there
+    /// ([`SpecFileError::NotFound`]). Checked anywhere else, the answer could be out of
+    /// date by the time of the write.
+    pub fn update_where(
+        &self,
+        name: &str,
+        may_edit: impl FnOnce(&DevServer) -> bool,
+        edit: impl FnOnce(&mut DevServer),
+    ) -> Result<ServerSpec, SpecFileError> {
         let _guard = self.lock();
         let path = self.path(name);
         let mut server = read(&path, name)?;
+        if !may_edit(&server) {
+            return Err(SpecFileError::NotFound(name.to_owned()));
+        }
         edit(&mut server);
         let text = render(&server, &path)?;
         let resolved =
@@ -404,6 +420,25 @@ mod tests {
         assert!(!files.is_at_or_after("a", &updated.revision, &again.revision));
         files.delete("a").unwrap();
         assert!(matches!(files.delete("a"), Err(SpecFileError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_guarded_update_leaves_a_spec_that_fails_its_check_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let mut theirs = server("t");
+        theirs.metadata.owner = Some("bob".into());
+        files.create(&theirs, Quota::default()).unwrap();
+        let before = std::fs::read_to_string(dir.path().join("t.yaml")).unwrap();
+        let is_adas = |s: &DevServer| s.metadata.owner.as_deref() == Some("ada");
+        let err = files
+            .update_where("t", is_adas, |s| s.metadata.owner = Some("ada".into()))
+            .unwrap_err();
+        assert!(matches!(err, SpecFileError::NotFound(_)), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("t.yaml")).unwrap(),
+            before
+        );
     }
 
     #[test]

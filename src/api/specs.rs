@@ -51,14 +51,20 @@ pub async fn apply(
     if let Some(port) = server.spec.port {
         state.ports.check_free(&name, port)?;
     }
+    // Replacing an existing spec: a user's only if the file, as it is under the lock,
+    // is theirs (it may have been written since the check above).
+    let owner = caller.owner().map(ToString::to_string);
     let specs = state.specs.clone();
     let (resolved, created) =
         tokio::task::spawn_blocking(move || match specs.create(&server, quota) {
             Ok(resolved) => Ok((resolved, true)),
             Err(CreateError::File(SpecFileError::Exists(_))) => {
                 let name = server.metadata.name.clone();
+                let theirs = |current: &DevServer| {
+                    owner.is_none() || current.metadata.owner == owner
+                };
                 specs
-                    .update(&name, move |current| *current = server)
+                    .update_where(&name, theirs, move |current| *current = server)
                     .map(|r| (r, false))
                     .map_err(CreateError::from)
             }
