@@ -289,15 +289,22 @@ fn seat_links_need_sign_in_configured() {
 }
 
 #[test]
-fn users_named_in_auth_admins_sign_in_as_admins() {
+fn seat_links_never_hand_out_admin_rights() {
+    // An admin's name (auth.admins) signs in as an admin through the trusted proxy
+    // only: no seat link is made for a server of theirs.
     let devbox = tenancy_devbox_with("  admins: [seat-bob]\n");
-    let (link, _) = seat_link(&devbox, "bob");
-    let bob = open_seat(&devbox, &link, "bob");
-    let session = bob.call("GET", "/auth/session", None).json();
-    assert_eq!(session["admin"], true, "{session}");
-    assert_eq!(bob.listed(), ["ada", "bob"], "an admin sees everyone's");
+    as_admin(&devbox, "POST", "/servers/bob/seat-link", None)
+        .assert_error(409, "an admin (auth.admins)");
+    let spec = std::fs::read_to_string(devbox.specs().join("bob.yaml")).expect("spec");
+    assert!(
+        !spec.contains("owner:"),
+        "bob's server was left as it was:\n{spec}"
+    );
     let (link, _) = seat_link(&devbox, "ada");
-    assert_eq!(open_seat(&devbox, &link, "ada").listed(), ["ada"]);
+    let ada = open_seat(&devbox, &link, "ada");
+    let session = ada.call("GET", "/auth/session", None).json();
+    assert_eq!(session["admin"], false, "{session}");
+    assert_eq!(ada.listed(), ["ada"]);
 }
 
 #[test]

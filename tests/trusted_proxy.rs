@@ -104,7 +104,7 @@ fn proxied_devbox() -> (Devbox, PathBuf) {
     let devbox = Devbox::start_opts(
         Options {
             config: format!(
-                "auth:\n  max_servers_per_user: 2\n  trusted_header:\n    name: {HEADER}\n    socket: {}\n",
+                "auth:\n  max_servers_per_user: 2\n  admins: [boss]\n  trusted_header:\n    name: {HEADER}\n    socket: {}\n",
                 socket.display()
             ),
             ..Options::default()
@@ -133,6 +133,11 @@ fn users_named_by_the_proxy_reach_only_their_own_servers() {
     }
     assert_eq!(listed(&socket, "alice"), ["alice-box"]);
     assert_eq!(listed(&socket, "bob"), ["bob-box"]);
+    assert_eq!(
+        listed(&socket, "boss"),
+        ["alice-box", "bob-box"],
+        "a user named in auth.admins is an admin"
+    );
 
     // alice starts and opens hers; bob can neither open, drive nor stream it.
     let started = via_proxy(&socket, "alice", "POST", "/servers/alice-box/start", None);

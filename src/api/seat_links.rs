@@ -52,31 +52,37 @@ pub async fn create(
                 .into(),
         ));
     }
-    let owner = match status.owner.clone() {
-        Some(owner) => owner,
-        None => {
-            let owner = seat_owner(&status.name);
-            let name = owner.to_string();
-            let spec = state
-                .edit(&status.name, move |server| {
-                    server.metadata.owner.get_or_insert(name);
-                })
-                .await?;
-            // The link opens the IDE as soon as it is handed out: the proxy must know
-            // the owner by then.
-            wait::converge(
-                &state,
-                &status.name,
-                "to take its owner",
-                |seen| match seen {
-                    Some(seen) if wait::observed(&state, seen, &spec.revision) => Verdict::Done(()),
-                    _ => Verdict::Wait,
-                },
-            )
+    let owner = status
+        .owner
+        .clone()
+        .unwrap_or_else(|| seat_owner(&status.name));
+    if state.config.auth.admins.iter().any(|a| a == owner.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "`{}` belongs to `{owner}`, an admin (auth.admins): seat links sign people in as \
+             users, never as admins; give the server to a participant first",
+            status.name
+        )));
+    }
+    if status.owner.is_none() {
+        let name = owner.to_string();
+        let spec = state
+            .edit(&status.name, move |server| {
+                server.metadata.owner.get_or_insert(name);
+            })
             .await?;
-            owner
-        }
-    };
+        // The link opens the IDE as soon as it is handed out: the proxy must know the
+        // owner by then.
+        wait::converge(
+            &state,
+            &status.name,
+            "to take its owner",
+            |seen| match seen {
+                Some(seen) if wait::observed(&state, seen, &spec.revision) => Verdict::Done(()),
+                _ => Verdict::Wait,
+            },
+        )
+        .await?;
+    }
     let link = state
         .seats
         .issue(&status.name, &owner, state.config.auth.seat_link_ttl.get())

@@ -60,9 +60,8 @@ pub async fn apply(
             Ok(resolved) => Ok((resolved, true)),
             Err(CreateError::File(SpecFileError::Exists(_))) => {
                 let name = server.metadata.name.clone();
-                let theirs = |current: &DevServer| {
-                    owner.is_none() || current.metadata.owner == owner
-                };
+                let theirs =
+                    |current: &DevServer| owner.is_none() || current.metadata.owner == owner;
                 specs
                     .update_where(&name, theirs, move |current| *current = server)
                     .map(|r| (r, false))

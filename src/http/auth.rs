@@ -195,10 +195,9 @@ async fn logout(State(front): State<Front>, headers: HeaderMap) -> Response {
     );
     // Whatever a page may have left on devbox's origin (a service worker, storage)
     // goes with the session.
-    response.headers_mut().insert(
-        "clear-site-data",
-        HeaderValue::from_static("\"storage\""),
-    );
+    response
+        .headers_mut()
+        .insert("clear-site-data", HeaderValue::from_static("\"storage\""));
     response
 }
 

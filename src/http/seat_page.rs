@@ -1,6 +1,6 @@
 //! `GET /seat/<ticket>`: opening a seat link. A valid link signs the browser in as the
-//! seat's owner (a session cookie, as a dashboard login gets) and sends it on to the
-//! IDE; any other link gets a page that says what is wrong with it.
+//! seat's owner, always as a user (a session cookie, as a dashboard login gets), and
+//! sends it on to the IDE; any other link gets a page that says what is wrong with it.
 //!
 //! The page moves on with a `<meta http-equiv="refresh">` rather than a redirect: a
 //! link opened from a mail or a chat is a cross-site navigation, and a browser sends a
@@ -14,6 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use super::Front;
+use crate::identity::Caller;
 use crate::seats::RedeemError;
 
 /// The seat-link route.
@@ -25,7 +26,7 @@ async fn open(State(front): State<Front>, Path(ticket): Path<String>) -> Respons
     match front.seats.redeem(&ticket) {
         Ok(seat) => {
             tracing::info!(server = %seat.server, owner = %seat.owner, "seat link opened");
-            let cookie = front.session_cookie_for(front.caller_named(seat.owner));
+            let cookie = front.session_cookie_for(Caller::User(seat.owner));
             let target = format!("/s/{}/", seat.server);
             let body = format!(
                 "<meta http-equiv=\"refresh\" content=\"0;url={target}\">\

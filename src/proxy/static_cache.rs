@@ -469,7 +469,11 @@ mod tests {
         let mut post = request(SCRIPT, &[]);
         post.method = Method::POST;
         assert!(cache.key(ROUTE, &post).is_none());
-        assert!(StaticCache::new(0).key(ROUTE, &request(SCRIPT, &[])).is_none());
+        assert!(
+            StaticCache::new(0)
+                .key(ROUTE, &request(SCRIPT, &[]))
+                .is_none()
+        );
         // The encodings a client accepts (every line of them) and its `Host` are part
         // of the key.
         let key = |headers: &[(&str, &str)]| cache.key(ROUTE, &request(SCRIPT, headers)).unwrap();
@@ -583,7 +587,9 @@ mod tests {
         let cached = cache.get(&key).expect("the first is kept");
         assert_eq!(body_of(cached).await, "first");
         // An abandoned recording frees its key.
-        let other = cache.key(ROUTE, &request(&format!("{SCRIPT}.map"), &[])).unwrap();
+        let other = cache
+            .key(ROUTE, &request(&format!("{SCRIPT}.map"), &[]))
+            .unwrap();
         drop(cache.store_as_it_streams(other.clone(), answer(&[IMMUTABLE], "lost")));
         pass(&cache, &other, answer(&[IMMUTABLE], "again")).await;
         assert!(cache.get(&other).is_some());
@@ -593,7 +599,11 @@ mod tests {
     async fn stale_answers_leave_and_the_least_recently_used_go_first() {
         // Entries of 10 bytes: five fit, and none is over a fifth of the cache.
         let cache = StaticCache::new(50);
-        let key = |n: u32| cache.key(ROUTE, &request(&format!("{SCRIPT}{n}"), &[])).unwrap();
+        let key = |n: u32| {
+            cache
+                .key(ROUTE, &request(&format!("{SCRIPT}{n}"), &[]))
+                .unwrap()
+        };
         for n in 0..5 {
             pass(&cache, &key(n), answer(&[IMMUTABLE], "0123456789")).await;
         }
