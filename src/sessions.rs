@@ -19,6 +19,9 @@ use crate::identity::{Caller, UserName};
 /// Sessions at once; past it the oldest go first. A login costs a few bytes, so this
 /// only bounds what a client holding the token could make devbox keep.
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions (and tickets) of one caller at once; past it that caller's oldest go
+/// first. A participant who opens their seat link in a loop signs nobody else out.
+const MAX_SESSIONS_PER_CALLER: usize = 32;
 
 /// The live sessions. Cloning shares them. A `std` mutex: every critical section is a
 /// map lookup or insert, never held across an `.await`.
@@ -108,6 +111,19 @@ impl Sessions {
         );
         let now = Instant::now();
         let mut live = self.lock();
+        let theirs: Vec<(&String, Instant)> = live
+            .iter()
+            .filter(|(_, session)| session.caller == caller)
+            .map(|(id, session)| (id, session.expires))
+            .collect();
+        if theirs.len() >= MAX_SESSIONS_PER_CALLER
+            && let Some(oldest) = theirs
+                .iter()
+                .min_by_key(|(_, expires)| *expires)
+                .map(|(id, _)| (*id).clone())
+        {
+            live.remove(&oldest);
+        }
         if live.len() >= MAX_SESSIONS {
             live.retain(|_, session| session.expires > now);
         }
@@ -205,6 +221,21 @@ mod tests {
     }
 
     #[test]
+    fn one_caller_cannot_crowd_out_the_others() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let admin = sessions.open(Caller::Admin);
+        let bob = Caller::User(UserName::parse("bob").expect("name"));
+        let first = sessions.open(bob.clone());
+        for _ in 0..(MAX_SESSIONS_PER_CALLER * 3) {
+            sessions.open(bob.clone());
+        }
+        assert_eq!(sessions.caller(&admin), Some(Caller::Admin), "the admin stays");
+        assert_eq!(sessions.caller(&first), None, "bob's oldest went first");
+        let bobs = sessions.lock().values().filter(|s| s.caller == bob).count();
+        assert_eq!(bobs, MAX_SESSIONS_PER_CALLER);
+    }
+
+    #[test]
     fn sessions_open_expire_and_close() {
         let sessions = Sessions::new(Duration::from_secs(60));
         let id = sessions.open(Caller::Admin);
@@ -236,8 +267,12 @@ mod tests {
     fn sessions_are_bounded() {
         let sessions = Sessions::new(Duration::from_secs(60));
         let first = sessions.open(Caller::Admin);
-        for _ in 0..MAX_SESSIONS {
-            sessions.open(Caller::Admin);
+        // Many callers, each within their own bound.
+        let users: Vec<Caller> = (0..1000)
+            .map(|i| Caller::User(UserName::parse(&format!("u{i}")).expect("name")))
+            .collect();
+        for i in 0..MAX_SESSIONS {
+            sessions.open(users[i % users.len()].clone());
         }
         assert_eq!(sessions.lock().len(), MAX_SESSIONS);
         assert_eq!(sessions.caller(&first), None);

@@ -532,6 +532,18 @@ fn each_ide_has_an_origin_of_its_own_reached_through_a_one_time_ticket() {
     // bob, signed in on devbox's origin, gets no ticket for ada's IDE.
     let refused = to_host(&devbox, &base, "/s/ada/", Some(&bob.cookie));
     assert_eq!(refused.status, 404, "{refused}");
+    // A path that would read as another site in a `Location` stays a path of the IDE.
+    let sent = to_host(&devbox, &base, "/s/ada//evil.example/x", Some(&ada.cookie));
+    let location = sent.header("location").expect("a redirect").to_owned();
+    let ticket_path = location
+        .strip_prefix(&format!("http://{ada_host}"))
+        .expect("path");
+    let traded = to_host(&devbox, &ada_host, ticket_path, None);
+    assert_eq!(
+        traded.header("location"),
+        Some("/evil.example/x"),
+        "{traded}"
+    );
     // A name that is no server's is a 404 too, whoever asks.
     let ghost = to_host(&devbox, &format!("ghost.{base}"), "/", Some(&ide_cookie));
     assert_eq!(

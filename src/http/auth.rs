@@ -215,12 +215,34 @@ pub(super) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The value of cookie `name` the browser sent, if any.
+/// Two cookies of one name are none: a page of another origin of the same site (an
+/// IDE's own origin, say) can set a second one beside devbox's (cookie tossing), and
+/// which the browser sends first is not devbox's choice.
 pub(super) fn cookie_named<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     let prefix = format!("{name}=");
-    headers
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(prefix.as_str()))
+        .filter_map(|pair| pair.trim().strip_prefix(prefix.as_str()));
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cookie_sent_twice_counts_for_nothing() {
+        let headers = |value: &'static str| {
+            let mut map = HeaderMap::new();
+            map.insert(header::COOKIE, HeaderValue::from_static(value));
+            map
+        };
+        assert_eq!(cookie_named(&headers("a=1; s=ours"), "s"), Some("ours"));
+        assert_eq!(cookie_named(&headers("s=tossed; a=1; s=ours"), "s"), None);
+        assert_eq!(cookie_named(&headers("ss=x"), "s"), None);
+    }
 }

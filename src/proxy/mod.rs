@@ -213,7 +213,11 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
             name,
             ..
         }) => match &state.ide_origins {
-            Some(ide) => ide.redirect(caller, &name, rest_of(&request, &format!("/vscode/{port}"))),
+            Some(ide) => ide.redirect(
+                caller,
+                &name,
+                &rest_of(&request, &format!("/vscode/{port}")),
+            ),
             None => forward(state, port, &endpoint, &format!("/vscode/{port}"), request).await,
         },
         Some(route) => {
@@ -240,7 +244,7 @@ async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Respons
             endpoint: Some(endpoint),
             ..
         }) => match &state.ide_origins {
-            Some(ide) => ide.redirect(caller, name, rest_of(&request, &format!("/s/{name}"))),
+            Some(ide) => ide.redirect(caller, name, &rest_of(&request, &format!("/s/{name}"))),
             None => forward(state, port, &endpoint, &format!("/s/{name}"), request).await,
         },
         Some(route) => {
@@ -250,13 +254,13 @@ async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Respons
     }
 }
 
-/// The request's path (and query) below `prefix`.
-fn rest_of<'a>(request: &'a Request, prefix: &str) -> &'a str {
+/// The request's path (and query) below `prefix`, as a path of this origin: leading
+/// slashes and backslashes become one slash (`//evil.example/x` in a `Location` would
+/// send the browser to another site).
+fn rest_of(request: &Request, prefix: &str) -> String {
     let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    match path_and_query.strip_prefix(prefix) {
-        Some(rest) if rest.starts_with('/') => rest,
-        _ => "/",
-    }
+    let rest = path_and_query.strip_prefix(prefix).unwrap_or_default();
+    format!("/{}", rest.trim_start_matches(['/', '\\']))
 }
 
 /// Whether the authenticated caller may open `route`'s IDE: its owner or an admin.
