@@ -229,7 +229,11 @@ mod tests {
         for _ in 0..(MAX_SESSIONS_PER_CALLER * 3) {
             sessions.open(bob.clone());
         }
-        assert_eq!(sessions.caller(&admin), Some(Caller::Admin), "the admin stays");
+        assert_eq!(
+            sessions.caller(&admin),
+            Some(Caller::Admin),
+            "the admin stays"
+        );
         assert_eq!(sessions.caller(&first), None, "bob's oldest went first");
         let bobs = sessions.lock().values().filter(|s| s.caller == bob).count();
         assert_eq!(bobs, MAX_SESSIONS_PER_CALLER);

@@ -85,7 +85,10 @@ pub async fn one(
     match state.find(&caller, &id) {
         Ok(status) => upgrade
             .max_message_size(CLIENT_MESSAGE_LIMIT)
-            .on_upgrade(move |socket| stream(socket, state, Scope::One(status.name), query.lines)),
+            .on_upgrade(move |socket| {
+                let scope = Scope::One(status.name, caller.owner().cloned());
+                stream(socket, state, scope, query.lines)
+            }),
         Err(err) => upgrade.max_message_size(CLIENT_MESSAGE_LIMIT).on_upgrade(
             move |mut socket| async move {
                 let frame = CloseFrame {
@@ -100,7 +103,9 @@ pub async fn one(
 
 /// Whose lines a stream carries.
 enum Scope {
-    One(String),
+    /// One server; for a user, only while it is still theirs (a server deleted and
+    /// made again under the same name for someone else is not).
+    One(String, Option<UserName>),
     Everything,
     /// Every server of one user (a user's `/ws/logs`).
     OwnedBy(UserName),
@@ -109,14 +114,22 @@ enum Scope {
 impl Scope {
     fn includes(&self, state: &AppState, line: &LogLine) -> bool {
         match self {
-            Scope::One(name) => *name == line.server_name,
+            Scope::One(name, user) => {
+                *name == line.server_name
+                    && user.as_ref().is_none_or(|user| owns(state, user, name))
+            }
             Scope::Everything => true,
-            Scope::OwnedBy(user) => state
-                .statuses
-                .get(&line.server_name)
-                .is_some_and(|status| status.owner.as_ref() == Some(user)),
+            Scope::OwnedBy(user) => owns(state, user, &line.server_name),
         }
     }
+}
+
+/// Whether server `name` belongs to `user` now.
+fn owns(state: &AppState, user: &UserName, name: &str) -> bool {
+    state
+        .statuses
+        .get(name)
+        .is_some_and(|status| status.owner.as_ref() == Some(user))
 }
 
 async fn stream(mut socket: WebSocket, state: AppState, scope: Scope, lines: usize) {
@@ -170,7 +183,7 @@ async fn send_line(socket: &mut WebSocket, line: &LogLine) -> bool {
 /// user's servers merged by time.
 fn backlog(state: &AppState, scope: &Scope, count: usize) -> Vec<LogLine> {
     match scope {
-        Scope::One(name) => state.logs.recent(name, count),
+        Scope::One(name, _) => state.logs.recent(name, count),
         Scope::Everything => state.logs.recent_all(count),
         Scope::OwnedBy(user) => {
             let owned = state
