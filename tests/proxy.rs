@@ -112,7 +112,7 @@ fn static_asset_bytes_through_the_proxy_equal_direct() {
 }
 
 #[test]
-fn static_files_come_from_the_shared_cache_after_the_first_answer() {
+fn static_files_come_from_the_cache_after_each_servers_first_answer() {
     let devbox = Devbox::start();
     devbox.write_spec("ide-a", "  state: running\n");
     devbox.write_spec("ide-b", "  state: running\n");
@@ -137,13 +137,21 @@ fn static_files_come_from_the_shared_cache_after_the_first_answer() {
     assert_eq!(reply.status, 200);
     let direct = reply.body;
 
-    // The first answer comes from the instance; every later one, through any server's
-    // prefix, from devbox's memory (with an `Age`), byte for byte the same.
+    // The first answer comes from the instance; every later one for that server,
+    // through either of its prefixes, from devbox's memory (with an `Age`), byte for
+    // byte the same. Another server's first answer is its own instance's: what one
+    // instance answers is never given to another server's users.
     let first = get_cached(&devbox.url(&format!("/vscode/{port_a}/{script}")), &brotli);
     assert_eq!((first.0, first.1.as_deref()), (200, None), "first answer");
     assert!(
         first.2 == direct,
         "the proxied answer equals the direct one"
+    );
+    let other = get_cached(&devbox.url(&format!("/vscode/{port_b}/{script}")), &brotli);
+    assert_eq!(
+        (other.0, other.1.as_deref()),
+        (200, None),
+        "another server's first answer comes from its own instance"
     );
     for url in [
         devbox.url(&format!("/vscode/{port_a}/{script}")),

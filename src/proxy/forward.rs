@@ -64,6 +64,7 @@ impl Forwarder {
                 if serves_workspace_files {
                     sandbox(&mut parts.headers);
                 }
+                confine_service_workers(&mut parts.headers, prefix);
                 let response = Response::from_parts(parts, body);
                 match cache_key {
                     Some(key) => self.cache.store_as_it_streams(key, response),
@@ -82,6 +83,22 @@ impl Forwarder {
 fn serves_workspace_files(path: &str) -> bool {
     path.split('/')
         .any(|segment| segment.eq_ignore_ascii_case("vscode-remote-resource"))
+}
+
+/// A service worker registered through an IDE on devbox's own origin may control
+/// pages below that IDE's prefix at most: `Service-Worker-Allowed` (which widens a
+/// worker's scope beyond its script's folder) is cut down to the prefix. Otherwise a
+/// participant's app could register one for `/` that acts as devbox on every later
+/// visit, the admin's included. On an IDE's own origin (no prefix) it is that origin's.
+fn confine_service_workers(headers: &mut HeaderMap, prefix: &str) {
+    const ALLOWED: &str = "service-worker-allowed";
+    if prefix.is_empty() || !headers.contains_key(ALLOWED) {
+        return;
+    }
+    match HeaderValue::from_str(&format!("{prefix}/")) {
+        Ok(scope) => headers.insert(ALLOWED, scope),
+        Err(_) => headers.remove(ALLOWED),
+    };
 }
 
 /// Makes a document of this answer a page of no origin (`Content-Security-Policy:
@@ -333,6 +350,21 @@ mod tests {
             assert!(!headers.contains_key(name), "{name} stayed");
             assert!(headers.contains_key(header::ACCEPT));
         }
+    }
+
+    #[test]
+    fn service_workers_stay_below_their_ides_prefix() {
+        let mut headers = HeaderMap::new();
+        headers.insert("service-worker-allowed", HeaderValue::from_static("/"));
+        confine_service_workers(&mut headers, "/vscode/8010");
+        assert_eq!(headers["service-worker-allowed"], "/vscode/8010/");
+        let mut own_origin = HeaderMap::new();
+        own_origin.insert("service-worker-allowed", HeaderValue::from_static("/"));
+        confine_service_workers(&mut own_origin, "");
+        assert_eq!(own_origin["service-worker-allowed"], "/");
+        let mut none = HeaderMap::new();
+        confine_service_workers(&mut none, "/s/box");
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -171,28 +171,7 @@ async fn by_name(
     proxy_name(&state, &name, request).await
 }
 
-/// Whether the browser is fetching a service worker's script. A service worker
-/// registered on devbox's own origin (by a participant's app behind `/proxy/<q>/`, or
-/// by an instance a participant controls) would run with devbox's origin for every
-/// later visit, the admin's included, whatever the cookies say: none is let in there.
-/// IDEs on origins of their own keep theirs.
-fn registers_a_service_worker(request: &Request) -> bool {
-    request.headers().contains_key("service-worker")
-}
-
-fn no_service_worker() -> Response {
-    ApiError::Forbidden(
-        "service workers cannot be registered on devbox's own origin (an IDE on an origin of \
-         its own, server.ide_subdomains, can)"
-            .into(),
-    )
-    .into_response()
-}
-
 async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Response {
-    if registers_a_service_worker(&request) {
-        return no_service_worker();
-    }
     let not_managed = || {
         ApiError::NotFound(format!("port {port} does not belong to a managed server"))
             .into_response()
@@ -228,9 +207,6 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
 }
 
 async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Response {
-    if registers_a_service_worker(&request) {
-        return no_service_worker();
-    }
     let caller = request.extensions().get::<Caller>();
     match state
         .statuses

@@ -491,13 +491,6 @@ fn devbox_pages_forbid_inline_script_framing_and_sniffing() {
             None,
         )
         .assert_error(403, "another site's page");
-    // No service worker may be registered on devbox's origin through an IDE: it
-    // would act as devbox for every later visit.
-    for path in ["/vscode/1/proxy/9000/sw.js", "/s/any/sw.js"] {
-        devbox
-            .call("GET", path, &[("Service-Worker", "script")], None)
-            .assert_error(403, "service workers");
-    }
     let page = devbox.get("/").text;
     assert!(
         !page.contains("<script>"),
@@ -666,4 +659,38 @@ fn an_oversized_spec_is_refused_whole_and_at_once() {
         || (!devbox.specs().join("big.yaml").exists()).then_some(()),
     );
     assert!(devbox.status("big").is_none());
+}
+
+#[test]
+fn a_participants_app_cannot_widen_a_service_worker_to_devbox() {
+    // An app behind an IDE (code-server's /proxy/<port>/) that answers its worker's
+    // script with `Service-Worker-Allowed: /` would get a worker for all of devbox's
+    // origin, acting as devbox on every later visit.
+    let app = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind the app");
+    let app_port = app.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in app.incoming().flatten().take(4) {
+            let mut stream = stream;
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/javascript\r\nService-Worker-Allowed: /\r\nContent-Length: 2\r\nConnection: close\r\n\r\n//",
+            );
+        }
+    });
+    let devbox = Devbox::start();
+    devbox.write_spec("ide", "  state: running\n");
+    let (_, port) = devbox.wait_running("ide");
+    let script = devbox.call(
+        "GET",
+        &format!("/vscode/{port}/proxy/{app_port}/sw.js"),
+        &[("Service-Worker", "script")],
+        None,
+    );
+    assert_eq!(script.status, 200, "{script}");
+    assert_eq!(
+        script.header("service-worker-allowed").map(str::to_owned),
+        Some(format!("/vscode/{port}/")),
+        "at most the IDE's own prefix"
+    );
 }
