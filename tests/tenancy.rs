@@ -555,3 +555,57 @@ fn each_ide_has_an_origin_of_its_own_reached_through_a_one_time_ticket() {
         404
     );
 }
+
+/// The `log` messages `stream` receives until it has been quiet for two seconds.
+fn log_messages_until_quiet(stream: &mut common::WsClient) -> usize {
+    if let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(tcp) = stream.get_ref() {
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+    }
+    let mut logs = 0;
+    while let Ok(message) = stream.read() {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let line: Value = serde_json::from_str(&text).unwrap_or_default();
+            if line["type"] == "log" {
+                logs += 1;
+            }
+        }
+    }
+    logs
+}
+
+#[test]
+fn a_users_log_stream_stops_when_the_server_is_no_longer_theirs() {
+    let devbox = tenancy_devbox();
+    wait_running_as_admin(&devbox, "ada");
+    let (link, _) = seat_link(&devbox, "ada");
+    let ada = open_seat(&devbox, &link, "ada");
+    let cookie = [("Cookie", ada.cookie.clone())];
+    let mut stream = ws_connect(&devbox, "/ws/logs/ada?lines=0", &cookie).expect("upgrade");
+    // Her own server's lines reach her: a restart prints some.
+    let restarted = as_admin(&devbox, "POST", "/servers/ada/restart", None);
+    assert_eq!(restarted.status, 200, "{restarted}");
+    assert!(
+        log_messages_until_quiet(&mut stream) > 0,
+        "a restart prints lines"
+    );
+
+    // The admin gives the server to bob: what it prints next is not ada's to read.
+    std::fs::write(
+        devbox.specs().join("ada.yaml"),
+        "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: ada\n  owner: bob\nspec:\n  state: running\n",
+    )
+    .expect("spec");
+    common::wait_for("the server to be bob's", common::STARTUP, || {
+        let server = as_admin(&devbox, "GET", "/servers/ada", None).json();
+        (server["owner"] == "bob").then_some(())
+    });
+    log_messages_until_quiet(&mut stream);
+    let restarted = as_admin(&devbox, "POST", "/servers/ada/restart", None);
+    assert_eq!(restarted.status, 200, "{restarted}");
+    assert_eq!(
+        log_messages_until_quiet(&mut stream),
+        0,
+        "no line of bob's server reaches ada"
+    );
+}
