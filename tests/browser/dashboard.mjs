@@ -28,25 +28,20 @@
  * and any JavaScript error on the dashboard (pageerror), ends the run with exit code 1,
  * a message naming the step, and ARTIFACTS_DIR/failure.png.
  */
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
+import {
+  CHROMIUM, CHROMIUM_ARGS, OVERALL_TIMEOUT, STEP_TIMEOUT, distrustWorkspace, explorerItem,
+  failureScreenshot, ideNotices, loadChromium, printFailure, seconds, waitForExplorerItem,
+} from './harness.mjs';
 
 const USAGE = 'usage: node dashboard.mjs BASE_URL GIT_URL ARTIFACTS_DIR FILE_NAME TOKEN';
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const DISPLAY_NAME = 'Browser Test';
 const SLUG = 'Browser-Test'; // the API's file stem of DISPLAY_NAME (spaces become '-')
-const STEP_TIMEOUT = 30_000;
 const START_TIMEOUT = 60_000; // clone + code-server start + health
 const IDE_TIMEOUT = 60_000; // workbench + explorer over the proxied WebSocket
-const TRUST_PROMPT_WAIT = 20_000; // code-server's "Do you trust the authors" dialog
-const OVERALL_TIMEOUT = 240_000;
 
 const [baseArg, gitUrl, artifacts, fileName, token] = process.argv.slice(2);
 if (!baseArg || !gitUrl || !artifacts || !fileName || !token) {
@@ -55,15 +50,7 @@ if (!baseArg || !gitUrl || !artifacts || !fileName || !token) {
 }
 const baseUrl = baseArg.endsWith('/') ? baseArg : `${baseArg}/`;
 
-const require = createRequire(import.meta.url);
-let chromium;
-try {
-  ({ chromium } = require('playwright-core'));
-} catch (err) {
-  console.error(`cannot load playwright-core (NODE_PATH=${process.env.NODE_PATH || ''}): ${err.message}`);
-  console.error('run scripts/install-browser.sh and set NODE_PATH to the directory it prints');
-  process.exit(1);
-}
+const chromium = loadChromium();
 
 fs.mkdirSync(artifacts, { recursive: true });
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'devbox-chromium-'));
@@ -75,7 +62,6 @@ let dashboard = null;
 let activePage = null; // what failure.png shows
 let currentStep = 'launch Chromium';
 
-const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
 const shot = (page, name, options = {}) => page.screenshot({ path: path.join(artifacts, name), ...options });
 const server = () => dashboard.locator(`tbody[data-server="${SLUG}"]`);
 
@@ -118,36 +104,14 @@ async function dashboardState() {
   return parts.join('\n  ');
 }
 
-/** The IDE's visible dialogs and notifications (a "reconnecting" dialog means the WebSocket failed). */
-async function ideNotices(ide) {
-  const texts = [];
-  for (const selector of ['.monaco-dialog-box', '.notification-toast', '.notifications-center .notification-list-item']) {
-    for (const element of await ide.locator(selector).all()) {
-      if (await element.isVisible().catch(() => false)) {
-        texts.push((await element.innerText().catch(() => '')).replace(/\s+/g, ' ').trim());
-      }
-    }
-  }
-  return texts.filter(Boolean);
-}
-
 async function fail(err) {
-  console.error(`FAIL ${currentStep}: ${err?.message?.split('\n')[0] || err}`);
-  if (err?.message?.includes('\n')) console.error(err.message.split('\n').slice(1).join('\n'));
+  printFailure(currentStep, err);
   try {
     const state = await dashboardState();
     if (state) console.error(`  dashboard: ${state}`);
   } catch (_) { /* best effort */ }
   if (ideErrors.length) console.error(`  IDE page errors: ${ideErrors.join(' | ')}`);
-  const page = activePage && !activePage.isClosed() ? activePage : dashboard;
-  if (page && !page.isClosed()) {
-    try {
-      await shot(page, 'failure.png');
-      console.error(`  screenshot: ${path.join(artifacts, 'failure.png')}`);
-    } catch (shotErr) {
-      console.error(`  no failure screenshot: ${shotErr.message}`);
-    }
-  }
+  await failureScreenshot(activePage && !activePage.isClosed() ? activePage : dashboard, artifacts);
   await cleanup();
   process.exit(1);
 }
@@ -305,27 +269,14 @@ try {
     ide.on('pageerror', (err) => ideErrors.push(err.message || String(err)));
     await ide.waitForURL((url) => url.pathname.startsWith(idePath), { timeout: IDE_TIMEOUT });
     await ide.locator('.monaco-workbench').waitFor({ timeout: IDE_TIMEOUT });
-    const item = ide.locator('.monaco-workbench [role=treeitem]', { hasText: fileName });
-    try {
-      await item.first().waitFor({ state: 'visible', timeout: IDE_TIMEOUT });
-    } catch (err) {
-      const notices = await ideNotices(ide);
-      throw new Error(`${err.message.split('\n')[0]}${notices.length ? `\nIDE shows: ${notices.join(' | ')}` : ''}`);
-    }
+    await waitForExplorerItem(ide, fileName, IDE_TIMEOUT);
     const elapsed = Date.now() - begin;
-    // code-server asks whether to trust a new folder, about a second after the explorer
-    // shows; the modal blocks every click. Answer it (restricted mode: the safe choice),
-    // and answer it too should it come later, before any action.
-    const trust = ide.locator('.monaco-dialog-box', { hasText: 'trust the authors' });
-    const distrust = trust.locator('.monaco-button', { hasText: "No, I don't trust the authors" });
-    const prompted = await trust.waitFor({ timeout: TRUST_PROMPT_WAIT }).then(() => true, () => false);
-    if (prompted) {
-      await distrust.click();
-      await trust.waitFor({ state: 'hidden' });
-    }
+    // The trust prompt blocks every click: answered now, and again should it come
+    // later, before any action.
+    const { prompted, trust, distrust } = await distrustWorkspace(ide);
     await ide.addLocatorHandler(trust, () => distrust.click()); // registered after: it would race the wait
     // Its contents come over the same WebSocket: open it and see text in the editor.
-    await item.first().click();
+    await explorerItem(ide, fileName).first().click();
     const editor = ide.locator('.editor-group-container .monaco-editor .view-lines');
     await ide.locator('.tabs-container [role=tab]', { hasText: fileName }).waitFor({ timeout: IDE_TIMEOUT });
     await editor.filter({ hasText: /\S/ }).first().waitFor({ timeout: IDE_TIMEOUT });

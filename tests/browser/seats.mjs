@@ -31,21 +31,16 @@
  * ends the run with exit code 1, a message naming the step, and ARTIFACTS_DIR/failure.png.
  * Screenshots: seat-<name>-ide.png for each seat, seat-<first>-app.png.
  */
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
+import {
+  CHROMIUM, CHROMIUM_ARGS, OVERALL_TIMEOUT, STEP_TIMEOUT, distrustWorkspace, explorerItem,
+  failureScreenshot, ideNotices, loadChromium, printFailure, seconds, waitForExplorerItem,
+} from './harness.mjs';
 
 const USAGE = 'usage: node seats.mjs BASE_URL ARTIFACTS_DIR NAME FILE LINK NAME FILE LINK';
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-const STEP_TIMEOUT = 30_000;
 const IDE_TIMEOUT = 60_000; // seat page + ticket + workbench + explorer over the WebSocket
-const TRUST_PROMPT_WAIT = 20_000; // code-server's "Do you trust the authors" dialog
-const OVERALL_TIMEOUT = 240_000;
 const IDE_COOKIE = 'devbox_ide';
 
 const [baseArg, artifacts, ...seatArgs] = process.argv.slice(2);
@@ -61,15 +56,7 @@ const seats = [0, 3].map((at) => {
 });
 const [first, second] = seats;
 
-const require = createRequire(import.meta.url);
-let chromium;
-try {
-  ({ chromium } = require('playwright-core'));
-} catch (err) {
-  console.error(`cannot load playwright-core (NODE_PATH=${process.env.NODE_PATH || ''}): ${err.message}`);
-  console.error('run scripts/install-browser.sh and set NODE_PATH to the directory it prints');
-  process.exit(1);
-}
+const chromium = loadChromium();
 
 fs.mkdirSync(artifacts, { recursive: true });
 const started = Date.now();
@@ -78,7 +65,6 @@ let browser = null;
 let activePage = null; // what failure.png shows
 let currentStep = 'launch Chromium';
 
-const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
 const shot = (page, name) => page.screenshot({ path: path.join(artifacts, name) });
 
 /** Runs one step: prints it when it passes; the first failure ends the run. */
@@ -89,35 +75,11 @@ async function step(name, action) {
   console.log(`ok ${name} (${seconds(Date.now() - begin)})`);
 }
 
-/** The IDE's visible dialogs and notifications (a "reconnecting" dialog means the WebSocket failed). */
-async function ideNotices(ide) {
-  const texts = [];
-  for (const selector of ['.monaco-dialog-box', '.notification-toast', '.notifications-center .notification-list-item']) {
-    for (const element of await ide.locator(selector).all()) {
-      if (await element.isVisible().catch(() => false)) {
-        texts.push((await element.innerText().catch(() => '')).replace(/\s+/g, ' ').trim());
-      }
-    }
-  }
-  return texts.filter(Boolean);
-}
-
-/** An explorer row of the IDE naming `file`. */
-const explorerItem = (ide, file) => ide.locator('.monaco-workbench [role=treeitem]', { hasText: file });
-
 async function fail(err) {
-  console.error(`FAIL ${currentStep}: ${err?.message?.split('\n')[0] || err}`);
-  if (err?.message?.includes('\n')) console.error(err.message.split('\n').slice(1).join('\n'));
+  printFailure(currentStep, err);
   if (ideErrors.length) console.error(`  IDE page errors: ${ideErrors.join(' | ')}`);
-  if (activePage && !activePage.isClosed()) {
-    console.error(`  page: ${activePage.url()}`);
-    try {
-      await shot(activePage, 'failure.png');
-      console.error(`  screenshot: ${path.join(artifacts, 'failure.png')}`);
-    } catch (shotErr) {
-      console.error(`  no failure screenshot: ${shotErr.message}`);
-    }
-  }
+  if (activePage && !activePage.isClosed()) console.error(`  page: ${activePage.url()}`);
+  await failureScreenshot(activePage, artifacts);
   await cleanup();
   process.exit(1);
 }
@@ -142,22 +104,9 @@ async function openSeat(seat, other) {
   await ide.waitForURL((url) => url.host === seat.host && !url.pathname.startsWith('/__devbox/'),
     { timeout: IDE_TIMEOUT });
   await ide.locator('.monaco-workbench').waitFor({ timeout: IDE_TIMEOUT });
-  const own = explorerItem(ide, seat.file);
-  try {
-    await own.first().waitFor({ state: 'visible', timeout: IDE_TIMEOUT });
-  } catch (err) {
-    const notices = await ideNotices(ide);
-    throw new Error(`${err.message.split('\n')[0]}${notices.length ? `\nIDE shows: ${notices.join(' | ')}` : ''}`);
-  }
+  await waitForExplorerItem(ide, seat.file, IDE_TIMEOUT);
   const elapsed = Date.now() - begin;
-  // code-server asks whether to trust a new folder, about a second after the explorer
-  // shows; answer it (restricted mode: the safe choice) so that it hides nothing.
-  const trust = ide.locator('.monaco-dialog-box', { hasText: 'trust the authors' });
-  const prompted = await trust.waitFor({ timeout: TRUST_PROMPT_WAIT }).then(() => true, () => false);
-  if (prompted) {
-    await trust.locator('.monaco-button', { hasText: "No, I don't trust the authors" }).click();
-    await trust.waitFor({ state: 'hidden' });
-  }
+  const { prompted } = await distrustWorkspace(ide);
   // The explorer lists the workspace's folder in one answer: the other seat's file,
   // were it there, would show with this one.
   const shown = (await ide.locator('.monaco-workbench .explorer-folders-view [role=treeitem]').allInnerTexts())
