@@ -101,11 +101,7 @@ impl SeatLinks {
         owner: &UserName,
         ttl: Duration,
     ) -> Result<NewLink, SeatStoreError> {
-        let ticket = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let ticket = crate::sessions::secret_id();
         let expires_at = SystemTime::now() + ttl;
         let mut links = self.lock();
         let mut next = prune(&links, now_secs());

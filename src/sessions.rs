@@ -83,7 +83,14 @@ impl Sessions {
     /// Trades ticket `id` for server `server`'s IDE for an IDE session: its id, and the
     /// path the browser goes on to. A ticket is good once.
     pub fn redeem_ticket(&self, id: &str, server: &str) -> Option<(String, String)> {
-        let ticket = self.lock().remove(id)?;
+        let ticket = {
+            let mut live = self.lock();
+            // Only a ticket is used up: any other session named here stays as it is.
+            if !matches!(live.get(id)?.scope, Scope::Ticket { .. }) {
+                return None;
+            }
+            live.remove(id)?
+        };
         let Scope::Ticket {
             server: for_server,
             next,
@@ -102,13 +109,9 @@ impl Sessions {
         self.lookup(id, &Scope::Ide(server.to_owned()))
     }
 
-    /// A new session; its id holds 244 random bits from the OS, as two v4 UUIDs.
+    /// A new session.
     fn open_scoped(&self, caller: Caller, scope: Scope, ttl: Duration) -> String {
-        let id = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let id = secret_id();
         let now = Instant::now();
         let mut live = self.lock();
         let theirs: Vec<(&String, Instant)> = live
@@ -184,6 +187,16 @@ impl Sessions {
     }
 }
 
+/// An id nobody can guess (a session's, a seat link's ticket): 244 random bits from
+/// the OS, as two v4 UUIDs in 64 hex digits.
+pub fn secret_id() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +215,13 @@ mod tests {
             sessions.redeem_ticket(&ticket, "other"),
             None,
             "for its IDE only"
+        );
+        let dashboard = sessions.open(ada.clone());
+        assert_eq!(sessions.redeem_ticket(&dashboard, "box"), None, "no ticket");
+        assert_eq!(
+            sessions.caller(&dashboard),
+            Some(ada.clone()),
+            "and not used up"
         );
         let ticket = sessions.open_ide_ticket(ada.clone(), "box", "/?folder=/w");
         let (ide, next) = sessions.redeem_ticket(&ticket, "box").expect("redeemed");

@@ -5,8 +5,9 @@
 //! if it did not exist, so that no other name leaks. A user creates servers only from
 //! what the config offers (templates, extension groups, git URLs the config allows),
 //! never sets what reaches into the host (`env`, workspace paths, a port, another
-//! owner) nor its own limits (`resources`), and owns at most `auth.max_servers_per_user` servers. Each rule is a plain
-//! function of the caller and the request, tested without a server.
+//! owner) nor its own limits (`resources`), and owns at most
+//! `auth.max_servers_per_user` servers. Each rule is a plain function of the caller and
+//! the request, tested without a server.
 
 use std::path::Path;
 

@@ -1,8 +1,10 @@
-//! Authentication, when an API token is configured: the token as a bearer header (the
-//! CLI, scripts), or a dashboard session that a browser got once for the token
-//! (`POST /auth/login`), in an `HttpOnly`, `SameSite=Strict` cookie that no script can
-//! read. A session cookie counts only on requests from devbox's own pages or from no
-//! page at all: a listed CORS origin must send the token itself.
+//! Authentication, when an admin token or a trusted proxy is configured: who a request
+//! comes from ([`Caller`]), from an admin token as a bearer header (the CLI, scripts),
+//! the trusted proxy's user header on the proxy's own connections, or a session cookie
+//! a browser got for the token (`POST /auth/login`) or a seat link, `HttpOnly` and
+//! `SameSite=Strict`, that no script can read. A session cookie counts only on requests
+//! from devbox's own pages or from no page at all: a listed CORS origin must send the
+//! token itself.
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -215,6 +217,7 @@ pub(super) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The value of cookie `name` the browser sent, if any.
+///
 /// Two cookies of one name are none: a page of another origin of the same site (an
 /// IDE's own origin, say) can set a second one beside devbox's (cookie tossing), and
 /// which the browser sends first is not devbox's choice.

@@ -21,11 +21,7 @@ const SEC_FETCH_DEST: &str = "sec-fetch-dest";
 /// [`Provenance`] for the authentication that follows.
 pub async fn guard(State(front): State<Front>, mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()));
+    let host = request_host(&request);
     // Browsers always send `Host`; a client without one is not a rebinding page.
     if let Some(host) = host
         && !front.site.allows_host(host)
@@ -81,6 +77,17 @@ pub async fn guard(State(front): State<Front>, mut request: Request, next: Next)
     }
     request.extensions_mut().insert(provenance);
     next.run(request).await
+}
+
+/// The host a request was sent to: the authority of an absolute request target, or
+/// its `Host`.
+pub(super) fn request_host(request: &Request) -> Option<&str> {
+    request.uri().authority().map(|a| a.as_str()).or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
 }
 
 /// Whether the browser is loading this answer as a document inside a page of another

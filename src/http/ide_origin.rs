@@ -14,24 +14,14 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::auth::cookie_named;
+use super::guards::request_host;
 use super::{ApiError, Front, IDE_COOKIE};
 use crate::identity::Caller;
 use crate::proxy::{IDE_TICKET_PATH, serve_ide_origin};
 
 /// Serves a request for an IDE's origin; passes any other on.
 pub async fn route(State(front): State<Front>, request: Request, next: Next) -> Response {
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        });
-    let Some(name) = host.and_then(|host| front.site.ide_server(&host)) else {
+    let Some(name) = request_host(&request).and_then(|host| front.site.ide_server(host)) else {
         return next.run(request).await;
     };
     if request.uri().path() == IDE_TICKET_PATH {

@@ -47,7 +47,10 @@ pub const SEAT_PATH: &str = "/seat/";
 #[derive(Clone)]
 struct Front {
     site: Arc<Site>,
-    /// Every admin token; none: no authentication, every caller is the admin.
+    /// Callers must say who they are (`Config::auth_required`); otherwise every
+    /// caller is the admin.
+    auth_required: bool,
+    /// Every admin token.
     admin_tokens: Arc<[Secret]>,
     /// `auth.admins`: user names that sign in as admins.
     admin_users: Arc<[String]>,
@@ -63,7 +66,7 @@ struct Front {
 
 impl Front {
     fn auth_required(&self) -> bool {
-        !self.admin_tokens.is_empty() || self.trusted_header.is_some()
+        self.auth_required
     }
 
     fn is_admin_token(&self, given: &str) -> bool {
@@ -142,6 +145,7 @@ pub fn app(state: AppState) -> Router {
     };
     let front = Front {
         site,
+        auth_required: config.auth_required(),
         admin_tokens: config.auth.resolved_admin_tokens.clone().into(),
         admin_users: config.auth.admins.clone().into(),
         trusted_header: config.auth.trusted_header.clone().map(Arc::new),

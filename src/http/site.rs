@@ -40,8 +40,9 @@ pub struct Site {
     public_origin: Option<(String, String)>,
     /// `server.cors_allowed_origins` as written, lower case.
     listed_origins: Vec<String>,
-    /// `server.ide_subdomains`: each IDE is served at `<name>.<public host>`.
-    ide_subdomains: bool,
+    /// `.<public host>` when IDEs have origins of their own (`server.ide_subdomains`):
+    /// each IDE is served at `<name>.<public host>`.
+    ide_suffix: Option<String>,
 }
 
 /// Names of this machine that no DNS rebinding can produce: a page's `Host` is the
@@ -90,7 +91,10 @@ impl Site {
                 .iter()
                 .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
-            ide_subdomains: server.ide_subdomains && public_uri.is_some(),
+            ide_suffix: public_authority
+                .as_ref()
+                .filter(|_| server.ide_subdomains)
+                .map(|authority| format!(".{}", authority.host().to_ascii_lowercase())),
         }
     }
 
@@ -113,16 +117,12 @@ impl Site {
     /// The server whose IDE `host` is (`<name>.<public host>`, any port), when IDEs
     /// have origins of their own.
     pub fn ide_server(&self, host: &str) -> Option<String> {
-        if !self.ide_subdomains {
-            return None;
-        }
-        let (_, public) = self.public_origin.as_ref()?;
-        let public_host = public.parse::<Authority>().ok()?.host().to_owned();
+        let suffix = self.ide_suffix.as_deref()?;
         let authority = host.parse::<Authority>().ok()?;
         let name = authority
             .host()
             .to_ascii_lowercase()
-            .strip_suffix(&format!(".{public_host}"))?
+            .strip_suffix(suffix)?
             .to_owned();
         crate::spec::is_valid_name(&name).then_some(name)
     }

@@ -179,53 +179,57 @@ async fn proxy_port(state: &ProxyState, port: &str, request: Request) -> Respons
     let Ok(port) = port.parse::<u16>() else {
         return not_managed();
     };
-    let caller = request.extensions().get::<Caller>();
-    match state
-        .statuses
-        .by_port(port)
-        .filter(|route| may_open(caller, route))
-    {
-        None => not_managed(),
-        Some(Route {
-            phase: Phase::Running,
-            endpoint: Some(endpoint),
-            name,
-            ..
-        }) => match &state.ide_origins {
-            Some(ide) => ide.redirect(
-                caller,
-                &name,
-                &rest_of(&request, &format!("/vscode/{port}")),
-            ),
-            None => forward(state, port, &endpoint, &format!("/vscode/{port}"), request).await,
-        },
+    match state.statuses.by_port(port) {
         Some(route) => {
-            let navigation = idle_page::is_navigation(request.method(), request.headers());
-            not_running(state, &route.name, route.phase, navigation).await
+            serve_route(
+                state,
+                route,
+                &format!("/vscode/{port}"),
+                request,
+                not_managed,
+            )
+            .await
         }
+        None => not_managed(),
     }
 }
 
 async fn proxy_name(state: &ProxyState, name: &str, request: Request) -> Response {
-    let caller = request.extensions().get::<Caller>();
-    match state
-        .statuses
-        .route(name)
-        .filter(|route| may_open(caller, route))
-    {
-        None => ApiError::NotFound(format!("no server named `{name}`")).into_response(),
-        Some(Route {
+    let unknown = || ApiError::NotFound(format!("no server named `{name}`")).into_response();
+    match state.statuses.route(name) {
+        Some(route) => serve_route(state, route, &format!("/s/{name}"), request, unknown).await,
+        None => unknown(),
+    }
+}
+
+/// Serves `request` (for `route`'s IDE, below `prefix`) to its owner or an admin: sent
+/// on to the instance while it runs (or to the IDE's own origin), the IDE's page while
+/// it does not. Anyone else gets `hidden`, the answer for a server that does not exist.
+async fn serve_route(
+    state: &ProxyState,
+    route: Route,
+    prefix: &str,
+    request: Request,
+    hidden: impl FnOnce() -> Response,
+) -> Response {
+    let caller = request.extensions().get::<Caller>().cloned();
+    if !may_open(caller.as_ref(), &route) {
+        return hidden();
+    }
+    match route {
+        Route {
             phase: Phase::Running,
             port: Some(port),
             endpoint: Some(endpoint),
+            name,
             ..
-        }) => match &state.ide_origins {
-            Some(ide) => ide.redirect(caller, name, &rest_of(&request, &format!("/s/{name}"))),
-            None => forward(state, port, &endpoint, &format!("/s/{name}"), request).await,
+        } => match &state.ide_origins {
+            Some(ide) => ide.redirect(caller.as_ref(), &name, &rest_of(&request, prefix)),
+            None => forward(state, port, &endpoint, prefix, request).await,
         },
-        Some(route) => {
+        route => {
             let navigation = idle_page::is_navigation(request.method(), request.headers());
-            not_running(state, name, route.phase, navigation).await
+            not_running(state, &route.name, route.phase, navigation).await
         }
     }
 }
