@@ -25,7 +25,6 @@ use crate::spec::{
     ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };
 use crate::spec_files::{CreateError, Quota};
-use crate::status::server_dir;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateServer {
@@ -91,7 +90,7 @@ pub async fn create_with_workspace(
     )?;
     let extensions = json_list(&form, "extensions")?;
     let extension_groups = json_list(&form, "extension_groups")?;
-    let upload_target = server_dir(state.statuses.state_dir(), &name.slug).join("workspace.zip");
+    let upload_target = state.upload_path(&name.slug);
     let workspace = upload::workspace(&state, &form, &upload_target).await?;
     let is_zip = workspace.zip.is_some();
     let spec = DevServerSpec {
@@ -207,7 +206,7 @@ async fn create_server(
         },
         spec,
     };
-    let own_upload = server_dir(state.statuses.state_dir(), &name.slug).join("workspace.zip");
+    let own_upload = state.upload_path(&name.slug);
     access::check_create(caller, &server, &own_upload)?;
     server.metadata.owner = caller.owner().map(|owner| owner.to_string());
     // Everything but the port is checked before a port is taken.

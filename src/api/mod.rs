@@ -101,6 +101,12 @@ impl AppState {
             .ok_or_else(|| ApiError::NotFound(format!("Server not found: {id_or_name}")))
     }
 
+    /// Where an uploaded workspace archive of server `name` is kept: the one zip path a
+    /// user's spec may name.
+    pub fn upload_path(&self, name: &str) -> std::path::PathBuf {
+        crate::status::server_dir(self.statuses.state_dir(), name).join("workspace.zip")
+    }
+
     /// Edits server `name`'s spec file (off the async workers) and wakes the controller.
     pub async fn edit(
         &self,

@@ -16,7 +16,6 @@ use crate::http::ApiError;
 use crate::identity::Caller;
 use crate::spec::DevServer;
 use crate::spec_files::{CreateError, Quota, SpecFileError};
-use crate::status::server_dir;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SpecName {
@@ -39,12 +38,9 @@ pub async fn apply(
         )));
     }
     // A user writes only their own servers' specs, and only what they may create.
-    let own_upload = server_dir(state.statuses.state_dir(), &name).join("workspace.zip");
+    let own_upload = state.upload_path(&name);
     access::check_create(&caller, &server, &own_upload)?;
     if let Caller::User(user) = &caller {
-        if state.specs.path(&name).exists() && state.find(&caller, &name).is_err() {
-            return Err(ApiError::NotFound(format!("Server not found: {name}")));
-        }
         server.metadata.owner = Some(user.to_string());
     }
     let quota = Quota::for_caller(&caller, &state.config);
@@ -52,7 +48,7 @@ pub async fn apply(
         state.ports.check_free(&name, port)?;
     }
     // Replacing an existing spec: a user's only if the file, as it is under the lock,
-    // is theirs (it may have been written since the check above).
+    // is theirs; anyone else's is as good as not there (404).
     let owner = caller.owner().map(ToString::to_string);
     let specs = state.specs.clone();
     let (resolved, created) =

@@ -20,7 +20,7 @@ use crate::config::SettingsMap;
 use crate::http::ApiError;
 use crate::identity::Caller;
 use crate::spec::{DesiredState, ServerSpec};
-use crate::status::{ExtensionStatus, Phase, ServerStatus, server_dir};
+use crate::status::{ExtensionStatus, Phase, ServerStatus};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct InstallExtensions {
@@ -138,7 +138,7 @@ pub async fn clone_workspace(
             status.name
         )));
     }
-    let upload_target = server_dir(state.statuses.state_dir(), &status.name).join("workspace.zip");
+    let upload_target = state.upload_path(&status.name);
     let workspace = upload::workspace(&state, &form, &upload_target).await?;
     let source = if workspace.git.is_some() {
         "git"
