@@ -219,9 +219,8 @@ impl SpecFiles {
         }
     }
 
-    /// Names of all spec files (valid or not).
     /// How many spec files name `owner` as theirs (files that cannot be read count
-    /// for nobody).
+    /// for nobody; a name with both a `.yaml` and a `.yml` file counts once).
     fn owned_by(&self, owner: &str) -> usize {
         self.names()
             .into_iter()
@@ -232,6 +231,7 @@ impl SpecFiles {
             .count()
     }
 
+    /// Names of all spec files (valid or not).
     pub fn names(&self) -> Vec<String> {
         scan::spec_files(&self.dir)
             .unwrap_or_default()

@@ -51,8 +51,7 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
              and to the other instances' sockets. Sign-in keeps honest participants apart; \
              it does not contain a hostile one (see the README's Security section)"
         );
-    }
-    if !config.auth_required() {
+    } else {
         tracing::warn!(
             "no API token is set: every local user of this host (and every participant's \
              terminal in an IDE) can drive devbox and open every IDE as devbox's own user; \

@@ -53,14 +53,45 @@ struct Retry {
     hash: String,
 }
 
+/// What a server's status says of it besides where it is, from the last spec applied
+/// (or, before one is, from its status).
+#[derive(Debug, Clone)]
+struct Description {
+    display_name: String,
+    /// Whose server this is (`metadata.owner`).
+    owner: Option<UserName>,
+    /// The template it was made from (`spec.template.name`).
+    template: Option<String>,
+}
+
+impl Description {
+    fn of_spec(spec: &ServerSpec) -> Self {
+        Self {
+            display_name: spec.display_name.clone(),
+            owner: spec.owner.clone(),
+            template: spec.template.clone(),
+        }
+    }
+
+    fn of_status(status: &ServerStatus) -> Self {
+        Self {
+            display_name: status.display_name.clone(),
+            owner: status.owner.clone(),
+            template: status.template.clone(),
+        }
+    }
+
+    fn write_into(&self, status: &mut ServerStatus) {
+        status.display_name.clone_from(&self.display_name);
+        status.owner.clone_from(&self.owner);
+        status.template.clone_from(&self.template);
+    }
+}
+
 struct ServerTask<R> {
     ctx: Arc<Context<R>>,
     ident: ServerIdent,
-    display_name: String,
-    /// Whose server this is (the last applied spec's `metadata.owner`).
-    owner: Option<UserName>,
-    /// The template it was made from (the last applied spec's `spec.template.name`).
-    template: Option<String>,
+    description: Description,
     /// `<state_dir>/servers/<name>`.
     dir: PathBuf,
     desired: watch::Receiver<Desired>,
@@ -88,30 +119,23 @@ impl<R: Runtime> ServerTask<R> {
     fn new(name: String, desired: watch::Receiver<Desired>, ctx: Arc<Context<R>>) -> Self {
         let dir = server_dir(ctx.statuses.state_dir(), &name);
         let status = ctx.statuses.get(&name);
-        let (id, display_name, owner, template) = match &*desired.borrow() {
-            Desired::Spec(spec) => (
-                spec.id,
-                spec.display_name.clone(),
-                spec.owner.clone(),
-                spec.template.clone(),
-            ),
+        let (id, description) = match &*desired.borrow() {
+            Desired::Spec(spec) => (spec.id, Description::of_spec(spec)),
             _ => status.as_ref().map_or_else(
-                || (id_for_name(&name), name.clone(), None, None),
-                |s| {
-                    (
-                        s.id,
-                        s.display_name.clone(),
-                        s.owner.clone(),
-                        s.template.clone(),
-                    )
+                || {
+                    let description = Description {
+                        display_name: name.clone(),
+                        owner: None,
+                        template: None,
+                    };
+                    (id_for_name(&name), description)
                 },
+                |s| (s.id, Description::of_status(s)),
             ),
         };
         Self {
             ident: ServerIdent { id, name },
-            display_name,
-            owner,
-            template,
+            description,
             dir,
             desired,
             instance: None,
@@ -140,21 +164,17 @@ impl<R: Runtime> ServerTask<R> {
     /// Changes this server's status (persisted in the background; a failed write, on a
     /// full disk, is logged by the store and never blocks the server).
     fn set_status(&self, change: impl FnOnce(&mut ServerStatus)) {
-        let (name, id, display, owner, template) = (
+        let (name, id, description) = (
             self.name().to_owned(),
             self.ident.id,
-            self.display_name.clone(),
-            self.owner.clone(),
-            self.template.clone(),
+            self.description.clone(),
         );
         self.ctx.statuses.update(
             &self.ident.name,
-            || ServerStatus::new(&name, id, &display),
+            || ServerStatus::new(&name, id, &description.display_name),
             |status| {
                 status.id = id;
-                status.display_name.clone_from(&display);
-                status.owner = owner;
-                status.template = template;
+                description.write_into(status);
                 change(status);
             },
         );
@@ -257,9 +277,7 @@ impl<R: Runtime> ServerTask<R> {
         let spec: Option<Arc<ServerSpec>> = match desired {
             Desired::Spec(spec) => {
                 self.ident.id = spec.id;
-                self.display_name.clone_from(&spec.display_name);
-                self.owner.clone_from(&spec.owner);
-                self.template.clone_from(&spec.template);
+                self.description = Description::of_spec(spec);
                 self.set_status(|s| s.spec_errors.clear());
                 Some(spec.clone())
             }
