@@ -18,7 +18,9 @@ use crate::resources::Resources;
 use crate::yaml;
 
 mod auth;
+mod isolation;
 pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError, TrustedHeader};
+pub use isolation::{IsolationSettings, RunAs};
 
 /// The default configuration, as shipped in `config/devbox.yaml`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/devbox.yaml");
@@ -48,6 +50,9 @@ pub struct Config {
     /// Who may sign in and how; what a user may have.
     #[serde(default)]
     pub auth: AuthSettings,
+    /// Which Unix user instances run as.
+    #[serde(default)]
+    pub isolation: IsolationSettings,
     /// The file this was read from; `None` for the embedded default.
     #[serde(skip)]
     #[schemars(skip)]
@@ -634,6 +639,15 @@ impl Config {
     /// Semantic checks, as (field, message) pairs.
     fn problems(&self) -> Vec<(String, String)> {
         let mut problems = self.auth.problems();
+        problems.extend(self.isolation.problems());
+        if self.isolation.per_owner() && self.code_server.listen == ListenMode::Tcp {
+            problems.push((
+                "isolation.run_as".into(),
+                "`owner` needs code_server.listen: socket: on a TCP port every user of this \
+                 host could open every other owner's instance"
+                    .into(),
+            ));
+        }
         if self.server.ide_subdomains && self.server.public_url.is_none() {
             problems.push((
                 "server.ide_subdomains".into(),

@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use hyper::header::HeaderValue;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -149,17 +148,12 @@ pub fn prepare_socket_dir(state_dir: &Path) -> Result<PathBuf, EndpointError> {
 /// when that is too long for a socket address, `<socket dir>/~<hash>.sock`, the hash
 /// of the name (stable, so every start of a server uses the same path; `~` is never
 /// in a server name, so no server's own name can equal another's hashed one).
-pub fn socket_path(state_dir: &Path, name: &str) -> Result<PathBuf, EndpointError> {
-    let dir = socket_dir(state_dir);
+pub fn socket_path(dir: &Path, name: &str) -> Result<PathBuf, EndpointError> {
     let plain = dir.join(format!("{name}.sock"));
     if plain.as_os_str().len() <= SOCKET_PATH_MAX {
         return Ok(plain);
     }
-    let hash: String = Sha256::digest(name.as_bytes())
-        .iter()
-        .take(HASHED_NAME_HEX / 2)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::digest::sha256_hex(name.as_bytes(), HASHED_NAME_HEX / 2);
     let hashed = dir.join(format!("~{hash}.sock"));
     let len = hashed.as_os_str().len();
     if len <= SOCKET_PATH_MAX {
@@ -258,7 +252,7 @@ mod tests {
     fn short_names_keep_their_name_and_long_paths_get_a_stable_hash() {
         let state = Path::new("/var/lib/devbox");
         assert_eq!(
-            socket_path(state, "alice").unwrap(),
+            socket_path(&socket_dir(state), "alice").unwrap(),
             Path::new("/var/lib/devbox/sockets/alice.sock")
         );
         let deep = PathBuf::from(format!("/{}", "d".repeat(40)));

@@ -13,6 +13,12 @@ use std::time::{Duration, SystemTime};
 
 /// Replaces `path` with `contents` atomically. The parent directory must exist.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, contents, 0o600)
+}
+
+/// [`write_atomic`] of a file with mode `mode` (the umask aside).
+pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = parent_dir(path)?;
     // A leading dot keeps watchers that only look at `*.yaml` from seeing the temp file.
     let prefix = format!(
@@ -24,7 +30,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut temp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)?;
+    // The umask (077 under isolation) applies at creation; the mode asked for is the
+    // mode the file gets.
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
     temp.write_all(contents)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|err| err.error)?;

@@ -16,6 +16,9 @@
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
 //! - [`runtime`]: starting, stopping, observing and adopting processes, behind a trait;
 //!   each instance in a cgroup of its own where the host allows ([`runtime::cgroup`]).
+//! - [`isolation`]: each owner's instances under a Unix user of their own
+//!   (`isolation.run_as: owner`): the users, the state dir's layout, handing
+//!   directories over.
 //! - [`provision`]: workspace (git, zip, folder), user settings and extensions.
 //! - [`status`]: observed status per server, persisted atomically in the state dir.
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
@@ -26,12 +29,14 @@
 //! - [`ui`]: the embedded web dashboard.  [`cli`]: the command line.
 //! - [`sessions`]: signed-in browsers.  [`seats`]: seat links, one per server.
 //! - [`fsutil`]: atomic file writes.  [`duration`]: `30s`-style durations.
+//! - [`digest`]: short SHA-256 hex digests as stable names.
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod diagnostic;
+pub mod digest;
 pub mod duration;
 pub mod endpoint;
 mod fake_instance;
@@ -40,6 +45,7 @@ pub mod git_url;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod provision;

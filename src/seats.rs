@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::fsutil;
 use crate::identity::UserName;
@@ -188,10 +187,7 @@ fn prune(links: &[StoredLink], now: u64) -> Vec<StoredLink> {
 }
 
 fn digest(ticket: &str) -> String {
-    Sha256::digest(ticket.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::sha256_hex(ticket.as_bytes(), 32)
 }
 
 fn secs(at: SystemTime) -> u64 {

@@ -9,7 +9,6 @@ use std::path::{Component, Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::config::{Config, SettingsMap, is_extension_reference};
@@ -497,11 +496,7 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
 
 /// 24 hex digits of SHA-256: plenty to tell revisions of one spec apart.
 fn short_digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::sha256_hex(bytes, 12)
 }
 
 #[cfg(test)]

@@ -6,75 +6,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use common::cgroups::{cgroup_dirs, cgroup_file, processes_with, procs_of};
 use common::procs::live_processes;
 use common::seats::{open_seat, seat_link};
 use common::{Devbox, Options, STARTUP, group_alive, wait_for};
 
 fn fake_code_server() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_code_server.py")
-}
-
-/// The directories of server `name`'s cgroup, by controller (`""` for v2), from its
-/// status file.
-fn cgroup_dirs(devbox: &Devbox, name: &str) -> Vec<(String, PathBuf)> {
-    let status = devbox.status(name).expect("status");
-    let cgroup = &status["process"]["cgroup"];
-    match cgroup["version"].as_str() {
-        Some("v2") => vec![(
-            String::new(),
-            PathBuf::from(cgroup["dir"].as_str().expect("dir")),
-        )],
-        Some("v1") => cgroup["dirs"]
-            .as_object()
-            .expect("dirs")
-            .iter()
-            .map(|(controller, dir)| {
-                (
-                    controller.clone(),
-                    PathBuf::from(dir.as_str().expect("dir")),
-                )
-            })
-            .collect(),
-        _ => panic!(
-            "no cgroup recorded for {name}: {status}\n{}",
-            devbox.log_tail()
-        ),
-    }
-}
-
-/// The cgroup file `file` of `controller` (any directory in v2).
-fn cgroup_file(dirs: &[(String, PathBuf)], controller: &str, file: &str) -> String {
-    let dir = dirs
-        .iter()
-        .find(|(c, _)| c.is_empty() || c == controller)
-        .map(|(_, dir)| dir)
-        .unwrap_or_else(|| panic!("no {controller} cgroup in {dirs:?}"));
-    std::fs::read_to_string(dir.join(file))
-        .unwrap_or_else(|err| panic!("{}: {err}", dir.join(file).display()))
-        .trim()
-        .to_owned()
-}
-
-fn procs_of(dir: &Path) -> Vec<u32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// Live processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    live_processes()
-        .into_iter()
-        .filter(|p| p.cmdline().contains(needle))
-        .map(|p| p.pid)
-        .collect()
 }
 
 #[test]

@@ -10,7 +10,6 @@ use axum::http::HeaderMap;
 use axum::http::header::HOST;
 use schemars::JsonSchema;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::access;
@@ -124,11 +123,7 @@ pub fn seat_owner(server: &str) -> UserName {
     let name = if plain.len() <= MAX_USER_NAME {
         plain
     } else {
-        let hash: String = Sha256::digest(server.as_bytes())
-            .iter()
-            .take(4)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::digest::sha256_hex(server.as_bytes(), 4);
         format!("seat-{}-{hash}", &server[..MAX_USER_NAME - 14])
     };
     // Server names are letters, digits, `-`, `_`, `.`: always a valid user name.

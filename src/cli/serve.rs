@@ -186,9 +186,10 @@ fn raise_open_file_limit() {
 /// - No hash check of every object read: workspaces are checked out of devbox's own
 ///   mirrors, whose objects were hashed when they were fetched. The check on read
 ///   (which `git` itself does not do) was a tenth of devbox's CPU in a 30-seat
-///   workshop (`benches/workshop.rs`, under `perf`). It guarded nothing a participant
-///   could not reach anyway: every instance runs as devbox's own user, who may write
-///   the mirrors (and whose workspaces hard-link their objects).
+///   workshop (`benches/workshop.rs`, under `perf`). Nobody but devbox writes the
+///   mirrors: without isolation, participants could change far more than an object
+///   anyway (they run as devbox's user); with `isolation.run_as: owner`, the objects
+///   hard-linked into workspaces stay devbox's, read-only to the instances' users.
 fn configure_libgit2(config: &Config) {
     git2::opts::strict_hash_verification(false);
     let read_ms =

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::endpoint::{self, EndpointError};
 use crate::health::HealthClient;
+use crate::isolation::Accounts;
 use crate::logs::{LogHub, LogLimits};
 use crate::metrics::{Metrics, Sampled};
 use crate::provision::Extensions;
@@ -52,6 +53,8 @@ pub enum ControllerError {
     Status(#[from] StatusError),
     #[error(transparent)]
     Sockets(#[from] EndpointError),
+    #[error(transparent)]
+    Isolation(#[from] crate::isolation::IsolationError),
     #[error("cannot watch {path}: {source}")]
     Watch {
         path: PathBuf,
@@ -73,6 +76,8 @@ pub struct Context<R> {
     pub extensions: Extensions,
     /// Local mirrors of the repositories workspaces are cloned from.
     pub git_mirrors: Arc<GitMirrors>,
+    /// The Unix users of owners' instances, with `isolation.run_as: owner`.
+    pub accounts: Option<Arc<Accounts>>,
     /// Wakes the controller to rescan at once: devbox itself changed a spec file (the API
     /// writes them whole, atomically) or freed a port another spec wants. Changes made
     /// by others come through the file watcher and are debounced.
@@ -130,6 +135,7 @@ impl<R: Runtime> Controller<R> {
                 "code_server.listen is tcp: every local user, and every participant's terminal, can open any instance on its 127.0.0.1 port without going through devbox (its token, its checks); `listen: socket` (the default) keeps them on private Unix sockets"
             ),
         }
+        let accounts = crate::isolation::prepare(&config)?.map(Arc::new);
         let leftovers = housekeeping::remove_leftover_uploads(&state_dir);
         if leftovers > 0 {
             tracing::info!(
@@ -198,6 +204,7 @@ impl<R: Runtime> Controller<R> {
             config: Arc::new(config),
             runtime,
             statuses,
+            accounts,
             metrics: Metrics::default(),
             ports,
             health: HealthClient::default(),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::endpoint::{Endpoint, EndpointError};
+use crate::isolation::Account;
 use crate::resources::Resources;
 use crate::status::ProcessRecord;
 
@@ -129,6 +130,9 @@ pub struct LaunchPlan {
     pub owner: String,
     /// Limits of the instance (the spec's, else the config's defaults).
     pub resources: Resources,
+    /// The Unix user the instance runs as (`isolation.run_as: owner`); `None`:
+    /// devbox's own.
+    pub run_as: Option<Account>,
 }
 
 /// How a process ended.

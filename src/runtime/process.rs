@@ -148,6 +148,18 @@ impl Runtime for ProcessRuntime {
         command.envs(plan.env.iter().map(|(k, v)| (k, v)));
         command.env(INSTANCE_TAG_VAR, &instance);
         command.env(OWNER_VAR, &plan.owner);
+        if let Some(account) = &plan.run_as {
+            // The standard library drops root's supplementary groups before `setuid`;
+            // the cgroup is joined afterwards, which a process may do for itself
+            // through files opened (by root) beforehand.
+            command
+                .uid(account.uid)
+                .gid(account.gid)
+                .env("HOME", &account.home)
+                .env("USER", &account.name)
+                .env("LOGNAME", &account.name)
+                .env("SHELL", &account.shell);
+        }
         if let Some(files) = procs_files {
             // SAFETY: runs in the child between fork and exec, where only
             // async-signal-safe calls are allowed: `cgroup::join` makes one write(2) per

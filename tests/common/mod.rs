@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite;
 
+#[allow(dead_code)]
+pub mod cgroups;
 mod code_server;
 mod direct;
 pub mod procs;

@@ -8,6 +8,7 @@
 //! forgetting) and `health` (health checks and idle culling).
 
 mod health;
+mod run_as;
 mod start;
 mod stop;
 
@@ -113,6 +114,8 @@ struct ServerTask<R> {
     /// Length of the code-server log when the current process was launched: failure
     /// reasons quote only what came after.
     launch_log_offset: u64,
+    /// The Unix user the current start's instance runs as (`isolation.run_as: owner`).
+    account: Option<crate::isolation::Account>,
 }
 
 impl<R: Runtime> ServerTask<R> {
@@ -149,6 +152,7 @@ impl<R: Runtime> ServerTask<R> {
             healthy_since: None,
             health_failures: 0,
             launch_log_offset: 0,
+            account: None,
             ctx,
         }
     }

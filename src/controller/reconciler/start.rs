@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use super::ServerTask;
 use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::controller::ports::PortError;
-use crate::endpoint::{self, Endpoint, EndpointError};
+use crate::endpoint::{self, Endpoint};
+use crate::fsutil;
+use crate::isolation::layout::CODE_SERVER_CONFIG;
 use crate::logs::Level;
 use crate::provision::{
     self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
@@ -197,7 +199,8 @@ impl<R: Runtime> ServerTask<R> {
 
     /// Workspace and user settings: everything code-server needs before it starts.
     /// `Ok(None)` when the start was interrupted.
-    async fn provision(&self, spec: &ServerSpec) -> Result<Option<PathBuf>, String> {
+    async fn provision(&mut self, spec: &ServerSpec) -> Result<Option<PathBuf>, String> {
+        self.take_back_dirs(spec).await?;
         let config = &self.ctx.config;
         let target = self.workspace_dir();
         let source = spec.workspace.clone();
@@ -225,12 +228,7 @@ impl<R: Runtime> ServerTask<R> {
         };
 
         let user_data = self.dir.join("user-data");
-        for dir in [
-            user_data.clone(),
-            self.dir.join("extensions"),
-            self.dir.join("xdg-data"),
-            self.dir.join("xdg-config"),
-        ] {
+        for dir in self.instance_dirs() {
             std::fs::create_dir_all(&dir)
                 .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
         }
@@ -246,6 +244,7 @@ impl<R: Runtime> ServerTask<R> {
             Ok(Err(err)) => return Err(format!("user settings: {err}")),
             Err(err) => return Err(format!("user settings: {err}")),
         }
+        self.hand_over_dirs(spec).await?;
         Ok(Some(workspace))
     }
 
@@ -351,6 +350,10 @@ impl<R: Runtime> ServerTask<R> {
             let snapshot = results.clone();
             self.set_status(|s| s.extension_results = snapshot);
         }
+        if let Err(err) = self.hand_over_extensions().await {
+            // The instance still runs, with the extensions it can read.
+            self.event(Level::Warn, format!("extensions: {err}"));
+        }
         true
     }
 
@@ -371,27 +374,35 @@ impl<R: Runtime> ServerTask<R> {
     }
 
     /// Where the instance of route `port` is to listen: its socket in the private
-    /// socket directory (made private again, should someone have opened it up), or the
-    /// port itself with `listen: tcp`.
-    fn endpoint(&self, port: u16) -> Result<Endpoint, EndpointError> {
+    /// socket directory (made private again, should someone have opened it up; under
+    /// `isolation.run_as: owner`, the folder of the instance's user), or the port
+    /// itself with `listen: tcp`.
+    fn endpoint(&self, port: u16) -> Result<Endpoint, String> {
         match self.ctx.config.code_server.listen {
             ListenMode::Tcp => Ok(Endpoint::Tcp(port)),
             ListenMode::Socket => {
                 let state_dir = self.ctx.statuses.state_dir();
-                endpoint::prepare_socket_dir(state_dir)?;
-                Ok(Endpoint::Unix(endpoint::socket_path(
-                    state_dir,
-                    self.name(),
-                )?))
+                let dir = match self.own_socket_dir().map_err(|err| err.to_string())? {
+                    Some(dir) => dir,
+                    None => {
+                        endpoint::prepare_socket_dir(state_dir).map_err(|err| err.to_string())?
+                    }
+                };
+                endpoint::socket_path(&dir, self.name())
+                    .map(Endpoint::Unix)
+                    .map_err(|err| err.to_string())
             }
         }
     }
 
     fn launch_plan(&self, spec: &ServerSpec, endpoint: &Endpoint, workspace: &Path) -> LaunchPlan {
         let code_server = &self.ctx.config.code_server;
-        let config_file = self.dir.join("code-server.yaml");
-        // code-server reads (and would otherwise create) a shared ~/.config file.
-        if let Err(err) = std::fs::write(&config_file, "auth: none\ncert: false\n") {
+        let config_file = self.dir.join(CODE_SERVER_CONFIG);
+        // code-server reads (and would otherwise create) a shared ~/.config file. Not
+        // secret, and readable by the instance's user (see `isolation::layout`).
+        if let Err(err) =
+            fsutil::write_atomic_mode(&config_file, b"auth: none\ncert: false\n", 0o644)
+        {
             tracing::warn!(%err, "cannot write code-server config file");
         }
         let mut args: Vec<String> = vec!["--auth".into(), "none".into()];
@@ -422,6 +433,7 @@ impl<R: Runtime> ServerTask<R> {
             log_file: self.log_file(),
             owner: instance_owner(self.ctx.statuses.state_dir()),
             resources: spec.resources,
+            run_as: self.run_as(),
         }
     }
 

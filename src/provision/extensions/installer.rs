@@ -82,6 +82,17 @@ pub(super) async fn run_installer(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: runs between fork and exec; umask(2) is async-signal-safe and allocates
+    // nothing.
+    unsafe {
+        // Files readable by all, whatever devbox's own umask (077 under isolation):
+        // the cache's files are hard-linked into instances of other users; the cache's
+        // folder keeps everyone else out.
+        cmd.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+            Ok(())
+        });
+    }
 
     let mut child = cmd
         .spawn()

@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use git2::{FetchOptions, Repository};
-use sha2::{Digest, Sha256};
 
 use super::{GitPolicy, WorkspaceError};
 use crate::fsutil;
@@ -255,8 +254,7 @@ impl From<git2::Error> for MirrorError {
 
 /// A file name for `url`'s mirror: no URL characters reach the file system.
 fn mirror_name(url: &str) -> String {
-    let digest = Sha256::digest(url.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::digest::sha256_hex(url.as_bytes(), 16);
     format!("{hex}.git")
 }
 

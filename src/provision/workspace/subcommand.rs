@@ -82,6 +82,10 @@ fn confine(job: &Job) -> Result<(), SetupError> {
     setrlimit(Resource::RLIMIT_AS, job.memory_limit, job.memory_limit)
         .map_err(confine("address space limit"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(confine("core dump limit"))?;
+    // Files readable by all, whatever devbox's own umask (077 under isolation): a
+    // mirror's objects are hard-linked into workspaces that instances of other users
+    // read; the folders they sit in keep everyone else out.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
 
     let left = Duration::from_millis(job.timeout_ms);
     let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);

@@ -203,9 +203,7 @@ pub fn choose(host: &Host, v2_controllers: Option<&str>) -> Result<Layout, Strin
 /// `devbox-<12 hex digits of SHA-256 of the state dir>`: the parent cgroup of one
 /// devbox's instances (two devboxes with different state dirs never share one).
 pub fn parent_name(state_dir: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let hex = crate::digest::sha256_hex(state_dir.as_os_str().as_encoded_bytes(), 6);
     format!("devbox-{hex}")
 }
 
