@@ -807,6 +807,24 @@ mod tests {
     }
 
     #[test]
+    fn run_as_owner_refuses_tcp_instances_and_root_users() {
+        let text =
+            "isolation:\n  run_as: owner\n  users: {ada: root}\ncode_server:\n  listen: tcp\n";
+        let problems = Config::parse(Path::new("devbox.yaml"), text).expect_err("refused");
+        let said = crate::diagnostic::join(&problems);
+        assert!(
+            said.contains("isolation.run_as") && said.contains("listen: socket"),
+            "{said}"
+        );
+        assert!(
+            said.contains("isolation.users.ada") && said.contains("never run as root"),
+            "{said}"
+        );
+        let fine = "isolation:\n  run_as: owner\n  users: {ada: ada}\n";
+        assert!(Config::parse(Path::new("devbox.yaml"), fine).is_ok());
+    }
+
+    #[test]
     fn embedded_default_is_valid_and_matches_rust_defaults() {
         let config = Config::embedded_default();
         assert_eq!(config.server, ServerSettings::default());
@@ -820,6 +838,7 @@ mod tests {
         );
         assert_eq!(config.code_server, CodeServerSettings::default());
         assert_eq!(config.controller, ControllerSettings::default());
+        assert_eq!(config.isolation, IsolationSettings::default());
         assert!(config.extension_groups.contains_key("python"));
         assert!(!config.packaged_assets.tabs.is_empty());
     }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::cgroups::{cgroup_dirs, cgroup_file, processes_with, procs_of};
-use common::{Devbox, Options, STARTUP, code_server, git_repo, wait_for, write_vsix};
+use common::{
+    Devbox, Options, STARTUP, code_server, devbox_bin, free_ports, git_repo, wait_for, write_vsix,
+};
 
 /// A folder every user may enter, for what instances of other users must run.
 fn shared_dir() -> PathBuf {
@@ -81,7 +83,11 @@ fn runnable_by_others(binary: &Path, levels: usize) -> PathBuf {
             let _ = std::fs::remove_dir_all(&staging);
         }
     }
-    copy.join(relative)
+    if relative.as_os_str().is_empty() {
+        copy
+    } else {
+        copy.join(relative)
+    }
 }
 
 /// A Unix user's ids, from the password database.
@@ -458,5 +464,59 @@ fn an_owners_instance_is_limited_and_stopped_whole_by_its_cgroup() {
         message.contains("out of memory (limit 64 MiB)"),
         "{failed}\n{}",
         devbox.log_tail()
+    );
+}
+
+#[test]
+fn devbox_not_root_refuses_run_as_owner_and_says_why() {
+    let nobody = ids_of("nobody");
+    let devbox = runnable_by_others(&devbox_bin(), 0);
+    let root = tempfile::Builder::new()
+        .prefix("not-root-")
+        .tempdir_in(shared_dir())
+        .expect("tempdir");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for dir in ["specs", "state"] {
+        let dir = root.path().join(dir);
+        std::fs::create_dir(&dir).expect("mkdir");
+        nix::unistd::chown(
+            &dir,
+            Some(nix::unistd::Uid::from_raw(nobody.0)),
+            Some(nix::unistd::Gid::from_raw(nobody.1)),
+        )
+        .expect("chown");
+    }
+    let config = root.path().join("devbox.yaml");
+    std::fs::write(&config, "isolation:\n  run_as: owner\n").expect("write config");
+    std::fs::write(
+        root.path().join("specs/ws.yaml"),
+        "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: ws\nspec:\n  state: running\n",
+    )
+    .expect("write spec");
+    let port = free_ports(1).to_string();
+    let output = run_as(
+        nobody,
+        &devbox.to_string_lossy(),
+        &[
+            "--config",
+            &config.to_string_lossy(),
+            "--specs",
+            &root.path().join("specs").to_string_lossy(),
+            "--state-dir",
+            &root.path().join("state").to_string_lossy(),
+            "serve",
+            "--port",
+            &port,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "devbox ran: {stderr}");
+    assert!(
+        stderr.contains("isolation.run_as: owner needs devbox to run as root"),
+        "{stderr}"
+    );
+    assert!(
+        !root.path().join("state/servers/ws").exists(),
+        "no server was started"
     );
 }

@@ -44,14 +44,15 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
         None => tracing::info!("using the embedded default configuration"),
     }
-    if config.auth_required() {
+    if config.auth_required() && !config.isolation.per_owner() {
         tracing::warn!(
             "instances run as devbox's own user: a participant's terminal can read what \
              devbox reads (its token file, its state), connect to the trusted proxy's socket \
              and to the other instances' sockets. Sign-in keeps honest participants apart; \
-             it does not contain a hostile one (see the README's Security section)"
+             it does not contain a hostile one: set isolation.run_as: owner (devbox as root; \
+             see the README's Security section)"
         );
-    } else {
+    } else if !config.auth_required() {
         tracing::warn!(
             "no API token is set: every local user of this host (and every participant's \
              terminal in an IDE) can drive devbox and open every IDE as devbox's own user; \
