@@ -9,10 +9,16 @@
 //! With IDEs on origins of their own, a dashboard session gets a one-time ticket for
 //! one IDE (a minute to use it), which that IDE's origin trades for a session of its
 //! own: a cookie of that host only, which opens that IDE and nothing else.
+//!
+//! A revocation also ends what a user has open already: IDE tunnels and log streams
+//! wait on [`Sessions::until_revoked`] beside their traffic.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use crate::identity::{Caller, UserName};
 
@@ -29,6 +35,9 @@ const MAX_SESSIONS_PER_CALLER: usize = 32;
 pub struct Sessions {
     ttl: Duration,
     live: Arc<Mutex<HashMap<String, Session>>>,
+    /// How many times each user's access was revoked: a connection opened before the
+    /// count changed ends when it does.
+    revocations: Arc<watch::Sender<HashMap<UserName, u64>>>,
 }
 
 /// How long an IDE ticket may take from the dashboard's origin to the IDE's.
@@ -58,6 +67,7 @@ impl Sessions {
         Self {
             ttl,
             live: Arc::default(),
+            revocations: Arc::new(watch::Sender::new(HashMap::new())),
         }
     }
 
@@ -168,10 +178,39 @@ impl Sessions {
         }
     }
 
-    /// Ends every session of `user` (their access was revoked).
+    /// Ends every session of `user` (their access was revoked), and every connection
+    /// of theirs waiting on [`Sessions::until_revoked`].
     pub fn close_user(&self, user: &UserName) {
         self.lock()
             .retain(|_, session| session.caller != Caller::User(user.clone()));
+        self.revocations.send_modify(|counts| {
+            *counts.entry(user.clone()).or_default() += 1;
+        });
+    }
+
+    /// Resolves when `caller`'s access is revoked after this call (never for the
+    /// admin): what a long-lived connection of theirs (an IDE tunnel, a log stream)
+    /// waits on beside its traffic, to end with their sessions.
+    pub fn until_revoked(&self, caller: &Caller) -> impl Future<Output = ()> + Send + use<> {
+        let user = caller.owner().cloned();
+        let mut counts = self.revocations.subscribe();
+        let seen = user
+            .as_ref()
+            .and_then(|user| counts.borrow().get(user).copied())
+            .unwrap_or(0);
+        async move {
+            let Some(user) = user else {
+                return std::future::pending().await;
+            };
+            let revoked = counts
+                .wait_for(|counts| counts.get(&user).copied().unwrap_or(0) != seen)
+                .await
+                .is_ok();
+            if !revoked {
+                // Sessions gone: devbox stops, and ends its connections its own way.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Ends session `id` (logout).
@@ -285,6 +324,35 @@ mod tests {
         assert_eq!(sessions.caller(&first), None);
         assert_eq!(sessions.caller(&second), None);
         assert_eq!(sessions.caller(&other), Some(Caller::User(bob)));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_ends_the_waits_of_that_user_only() {
+        use std::pin::pin;
+        use std::task::Poll;
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let ada = Caller::User(UserName::parse("ada").expect("name"));
+        let bob = UserName::parse("bob").expect("name");
+        let mut ada_tunnel = pin!(sessions.until_revoked(&ada));
+        let mut bob_tunnel = pin!(sessions.until_revoked(&Caller::User(bob.clone())));
+        let mut admin_tunnel = pin!(sessions.until_revoked(&Caller::Admin));
+        let pending = |future: std::pin::Pin<&mut _>| {
+            let waker = std::task::Waker::noop();
+            matches!(
+                std::future::Future::poll(future, &mut std::task::Context::from_waker(waker)),
+                Poll::Pending
+            )
+        };
+        assert!(pending(ada_tunnel.as_mut()));
+        sessions.close_user(&bob);
+        assert!(pending(ada_tunnel.as_mut()), "another user's revocation");
+        assert!(!pending(bob_tunnel.as_mut()), "bob's own revocation");
+        assert!(pending(admin_tunnel.as_mut()), "the admin is never revoked");
+        // A connection opened after a revocation waits for the next one.
+        let mut bob_again = pin!(sessions.until_revoked(&Caller::User(bob.clone())));
+        assert!(pending(bob_again.as_mut()));
+        sessions.close_user(&bob);
+        assert!(!pending(bob_again.as_mut()));
     }
 
     #[test]

@@ -245,12 +245,56 @@ fn users_create_only_what_users_may_and_within_their_quota() {
     assert_eq!(as_root.json().get("owner"), None, "the admin's own");
 }
 
+/// Whether `socket` is still open after `wait`: reading until then (whatever the
+/// other side sends meanwhile, such as code-server's keep-alives) meets no close, end
+/// or reset.
+fn still_open(socket: &mut common::WsClient, wait: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        if let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref()
+        {
+            tcp.set_read_timeout(Some(left)).expect("timeout");
+        }
+        match socket.read() {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) => return false,
+            // Anything else the other side sends: it is open; read on until quiet.
+            Ok(_) => continue,
+            Err(tokio_tungstenite::tungstenite::Error::Io(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return true;
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
 #[test]
 fn revoked_links_and_deleted_servers_sign_their_participant_out() {
     let devbox = tenancy_devbox();
+    let port = wait_running_as_admin(&devbox, "ada");
     let (link, _) = seat_link(&devbox, "ada");
     let ada = open_seat(&devbox, &link, "ada");
     assert_eq!(ada.listed(), ["ada"]);
+    // What she has open when her link is revoked: her IDE's WebSocket (to the real
+    // code-server, through devbox's tunnel) and her log stream.
+    let cookie = [("Cookie", ada.cookie.clone())];
+    let ide_socket = format!(
+        "/vscode/{port}/?reconnectionToken={}&reconnection=false&skipWebSocketFrames=false",
+        uuid::Uuid::new_v4()
+    );
+    let mut ide = ws_connect(&devbox, &ide_socket, &cookie).expect("her IDE's WebSocket");
+    let mut logs = ws_connect(&devbox, "/ws/logs/ada?lines=0", &cookie).expect("her log stream");
+    let quiet = std::time::Duration::from_millis(500);
+    assert!(still_open(&mut ide, quiet), "the IDE tunnel is open");
+    assert!(still_open(&mut logs, quiet), "the log stream is open");
 
     // An unknown link is a clear page, not a stack trace, and signs nobody in.
     let unknown = devbox.get("/seat/not-a-ticket");
@@ -262,6 +306,12 @@ fn revoked_links_and_deleted_servers_sign_their_participant_out() {
     assert_eq!(revoked.status, 200, "{revoked}");
     assert_eq!(revoked.json()["revoked"], 1);
     assert_eq!(ada.call("GET", "/servers", None).status, 401, "signed out");
+    let cut = std::time::Duration::from_secs(10);
+    assert!(!still_open(&mut ide, cut), "her open IDE tunnel was cut");
+    assert!(
+        !still_open(&mut logs, cut),
+        "her open log stream was closed"
+    );
     let again = devbox.get(&link);
     assert_eq!(again.status, 410, "{again}");
     assert!(again.text.contains("revoked"), "{}", again.text);

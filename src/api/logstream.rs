@@ -30,6 +30,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_MESSAGE_LIMIT: usize = 4096;
 /// Close code for an unknown server (application-defined range, like HTTP 404).
 const CLOSE_UNKNOWN_SERVER: u16 = 4404;
+/// Close code of a stream whose user's access was revoked (RFC 6455's "policy
+/// violation").
+const CLOSE_POLICY: u16 = 1008;
 
 #[derive(Serialize)]
 struct LogMessage<'a> {
@@ -65,13 +68,14 @@ pub async fn all(
     QueryParams(query): QueryParams<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let revoked = state.sessions.until_revoked(&caller);
     let scope = match caller {
         Caller::Admin => Scope::Everything,
         Caller::User(user) => Scope::OwnedBy(user),
     };
     upgrade
         .max_message_size(CLIENT_MESSAGE_LIMIT)
-        .on_upgrade(move |socket| stream(socket, state, scope, query.lines))
+        .on_upgrade(move |socket| stream(socket, state, scope, query.lines, revoked))
 }
 
 /// Streams the logs of one server; an unknown id closes with code 4404 and a reason.
@@ -86,8 +90,9 @@ pub async fn one(
         Ok(status) => upgrade
             .max_message_size(CLIENT_MESSAGE_LIMIT)
             .on_upgrade(move |socket| {
+                let revoked = state.sessions.until_revoked(&caller);
                 let scope = Scope::One(status.name, caller.owner().cloned());
-                stream(socket, state, scope, query.lines)
+                stream(socket, state, scope, query.lines, revoked)
             }),
         Err(err) => upgrade.max_message_size(CLIENT_MESSAGE_LIMIT).on_upgrade(
             move |mut socket| async move {
@@ -132,7 +137,16 @@ fn owns(state: &AppState, user: &UserName, name: &str) -> bool {
         .is_some_and(|status| status.owner.as_ref() == Some(user))
 }
 
-async fn stream(mut socket: WebSocket, state: AppState, scope: Scope, lines: usize) {
+/// Sends the backlog, then every new line of `scope`, until the client goes or its
+/// access is `revoked` (then with a close frame saying so).
+async fn stream(
+    mut socket: WebSocket,
+    state: AppState,
+    scope: Scope,
+    lines: usize,
+    revoked: impl std::future::Future<Output = ()>,
+) {
+    let mut revoked = std::pin::pin!(revoked);
     // Subscribe before reading the backlog, so no line falls between the two.
     let mut live = state.logs.subscribe();
     let mut sent_up_to = None;
@@ -170,6 +184,14 @@ async fn stream(mut socket: WebSocket, state: AppState, scope: Scope, lines: usi
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
+            () = &mut revoked => {
+                let frame = CloseFrame {
+                    code: CLOSE_POLICY,
+                    reason: Utf8Bytes::from_static("access revoked"),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
         }
     }
 }

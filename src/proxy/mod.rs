@@ -45,6 +45,8 @@ pub struct ProxyState {
     pub start_on_visit: Option<Starter>,
     /// `server.ide_subdomains`: each IDE is served on an origin of its own.
     pub ide_origins: Option<IdeOrigins>,
+    /// Whose access is revoked: their tunnels end.
+    pub sessions: Sessions,
 }
 
 /// IDEs on origins of their own: `/s/<name>/…` and `/vscode/<port>/…` on devbox's
@@ -97,7 +99,7 @@ pub async fn serve_ide_origin(
             port: Some(port),
             endpoint: Some(endpoint),
             ..
-        }) => forward(state, port, &endpoint, "", request).await,
+        }) => forward(state, caller, port, &endpoint, "", request).await,
         Some(_) => {
             let page = state
                 .ide_origins
@@ -213,9 +215,9 @@ async fn serve_route(
     hidden: impl FnOnce() -> Response,
 ) -> Response {
     let caller = request.extensions().get::<Caller>().cloned();
-    if !may_open(caller.as_ref(), &route) {
+    let Some(caller) = caller.filter(|caller| may_open(Some(caller), &route)) else {
         return hidden();
-    }
+    };
     match route {
         Route {
             phase: Phase::Running,
@@ -224,8 +226,8 @@ async fn serve_route(
             name,
             ..
         } => match &state.ide_origins {
-            Some(ide) => ide.redirect(caller.as_ref(), &name, &rest_of(&request, prefix)),
-            None => forward(state, port, &endpoint, prefix, request).await,
+            Some(ide) => ide.redirect(Some(&caller), &name, &rest_of(&request, prefix)),
+            None => forward(state, &caller, port, &endpoint, prefix, request).await,
         },
         route => {
             let navigation = idle_page::is_navigation(request.method(), request.headers());
@@ -249,17 +251,20 @@ fn may_open(caller: Option<&Caller>, route: &Route) -> bool {
     caller.is_some_and(|caller| caller.may_use(route.owner.as_ref()))
 }
 
-/// Sends `request` for route `port` to its instance at `endpoint` (only the
-/// connection goes there; the route stays `port`).
+/// Sends `caller`'s `request` for route `port` to its instance at `endpoint` (only the
+/// connection goes there; the route stays `port`). A tunnel ends when the caller's
+/// access is revoked.
 async fn forward(
     state: &ProxyState,
+    caller: &Caller,
     port: u16,
     endpoint: &Endpoint,
     prefix: &str,
     request: Request,
 ) -> Response {
     if tunnel::is_upgrade(&request) {
-        tunnel::upgrade(port, endpoint, prefix, request).await
+        let revoked = state.sessions.until_revoked(caller);
+        tunnel::upgrade(port, endpoint, prefix, request, revoked).await
     } else {
         state
             .forwarder

@@ -1,6 +1,9 @@
 //! WebSocket (and any other HTTP upgrade) through the proxy: the handshake goes to the
 //! instance on a fresh connection, and after its 101 the two upgraded connections are
-//! joined byte for byte, with no framing of our own and no idle timeout.
+//! joined byte for byte, with no framing of our own and no idle timeout, until either
+//! side closes or the user's access is revoked.
+
+use std::future::Future;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -33,6 +36,7 @@ pub async fn upgrade(
     endpoint: &Endpoint,
     prefix: &str,
     mut request: Request,
+    revoked: impl Future<Output = ()> + Send + 'static,
 ) -> Response {
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
@@ -77,8 +81,14 @@ pub async fn upgrade(
             Ok((client, backend)) => {
                 let mut client = TokioIo::new(client);
                 let mut backend = TokioIo::new(backend);
-                if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-                    tracing::debug!(%err, port, "tunnel closed");
+                tokio::select! {
+                    copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+                        if let Err(err) = copied {
+                            tracing::debug!(%err, port, "tunnel closed");
+                        }
+                    }
+                    // Both connections close as they drop.
+                    () = revoked => tracing::info!(port, "tunnel cut: its user's access was revoked"),
                 }
             }
             Err(err) => tracing::debug!(%err, port, "upgrade failed"),
