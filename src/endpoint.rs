@@ -11,6 +11,7 @@
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -37,6 +38,35 @@ pub enum Endpoint {
     Tcp(u16),
     /// A Unix socket file in the socket directory.
     Unix(PathBuf),
+}
+
+/// Opens (without following a symbolic link) the socket at `path`, when it is one and
+/// belongs to the user its folder belongs to. The folder may be an instance user's
+/// (`isolation.run_as: owner`), who could otherwise put a link there to another
+/// owner's socket, or to any socket only root may open, and have devbox connect to it.
+fn open_own_socket(path: &Path) -> io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::{Mode, SFlag, fstat};
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let stat = fstat(&fd)?;
+    let refused = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(refused("not a socket"));
+    }
+    let folder = path.parent().unwrap_or(Path::new("/"));
+    if std::fs::symlink_metadata(folder)?.uid() != stat.st_uid {
+        return Err(refused("the socket is not its folder's user's"));
+    }
+    Ok(fd)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +96,12 @@ impl Endpoint {
                 stream.set_nodelay(true)?;
                 Ok(EndpointStream::Tcp(stream))
             }
-            Endpoint::Unix(path) => Ok(EndpointStream::Unix(UnixStream::connect(path).await?)),
+            Endpoint::Unix(path) => {
+                let socket = open_own_socket(path)?;
+                // Connecting through the descriptor reaches the very socket checked.
+                let checked = format!("/proc/self/fd/{}", socket.as_raw_fd());
+                Ok(EndpointStream::Unix(UnixStream::connect(checked).await?))
+            }
         }
     }
 
@@ -305,6 +340,14 @@ mod tests {
         let (connected, accepted) = tokio::join!(endpoint.connect(), listener.accept());
         assert!(matches!(connected.unwrap(), EndpointStream::Unix(_)));
         accepted.unwrap();
+        // A link to a socket, even a good one, is not connected to; nor is a file.
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let refused = Endpoint::Unix(link).connect().await.err().expect("refused");
+        assert!(refused.to_string().contains("not a socket"), "{refused}");
+        let file = dir.path().join("file.sock");
+        std::fs::write(&file, "").unwrap();
+        assert!(Endpoint::Unix(file).connect().await.is_err());
         assert_eq!(endpoint.default_host(), "localhost");
         assert_eq!(Endpoint::Tcp(8010).default_host(), "127.0.0.1:8010");
         assert_eq!(

@@ -113,6 +113,38 @@ pub fn link_tree(source: &Path, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The bytes of the regular file at `path`, at most `max` of them; `Ok(None)` when
+/// nothing is there. Anything else at that name (a FIFO that would block the reader, a
+/// device that never ends, a folder) and a larger file are `InvalidData`: names in an
+/// instance's folders are its user's to point anywhere.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let metadata = file.metadata()?;
+    let refuse = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    if !metadata.is_file() {
+        return Err(refuse(format!("{} is not a regular file", path.display())));
+    }
+    if metadata.len() > max {
+        return Err(refuse(format!(
+            "{} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
 /// Mode of a directory only its owner may enter.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
 

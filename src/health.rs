@@ -44,6 +44,32 @@ pub enum HealthError {
     Status { endpoint: Endpoint, status: u16 },
     #[error("{endpoint} answered something that is not code-server's health JSON")]
     NotJson { endpoint: Endpoint },
+    /// devbox itself could not open a connection (out of file descriptors or memory):
+    /// nothing is known about the instance.
+    #[error("devbox cannot open a connection to {endpoint}: {source}")]
+    DevboxExhausted {
+        endpoint: Endpoint,
+        source: std::io::Error,
+    },
+}
+
+impl HealthError {
+    /// Whether the failure is devbox's own, not the instance's (see
+    /// [`HealthError::DevboxExhausted`]).
+    pub fn is_devboxs_own(&self) -> bool {
+        matches!(self, HealthError::DevboxExhausted { .. })
+    }
+}
+
+/// Whether a connect failed for want of devbox's own resources: descriptors (its own
+/// or the system's), buffers, memory.
+fn is_exhaustion(err: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    err.raw_os_error().is_some_and(|code| {
+        [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+            .iter()
+            .any(|errno| *errno as i32 == code)
+    })
 }
 
 /// Health checks with one kept-alive connection per instance: a start polls every few
@@ -91,11 +117,11 @@ impl HealthClient {
                 Ok(response) => (sender, response),
                 Err(mut refused) => match refused.take_message() {
                     // Closed before the request was written: a new connection.
-                    Some(unsent) => send_on_new(endpoint, unsent).await.map_err(fail)?,
+                    Some(unsent) => send_on_new(endpoint, unsent).await?,
                     None => return Err(fail(refused.into_error().to_string())),
                 },
             },
-            None => send_on_new(endpoint, request).await.map_err(fail)?,
+            None => send_on_new(endpoint, request).await?,
         };
         let status = response.status();
         let body = response
@@ -152,11 +178,24 @@ type Answer = (
 async fn send_on_new(
     endpoint: &Endpoint,
     request: Request<Empty<Bytes>>,
-) -> Result<Answer, String> {
-    let stream = endpoint.connect().await.map_err(|e| e.to_string())?;
+) -> Result<Answer, HealthError> {
+    let fail = |message: String| HealthError::Request {
+        endpoint: endpoint.clone(),
+        message,
+    };
+    let stream = endpoint.connect().await.map_err(|source| {
+        if is_exhaustion(&source) {
+            HealthError::DevboxExhausted {
+                endpoint: endpoint.clone(),
+                source,
+            }
+        } else {
+            fail(source.to_string())
+        }
+    })?;
     let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fail(e.to_string()))?;
     tokio::spawn(async move {
         // Ends when the instance closes the connection (or exits).
         let _ = connection.await;
@@ -164,7 +203,7 @@ async fn send_on_new(
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fail(e.to_string()))?;
     Ok((sender, response))
 }
 

@@ -1,9 +1,7 @@
-//! Directories changing hands between devbox and an instance's user.
+//! Directories devbox made given to an instance's user.
 //!
-//! [`take_back`] makes an instance directory devbox's again before devbox provisions
-//! into it: only the top directory, which is enough, since nobody else can then enter
-//! anything below it. [`hand_over`] gives the directory and everything in it to the
-//! instance's user when provisioning is done. The walk goes by file descriptor
+//! [`hand_over`] gives a directory and everything in it to the instance's user once
+//! devbox has made it (a workspace cloned, an extension copied). The walk goes by file descriptor
 //! (`openat` with `O_NOFOLLOW`, `fchown` on what was opened), so a symbolic link is
 //! never followed and a directory swapped for one mid-walk is skipped; a regular file
 //! with more than one link keeps its owner: it is shared (the extension cache's and git
@@ -27,19 +25,6 @@ const OWN_DIR_MODE: u32 = 0o700;
 /// Deeper than this, a walk stops (and says so): no workspace is built that deep, and
 /// each level holds a descriptor.
 const MAX_DEPTH: usize = 256;
-
-/// Makes `dir` devbox's (mode 0700) again, if it exists. Its parent must be devbox's
-/// own, so that the name cannot be swapped meanwhile.
-pub fn take_back(dir: &Path) -> io::Result<()> {
-    let fd = match open_dir(dir) {
-        Ok(fd) => fd,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(err),
-    };
-    fchown(&fd, Some(Uid::effective()), Some(Gid::effective()))?;
-    fchmod(&fd, Mode::from_bits_truncate(OWN_DIR_MODE))?;
-    Ok(())
-}
 
 /// Gives `dir` and everything in it to `account` (see the module's doc for what keeps
 /// its owner); `dir` gets mode 0700.
@@ -222,13 +207,5 @@ mod tests {
         assert_eq!(uid(&shared), 0, "a hard-linked file keeps its owner");
         let mode = std::fs::metadata(&instance).expect("stat").mode() & 0o7777;
         assert_eq!(mode, 0o700);
-
-        take_back(&instance).expect("taken back");
-        assert_eq!(uid(&instance), 0);
-        assert_eq!(
-            uid(&instance.join("sub/deeper/own")),
-            account.uid,
-            "only the top directory comes back"
-        );
     }
 }

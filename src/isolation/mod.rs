@@ -1,21 +1,25 @@
 //! Each owner's instances fenced in (`isolation.run_as: owner`, devbox running as root):
-//! which Unix user an owner's instances run as ([`accounts`]), how their directories
-//! change hands around provisioning ([`handover`]), and which parts of the state dir
-//! those users may pass through ([`layout`]).
+//! which Unix user an owner's instances run as ([`accounts`]), how what devbox makes
+//! for them becomes theirs ([`handover`]), the rights devbox works inside their folders
+//! with ([`creds`]), and which parts of the state dir those users may pass through
+//! ([`layout`]).
 //!
-//! The rule everything here keeps: devbox (root) only ever resolves paths whose
-//! directories are its own. An instance's directories (workspace, user data,
-//! extensions, its socket folder) belong to the instance's user while it runs; before
-//! devbox provisions into them again it takes each back (the top directory only, one
-//! `fchown` that shuts the user out of everything below), and hands it over again when
-//! done, walking the tree by file descriptor so that no symbolic link or hard link the
-//! user planted can turn a `chown` onto a file of someone else's.
+//! The rule everything here keeps: an instance's folders (workspace, user data,
+//! extensions, its socket folder) are its user's to arrange, so devbox never resolves a
+//! name inside them with its own rights. It makes things in folders of its own and
+//! gives them over by file descriptor (a link the user planted is never followed), or
+//! renames them in (a rename replaces a name, never follows it); it reads and writes
+//! files there (settings, the extension manifest) on a thread with the user's file
+//! rights; it connects to an instance's socket only after checking, through a
+//! descriptor, that it is a socket of the folder's user.
 
 pub mod accounts;
+pub mod creds;
 pub mod handover;
 pub mod layout;
 
 pub use accounts::{Account, Accounts};
+pub use creds::InstanceDir;
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +46,8 @@ pub enum IsolationError {
         "the state dir {state_dir} cannot be reached by the instances' users: {why}; put it where they can pass (mode 0711 or more on the folders above it)"
     )]
     StateDirUnreachable { state_dir: PathBuf, why: String },
+    #[error("cannot take the file rights of `{user}`: {detail}")]
+    Credentials { user: String, detail: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

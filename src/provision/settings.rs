@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 const SETTINGS_FILE: &str = "settings.json";
 const BACKUP_FILE: &str = "settings.json.bak";
 const MANAGED_KEYS_FILE: &str = ".devbox-managed-keys.json";
+/// The largest settings file read (VS Code's own are a few KiB).
+const MAX_SETTINGS_BYTES: u64 = 4 << 20;
 
 /// Why the user settings could not be written.
 #[derive(thiserror::Error, Debug)]
@@ -77,11 +79,13 @@ pub fn apply_user_settings(
         write_managed_keys(&keys_path, &union)?;
     }
 
-    let changed = corrupt || current.unwrap_or_default() != next;
+    let changed = corrupt.is_some() || current.unwrap_or_default() != next;
     if changed {
-        if corrupt {
+        if let Some(unreadable) = corrupt {
             let backup = dir.join(BACKUP_FILE);
-            fs::copy(&settings_path, &backup).map_err(io_err("back up", &settings_path))?;
+            // The bytes read, written anew: never a copy through whatever the backup's
+            // name leads to.
+            write_atomic(&backup, &unreadable)?;
             tracing::warn!(
                 path = %settings_path.display(),
                 backup = %backup.display(),
@@ -99,32 +103,34 @@ pub fn apply_user_settings(
     Ok(changed)
 }
 
-/// Returns (settings, corrupt); `None` when the file does not exist (or is corrupt).
-fn read_settings(path: &Path) -> Result<(Option<Map<String, Value>>, bool), SettingsError> {
-    let text = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, false)),
+/// Returns (settings, the bytes of a corrupt file); settings are `None` when the file
+/// does not exist (or is corrupt). Only a regular file of sensible size is read.
+type SettingsRead = (Option<Map<String, Value>>, Option<Vec<u8>>);
+
+fn read_settings(path: &Path) -> Result<SettingsRead, SettingsError> {
+    let bytes = match crate::fsutil::read_regular(path, MAX_SETTINGS_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok((None, None)),
         Err(e) => return Err(io_err("read", path)(e)),
     };
-    let Ok(text) = String::from_utf8(text) else {
-        return Ok((None, true));
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok((None, Some(bytes)));
     };
     if text.trim().is_empty() {
-        return Ok((Some(Map::new()), false));
+        return Ok((Some(Map::new()), None));
     }
-    match serde_json::from_str::<Value>(&strip_jsonc(&text)) {
-        Ok(Value::Object(map)) => Ok((Some(map), false)),
-        _ => Ok((None, true)),
+    match serde_json::from_str::<Value>(&strip_jsonc(text)) {
+        Ok(Value::Object(map)) => Ok((Some(map), None)),
+        _ => Ok((None, Some(bytes))),
     }
 }
 
 fn read_managed_keys(path: &Path) -> BTreeSet<String> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
+    let bytes = match crate::fsutil::read_regular(path, MAX_SETTINGS_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return BTreeSet::new(),
         Err(e) => {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read managed settings keys");
-            }
+            tracing::warn!(path = %path.display(), error = %e, "cannot read managed settings keys");
             return BTreeSet::new();
         }
     };

@@ -49,6 +49,11 @@ impl<R: Runtime> ServerTask<R> {
                     }
                 });
             }
+            Err(err) if err.is_devboxs_own() => {
+                // Says nothing about the instance: restarting it would punish its user
+                // for a flood of connections to devbox.
+                self.event(Level::Warn, format!("health check skipped: {err}"));
+            }
             Err(err) => {
                 self.health_failures += 1;
                 let failures = self.health_failures;

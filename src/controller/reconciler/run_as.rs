@@ -1,11 +1,11 @@
 //! A server's part in `isolation.run_as: owner`: the Unix user its instance runs as,
-//! and its directories changing hands around provisioning (see [`crate::isolation`]).
-//! Without isolation every step here does nothing.
+//! its folders given to that user, and the rights devbox works inside them with (see
+//! [`crate::isolation`]). Without isolation every step here does nothing.
 
 use std::path::PathBuf;
 
 use super::ServerTask;
-use crate::isolation::{Account, IsolationError, handover, layout};
+use crate::isolation::{Account, InstanceDir, IsolationError, handover, layout};
 use crate::provision::WorkspaceSource;
 use crate::runtime::Runtime;
 use crate::spec::ServerSpec;
@@ -26,20 +26,16 @@ impl<R: Runtime> ServerTask<R> {
         dirs
     }
 
-    /// Finds (or creates) the user `spec`'s instance runs as, and takes its folders
-    /// back for provisioning. Sets [`ServerTask::account`].
-    pub(super) async fn take_back_dirs(&mut self, spec: &ServerSpec) -> Result<(), String> {
+    /// Finds (or creates) the user `spec`'s instance runs as (and that user's home).
+    /// Sets [`ServerTask::account`].
+    pub(super) async fn find_account(&mut self, spec: &ServerSpec) -> Result<(), String> {
         self.account = None;
         let Some(accounts) = self.ctx.accounts.clone() else {
             return Ok(());
         };
         let owner = spec.owner.as_ref().map(|owner| owner.as_str().to_owned());
-        let dirs = self.owned_dirs(spec);
         let account = blocking(move || {
             let account = accounts.for_owner(owner.as_deref())?;
-            for dir in &dirs {
-                handover::take_back(dir).map_err(IsolationError::io(dir))?;
-            }
             if account.home_under_state_dir {
                 layout::ensure_home(&account)?;
             }
@@ -50,18 +46,14 @@ impl<R: Runtime> ServerTask<R> {
         Ok(())
     }
 
-    /// Gives the provisioned folders (all but the extensions, which are still being
-    /// installed) to the instance's user, and opens the server's folder for it.
+    /// Gives the provisioned folders to the instance's user, and opens the server's
+    /// folder for it. What devbox adds to them later (extension copies, settings) is
+    /// made with the user's rights or given on its way in.
     pub(super) async fn hand_over_dirs(&self, spec: &ServerSpec) -> Result<(), String> {
         let Some(account) = self.account.clone() else {
             return Ok(());
         };
-        let extensions = self.dir.join("extensions");
-        let dirs: Vec<PathBuf> = self
-            .owned_dirs(spec)
-            .into_iter()
-            .filter(|dir| *dir != extensions)
-            .collect();
+        let dirs = self.owned_dirs(spec);
         let server_dir = self.dir.clone();
         blocking(move || {
             layout::server_dir(&server_dir)?;
@@ -73,14 +65,9 @@ impl<R: Runtime> ServerTask<R> {
         .await
     }
 
-    /// Gives the extensions folder to the instance's user once the installs are done.
-    pub(super) async fn hand_over_extensions(&self) -> Result<(), String> {
-        let Some(account) = self.account.clone() else {
-            return Ok(());
-        };
-        let dir = self.dir.join("extensions");
-        blocking(move || handover::hand_over(&dir, &account).map_err(IsolationError::io(&dir)))
-            .await
+    /// Folder `name` of the server's folder, with the rights devbox works in it with.
+    pub(super) fn instance_dir(&self, name: &str) -> InstanceDir {
+        InstanceDir::new(self.dir.join(name), self.account.clone())
     }
 
     /// Where the instance's socket goes: the socket folder of its user, when it runs

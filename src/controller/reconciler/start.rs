@@ -200,7 +200,7 @@ impl<R: Runtime> ServerTask<R> {
     /// Workspace and user settings: everything code-server needs before it starts.
     /// `Ok(None)` when the start was interrupted.
     async fn provision(&mut self, spec: &ServerSpec) -> Result<Option<PathBuf>, String> {
-        self.take_back_dirs(spec).await?;
+        self.find_account(spec).await?;
         let config = &self.ctx.config;
         let target = self.workspace_dir();
         let source = spec.workspace.clone();
@@ -227,24 +227,24 @@ impl<R: Runtime> ServerTask<R> {
             () = self.until_interrupted(spec) => return Ok(None),
         };
 
-        let user_data = self.dir.join("user-data");
         for dir in self.instance_dirs() {
             std::fs::create_dir_all(&dir)
                 .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
         }
+        self.hand_over_dirs(spec).await?;
         let settings = spec.user_settings.clone();
-        let settings_dir = user_data.clone();
+        let user_data = self.instance_dir("user-data");
         match tokio::task::spawn_blocking(move || {
-            provision::settings::apply_user_settings(&settings_dir, &settings)
+            user_data.run(|dir| provision::settings::apply_user_settings(dir, &settings))
         })
         .await
         {
-            Ok(Ok(true)) => self.event(Level::Info, "user settings written"),
-            Ok(Ok(false)) => {}
+            Ok(Ok(Ok(true))) => self.event(Level::Info, "user settings written"),
+            Ok(Ok(Ok(false))) => {}
+            Ok(Ok(Err(err))) => return Err(format!("user settings: {err}")),
             Ok(Err(err)) => return Err(format!("user settings: {err}")),
             Err(err) => return Err(format!("user settings: {err}")),
         }
-        self.hand_over_dirs(spec).await?;
         Ok(Some(workspace))
     }
 
@@ -309,7 +309,7 @@ impl<R: Runtime> ServerTask<R> {
             .collect();
         let pending = results.clone();
         self.set_status(|s| s.extension_results = pending);
-        let extensions_dir = self.dir.join("extensions");
+        let extensions_dir = self.instance_dir("extensions");
         if spec.extensions.len() > 1 {
             // Every installer this server needs runs at once; the copies below then wait
             // on nothing but each other.
@@ -349,10 +349,6 @@ impl<R: Runtime> ServerTask<R> {
             results[index].error = error;
             let snapshot = results.clone();
             self.set_status(|s| s.extension_results = snapshot);
-        }
-        if let Err(err) = self.hand_over_extensions().await {
-            // The instance still runs, with the extensions it can read.
-            self.event(Level::Warn, format!("extensions: {err}"));
         }
         true
     }

@@ -27,6 +27,7 @@ use super::ExtensionRef;
 use super::installed::{self, Wanted};
 use super::installer::{InstallerSettings, run_installer};
 use crate::fsutil;
+use crate::isolation::InstanceDir;
 
 /// How long a failed install is answered from memory instead of being tried again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
@@ -127,7 +128,7 @@ impl Cache {
         key: &CacheKey,
         extension: &ExtensionRef,
         wanted: &Wanted,
-        extensions_dir: Option<&Path>,
+        extensions_dir: Option<&InstanceDir>,
         settings: &InstallerSettings,
         permits: &Semaphore,
     ) -> Result<Provided, String> {
@@ -161,7 +162,7 @@ impl Cache {
             filled?;
             Provided::Installed
         };
-        let Some(target) = extensions_dir.map(Path::to_owned) else {
+        let Some(target) = extensions_dir.cloned() else {
             return Ok(provided);
         };
         let source = entry.join("extensions");
@@ -290,21 +291,43 @@ fn is_filled(entry: &Path, wanted: &Wanted, expires: bool) -> bool {
 /// Gives `target` a copy of every extension the cache entry's folder holds (the wanted
 /// one and whatever it brought along, such as the members of an extension pack), then
 /// records them in `target`'s manifest.
-fn copy_entry(source: &Path, target: &Path) -> io::Result<()> {
+///
+/// Each copy is made in a staging folder beside `target` that only devbox enters,
+/// given to `target`'s user there, and renamed into place: nothing inside `target`
+/// (its user's to arrange) is resolved with devbox's rights but the copy's own name,
+/// which a rename replaces rather than follows. The manifest is read and written with
+/// the user's rights.
+fn copy_entry(source: &Path, target: &InstanceDir) -> io::Result<()> {
     let entries = installed::read_manifest(source)?.unwrap_or_default();
-    std::fs::create_dir_all(target)?;
+    std::fs::create_dir_all(&target.path)?;
+    let staging_dir = staging_dir_of(&target.path);
+    std::fs::create_dir_all(&staging_dir)?;
     for entry in &entries {
         let Some(folder) = installed::entry_folder(entry) else {
             continue;
         };
-        let copy = target.join(folder);
-        let staging = target.join(format!("{STAGING_PREFIX}{folder}"));
-        fsutil::remove_dir_if_exists(&staging)?;
-        fsutil::link_tree(&source.join(folder), &staging)?;
+        let staged = staging_dir.join(folder);
+        fsutil::remove_dir_if_exists(&staged)?;
+        fsutil::link_tree(&source.join(folder), &staged)?;
+        if let Some(account) = &target.account {
+            crate::isolation::handover::hand_over(&staged, account)?;
+        }
+        let copy = target.path.join(folder);
         fsutil::remove_dir_if_exists(&copy)?;
-        std::fs::rename(&staging, &copy)?;
+        std::fs::rename(&staged, &copy)?;
     }
-    installed::record_copies(target, &entries)
+    target
+        .run(|dir| installed::record_copies(dir, &entries))
+        .map_err(io::Error::other)?
+}
+
+/// `<parent>/.staging-<name>` of an extensions folder `<parent>/<name>`: devbox's own.
+fn staging_dir_of(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!("{STAGING_PREFIX}{name}"))
 }
 
 /// Runs blocking file work off the async workers.

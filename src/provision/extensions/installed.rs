@@ -110,17 +110,19 @@ fn read_extensions_json(extensions_dir: &Path) -> Option<Vec<InstalledEntry>> {
 /// than devbox does); None when there is no manifest.
 pub(super) fn read_manifest(extensions_dir: &Path) -> io::Result<Option<Vec<Value>>> {
     let path = extensions_dir.join(MANIFEST);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    match crate::fsutil::read_regular(&path, MAX_MANIFEST_BYTES)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{} is not a list of extensions: {e}", path.display()),
             )
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        None => Ok(None),
     }
 }
+
+/// The largest manifest or obsolete list read (a few KiB per extension).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// The folder of a manifest entry, relative to its extensions folder: one plain name,
 /// never a path that leads elsewhere.
@@ -167,7 +169,7 @@ pub(super) fn record_copies(extensions_dir: &Path, entries: &[Value]) -> io::Res
         &serde_json::to_vec(&manifest).map_err(io::Error::other)?,
     )?;
     let obsolete_path = extensions_dir.join(OBSOLETE);
-    if let Ok(bytes) = fs::read(&obsolete_path)
+    if let Ok(Some(bytes)) = crate::fsutil::read_regular(&obsolete_path, MAX_MANIFEST_BYTES)
         && let Ok(mut map) = serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes)
     {
         let before = map.len();
@@ -183,7 +185,9 @@ pub(super) fn record_copies(extensions_dir: &Path, entries: &[Value]) -> io::Res
 }
 
 fn read_obsolete(extensions_dir: &Path) -> HashSet<String> {
-    let Ok(bytes) = fs::read(extensions_dir.join(OBSOLETE)) else {
+    let Ok(Some(bytes)) =
+        crate::fsutil::read_regular(&extensions_dir.join(OBSOLETE), MAX_MANIFEST_BYTES)
+    else {
         return HashSet::new();
     };
     match serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes) {

@@ -8,7 +8,7 @@ mod ids;
 mod installed;
 mod installer;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 pub use ids::is_valid_extension_id;
 pub use installer::InstallerSettings;
 
+use crate::isolation::InstanceDir;
 use cache::{Cache, CacheKey, Provided};
 
 /// One extension a server wants.
@@ -77,7 +78,7 @@ impl Extensions {
     pub async fn install(
         &self,
         extension: &ExtensionRef,
-        extensions_dir: &Path,
+        extensions_dir: &InstanceDir,
     ) -> ExtensionOutcome {
         let (wanted, key) = match probe(extension, extensions_dir).await {
             Ok(Probe::Present) => return ExtensionOutcome::AlreadyInstalled,
@@ -115,7 +116,7 @@ impl Extensions {
     /// lacks, their installers running at once (as many as the host allows), so that the
     /// installs that follow only copy. Failures are left for those installs to report
     /// (the cache remembers them).
-    pub async fn prefetch(&self, extensions: &[ExtensionRef], extensions_dir: &Path) {
+    pub async fn prefetch(&self, extensions: &[ExtensionRef], extensions_dir: &InstanceDir) {
         let fills = extensions.iter().map(|extension| async move {
             if let Ok(Probe::Missing(wanted, key)) = probe(extension, extensions_dir).await {
                 let _ = self
@@ -142,12 +143,16 @@ enum Probe {
     Missing(installed::Wanted, CacheKey),
 }
 
-/// Whether `extensions_dir` holds `extension` (a `.vsix` file is read: off the workers).
-async fn probe(extension: &ExtensionRef, extensions_dir: &Path) -> Result<Probe, String> {
-    let (extension, dir) = (extension.clone(), extensions_dir.to_owned());
+/// Whether `extensions_dir` holds `extension` (a `.vsix` file is read: off the workers),
+/// looked at with the rights of the folder's user.
+async fn probe(extension: &ExtensionRef, extensions_dir: &InstanceDir) -> Result<Probe, String> {
+    let (extension, dir) = (extension.clone(), extensions_dir.clone());
     let probed = tokio::task::spawn_blocking(move || {
         let wanted = installed::wanted(&extension)?;
-        if installed::is_present(&dir, &wanted) {
+        let present = dir
+            .run(|dir| installed::is_present(dir, &wanted))
+            .map_err(|err| err.to_string())?;
+        if present {
             return Ok(Probe::Present);
         }
         let key = CacheKey::of(&extension, &wanted)
@@ -163,7 +168,13 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
     use std::time::{Duration, Instant};
+
+    /// A server's extensions folder, worked in with devbox's own rights.
+    fn own(path: impl Into<PathBuf>) -> InstanceDir {
+        InstanceDir::new(path, None)
+    }
 
     #[test]
     fn labels() {
@@ -231,7 +242,7 @@ mod tests {
         let extensions = extensions(dir.path(), binary, Duration::from_secs(1), 2);
         let started = Instant::now();
         let outcome = extensions
-            .install(&marketplace("a.b"), &dir.path().join("server"))
+            .install(&marketplace("a.b"), &own(dir.path().join("server")))
             .await;
         let elapsed = started.elapsed();
         assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
@@ -299,15 +310,17 @@ esac"#,
         let (one, two) = (dir.path().join("one"), dir.path().join("two"));
         let good = marketplace("Good.Two");
         assert_eq!(
-            extensions.install(&good, &one).await,
+            extensions.install(&good, &own(&one)).await,
             ExtensionOutcome::Installed
         );
         assert_eq!(
-            extensions.install(&good, &two).await,
+            extensions.install(&good, &own(&two)).await,
             ExtensionOutcome::Copied
         );
         assert_eq!(
-            extensions.install(&marketplace("good.two"), &two).await,
+            extensions
+                .install(&marketplace("good.two"), &own(&two))
+                .await,
             ExtensionOutcome::AlreadyInstalled
         );
         let args = fs::read_to_string(&log).unwrap();
@@ -349,7 +362,7 @@ esac"#,
         let (one, two) = (dir.path().join("one"), dir.path().join("two"));
         let (kept, dropped) = (marketplace("kept.one"), marketplace("dropped.one"));
         for extension in [&kept, &dropped] {
-            extensions.install(extension, &one).await;
+            extensions.install(extension, &own(&one)).await;
         }
         let day = Duration::from_secs(24 * 60 * 60);
         assert_eq!(extensions.prune_cache(day).await, 0, "all used just now");
@@ -367,7 +380,7 @@ esac"#,
         }
         // A server given `kept.one` now makes its entry young again.
         assert_eq!(
-            extensions.install(&kept, &two).await,
+            extensions.install(&kept, &own(&two)).await,
             ExtensionOutcome::Copied
         );
         assert_eq!(extensions.prune_cache(day).await, 1);
@@ -381,7 +394,7 @@ esac"#,
         );
         // The next server that wants it gets it installed again.
         assert_eq!(
-            extensions.install(&dropped, &two).await,
+            extensions.install(&dropped, &own(&two)).await,
             ExtensionOutcome::Installed
         );
         assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
@@ -396,18 +409,18 @@ esac"#,
             marketplace("bad.one"),
         ];
         let server = dir.path().join("server");
-        extensions.prefetch(&wanted, &server).await;
+        extensions.prefetch(&wanted, &own(&server)).await;
         assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
         assert_eq!(
-            extensions.install(&wanted[0], &server).await,
+            extensions.install(&wanted[0], &own(&server)).await,
             ExtensionOutcome::Copied
         );
         assert_eq!(
-            extensions.install(&wanted[1], &server).await,
+            extensions.install(&wanted[1], &own(&server)).await,
             ExtensionOutcome::Copied
         );
         assert_eq!(
-            extensions.install(&wanted[2], &server).await,
+            extensions.install(&wanted[2], &own(&server)).await,
             ExtensionOutcome::Failed("Error: | getaddrinfo ENOTFOUND open-vsx.org".into())
         );
         assert_eq!(
@@ -424,12 +437,14 @@ esac"#,
         for server in ["one", "two"] {
             let server = dir.path().join(server);
             assert_eq!(
-                extensions.install(&marketplace("bad.one"), &server).await,
+                extensions
+                    .install(&marketplace("bad.one"), &own(&server))
+                    .await,
                 noisy
             );
             assert_eq!(
                 extensions
-                    .install(&marketplace("silent.fail"), &server)
+                    .install(&marketplace("silent.fail"), &own(&server))
                     .await,
                 ExtensionOutcome::Failed("installer failed (exit status: 7) without output".into())
             );
@@ -460,11 +475,11 @@ esac"#,
         fs::write(&junk, b"nope").unwrap();
         let server = dir.path().join("server");
         assert!(matches!(
-            extensions.install(&marketplace("a.b"), &server).await,
+            extensions.install(&marketplace("a.b"), &own(&server)).await,
             ExtensionOutcome::Failed(m) if m.starts_with("cannot start")
         ));
         assert!(matches!(
-            extensions.install(&ExtensionRef::Vsix(junk), &server).await,
+            extensions.install(&ExtensionRef::Vsix(junk), &own(&server)).await,
             ExtensionOutcome::Failed(m) if m.contains("not a valid .vsix")
         ));
     }
