@@ -637,17 +637,29 @@ fn an_owner_reaches_nothing_of_devbox_nor_of_another_owner() {
         assert!(!output.status.success(), "alice's user could {what}");
     }
 
+    // The instance's cgroup (v2: one folder; v1: one per controller).
     let status = devbox.status("alice-ws").expect("status");
     let cgroup = &status["process"]["cgroup"];
-    if cgroup["version"] == "v2" {
-        let dir = PathBuf::from(cgroup["dir"].as_str().expect("dir"));
+    let dirs: Vec<PathBuf> = match cgroup["version"].as_str() {
+        Some("v2") => vec![PathBuf::from(cgroup["dir"].as_str().expect("dir"))],
+        Some("v1") => cgroup["dirs"]
+            .as_object()
+            .expect("dirs")
+            .values()
+            .map(|dir| PathBuf::from(dir.as_str().expect("dir")))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for dir in &dirs {
         let parent = dir.parent().expect("parent").to_owned();
-        let memory = std::fs::read_to_string(dir.join("memory.max")).expect("memory.max");
-        for (what, script) in [
-            (
-                "raise her memory limit",
-                format!("echo max > {}", quoted(&dir.join("memory.max"))),
-            ),
+        let limit = ["memory.max", "memory.limit_in_bytes", "pids.max"]
+            .into_iter()
+            .map(|file| dir.join(file))
+            .find(|file| file.exists());
+        let before = limit
+            .as_ref()
+            .map(|file| std::fs::read_to_string(file).expect("limit"));
+        let mut attempts = vec![
             (
                 "move her instance out of its cgroup",
                 format!(
@@ -663,20 +675,32 @@ fn an_owner_reaches_nothing_of_devbox_nor_of_another_owner() {
                 "make a cgroup of her own",
                 format!("mkdir {}", quoted(&dir.join("escape"))),
             ),
-        ] {
-            let output = shell_as(alice, &script);
-            assert!(!output.status.success(), "alice's user could {what}");
+        ];
+        if let Some(file) = &limit {
+            attempts.push(("raise her limit", format!("echo max > {}", quoted(file))));
         }
-        assert_eq!(
-            std::fs::read_to_string(dir.join("memory.max")).expect("memory.max"),
-            memory
-        );
+        for (what, script) in attempts {
+            let output = shell_as(alice, &script);
+            assert!(
+                !output.status.success(),
+                "alice's user could {what} ({})",
+                dir.display()
+            );
+        }
+        if let (Some(file), Some(before)) = (&limit, before) {
+            assert_eq!(std::fs::read_to_string(file).expect("limit"), before);
+        }
         assert!(!dir.join("escape").exists());
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).expect("procs");
         assert!(
             procs.lines().any(|l| l.trim() == alice_pid.to_string()),
-            "her instance is still in its cgroup: {procs}"
+            "her instance is still in {}: {procs}",
+            dir.display()
         );
     }
+    assert!(
+        !dirs.is_empty() || cgroup.is_null(),
+        "an unknown cgroup record: {cgroup}"
+    );
     assert_eq!(devbox.get("/health").status, 200);
 }
