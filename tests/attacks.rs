@@ -15,6 +15,8 @@ mod common;
 mod git_fetch;
 #[path = "attacks/instances.rs"]
 mod instances;
+#[path = "attacks/isolation.rs"]
+mod isolation;
 #[path = "attacks/resources.rs"]
 mod resources;
 #[path = "attacks/web.rs"]
