@@ -103,14 +103,60 @@ impl TrustedHeader {
     }
 }
 
-/// Where an admin token is read from.
+/// Where a token is read from: `{file: PATH}` or `{env: VARIABLE}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    rename_all = "snake_case",
+    try_from = "TokenSourceFields",
+    into = "TokenSourceFields"
+)]
 pub enum TokenSource {
     /// A file; its first line is the token.
     File(PathBuf),
     /// An environment variable of devbox's.
     Env(String),
+}
+
+/// [`TokenSource`] as written: a mapping with one key. (YAML libraries read an enum
+/// from a mapping, or only from a `!file` tag, as they please; this reads the same in
+/// every one.)
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+struct TokenSourceFields {
+    /// A file; its first line is the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+    /// An environment variable of devbox's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env: Option<String>,
+}
+
+impl TryFrom<TokenSourceFields> for TokenSource {
+    type Error = &'static str;
+
+    fn try_from(fields: TokenSourceFields) -> Result<Self, Self::Error> {
+        match (fields.file, fields.env) {
+            (Some(file), None) => Ok(Self::File(file)),
+            (None, Some(env)) => Ok(Self::Env(env)),
+            _ => Err("a token source is either {file: PATH} or {env: VARIABLE}"),
+        }
+    }
+}
+
+impl From<TokenSource> for TokenSourceFields {
+    fn from(source: TokenSource) -> Self {
+        match source {
+            TokenSource::File(file) => Self {
+                file: Some(file),
+                env: None,
+            },
+            TokenSource::Env(env) => Self {
+                file: None,
+                env: Some(env),
+            },
+        }
+    }
 }
 
 /// A credential: compared in constant time, never printed.
@@ -144,7 +190,7 @@ pub enum TokenSourceError {
     },
     #[error("the token file {0} is empty")]
     EmptyFile(PathBuf),
-    #[error("the environment variable {0} named in auth.admin_tokens is not set or empty")]
+    #[error("the environment variable {0} named as a token's source is not set or empty")]
     EmptyEnv(String),
     #[error(
         "server.api_token is empty: an empty token would let anyone in who sends none; \
@@ -237,6 +283,25 @@ mod tests {
             TokenSource::Env("DEVBOX_TEST_SURELY_UNSET_VARIABLE".into()).read(),
             Err(TokenSourceError::EmptyEnv(_))
         ));
+    }
+
+    #[test]
+    fn token_sources_are_written_as_one_key_mappings() {
+        let sources: Vec<TokenSource> =
+            crate::yaml::from_str("[{file: /etc/devbox/token}, {env: TOKEN}]").unwrap();
+        assert_eq!(
+            sources,
+            [
+                TokenSource::File("/etc/devbox/token".into()),
+                TokenSource::Env("TOKEN".into())
+            ]
+        );
+        for refused in ["[{file: a, env: B}]", "[{}]", "[{path: a}]"] {
+            assert!(
+                crate::yaml::from_str::<Vec<TokenSource>>(refused).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
