@@ -17,6 +17,8 @@ done
 
 # Debian packages the build and code-server need (a no-op when all are present).
 scripts/install-system-deps.sh
+# Prometheus' promtool, which checks devbox's /metrics (its service is kept from starting).
+NO_SERVICE_START=1 scripts/install-system-deps.sh prometheus
 # Python's `requests`, for the test that runs the API reference's Python example as written.
 if ! python3 -c 'import requests' 2>/dev/null; then
   log "installing python3 requests"

@@ -108,6 +108,15 @@ pub struct ServerSettings {
     /// `public_url`, and a DNS wildcard for `*.<host>`): a page of one IDE or of an app
     /// behind it is then another origin than the dashboard and every other IDE.
     pub ide_subdomains: bool,
+    /// A token that may read `GET /metrics` and nothing else (for Prometheus):
+    /// `{file: /etc/devbox/metrics-token}` or `{env: VARIABLE}`. Admins may always
+    /// read the metrics; without auth, everyone may.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<TokenSource>,
+    /// `metrics_token` as read at load.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub resolved_metrics_token: Option<Secret>,
     /// Longest a client may take to send a request's headers; also how long an idle
     /// keep-alive connection stays open.
     pub header_read_timeout: HumanDuration,
@@ -138,6 +147,8 @@ impl Default for ServerSettings {
             allowed_hosts: Vec::new(),
             public_url: None,
             ide_subdomains: false,
+            metrics_token: None,
+            resolved_metrics_token: None,
             header_read_timeout: HumanDuration::from_secs(30),
             static_cache_mb: 64,
             session_ttl: None,
@@ -571,6 +582,10 @@ impl Config {
             tokens.push(source.read()?);
         }
         self.auth.resolved_admin_tokens = tokens;
+        self.server.resolved_metrics_token = match &self.server.metrics_token {
+            Some(source) => Some(source.read()?),
+            None => None,
+        };
         Ok(())
     }
 

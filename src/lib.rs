@@ -24,7 +24,8 @@
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
 //! - [`endpoint`]: where an instance listens (a private Unix socket, or a loopback
 //!   port) and connecting to it.
-//! - [`health`]: code-server's `/healthz`.  [`metrics`]: CPU and memory per server.
+//! - [`health`]: code-server's `/healthz`.  [`usage`]: CPU and memory per server.
+//! - [`metrics`]: devbox's Prometheus metrics (`GET /metrics`).
 //! - [`api`]: the HTTP API (axum).  [`proxy`]: `/vscode/<port>/…` to the instances.
 //! - [`ui`]: the embedded web dashboard.  [`cli`]: the command line.
 //! - [`sessions`]: signed-in browsers.  [`seats`]: seat links, one per server.
@@ -58,4 +59,5 @@ pub mod spec;
 pub mod spec_files;
 pub mod status;
 pub mod ui;
+pub mod usage;
 pub mod yaml;

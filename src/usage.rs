@@ -34,17 +34,29 @@ pub struct Usage {
     /// Percent of one core (can exceed 100 with several busy threads).
     pub cpu_percent: f64,
     pub memory_mb: f64,
+    /// CPU time the instance has used since it started (for `/metrics`).
+    pub cpu_seconds: f64,
+    /// Memory in use, unrounded (for `/metrics`).
+    pub memory_bytes: u64,
 }
 
 /// Latest usage per server name. Cloning shares the map.
 #[derive(Clone, Default)]
-pub struct Metrics {
+pub struct UsageStore {
     latest: Arc<RwLock<HashMap<String, Usage>>>,
     /// Bumped whenever the figures change.
     generation: Arc<AtomicU64>,
 }
 
-impl Metrics {
+impl UsageStore {
+    /// Every server's latest figures.
+    pub fn all(&self) -> HashMap<String, Usage> {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn get(&self, name: &str) -> Option<Usage> {
         self.latest
             .read()
@@ -127,6 +139,8 @@ fn from_cgroups(servers: &[Sampled], marks: &mut CpuMarks) -> HashMap<String, Us
             Usage {
                 cpu_percent,
                 memory_mb: (memory_mb * 10.0).round() / 10.0,
+                cpu_seconds: read.cpu_ns.unwrap_or(0) as f64 / 1e9,
+                memory_bytes: read.memory_bytes,
             },
         );
     }
@@ -167,11 +181,14 @@ pub fn sample(system: &mut System, groups: &[(String, u32)]) -> HashMap<String, 
             for pid in pids {
                 if let Some(process) = system.process(Pid::from_u32(pid)) {
                     usage.cpu_percent += f64::from(process.cpu_usage());
-                    usage.memory_mb += process.memory() as f64 / (1024.0 * 1024.0);
+                    usage.memory_bytes += process.memory();
+                    // Of the processes alive now: one that ended takes its share along.
+                    usage.cpu_seconds += process.accumulated_cpu_time() as f64 / 1000.0;
                 }
             }
             usage.cpu_percent = (usage.cpu_percent * 10.0).round() / 10.0;
-            usage.memory_mb = (usage.memory_mb * 10.0).round() / 10.0;
+            let memory_mb = usage.memory_bytes as f64 / (1024.0 * 1024.0);
+            usage.memory_mb = (memory_mb * 10.0).round() / 10.0;
             (name, usage)
         })
         .collect()

@@ -16,7 +16,7 @@ use super::views::ServerView;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Inputs {
     statuses: u64,
-    metrics: u64,
+    usage: u64,
     /// Tenths of a second since the epoch, when the list shows a running server.
     uptime_tick: Option<u128>,
 }
@@ -43,7 +43,7 @@ impl ListingCache {
             / 100;
         let mut inputs = Inputs {
             statuses: state.statuses.generation(),
-            metrics: state.metrics.generation(),
+            usage: state.usage.generation(),
             uptime_tick: None,
         };
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);

@@ -20,6 +20,7 @@ use super::AppState;
 use super::extract::{QueryParams, ServerId};
 use crate::identity::{Caller, UserName};
 use crate::logs::LogLine;
+use crate::metrics::METRICS;
 
 /// Recent lines sent when a client connects.
 const BACKLOG_LINES: usize = 200;
@@ -147,6 +148,7 @@ async fn stream(
     revoked: impl std::future::Future<Output = ()>,
 ) {
     let mut revoked = std::pin::pin!(revoked);
+    let _client = METRICS.log_streams.client_connected();
     // Subscribe before reading the backlog, so no line falls between the two.
     let mut live = state.logs.subscribe();
     let mut sent_up_to = None;
@@ -169,6 +171,7 @@ async fn stream(
                     }
                 }
                 Err(RecvError::Lagged(skipped)) => {
+                    METRICS.log_streams.dropped_lines.inc_by(skipped);
                     let notice = SkippedMessage {
                         kind: "skipped",
                         skipped,

@@ -20,6 +20,7 @@ mod listing;
 mod logstream;
 mod monitor;
 mod names;
+pub mod scrape;
 mod seat_links;
 mod servers;
 mod specs;
@@ -48,12 +49,12 @@ use crate::health::HealthClient;
 use crate::http::ApiError;
 use crate::identity::Caller;
 use crate::logs::LogHub;
-use crate::metrics::Metrics;
 use crate::seats::SeatLinks;
 use crate::sessions::Sessions;
 use crate::spec::ServerSpec;
 use crate::spec_files::SpecFiles;
 use crate::status::{ServerStatus, StatusStore};
+use crate::usage::UsageStore;
 
 /// What handlers share; cloning is cheap (every field is a handle).
 #[derive(Clone)]
@@ -61,7 +62,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub statuses: StatusStore,
     pub logs: LogHub,
-    pub metrics: Metrics,
+    pub usage: UsageStore,
     pub specs: SpecFiles,
     pub ports: Arc<PortAllocator>,
     pub health: HealthClient,
@@ -80,7 +81,7 @@ impl AppState {
             config: ctx.config.clone(),
             statuses: ctx.statuses.clone(),
             logs: ctx.logs.clone(),
-            metrics: ctx.metrics.clone(),
+            usage: ctx.usage.clone(),
             specs: SpecFiles::new(ctx.config.clone()),
             ports: ctx.ports.clone(),
             health: ctx.health.clone(),

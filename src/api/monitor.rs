@@ -45,7 +45,7 @@ pub async fn health(
     let status = state.find(&caller, &id)?;
     let probe = probe(&state, &status).await;
     let usage = state
-        .metrics
+        .usage
         .get(&status.name)
         .filter(|_| probe.process_exists)
         .unwrap_or_default();

@@ -54,7 +54,7 @@ pub struct ServerView {
 impl ServerView {
     pub fn new(status: &ServerStatus, state: &AppState) -> Self {
         let running = status.phase == Phase::Running;
-        let usage = running.then(|| state.metrics.get(&status.name)).flatten();
+        let usage = running.then(|| state.usage.get(&status.name)).flatten();
         Self {
             id: status.id,
             name: status.display_name.clone(),

@@ -65,6 +65,10 @@ pub enum Command {
         /// Address to listen on (default: server.bind_address of the config).
         #[arg(long)]
         bind: Option<std::net::IpAddr>,
+        /// How log lines are written to stdout: `text` for people, `json` (one object
+        /// per line) for log collectors.
+        #[arg(long, value_enum, env = "DEVBOX_LOG_FORMAT", default_value_t = serve::LogFormat::Text)]
+        log_format: serve::LogFormat,
     },
     /// Check spec and config files (default: the config and the specs directory).
     Validate {
@@ -188,9 +192,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     match (&cli.command, remote) {
-        (Command::Serve { port, bind }, _) => {
+        (
+            Command::Serve {
+                port,
+                bind,
+                log_format,
+            },
+            _,
+        ) => {
             let config = cli.load_config(*port)?;
-            serve::run(config, *bind)?;
+            serve::run(config, *bind, *log_format)?;
             Ok(ExitCode::SUCCESS)
         }
         (Command::Validate { paths }, _) => validate::run(&cli, paths),

@@ -12,8 +12,18 @@ use crate::controller::Controller;
 use crate::runtime::Runtime;
 use crate::runtime::process::ProcessRuntime;
 
-pub fn run(config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
-    init_tracing();
+/// How `devbox serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people; coloured only when stdout is a terminal.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, the event's fields,
+    /// and `span` (`server`, `owner`) for lines about a server.
+    Json,
+}
+
+pub fn run(config: Config, bind: Option<IpAddr>, log_format: LogFormat) -> anyhow::Result<()> {
+    init_tracing(log_format);
     raise_open_file_limit();
     configure_libgit2(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -206,11 +216,20 @@ fn configure_libgit2(config: &Config) {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DEVBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

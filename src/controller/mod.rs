@@ -27,11 +27,11 @@ use crate::endpoint::{self, EndpointError};
 use crate::health::HealthClient;
 use crate::isolation::Accounts;
 use crate::logs::{LogHub, LogLimits};
-use crate::metrics::{Metrics, Sampled};
 use crate::provision::Extensions;
 use crate::provision::workspace::{GitMirrors, GitPolicy};
 use crate::runtime::Runtime;
 use crate::status::{Phase, StatusError, StatusStore};
+use crate::usage::{Sampled, UsageStore};
 use ports::PortAllocator;
 use scan::Desired;
 
@@ -69,7 +69,7 @@ pub struct Context<R> {
     pub runtime: R,
     pub statuses: StatusStore,
     pub logs: LogHub,
-    pub metrics: Metrics,
+    pub usage: UsageStore,
     pub ports: Arc<PortAllocator>,
     pub health: HealthClient,
     /// Extension installs for every server, through the host-wide cache.
@@ -205,7 +205,7 @@ impl<R: Runtime> Controller<R> {
             runtime,
             statuses,
             accounts,
-            metrics: Metrics::default(),
+            usage: UsageStore::default(),
             ports,
             health: HealthClient::default(),
             rescan: Arc::new(Notify::new()),
@@ -238,7 +238,7 @@ impl<R: Runtime> Controller<R> {
             },
         )?);
         tokio::spawn(housekeeping::run(self.ctx.clone()));
-        tokio::spawn(self.ctx.metrics.clone().run(METRICS_INTERVAL, {
+        tokio::spawn(self.ctx.usage.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();
             move || {
                 statuses.filter_map_all(|s| {

@@ -27,6 +27,10 @@ const LOGIN_BODY_LIMIT: usize = 4096;
 /// Routes that answer without credentials: devbox's liveness, and the login itself.
 const PUBLIC_PATHS: [&str; 4] = ["/health", "/auth/login", "/auth/logout", "/auth/session"];
 
+/// A request that holds `server.metrics_token`: it may read `/metrics`, nothing else.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsReader;
+
 /// Lets a request through when it says who sends it (an admin token or a live
 /// session), and hands the handlers that [`Caller`]. Without an admin token configured
 /// every caller is the admin. Public paths pass without a caller.
@@ -40,6 +44,13 @@ pub async fn authenticate(
         return next.run(request).await;
     }
     if PUBLIC_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    if request.uri().path() == crate::api::scrape::METRICS_PATH
+        && let (Some(token), Some(given)) = (&front.metrics_token, bearer_token(request.headers()))
+        && token.matches(given)
+    {
+        request.extensions_mut().insert(MetricsReader);
         return next.run(request).await;
     }
     match identify(&front, &request) {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware;
 
-pub use auth::bearer_token;
+pub use auth::{MetricsReader, bearer_token};
 pub use error::{ApiError, ErrorBody};
 pub use server::{Peer, serve, unix_listener};
 pub use site::Site;
@@ -52,6 +52,8 @@ struct Front {
     auth_required: bool,
     /// Every admin token.
     admin_tokens: Arc<[Secret]>,
+    /// `server.metrics_token`: may read `/metrics` only.
+    metrics_token: Option<Secret>,
     /// `auth.admins`: user names that sign in as admins.
     admin_users: Arc<[String]>,
     /// `auth.trusted_header`: a proxy's identity header, and who may send it.
@@ -148,6 +150,7 @@ pub fn app(state: AppState) -> Router {
         site,
         auth_required: config.auth_required(),
         admin_tokens: config.auth.resolved_admin_tokens.clone().into(),
+        metrics_token: config.server.resolved_metrics_token.clone(),
         admin_users: config.auth.admins.clone().into(),
         trusted_header: config.auth.trusted_header.clone().map(Arc::new),
         sessions: state.sessions.clone(),
@@ -164,6 +167,7 @@ pub fn app(state: AppState) -> Router {
     let upload_mb = config.ui.workspace.max_upload_size_mb;
     let authenticate = middleware::from_fn_with_state(front.clone(), auth::authenticate);
     let mut own = crate::api::router(state.clone())
+        .merge(crate::api::scrape::router(state.clone()))
         .merge(auth::routes().with_state(front.clone()))
         .layer(middleware::from_fn(guards::no_sniff))
         .layer(authenticate.clone())

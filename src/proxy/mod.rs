@@ -15,6 +15,9 @@ mod idle_page;
 mod static_cache;
 mod tunnel;
 
+use http_body_util::BodyExt;
+
+use crate::metrics::METRICS;
 use std::sync::Arc;
 
 use axum::Router;
@@ -266,11 +269,25 @@ async fn forward(
         let revoked = state.sessions.until_revoked(caller);
         tunnel::upgrade(port, endpoint, prefix, request, revoked).await
     } else {
-        state
+        let began = std::time::Instant::now();
+        let request = request.map(|body| counted(body, &METRICS.proxy.bytes_to_instance));
+        let response = state
             .forwarder
             .forward(port, endpoint, prefix, request)
-            .await
+            .await;
+        METRICS.proxy.answered(response.status(), began.elapsed());
+        response.map(|body| counted(body, &METRICS.proxy.bytes_to_client))
     }
+}
+
+/// `body`, adding the length of each of its chunks to `counter` as it streams.
+fn counted(body: Body, counter: &'static prometheus::IntCounter) -> Body {
+    Body::new(body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counter.inc_by(data.len() as u64);
+        }
+        frame
+    }))
 }
 
 /// 503 with a small page: the server exists but does not run.

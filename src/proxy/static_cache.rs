@@ -19,6 +19,7 @@
 //! instance. The least recently used entries leave when the total passes the
 //! configured size, and at most a few answers are recorded at once.
 
+use crate::metrics::METRICS;
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -127,6 +128,16 @@ impl StaticCache {
 
     /// The cached answer for `key`, with its `Age`, if one is fresh.
     pub fn get(&self, key: &CacheKey) -> Option<Response<Body>> {
+        let found = self.lookup(key);
+        let counter = match found {
+            Some(_) => &METRICS.proxy.static_cache_hits,
+            None => &METRICS.proxy.static_cache_misses,
+        };
+        counter.inc();
+        found
+    }
+
+    fn lookup(&self, key: &CacheKey) -> Option<Response<Body>> {
         let mut entries = self.lock();
         let Entries {
             map, bytes, clock, ..
@@ -136,6 +147,10 @@ impl StaticCache {
         if age >= entry.fresh_for {
             if let Some(stale) = map.remove(key) {
                 *bytes -= stale.body.len();
+                METRICS
+                    .proxy
+                    .static_cache_bytes
+                    .sub(gauge_bytes(stale.body.len()));
             }
             return None;
         }
@@ -183,6 +198,7 @@ impl StaticCache {
 
     fn insert(&self, key: CacheKey, entry: Entry) {
         let mut entries = self.lock();
+        let before = entries.bytes;
         entries.clock += 1;
         let size = entry.body.len();
         let entry = Entry {
@@ -206,6 +222,9 @@ impl StaticCache {
                 entries.bytes -= evicted.body.len();
             }
         }
+        let gauge = &METRICS.proxy.static_cache_bytes;
+        gauge.add(gauge_bytes(entries.bytes));
+        gauge.sub(gauge_bytes(before));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -380,6 +399,11 @@ impl HttpBody for Tee {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A byte count as a gauge takes it.
+fn gauge_bytes(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

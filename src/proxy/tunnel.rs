@@ -3,6 +3,7 @@
 //! joined byte for byte, with no framing of our own and no idle timeout, until either
 //! side closes or the user's access is revoked.
 
+use crate::metrics::METRICS;
 use std::future::Future;
 
 use axum::body::Body;
@@ -81,10 +82,15 @@ pub async fn upgrade(
             Ok((client, backend)) => {
                 let mut client = TokioIo::new(client);
                 let mut backend = TokioIo::new(backend);
+                let _open = METRICS.proxy.tunnel_opened();
                 tokio::select! {
                     copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
-                        if let Err(err) = copied {
-                            tracing::debug!(%err, port, "tunnel closed");
+                        match copied {
+                            Ok((to_instance, to_client)) => {
+                                METRICS.proxy.bytes_to_instance.inc_by(to_instance);
+                                METRICS.proxy.bytes_to_client.inc_by(to_client);
+                            }
+                            Err(err) => tracing::debug!(%err, port, "tunnel closed"),
                         }
                     }
                     // Both connections close as they drop.

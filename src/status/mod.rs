@@ -44,6 +44,32 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order of a server's life.
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Provisioning,
+        Phase::Starting,
+        Phase::Running,
+        Phase::Stopping,
+        Phase::Stopped,
+        Phase::Failed,
+        Phase::Invalid,
+    ];
+
+    /// The phase's name as status files write it (`provisioning`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Provisioning => "provisioning",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Invalid => "invalid",
+        }
+    }
+
     /// The status word of the original REST API: `running`, `stopped`, `failed`, `starting`.
     /// A server being stopped still runs until its processes are gone.
     pub fn api_word(self) -> &'static str {

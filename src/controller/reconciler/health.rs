@@ -62,6 +62,11 @@ impl<R: Runtime> ServerTask<R> {
                     format!("health check failed ({failures}/{UNHEALTHY_LIMIT}): {err}"),
                 );
                 if failures >= UNHEALTHY_LIMIT {
+                    crate::metrics::METRICS
+                        .controller
+                        .restarts
+                        .with_label_values(&["unhealthy"])
+                        .inc();
                     self.stop("unhealthy", None).await;
                     self.fail(
                         format!("restarted after {UNHEALTHY_LIMIT} failed health checks: {err}"),
@@ -104,6 +109,7 @@ impl<R: Runtime> ServerTask<R> {
             "stopped after {limit} without a connected browser; it starts again when its spec changes"
         );
         self.event(Level::Info, message.clone());
+        crate::metrics::METRICS.controller.culls.inc();
         self.stop("idle", Some(message)).await;
         let revision = self.halted_revision.clone();
         self.set_status(|s| s.halted_revision = revision);

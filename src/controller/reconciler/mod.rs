@@ -38,8 +38,11 @@ pub async fn run<R: Runtime>(
     desired: watch::Receiver<Desired>,
     ctx: Arc<Context<R>>,
 ) {
-    let span = tracing::info_span!("server", server = %name);
+    let span = tracing::info_span!("server", server = %name, owner = tracing::field::Empty);
     let mut task = ServerTask::new(name, desired, ctx);
+    if let Some(owner) = &task.description.owner {
+        span.record("owner", owner.as_str());
+    }
     async move {
         task.adopt_recorded().await;
         task.main_loop().await;
@@ -206,6 +209,7 @@ impl<R: Runtime> ServerTask<R> {
                 self.instance = Some(instance);
                 self.healthy_since = Some(Instant::now());
                 self.start_tail();
+                crate::metrics::METRICS.controller.adoptions.inc();
                 let port = status
                     .port
                     .map_or_else(|| "?".to_owned(), |p| p.to_string());
@@ -282,6 +286,9 @@ impl<R: Runtime> ServerTask<R> {
             Desired::Spec(spec) => {
                 self.ident.id = spec.id;
                 self.description = Description::of_spec(spec);
+                if let Some(owner) = &self.description.owner {
+                    tracing::Span::current().record("owner", owner.as_str());
+                }
                 self.set_status(|s| s.spec_errors.clear());
                 Some(spec.clone())
             }
@@ -311,6 +318,11 @@ impl<R: Runtime> ServerTask<R> {
             (Action::Start, Some(spec)) => self.start(spec).await,
             (Action::Restart, Some(spec)) => {
                 self.event(Level::Info, "spec changed; restarting to apply it");
+                crate::metrics::METRICS
+                    .controller
+                    .restarts
+                    .with_label_values(&["spec_change"])
+                    .inc();
                 self.stop("restarting", None).await;
                 self.start(spec).await;
             }

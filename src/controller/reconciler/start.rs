@@ -16,6 +16,7 @@ use crate::endpoint::{self, Endpoint};
 use crate::fsutil;
 use crate::isolation::layout::CODE_SERVER_CONFIG;
 use crate::logs::Level;
+use crate::metrics::METRICS;
 use crate::provision::{
     self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
 };
@@ -43,6 +44,7 @@ enum StartOutcome {
 
 impl<R: Runtime> ServerTask<R> {
     pub(super) async fn start(&mut self, spec: Arc<ServerSpec>) {
+        let began = Instant::now();
         self.halted_revision = None;
         self.retry = None;
         if self.failing_hash.as_deref() != Some(spec.hash.as_str()) {
@@ -91,6 +93,7 @@ impl<R: Runtime> ServerTask<R> {
                 return self.fail(err.to_string(), false);
             }
         };
+        METRICS.controller.starts.inc();
         let (pid, record, hash) = (
             instance.record.pid,
             instance.record.clone(),
@@ -109,6 +112,10 @@ impl<R: Runtime> ServerTask<R> {
         self.applied_hash = Some(spec.hash.clone());
         match self.wait_ready(&endpoint, &spec).await {
             StartOutcome::Healthy => {
+                METRICS
+                    .controller
+                    .ready_seconds
+                    .observe(began.elapsed().as_secs_f64());
                 self.healthy_since = Some(Instant::now());
                 self.health_failures = 0;
                 let note = self.limits_note();
@@ -124,6 +131,7 @@ impl<R: Runtime> ServerTask<R> {
                 );
             }
             StartOutcome::Exited(exit) => {
+                METRICS.controller.crashes.inc();
                 let mut cause = None;
                 if let Some(instance) = self.instance.take() {
                     cause = self.ctx.runtime.exit_reason(&instance.record, exit);
@@ -218,7 +226,21 @@ impl<R: Runtime> ServerTask<R> {
         }
         let mirrors = self.ctx.git_mirrors.clone();
         let prepare = tokio::task::spawn_blocking(move || {
-            provision::workspace::prepare(&source, &target, &limits, git_timeout, Some(&mirrors))
+            let began = std::time::Instant::now();
+            let prepared = provision::workspace::prepare(
+                &source,
+                &target,
+                &limits,
+                git_timeout,
+                Some(&mirrors),
+            );
+            let outcome = if prepared.is_ok() { "ok" } else { "error" };
+            METRICS
+                .provisioning
+                .workspace_seconds
+                .with_label_values(&[source.kind(), outcome])
+                .observe(began.elapsed().as_secs_f64());
+            prepared
         });
         let workspace = tokio::select! {
             prepared = prepare => prepared
@@ -323,10 +345,16 @@ impl<R: Runtime> ServerTask<R> {
             let label = extension.label();
             self.set_status(|s| s.message = Some(format!("installing extension {label}")));
             // Dropping the install future kills the installer's process group.
+            let began = Instant::now();
             let outcome = tokio::select! {
                 outcome = self.ctx.extensions.install(extension, &extensions_dir) => outcome,
                 () = self.until_interrupted(spec) => return false,
             };
+            METRICS
+                .provisioning
+                .extension_seconds
+                .with_label_values(&[outcome.metric_label()])
+                .observe(began.elapsed().as_secs_f64());
             let (state, error) = match outcome {
                 ExtensionOutcome::Installed => {
                     self.event(Level::Info, format!("extension {label} installed"));

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::{Retry, ServerTask, round_ms};
 use crate::config::ShutdownPolicy;
 use crate::logs::Level;
+use crate::metrics::METRICS;
 use crate::runtime::{ExitInfo, Runtime};
 use crate::spec::RestartPolicy;
 use crate::status::{Phase, ServerStatus, rfc3339};
@@ -78,6 +79,9 @@ impl<R: Runtime> ServerTask<R> {
             self.set_status(|s| s.consecutive_crashes = 0);
         }
         self.process_ended(|s| s.last_exit = Some(exit.to_string()));
+        if !exit.is_success() {
+            METRICS.controller.crashes.inc();
+        }
         self.event(
             Level::Warn,
             format!("{prefix}process {} exited ({exit})", instance.record.pid),
@@ -92,6 +96,11 @@ impl<R: Runtime> ServerTask<R> {
             RestartPolicy::Never => false,
         };
         if restart {
+            METRICS
+                .controller
+                .restarts
+                .with_label_values(&["crash"])
+                .inc();
             let reason = format!("{prefix}code-server exited ({exit}){}", self.crash_lines());
             self.fail(reason, true);
             return;

@@ -54,6 +54,18 @@ pub enum ExtensionOutcome {
     Failed(String),
 }
 
+impl ExtensionOutcome {
+    /// The outcome as metrics label it: `installed`, `cached`, `present`, `failed`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Installed => "installed",
+            Self::Copied => "cached",
+            Self::AlreadyInstalled => "present",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
 /// Installs extensions for every server of the host. Shared by all reconcilers.
 pub struct Extensions {
     settings: InstallerSettings,

@@ -121,7 +121,13 @@ impl GitMirrors {
             let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(locks.entry(name.clone()).or_default())
         };
-        if !is_fresh(&mirror) {
+        let fresh = is_fresh(&mirror);
+        crate::metrics::METRICS
+            .provisioning
+            .git_mirror_lookups
+            .with_label_values(&[if fresh { "hit" } else { "miss" }])
+            .inc();
+        if !fresh {
             let _fetching = locks
                 .fetching
                 .lock()

@@ -46,6 +46,18 @@ pub enum WorkspaceSource {
     Path(PathBuf),
 }
 
+impl WorkspaceSource {
+    /// The kind of source, as metrics label it: `empty`, `git`, `zip`, `folder`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Empty { .. } => "empty",
+            Self::Git { .. } => "git",
+            Self::Zip { .. } => "zip",
+            Self::Path { .. } => "folder",
+        }
+    }
+}
+
 /// Limits applied to zip archives, both when checking and while extracting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ZipLimits {
