@@ -11,79 +11,15 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{self, Devbox, Options, STARTUP, wait_for, write_vsix};
+use crate::common::users::{code_server_for_others, ids_of, shell_as};
+use crate::common::{Devbox, Options, STARTUP, wait_for, write_vsix};
 
 const ALICE: &str = "atk-alice";
 const BOB: &str = "atk-bob";
-
-/// A folder every user may enter, for what instances of other users must run.
-fn shared_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join("devbox-test-runnable");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    dir
-}
-
-/// Whether users other than root can enter every folder above `path` (and above
-/// what a symbolic link there points to).
-fn reachable_by_others(path: &Path) -> bool {
-    let canonical = std::fs::canonicalize(path).expect("canonical path");
-    [path, canonical.as_path()].iter().all(|p| {
-        p.ancestors()
-            .skip(1)
-            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-    })
-}
-
-/// The real code-server, or a copy of its tree (hard links where possible) in a
-/// folder everyone may enter when others cannot reach it where it is. The same copy
-/// `tests/isolation.rs` makes (same name), so the two suites share it.
-fn code_server_for_others() -> PathBuf {
-    let binary = common::code_server();
-    if reachable_by_others(&binary) {
-        return binary;
-    }
-    let tree = binary.ancestors().nth(2).expect("tree");
-    let relative = binary.strip_prefix(tree).expect("inside the tree");
-    let mut key = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(&std::fs::canonicalize(tree).expect("tree"), &mut key);
-    std::hash::Hash::hash(
-        &std::fs::metadata(tree).and_then(|m| m.modified()).ok(),
-        &mut key,
-    );
-    let name = tree
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned();
-    let copy = shared_dir().join(format!("{name}-{:016x}", std::hash::Hasher::finish(&key)));
-    if !copy.exists() {
-        let staging = shared_dir().join(format!("{name}.partial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        let linked = Command::new("cp")
-            .arg("-al")
-            .arg(tree)
-            .arg(&staging)
-            .status();
-        if !linked.is_ok_and(|s| s.success()) {
-            let _ = std::fs::remove_dir_all(&staging);
-            let copied = Command::new("cp")
-                .arg("-a")
-                .arg(tree)
-                .arg(&staging)
-                .status();
-            assert!(copied.is_ok_and(|s| s.success()), "cannot copy {tree:?}");
-        }
-        if std::fs::rename(&staging, &copy).is_err() {
-            let _ = std::fs::remove_dir_all(&staging);
-        }
-    }
-    copy.join(relative)
-}
 
 /// devbox as root with `isolation.run_as: owner`; `prepare` writes into its root first.
 fn isolated(prepare: impl FnOnce(&Path)) -> Devbox {
@@ -100,32 +36,9 @@ fn isolated(prepare: impl FnOnce(&Path)) -> Devbox {
     )
 }
 
-/// A Unix user's ids, from the password database.
-fn ids_of(user: &str) -> (u32, u32) {
-    let user = nix::unistd::User::from_name(user)
-        .expect("password database")
-        .unwrap_or_else(|| panic!("no user {user}"));
-    (user.uid.as_raw(), user.gid.as_raw())
-}
-
 /// The ids of the user devbox created for `owner`.
 fn user_of(owner: &str) -> (u32, u32) {
     ids_of(&format!("devbox-{owner}"))
-}
-
-/// Runs `sh -c script` as `(uid, gid)`, with no supplementary group: what a terminal
-/// of that owner's IDE can do.
-fn shell_as(ids: (u32, u32), script: &str) -> Output {
-    Command::new("sh")
-        .args(["-c", script])
-        .uid(ids.0)
-        .gid(ids.1)
-        .current_dir("/")
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("run sh")
 }
 
 /// [`shell_as`], which must succeed.

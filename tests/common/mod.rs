@@ -19,6 +19,7 @@ mod code_server;
 mod direct;
 pub mod procs;
 pub mod seats;
+pub mod users;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]
 pub use code_server::code_server;
