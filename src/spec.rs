@@ -15,7 +15,7 @@ use crate::config::{Config, SettingsMap, is_extension_reference};
 use crate::diagnostic::Diagnostic;
 use crate::duration::HumanDuration;
 use crate::identity::UserName;
-use crate::provision::{ExtensionRef, WorkspaceSource};
+use crate::provision::{ExtensionRef, WorkspaceSource, ZipLayout};
 use crate::resources::Resources;
 use crate::yaml;
 
@@ -142,9 +142,15 @@ pub struct Workspace {
     /// Clone a git repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitWorkspace>,
-    /// Extract a zip archive (relative paths are from the spec file's folder).
+    /// Extract a zip archive (relative paths are from the spec file's folder), keeping
+    /// its layout: an entry `src/main.py` becomes `src/main.py` in the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zip: Option<PathBuf>,
+    /// With `zip`: the archive holds exactly one top-level folder (GitHub's
+    /// `repo-main/` archives) and its content becomes the workspace; an archive with
+    /// anything else at its top level is refused. Default `false`: the layout is kept.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub zip_strip_top_level: bool,
     /// Open an existing folder as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
@@ -337,6 +343,17 @@ pub fn resolve(
             "give only one of `git`, `zip` and `path`".into(),
         ));
     }
+    if chosen.zip_strip_top_level && chosen.zip.is_none() {
+        problems.push((
+            "spec.workspace.zip_strip_top_level".into(),
+            "applies only to a `zip` workspace".into(),
+        ));
+    }
+    let zip_layout = if chosen.zip_strip_top_level {
+        ZipLayout::StripTopLevel
+    } else {
+        ZipLayout::AsIs
+    };
     let workspace = match (chosen, template_git) {
         (Workspace { git: Some(git), .. }, _) => {
             if let Err(message) = config.check_git_url(&git.url) {
@@ -362,7 +379,10 @@ pub fn resolve(
                 zip: Some(path), ..
             },
             _,
-        ) => WorkspaceSource::Zip(absolute_from(spec_dir, &path)),
+        ) => WorkspaceSource::Zip {
+            archive: absolute_from(spec_dir, &path),
+            layout: zip_layout,
+        },
         (
             Workspace {
                 path: Some(path), ..
@@ -466,6 +486,10 @@ fn resolve_extension(reference: &str, vsix_dir: &Path) -> Result<ExtensionRef, S
     Ok(ExtensionRef::Vsix(vsix_dir.join(relative)))
 }
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 fn absolute_from(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_owned()
@@ -481,7 +505,7 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
         "port": spec.port,
         "extensions": format!("{:?}", spec.extensions),
         "user_settings": spec.user_settings,
-        "workspace": format!("{:?}", spec.workspace),
+        "workspace": workspace_material(&spec.workspace),
         "env": spec.env,
         "restarted_at": restarted_at,
     });
@@ -492,6 +516,21 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
         material["resources"] = serde_json::json!(spec.resources.to_string());
     }
     short_digest(material.to_string().as_bytes())
+}
+
+/// The workspace's part of the restart hash: its source, and for a zip its layout too,
+/// so changing `zip_strip_top_level` restarts the server as changing `zip` does. A zip
+/// kept as it is hashes as every zip did before layouts existed, so an upgraded devbox
+/// adopts such servers instead of restarting them.
+fn workspace_material(source: &WorkspaceSource) -> String {
+    match source {
+        WorkspaceSource::Zip {
+            archive,
+            layout: ZipLayout::AsIs,
+        } => format!("Zip({archive:?})"),
+        WorkspaceSource::Zip { archive, layout } => format!("Zip({archive:?}, {layout:?})"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// 24 hex digits of SHA-256: plenty to tell revisions of one spec apart.
@@ -611,6 +650,55 @@ mod tests {
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
         assert_ne!(a.revision, b.revision, "any change is a new revision");
+    }
+
+    #[test]
+    fn zip_layout_is_kept_unless_stripping_is_asked_and_changing_it_restarts() {
+        let cfg = config();
+        let zip = |extra: &str| {
+            let body = format!("  workspace:\n    zip: /specs/lesson.zip\n{extra}");
+            load(Path::new("specs/a.yaml"), &spec_text("a", &body), &cfg)
+        };
+        let kept = zip("").expect("valid");
+        assert_eq!(
+            kept.workspace,
+            WorkspaceSource::Zip {
+                archive: "/specs/lesson.zip".into(),
+                layout: ZipLayout::AsIs
+            }
+        );
+        // What every zip spec hashed to before `zip_strip_top_level` existed: an upgraded
+        // devbox adopts its servers instead of restarting them.
+        assert_eq!(kept.hash, "d60c3165d62b4783b55f0fd2");
+        assert_eq!(
+            zip("    zip_strip_top_level: false\n").expect("valid").hash,
+            kept.hash
+        );
+
+        let stripped = zip("    zip_strip_top_level: true\n").expect("valid");
+        assert!(matches!(
+            stripped.workspace,
+            WorkspaceSource::Zip {
+                layout: ZipLayout::StripTopLevel,
+                ..
+            }
+        ));
+        assert_ne!(
+            stripped.hash, kept.hash,
+            "a new layout is a workspace change"
+        );
+
+        let text = spec_text(
+            "a",
+            "  workspace:\n    path: /srv/x\n    zip_strip_top_level: true\n",
+        );
+        let errs = load(Path::new("specs/a.yaml"), &text, &cfg).expect_err("not a zip");
+        assert_eq!(
+            errs[0].field.as_deref(),
+            Some("spec.workspace.zip_strip_top_level"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -408,6 +408,52 @@ fn invalid_uploads_and_malformed_multipart_are_400() {
                 )
             },
         );
+        // `zip_strip_top_level`: an archive without one top-level folder, a value that is
+        // not a yes or no, and a git URL (nothing to strip).
+        let flat = zip_bytes(&[("ok.txt", "fine"), ("src/main.py", "pass")]);
+        let strip_cases = [
+            (
+                "no single top-level folder",
+                vec![
+                    ("zip_strip_top_level", Part::Text("true")),
+                    (
+                        "zip_file",
+                        Part::File {
+                            filename: "w.zip",
+                            bytes: &flat,
+                        },
+                    ),
+                ],
+                r#"zip_strip_top_level is set, but the archive holds 2 entries at its top level ("ok.txt", "src/")"#,
+            ),
+            (
+                "not a yes or no",
+                vec![
+                    ("zip_strip_top_level", Part::Text("maybe")),
+                    (
+                        "zip_file",
+                        Part::File {
+                            filename: "w.zip",
+                            bytes: &good,
+                        },
+                    ),
+                ],
+                "form field `zip_strip_top_level` must be `true` or `false`",
+            ),
+            (
+                "with a git URL",
+                vec![
+                    ("zip_strip_top_level", Part::Text("true")),
+                    ("github_url", Part::Text("https://example.com/x.git")),
+                ],
+                "`zip_strip_top_level` applies only to a `zip_file`",
+            ),
+        ];
+        for (label, parts, needle) in strip_cases {
+            rejected(&devbox, &format!("{what}: {label}"), 400, needle, || {
+                devbox.post_multipart(&path, &form(what, parts))
+            });
+        }
         // Malformed multipart: a body that does not match its boundary, a truncated
         // body, no boundary, and not multipart at all.
         let (content_type, body) = multipart(&form(

@@ -446,6 +446,7 @@ fn post_create_with_workspace_from_a_zip_upload() {
         "/servers/create-with-workspace",
         &[
             ("name", Part::Text("zip box")),
+            ("zip_strip_top_level", Part::Text("true")),
             (
                 "zip_file",
                 Part::File {
@@ -480,6 +481,82 @@ fn post_create_with_workspace_from_a_zip_upload() {
     assert_eq!(
         std::fs::read_to_string(workspace.join("src/main.py")).expect("extracted"),
         "print('hi')\n"
+    );
+}
+
+/// What a server's workspace folder holds once started through the API: its files and
+/// folders, relative and sorted.
+fn started_workspace(devbox: &Devbox, id: &str, workspace_path: &str) -> Vec<String> {
+    let started = devbox.post(&format!("/servers/{id}/start"));
+    assert_action(devbox, &started, "Server started", id, "running");
+    common::list_tree(std::path::Path::new(workspace_path))
+}
+
+#[test]
+fn upload_forms_keep_the_zip_layout_unless_zip_strip_top_level_is_set() {
+    let devbox = Devbox::start();
+    let archive = zip_bytes(&[("project/src/main.py", "print('hi')\n")]);
+    let file = Part::File {
+        filename: "project.zip",
+        bytes: &archive,
+    };
+
+    // Without the field: the archive's layout, its folder included.
+    let reply = devbox.post_multipart(
+        "/servers/create-with-workspace",
+        &[("name", Part::Text("kept")), ("zip_file", file)],
+    );
+    assert_eq!(reply.status, 201, "{reply}");
+    let kept = reply.json();
+    let spec = read_yaml(&devbox.specs().join("kept.yaml"));
+    assert!(
+        spec["spec"]["workspace"]["zip"].is_string()
+            && spec["spec"]["workspace"]
+                .get("zip_strip_top_level")
+                .is_none(),
+        "{spec:?}"
+    );
+    assert_eq!(
+        started_workspace(
+            &devbox,
+            kept["id"].as_str().expect("id"),
+            kept["workspace_path"].as_str().expect("path")
+        ),
+        ["project", "project/src", "project/src/main.py"]
+    );
+
+    // `clone-workspace` with the field (as an HTML checkbox sends it): the folder's
+    // content, as the spec file now says.
+    let later = devbox.post_json("/servers/create-metadata", &json!({"name": "stripped"}));
+    let id = later.json()["id"].as_str().expect("id").to_owned();
+    let reply = devbox.post_multipart(
+        &format!("/servers/{id}/clone-workspace"),
+        &[
+            ("zip_strip_top_level", Part::Text("on")),
+            (
+                "zip_file",
+                Part::File {
+                    filename: "project.zip",
+                    bytes: &archive,
+                },
+            ),
+        ],
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    let body = reply.json();
+    let spec = read_yaml(&devbox.specs().join("stripped.yaml"));
+    assert_eq!(
+        spec["spec"]["workspace"]["zip_strip_top_level"].as_bool(),
+        Some(true),
+        "{spec:?}"
+    );
+    assert_eq!(
+        started_workspace(
+            &devbox,
+            &id,
+            body["data"]["workspace_path"].as_str().expect("path")
+        ),
+        ["src", "src/main.py"]
     );
 }
 

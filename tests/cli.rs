@@ -44,7 +44,7 @@ fn shipped_config_and_examples_are_valid() {
         repo("examples").to_str().unwrap_or_default(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("ok: 7 file(s) valid"), "{}", text(&out));
+    assert!(text(&out).contains("ok: 8 file(s) valid"), "{}", text(&out));
 }
 
 #[test]

@@ -349,8 +349,8 @@ const TOKENS: &[&str] = &[
     // spec fields
     "apiVersion", "kind", "metadata", "name", "display_name", "id", "labels", "annotations",
     "spec", "state", "port", "extension_groups", "extensions", "user_settings", "workspace",
-    "git", "url", "ref", "zip", "path", "template", "tab", "env", "restart_policy",
-    "idle_timeout",
+    "git", "url", "ref", "zip", "zip_strip_top_level", "path", "template", "tab", "env",
+    "restart_policy", "idle_timeout",
     // config fields
     "server", "default_port", "bind_address", "code_server_port_range", "start", "end",
     "request_timeout", "api_token", "cors_allowed_origins", "ui",
@@ -1064,11 +1064,13 @@ fn workspace() -> impl Strategy<Value = Workspace> {
     (
         proptest::option::of((nasty_string(), proptest::option::of(nasty_string()))),
         proptest::option::of(path()),
+        any::<bool>(),
         proptest::option::of(path()),
     )
-        .prop_map(|(git, zip, path)| Workspace {
+        .prop_map(|(git, zip, zip_strip_top_level, path)| Workspace {
             git: git.map(|(url, reference)| GitWorkspace { url, reference }),
             zip,
+            zip_strip_top_level,
             path,
         })
 }

@@ -1,14 +1,15 @@
 //! Provisioning with real code-server: a .vsix built by the test, a marketplace id that
 //! fails (no gallery in the test config) without blocking the start, a git workspace
-//! cloned from a local repository, a zip workspace, and a zip-slip archive rejected.
+//! cloned from a local repository, zip workspaces in the archive's layout or without its
+//! top-level folder, and a zip-slip archive rejected.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Devbox, wait_for, write_vsix, write_zip};
+use common::{Devbox, list_tree, request_once, wait_for, write_vsix, write_zip};
 
 #[test]
 fn vsix_installs_and_a_failing_marketplace_id_does_not_block_the_start() {
@@ -127,12 +128,18 @@ fn zip_workspace_is_extracted_and_zip_slip_is_rejected() {
     devbox.write_spec(
         "zipped",
         &format!(
-            "  state: running\n  workspace:\n    zip: {}\n",
+            "  state: running\n  workspace:\n    zip: {}\n    zip_strip_top_level: true\n",
             archive.display()
         ),
     );
-    devbox.wait_running("zipped");
+    let (_, port) = devbox.wait_running("zipped");
     let workspace = devbox.state().join("workspaces/zipped");
+    assert_eq!(folder_opened(&devbox, port), workspace);
+    assert_eq!(
+        list_tree(&workspace),
+        ["README.md", "src", "src/main.py"],
+        "the content of `project/`, without it"
+    );
     assert_eq!(
         std::fs::read_to_string(workspace.join("src/main.py")).expect("extracted"),
         "print('hi')\n"
@@ -160,5 +167,117 @@ fn zip_workspace_is_extracted_and_zip_slip_is_rejected() {
     assert!(
         !devbox.state().join("workspaces/slip").exists(),
         "nothing half-extracted"
+    );
+}
+
+/// The folder code-server opens for a browser at `port`: where its start page, reached
+/// through devbox's proxy, sends the browser (`./?folder=<path>`).
+fn folder_opened(devbox: &Devbox, port: u16) -> PathBuf {
+    let reply = request_once("GET", &devbox.url(&format!("/vscode/{port}/")), &[], None);
+    assert_eq!(reply.status, 302, "{reply}");
+    let location = reply.header("location").expect("a Location").to_owned();
+    let folder = location
+        .strip_prefix("./?folder=")
+        .unwrap_or_else(|| panic!("code-server names its folder: {location}"));
+    PathBuf::from(percent_decode(folder))
+}
+
+/// `%XX` escapes decoded (what code-server escapes in its `folder=` parameter).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("a UTF-8 folder")
+}
+
+/// A spec body running a zip workspace of `archive`, with `extra` lines under `workspace`.
+fn zip_spec(archive: &Path, extra: &str) -> String {
+    format!(
+        "  state: running\n  workspace:\n    zip: {}\n{extra}",
+        archive.display()
+    )
+}
+
+#[test]
+fn zip_workspace_keeps_the_archives_layout_unless_told_to_strip_its_folder() {
+    let devbox = Devbox::start();
+
+    // One folder at the top is kept, as the original tool did.
+    let lesson = devbox.path("lesson.zip");
+    write_zip(&lesson, &[("src/main.py", "print('lesson')\n")]);
+    devbox.write_spec("as-is", &zip_spec(&lesson, ""));
+    let (_, port) = devbox.wait_running("as-is");
+    let workspace = devbox.state().join("workspaces/as-is");
+    assert_eq!(folder_opened(&devbox, port), workspace);
+    assert_eq!(list_tree(&workspace), ["src", "src/main.py"]);
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("src/main.py")).expect("extracted"),
+        "print('lesson')\n"
+    );
+
+    // Stripping asked of an archive without exactly one top-level folder: refused,
+    // naming the field, and nothing extracted.
+    let flat = devbox.path("flat.zip");
+    write_zip(
+        &flat,
+        &[
+            ("src/main.py", "print('flat')\n"),
+            ("README.md", "# flat\n"),
+        ],
+    );
+    devbox.write_spec("flat", &zip_spec(&flat, "    zip_strip_top_level: true\n"));
+    let server = devbox.wait_status("flat", "failed");
+    let message = server["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("zip_strip_top_level")
+            && message.contains(r#"holds 2 entries at its top level ("src/", "README.md")"#),
+        "the error names the field and what the archive holds: {message}"
+    );
+    assert!(server["pid"].is_null());
+    let flat_workspace = devbox.state().join("workspaces/flat");
+    assert!(!flat_workspace.exists(), "nothing half-extracted");
+
+    // Dropping the field is a workspace change: the server starts, in the archive's layout.
+    devbox.write_spec("flat", &zip_spec(&flat, ""));
+    let (pid, port) = devbox.wait_running("flat");
+    assert_eq!(folder_opened(&devbox, port), flat_workspace);
+    assert_eq!(
+        list_tree(&flat_workspace),
+        ["README.md", "src", "src/main.py"]
+    );
+
+    // Setting it again restarts the server too, as a new zip would; the workspace,
+    // which now holds files, is kept as it is (user work is never replaced).
+    devbox.write_spec("flat", &zip_spec(&flat, "    zip_strip_top_level: true\n"));
+    let restarted = wait_for(
+        &format!("flat to run again\n{}", devbox.log_tail()),
+        common::STARTUP,
+        || {
+            devbox
+                .server("flat")
+                .filter(|s| s["status"] == "running" && s["pid"].as_u64() != Some(u64::from(pid)))
+        },
+    );
+    assert!(restarted["pid"].is_u64(), "{restarted}");
+    assert_eq!(
+        list_tree(&flat_workspace),
+        ["README.md", "src", "src/main.py"]
     );
 }

@@ -137,10 +137,15 @@ mod tests {
         let uploaded = server(|s| {
             s.spec.workspace = Some(Workspace {
                 zip: Some(UPLOAD.into()),
+                zip_strip_top_level: true,
                 ..Workspace::default()
             });
         });
-        assert_eq!(refusal(&user, &uploaded), None, "their own upload");
+        assert_eq!(
+            refusal(&user, &uploaded),
+            None,
+            "their own upload, in any layout"
+        );
 
         type Edit = Box<dyn FnOnce(&mut DevServer)>;
         let cases: [(&str, Edit); 7] = [

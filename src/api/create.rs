@@ -76,8 +76,8 @@ pub async fn create(
 }
 
 /// Creates a stopped server whose workspace is a git repository (`github_url`) or an
-/// uploaded zip archive (`zip_file`); fields `name`, and `extensions` and
-/// `extension_groups` (JSON arrays of strings).
+/// uploaded zip archive (`zip_file`, with the optional `zip_strip_top_level`); fields
+/// `name`, and `extensions` and `extension_groups` (JSON arrays of strings).
 pub async fn create_with_workspace(
     State(state): State<AppState>,
     caller: Caller,

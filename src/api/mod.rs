@@ -124,6 +124,13 @@ impl AppState {
     }
 }
 
+/// What the upload routes' descriptions say of `zip_strip_top_level` (see `upload`).
+const ZIP_LAYOUT_FIELD: &str = "With a `zip_file`, `zip_strip_top_level` (optional, \
+    default `false`): `false` keeps the archive's layout (an entry `src/main.py` is \
+    `src/main.py` in the workspace); `true` takes the content of the archive's one top-level \
+    folder (GitHub's `repo-main/` archives), and refuses an archive with anything else at \
+    its top level.";
+
 /// Every API route, documented. Built without state so that the OpenAPI document can
 /// be produced without a running devbox (`devbox schema`).
 fn routes(upload_limit: usize) -> ApiRouter<AppState> {
@@ -156,6 +163,10 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
             "/servers/create-with-workspace",
             post_with(create::create_with_workspace, |o| {
                 o.summary("Create a stopped server with a git or zip workspace (multipart)")
+                    .description(&format!(
+                        "Form fields: `name`; `extensions` and `extension_groups` (JSON arrays \
+                         of strings, optional); a `github_url` or a `zip_file`. {ZIP_LAYOUT_FIELD}"
+                    ))
             })
             .layer(uploads),
         )
@@ -263,6 +274,9 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
             "/servers/{id}/clone-workspace",
             post_with(steps::clone_workspace, |o| {
                 o.summary("Set the workspace to a git repository or a zip (multipart)")
+                    .description(&format!(
+                        "Form fields: a `github_url` or a `zip_file`. {ZIP_LAYOUT_FIELD}"
+                    ))
             })
             .layer(uploads),
         )

@@ -118,7 +118,8 @@ pub async fn apply_group_settings(
 }
 
 /// Sets a server's workspace to a git repository (`github_url`) or an uploaded zip
-/// archive (`zip_file`). A workspace that already holds files is never replaced.
+/// archive (`zip_file`, with the optional `zip_strip_top_level`). A workspace that
+/// already holds files is never replaced.
 pub async fn clone_workspace(
     State(state): State<AppState>,
     caller: Caller,

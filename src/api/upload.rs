@@ -1,6 +1,7 @@
 //! Multipart forms (`create-with-workspace`, `clone-workspace`): text fields, and a
 //! `zip_file` streamed to a temporary file while its size is counted, so an upload over
 //! `ui.workspace.max_upload_size_mb` is refused (413) without ever being held in memory.
+//! The optional `zip_strip_top_level` field is the spec's field of that name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,12 @@ use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use crate::http::ApiError;
-use crate::provision::{ZipLimits, check_zip};
+use crate::provision::{ZipLayout, ZipLimits, check_zip};
 use crate::spec::{GitWorkspace, Workspace};
+
+/// The form field asking for an archive's one top-level folder to be stripped (the spec's
+/// `workspace.zip_strip_top_level`).
+const STRIP_FIELD: &str = "zip_strip_top_level";
 
 /// Longest text field accepted.
 const MAX_FIELD_BYTES: usize = 64 * 1024;
@@ -144,12 +149,14 @@ async fn read_fields(state: &AppState, multipart: &mut Multipart) -> Result<Form
 }
 
 /// The workspace a form asks for: a git repository (`github_url`, if its scheme is
-/// allowed) or the uploaded `zip_file` (checked, and to be kept at `zip_target`).
+/// allowed) or the uploaded `zip_file` (checked in the layout `zip_strip_top_level`
+/// asks for, and to be kept at `zip_target`).
 pub async fn workspace(
     state: &AppState,
     form: &Form,
     zip_target: &Path,
 ) -> Result<Workspace, ApiError> {
+    let strip_top_level = strip_top_level(form)?;
     match (form.field("github_url"), &form.zip) {
         (Some(_), Some(_)) => Err(ApiError::BadRequest(
             "give either `github_url` or `zip_file`, not both".into(),
@@ -157,6 +164,9 @@ pub async fn workspace(
         (None, None) => Err(ApiError::BadRequest(
             "give a `github_url` or a `zip_file`".into(),
         )),
+        (Some(_), None) if strip_top_level => Err(ApiError::BadRequest(format!(
+            "`{STRIP_FIELD}` applies only to a `zip_file`, not to a `github_url`"
+        ))),
         (Some(url), None) => {
             let url = url.trim();
             state
@@ -172,17 +182,43 @@ pub async fn workspace(
             })
         }
         (None, Some(zip)) => {
-            check_uploaded_zip(state, zip.path()).await?;
+            let layout = if strip_top_level {
+                ZipLayout::StripTopLevel
+            } else {
+                ZipLayout::AsIs
+            };
+            check_uploaded_zip(state, zip.path(), layout).await?;
             Ok(Workspace {
                 zip: Some(zip_target.to_owned()),
+                zip_strip_top_level: strip_top_level,
                 ..Workspace::default()
             })
         }
     }
 }
 
-/// Checks the uploaded archive with the workspace's zip rules (off the async workers).
-pub async fn check_uploaded_zip(state: &AppState, zip: &Path) -> Result<(), ApiError> {
+/// The form's `zip_strip_top_level`: absent or empty is `false`; an HTML checkbox's `on`
+/// is `true`.
+fn strip_top_level(form: &Form) -> Result<bool, ApiError> {
+    let Some(value) = form.field(STRIP_FIELD) else {
+        return Ok(false);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" => Ok(true),
+        "false" | "0" | "off" => Ok(false),
+        _ => Err(ApiError::BadRequest(format!(
+            "form field `{STRIP_FIELD}` must be `true` or `false`, not {value:?}"
+        ))),
+    }
+}
+
+/// Checks the uploaded archive with the workspace's zip rules, in `layout` (off the
+/// async workers).
+pub async fn check_uploaded_zip(
+    state: &AppState,
+    zip: &Path,
+    layout: ZipLayout,
+) -> Result<(), ApiError> {
     let limits = ZipLimits {
         max_total_bytes: state
             .config
@@ -194,7 +230,7 @@ pub async fn check_uploaded_zip(state: &AppState, zip: &Path) -> Result<(), ApiE
         ..ZipLimits::default()
     };
     let path: PathBuf = zip.to_owned();
-    tokio::task::spawn_blocking(move || check_zip(&path, &limits))
+    tokio::task::spawn_blocking(move || check_zip(&path, layout, &limits))
         .await
         .map_err(|err| ApiError::Internal(err.to_string()))?
         .map_err(|err| {

@@ -14,4 +14,6 @@ pub use extensions::{
     ExtensionOutcome, ExtensionRef, Extensions, InstallerSettings, is_valid_extension_id,
 };
 pub use settings::{SettingsError, apply_user_settings};
-pub use workspace::{GitPolicy, WorkspaceError, WorkspaceSource, ZipLimits, check_zip, prepare};
+pub use workspace::{
+    GitPolicy, WorkspaceError, WorkspaceSource, ZipLayout, ZipLimits, check_zip, prepare,
+};

@@ -18,7 +18,7 @@ use crate::isolation::layout::CODE_SERVER_CONFIG;
 use crate::logs::Level;
 use crate::metrics::METRICS;
 use crate::provision::{
-    self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLimits,
+    self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLayout, ZipLimits,
 };
 use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime};
 use crate::spec::ServerSpec;
@@ -516,7 +516,14 @@ fn describe_source(source: &WorkspaceSource) -> String {
             url,
             reference: None,
         } => format!("git {url}"),
-        WorkspaceSource::Zip(path) => format!("zip {}", path.display()),
+        WorkspaceSource::Zip {
+            archive,
+            layout: ZipLayout::AsIs,
+        } => format!("zip {}", archive.display()),
+        WorkspaceSource::Zip {
+            archive,
+            layout: ZipLayout::StripTopLevel,
+        } => format!("zip {} (without its top-level folder)", archive.display()),
         WorkspaceSource::Path(path) => format!("folder {}", path.display()),
     }
 }

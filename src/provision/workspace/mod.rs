@@ -1,8 +1,8 @@
 //! Workspace provisioning: turns a spec's `workspace` source (empty folder, git clone, zip
 //! archive or an existing path) into the folder code-server opens.
 //!
-//! This module owns the public API (`WorkspaceSource`, `ZipLimits`, `WorkspaceError`,
-//! `prepare`, `check_zip`, `GitPolicy`) and the managed-target logic; the sources' own work lives in
+//! This module owns the public API (`WorkspaceSource`, `ZipLayout`, `ZipLimits`,
+//! `WorkspaceError`, `prepare`, `check_zip`, `GitPolicy`) and the managed-target logic; the sources' own work lives in
 //! `zip` (validating and extracting archives: zip-slip, symlinks, bombs), `git`
 //! (cloning, reference checkout, timeouts) and `mirror` (one fetch of a repository for
 //! many clones). Under devbox a clone's fetch and checkout run in a child process
@@ -40,8 +40,8 @@ pub enum WorkspaceSource {
         url: String,
         reference: Option<String>,
     },
-    /// A zip archive to extract.
-    Zip(PathBuf),
+    /// A zip archive to extract, laid out as `layout` says.
+    Zip { archive: PathBuf, layout: ZipLayout },
     /// An existing folder, used as is (never created, never modified).
     Path(PathBuf),
 }
@@ -50,12 +50,25 @@ impl WorkspaceSource {
     /// The kind of source, as metrics label it: `empty`, `git`, `zip`, `folder`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Empty { .. } => "empty",
+            Self::Empty => "empty",
             Self::Git { .. } => "git",
             Self::Zip { .. } => "zip",
-            Self::Path { .. } => "folder",
+            Self::Path(_) => "folder",
         }
     }
+}
+
+/// How an archive's entries map onto the workspace folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZipLayout {
+    /// Every entry lands at its own path: `src/main.py` becomes `<workspace>/src/main.py`
+    /// (what the original tool did).
+    #[default]
+    AsIs,
+    /// The archive must hold exactly one top-level folder (GitHub's `repo-main/`
+    /// archives), whose content becomes the workspace; anything else is refused
+    /// (`workspace.zip_strip_top_level` in a spec).
+    StripTopLevel,
 }
 
 /// Limits applied to zip archives, both when checking and while extracting.
@@ -163,6 +176,12 @@ pub enum WorkspaceError {
         "zip entry {entry:?} holds more data than its declared size of {declared} bytes (corrupt or forged archive)"
     )]
     ZipEntryLargerThanDeclared { entry: String, declared: u64 },
+    #[error(
+        "zip_strip_top_level is set, but the archive {holds}; it must hold exactly one \
+         top-level folder and nothing beside it (leave zip_strip_top_level out to keep the \
+         archive's layout as it is)"
+    )]
+    ZipNoSingleTopLevelFolder { holds: String },
     #[error("zip entry {entry:?} is corrupt: {source}")]
     ZipCorruptEntry {
         entry: String,
@@ -259,9 +278,10 @@ pub fn prepare(
                 }),
             )
         }
-        WorkspaceSource::Zip(archive) => {
-            managed(target, Some(&|tmp| zip::extract(archive, tmp, limits)))
-        }
+        WorkspaceSource::Zip { archive, layout } => managed(
+            target,
+            Some(&|tmp| zip::extract(archive, *layout, tmp, limits)),
+        ),
     }
 }
 
@@ -318,9 +338,14 @@ fn managed(target: &Path, fill: Option<Fill<'_>>) -> Result<PathBuf, WorkspaceEr
 
 /// Validate a zip archive without extracting it (the API uses it to reject uploads early).
 /// Applies the same rules as extraction, to the archive's metadata and to its data
-/// decompressed into nothing; extraction enforces them again on what it writes.
-pub fn check_zip(archive: &Path, limits: &ZipLimits) -> Result<(), WorkspaceError> {
-    zip::check(archive, limits)
+/// decompressed into nothing, and checks it fits `layout`; extraction enforces all of
+/// it again on what it writes.
+pub fn check_zip(
+    archive: &Path,
+    layout: ZipLayout,
+    limits: &ZipLimits,
+) -> Result<(), WorkspaceError> {
+    zip::check(archive, layout, limits)
 }
 
 /// True when `target` exists and has at least one entry; an error when it exists but is not
@@ -406,7 +431,7 @@ mod test_support {
     use ::zip::CompressionMethod;
     use ::zip::write::SimpleFileOptions;
 
-    use super::{WorkspaceError, WorkspaceSource, ZipLimits, prepare};
+    use super::{WorkspaceError, WorkspaceSource, ZipLayout, ZipLimits, prepare};
 
     pub(super) fn deflate() -> SimpleFileOptions {
         SimpleFileOptions::default().compression_method(CompressionMethod::Deflated)
@@ -455,13 +480,26 @@ mod test_support {
         prepare(source, target, &ZipLimits::default(), Duration::ZERO, None)
     }
 
+    /// `prepare` of `archive` laid out as it is.
     pub(super) fn prepare_zip(
         archive: &Path,
         target: &Path,
         limits: &ZipLimits,
     ) -> Result<PathBuf, WorkspaceError> {
+        prepare_zip_as(archive, ZipLayout::AsIs, target, limits)
+    }
+
+    pub(super) fn prepare_zip_as(
+        archive: &Path,
+        layout: ZipLayout,
+        target: &Path,
+        limits: &ZipLimits,
+    ) -> Result<PathBuf, WorkspaceError> {
         prepare(
-            &WorkspaceSource::Zip(archive.to_path_buf()),
+            &WorkspaceSource::Zip {
+                archive: archive.to_path_buf(),
+                layout,
+            },
             target,
             limits,
             Duration::ZERO,
@@ -493,7 +531,7 @@ mod tests {
     use std::fs;
 
     use super::test_support::{add_file, prepare_default, prepare_zip, temp_zip};
-    use super::{WorkspaceError, WorkspaceSource, ZipLimits};
+    use super::{WorkspaceError, WorkspaceSource, ZipLayout, ZipLimits};
 
     #[test]
     fn existing_non_empty_target_is_kept() {
@@ -502,7 +540,10 @@ mod tests {
         fs::create_dir(&target).unwrap();
         fs::write(target.join("mine.txt"), b"user work").unwrap();
         for source in [
-            WorkspaceSource::Zip(archive),
+            WorkspaceSource::Zip {
+                archive,
+                layout: ZipLayout::AsIs,
+            },
             WorkspaceSource::Empty,
             WorkspaceSource::Git {
                 url: "file:///nonexistent/repo".into(),

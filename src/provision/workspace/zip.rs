@@ -1,7 +1,8 @@
 //! Zip archive workspaces: validating an archive from its metadata (zip-slip, absolute
 //! paths, symlinks, encryption, compression methods, duplicates, entry count, total size
-//! and per-entry ratio limits) and from its real data, and extracting it, re-checking
-//! the byte limits on the real data while writing.
+//! and per-entry ratio limits) and from its real data, and extracting it in its
+//! [`ZipLayout`] (as it is, or without its one top-level folder), re-checking the byte
+//! limits on the real data while writing.
 
 use std::collections::HashSet;
 use std::fs;
@@ -10,14 +11,18 @@ use std::path::{Component, Path, PathBuf};
 
 use zip::CompressionMethod;
 
-use super::{RATIO_EXEMPT_BYTES, WorkspaceError, ZipLimits};
+use super::{RATIO_EXEMPT_BYTES, WorkspaceError, ZipLayout, ZipLimits};
 
-/// Validates `archive` without extracting it (see [`super::check_zip`]): its metadata,
-/// then its data, decompressed into nothing under the same limits, because the sizes an
-/// archive declares can lie.
-pub(super) fn check(archive: &Path, limits: &ZipLimits) -> Result<(), WorkspaceError> {
+/// Validates `archive` without extracting it (see [`super::check_zip`]): its metadata
+/// and layout, then its data, decompressed into nothing under the same limits, because
+/// the sizes an archive declares can lie.
+pub(super) fn check(
+    archive: &Path,
+    layout: ZipLayout,
+    limits: &ZipLimits,
+) -> Result<(), WorkspaceError> {
     let mut zip = open_zip(archive)?;
-    let plan = scan_zip(&mut zip, archive, limits)?;
+    let plan = scan_zip(&mut zip, archive, layout, limits)?;
     let mut written: u64 = 0;
     let mut buf = vec![0u8; 64 * 1024];
     for entry in plan.iter().filter(|entry| !entry.is_dir) {
@@ -48,7 +53,7 @@ fn open_zip(archive: &Path) -> Result<zip::ZipArchive<fs::File>, WorkspaceError>
 struct PlannedEntry {
     index: usize,
     name: String,
-    /// Relative path inside the workspace (after stripping a single top-level folder).
+    /// Relative path inside the workspace (in the archive's [`ZipLayout`]).
     rel: PathBuf,
     is_dir: bool,
     executable: bool,
@@ -59,10 +64,11 @@ const S_IFMT: u32 = 0o170_000;
 const S_IFLNK: u32 = 0o120_000;
 
 /// Validates every entry and returns what to write. Rules are checked per entry in archive
-/// order, then the totals.
+/// order, then the totals, then the layout.
 fn scan_zip<R: Read + io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     archive: &Path,
+    layout: ZipLayout,
     limits: &ZipLimits,
 ) -> Result<Vec<PlannedEntry>, WorkspaceError> {
     if zip.len() > limits.max_entries {
@@ -173,8 +179,13 @@ fn scan_zip<R: Read + io::Seek>(
         });
     }
 
-    // A single top-level folder and nothing else (GitHub's "repo-main/" archives) is stripped.
-    let strip = single_top_level_dir(&planned);
+    let strip = match layout {
+        ZipLayout::AsIs => false,
+        ZipLayout::StripTopLevel => {
+            check_single_top_level_folder(&planned)?;
+            true
+        }
+    };
     let mut out = Vec::with_capacity(planned.len());
     for (mut entry, components) in planned {
         let parts = if strip {
@@ -192,25 +203,51 @@ fn scan_zip<R: Read + io::Seek>(
     Ok(out)
 }
 
-fn single_top_level_dir(planned: &[(PlannedEntry, Vec<String>)]) -> bool {
-    let mut top: Option<&str> = None;
-    let mut any = false;
+/// How many top-level names an error message lists.
+const SHOWN_TOP_LEVEL_NAMES: usize = 5;
+
+/// Passes when the archive holds exactly one top-level folder (with or without an entry
+/// of its own) and nothing beside it; otherwise says what it holds instead.
+fn check_single_top_level_folder(
+    planned: &[(PlannedEntry, Vec<String>)],
+) -> Result<(), WorkspaceError> {
+    // Distinct top-level names, folders with a trailing `/`; a set, since an archive may
+    // hold up to `max_entries` of them.
+    let mut seen = HashSet::new();
+    let mut shown = Vec::new();
     for (entry, components) in planned {
         let Some(first) = components.first() else {
             continue;
         };
-        any = true;
-        match top {
-            None => top = Some(first),
-            Some(t) if t == first => {}
-            Some(_) => return false,
-        }
-        if components.len() == 1 && !entry.is_dir {
-            // A top-level file: not a wrapper folder.
-            return false;
+        let name = if components.len() > 1 || entry.is_dir {
+            format!("{first}/")
+        } else {
+            first.clone()
+        };
+        if seen.insert(name.clone()) && shown.len() < SHOWN_TOP_LEVEL_NAMES {
+            shown.push(name);
         }
     }
-    any
+    let holds = match shown.as_slice() {
+        [only] if only.ends_with('/') => return Ok(()),
+        [] => "is empty".to_owned(),
+        [file] => format!("holds only the file {file:?} at its top level"),
+        _ => {
+            let more = seen.len() - shown.len();
+            let listed: Vec<String> = shown.iter().map(|n| format!("{n:?}")).collect();
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!(
+                "holds {} entries at its top level ({}{tail})",
+                seen.len(),
+                listed.join(", ")
+            )
+        }
+    };
+    Err(WorkspaceError::ZipNoSingleTopLevelFolder { holds })
 }
 
 /// Checks an entry's raw name and returns its normal path components. Both '/' and '\'
@@ -255,14 +292,15 @@ fn check_entry_path(name: &str) -> Result<Vec<String>, WorkspaceError> {
     Ok(components)
 }
 
-/// Validates `archive`, then extracts it into `dest` (an empty folder).
+/// Validates `archive`, then extracts it into `dest` (an empty folder) in `layout`.
 pub(super) fn extract(
     archive: &Path,
+    layout: ZipLayout,
     dest: &Path,
     limits: &ZipLimits,
 ) -> Result<(), WorkspaceError> {
     let mut zip = open_zip(archive)?;
-    let plan = scan_zip(&mut zip, archive, limits)?;
+    let plan = scan_zip(&mut zip, archive, layout, limits)?;
     let mut written: u64 = 0;
     let mut buf = vec![0u8; 64 * 1024];
     for entry in &plan {
@@ -384,9 +422,13 @@ mod tests {
     use zip::ZipWriter;
 
     use crate::provision::workspace::test_support::{
-        add_file, assert_failed_cleanly, deflate, no_leftovers, prepare_zip, temp_zip, write_zip,
+        add_file, assert_failed_cleanly, deflate, no_leftovers, prepare_zip, prepare_zip_as,
+        temp_zip, write_zip,
     };
-    use crate::provision::workspace::{WorkspaceError, ZipLimits, check_zip};
+    use crate::provision::workspace::{WorkspaceError, ZipLayout, ZipLimits, check_zip};
+
+    const AS_IS: ZipLayout = ZipLayout::AsIs;
+    const STRIP: ZipLayout = ZipLayout::StripTopLevel;
 
     /// Asserts `check_zip` refuses `archive` with an error `expected` accepts, and that
     /// `prepare` does too, leaving nothing behind (see [`assert_prepare_refused`]).
@@ -395,7 +437,7 @@ mod tests {
         limits: &ZipLimits,
         expected: impl Fn(&WorkspaceError) -> bool,
     ) {
-        let err = check_zip(archive, limits).unwrap_err();
+        let err = check_zip(archive, AS_IS, limits).unwrap_err();
         assert!(expected(&err), "check_zip: {err}");
         assert_prepare_refused(archive, limits, expected);
     }
@@ -419,15 +461,43 @@ mod tests {
         }
     }
 
-    /// Writes an archive with `build`, asserts `check_zip` accepts it, and extracts it into a
-    /// new workspace `ws/t` beside it. Returns the temporary folder and the workspace.
+    /// Writes an archive with `build`, asserts `check_zip` accepts it, and extracts it as
+    /// it is into a new workspace `ws/t` beside it. Returns the temporary folder and the
+    /// workspace.
     fn extracted(build: impl FnOnce(&mut ZipWriter<fs::File>)) -> (TempDir, PathBuf) {
+        extracted_as(AS_IS, build)
+    }
+
+    /// [`extracted`] in `layout`.
+    fn extracted_as(
+        layout: ZipLayout,
+        build: impl FnOnce(&mut ZipWriter<fs::File>),
+    ) -> (TempDir, PathBuf) {
         let (dir, archive) = temp_zip("a.zip", build);
-        check_zip(&archive, &ZipLimits::default()).unwrap();
+        check_zip(&archive, layout, &ZipLimits::default()).unwrap();
         let target = dir.path().join("ws").join("t");
-        let got = prepare_zip(&archive, &target, &ZipLimits::default()).unwrap();
+        let got = prepare_zip_as(&archive, layout, &target, &ZipLimits::default()).unwrap();
         assert_eq!(got, target);
         (dir, target)
+    }
+
+    /// The files under `root`, as sorted `/`-separated relative paths.
+    fn files_under(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    let rel = path.strip_prefix(root).unwrap();
+                    found.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        found.sort();
+        found
     }
 
     #[test]
@@ -457,39 +527,101 @@ mod tests {
     }
 
     #[test]
-    fn zip_single_top_level_dir_is_stripped() {
+    fn zip_layout_is_kept_as_is_by_default() {
+        // (archive entries, files expected in the workspace): exactly the archive's paths.
+        let cases: [&[&str]; 4] = [
+            // One folder: not stripped (the original tool's behaviour).
+            &["src/main.py"],
+            &["repo-main/a.txt", "repo-main/sub/b.txt"],
+            &["only.txt"],
+            &["wrap/x.txt", "top.txt"],
+        ];
+        for entries in cases {
+            let (_dir, target) = extracted(|w| {
+                for name in entries {
+                    add_file(w, name, name.as_bytes());
+                }
+            });
+            let mut expected: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+            expected.sort();
+            assert_eq!(files_under(&target), expected, "{entries:?}");
+            assert_files(
+                &target,
+                &entries.iter().map(|e| (*e, *e)).collect::<Vec<_>>(),
+            );
+        }
+    }
+
+    #[test]
+    fn zip_single_top_level_dir_is_stripped_when_asked() {
         let files = [("a.txt", "a"), ("sub/b.txt", "b")];
-        let (_dir, target) = extracted(|w| {
+        let (_dir, target) = extracted_as(STRIP, |w| {
             w.add_directory("repo-main/", deflate()).unwrap();
             for (name, content) in files {
                 add_file(w, &format!("repo-main/{name}"), content.as_bytes());
             }
         });
         assert_files(&target, &files);
-        assert!(!target.join("repo-main").exists());
+        assert_eq!(files_under(&target), ["a.txt", "sub/b.txt"]);
+
+        // No folder entry of its own: still one top-level folder.
+        let (_dir, target) = extracted_as(STRIP, |w| add_file(w, "wrap/x.txt", b"x"));
+        assert_eq!(files_under(&target), ["x.txt"]);
     }
 
     #[test]
-    fn zip_single_top_level_dir_without_dir_entry_is_stripped_but_file_is_not() {
-        // (archive entries, files expected in the workspace)
-        let cases: [(&[&str], &[&str]); 3] = [
-            // No explicit directory entry: still one wrapper folder.
-            (&["wrap/x.txt"], &["x.txt"]),
-            // A single top-level file is kept as it is.
-            (&["only.txt"], &["only.txt"]),
-            // Wrapper folder plus a sibling file: not stripped.
-            (&["wrap/x.txt", "top.txt"], &["wrap/x.txt", "top.txt"]),
+    fn zip_strip_without_a_single_top_level_dir_is_refused_naming_the_field() {
+        // (archive entries, what the error says the archive holds)
+        let cases: [(&[&str], &str); 4] = [
+            (&[], "is empty"),
+            (
+                &["only.txt"],
+                "holds only the file \"only.txt\" at its top level",
+            ),
+            (
+                &["wrap/x.txt", "top.txt"],
+                "holds 2 entries at its top level (\"wrap/\", \"top.txt\")",
+            ),
+            (
+                &["a/1", "b/1", "c/1", "d/1", "e/1", "f/1", "g/1"],
+                "holds 7 entries at its top level (\"a/\", \"b/\", \"c/\", \"d/\", \"e/\" and 2 more)",
+            ),
         ];
-        for (entries, expected) in cases {
-            let (_dir, target) = extracted(|w| {
+        for (entries, holds) in cases {
+            let (dir, archive) = temp_zip("a.zip", |w| {
                 for name in entries {
                     add_file(w, name, b"x");
                 }
             });
-            for name in expected {
-                assert!(target.join(name).is_file(), "{entries:?}: {name}");
-            }
+            let expected = |err: &WorkspaceError| matches!(err, WorkspaceError::ZipNoSingleTopLevelFolder { holds: got } if got == holds);
+            let err = check_zip(&archive, STRIP, &ZipLimits::default()).unwrap_err();
+            assert!(expected(&err), "{entries:?}: {err}");
+            let message = err.to_string();
+            assert!(
+                message.starts_with("zip_strip_top_level is set, but the archive"),
+                "{message}"
+            );
+            let target = dir.path().join("ws").join("t");
+            let result = prepare_zip_as(&archive, STRIP, &target, &ZipLimits::default());
+            assert_failed_cleanly(result, &target, expected);
+            // The same archive as it is is fine.
+            check_zip(&archive, AS_IS, &ZipLimits::default()).unwrap();
         }
+    }
+
+    #[test]
+    fn zip_safety_checks_come_before_the_layout() {
+        // A zip slip in an archive that also fails the layout: the slip is what is said.
+        let (_dir, archive) = temp_zip("evil.zip", |w| {
+            add_file(w, "wrap/ok.txt", b"ok");
+            add_file(w, "../evil", b"pwned");
+        });
+        let err = check_zip(&archive, STRIP, &ZipLimits::default()).unwrap_err();
+        assert!(matches!(err, WorkspaceError::ZipParentDir { .. }), "{err}");
+        // And one that passes the layout is still refused for its slip.
+        let (_dir, archive) = temp_zip("evil.zip", |w| add_file(w, "wrap/../../evil", b"pwned"));
+        let err = check_zip(&archive, STRIP, &ZipLimits::default()).unwrap_err();
+        assert!(matches!(err, WorkspaceError::ZipParentDir { .. }), "{err}");
     }
 
     #[test]
@@ -555,7 +687,7 @@ mod tests {
             )
         });
         // At the limit it is fine.
-        check_zip(&archive, &limits(11)).unwrap();
+        check_zip(&archive, AS_IS, &limits(11)).unwrap();
     }
 
     #[test]
@@ -599,7 +731,7 @@ mod tests {
     #[test]
     fn zip_small_highly_compressible_file_is_fine() {
         let (_dir, archive) = temp_zip("blank.zip", |w| add_file(w, "blank.txt", &[b' '; 200_000]));
-        check_zip(&archive, &ZipLimits::default()).unwrap();
+        check_zip(&archive, AS_IS, &ZipLimits::default()).unwrap();
     }
 
     /// Rewrites the declared uncompressed size of the only entry of a stored-deflate archive
@@ -629,7 +761,7 @@ mod tests {
         // The metadata looks fine, but the real data is bigger than declared: the check
         // decompresses it...
         assert!(matches!(
-            check_zip(&archive, &ZipLimits::default()),
+            check_zip(&archive, AS_IS, &ZipLimits::default()),
             Err(WorkspaceError::ZipEntryLargerThanDeclared { entry, declared: 100 })
                 if entry == "liar.txt"
         ));
@@ -655,13 +787,16 @@ mod tests {
             |err| matches!(err, WorkspaceError::ZipDuplicateEntry { entry } if entry == "a/./x.txt"),
         );
 
-        // "./" and a repeated folder entry are harmless; the single wrapper is still stripped.
-        let (_dir, target) = extracted(|w| {
+        // "./" and a repeated folder entry are harmless, and leave one top-level folder.
+        let odd = |w: &mut ZipWriter<fs::File>| {
             w.add_directory("./", deflate()).unwrap();
             w.add_directory("wrap/", deflate()).unwrap();
             w.add_directory("wrap/./", deflate()).unwrap();
             add_file(w, "wrap/f.txt", b"f");
-        });
+        };
+        let (_dir, target) = extracted(odd);
+        assert_eq!(files_under(&target), ["wrap/f.txt"]);
+        let (_dir, target) = extracted_as(STRIP, odd);
         assert_files(&target, &[("f.txt", "f")]);
     }
 
