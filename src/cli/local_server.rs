@@ -64,23 +64,44 @@ impl LocalServer {
     }
 
     /// Whether the status already answers for the current spec file: the controller
-    /// recorded acting on its revision, or wrote the status after the file last
-    /// changed (the revision this config computes can differ from the running devbox's
-    /// when the two read different configs). `true` without a spec file.
+    /// recorded acting on its revision ([`Self::revision_observed`]), or wrote the
+    /// status after the file last changed (the revision this config computes differs
+    /// from the running devbox's when the two read different configs). `true` without
+    /// a spec file.
     pub fn spec_observed(&self) -> bool {
+        if self.spec.is_none() {
+            return true;
+        }
+        self.revision_observed() || self.status_newer_than_spec()
+    }
+
+    /// Whether the controller recorded acting on the revision of the spec file as this
+    /// config resolves it.
+    pub fn revision_observed(&self) -> bool {
         let (Some(spec), Some(status)) = (&self.spec, &self.status) else {
-            return self.spec.is_none();
+            return false;
         };
-        let same_revision = spec.resolved.as_ref().is_ok_and(|resolved| {
+        spec.resolved.as_ref().is_ok_and(|resolved| {
             status.observed_revision.as_deref() == Some(resolved.revision.as_str())
-        });
-        let written_after = match (
+        })
+    }
+
+    /// Whether the status was written after the spec file last changed.
+    fn status_newer_than_spec(&self) -> bool {
+        let (Some(spec), Some(status)) = (&self.spec, &self.status) else {
+            return false;
+        };
+        match (
             spec.modified,
             humantime::parse_rfc3339(&status.updated_at).ok(),
         ) {
             (Some(modified), Some(updated)) => updated >= modified,
             _ => false,
-        };
-        same_revision || written_after
+        }
+    }
+
+    /// The revision the controller last recorded acting on.
+    pub fn observed_revision(&self) -> Option<&str> {
+        self.status.as_ref()?.observed_revision.as_deref()
     }
 }

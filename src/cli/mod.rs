@@ -45,7 +45,8 @@ pub struct Cli {
     /// State directory (status, per-server data, workspaces, logs).
     #[arg(long, global = true, env = "DEVBOX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// The code-server executable.
+    /// The code-server executable (default: code_server.binary of the config; when that
+    /// is the bare `code-server`, the project's .tools install, else PATH).
     #[arg(long, global = true, env = "DEVBOX_CODE_SERVER")]
     pub code_server: Option<PathBuf>,
     /// Drive the devbox API at this URL (for get, describe, apply, delete, start, stop,

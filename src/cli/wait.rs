@@ -1,8 +1,9 @@
 //! `devbox wait NAME --for running|stopped|deleted [--timeout 60s]`: polls until the
 //! server is there, and fails at once when it fails while waited for to run. Locally
-//! it reads the state directory (and waits for the controller to have acted on the
-//! current spec file, so that `devbox restart x && devbox wait x --for running` does
-//! not end on the old process); with `--server` it reads `GET /servers/{name}`.
+//! it reads the state directory, and first waits for the controller to have acted on
+//! a spec file it had not acted on yet, so that `devbox restart x && devbox wait x
+//! --for running` does not end on the old process; with `--server` it reads
+//! `GET /servers/{name}` (the API's start, stop and restart answer once done).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -57,9 +58,20 @@ pub fn local(
         config.controller.specs_dir.display(),
         config.controller.state_dir.display()
     );
+    // When devbox has not acted on the spec file yet (a `start` or `restart` just
+    // written), the status describes the spec before: wait for the controller to
+    // record acting on a newer revision before judging it.
+    let first = LocalServer::read(config, name)?;
+    let behind = (!first.spec_observed()).then(|| first.observed_revision().map(str::to_owned));
     poll(name, condition, timeout, LOCAL_POLL, || {
         let server = LocalServer::read(config, name)?;
-        Ok(judge_local(&server, condition, &where_))
+        let caught_up = match &behind {
+            None => true,
+            Some(before) => {
+                server.revision_observed() || server.observed_revision() != before.as_deref()
+            }
+        };
+        Ok(judge_local(&server, condition, caught_up, &where_))
     })
 }
 
@@ -104,7 +116,7 @@ fn poll(
     }
 }
 
-fn judge_local(server: &LocalServer, condition: Condition, where_: &str) -> Seen {
+fn judge_local(server: &LocalServer, condition: Condition, caught_up: bool, where_: &str) -> Seen {
     if condition == Condition::Deleted {
         return if server.is_unknown() {
             Seen::Reached
@@ -121,7 +133,7 @@ fn judge_local(server: &LocalServer, condition: Condition, where_: &str) -> Seen
     let Some(status) = &server.status else {
         return Seen::Pending("no status yet, is devbox running?".into());
     };
-    if !server.spec_observed() {
+    if !caught_up {
         return Seen::Pending(format!(
             "{}; devbox has not acted on the current spec file yet",
             describe(status)
