@@ -319,6 +319,9 @@ fn seconds(secs: f64) -> String {
 
 /// `devbox --server URL describe NAME`: what the API tells of the server.
 pub fn remote(remote: &Remote, name: &str) -> anyhow::Result<ExitCode> {
+    if !crate::spec::is_valid_name(name) {
+        bail!("`{name}` is not a valid server name");
+    }
     let view: Value = remote.call("GET", &format!("/servers/{name}"), None)?;
     let text = |key: &str| view[key].as_str().map(str::to_owned);
     let mut fields = Fields::default();

@@ -73,6 +73,9 @@ pub fn local(config: &Config, name: &str, verb: Verb) -> anyhow::Result<ExitCode
 
 /// Calls `POST /servers/{name}/{verb}`, which answers once the server runs or stopped.
 pub fn remote(remote: &Remote, name: &str, verb: Verb) -> anyhow::Result<ExitCode> {
+    if !crate::spec::is_valid_name(name) {
+        bail!("`{name}` is not a valid server name");
+    }
     let answer: Value = remote.call("POST", &format!("/servers/{name}/{}", verb.word()), None)?;
     let message = answer["message"].as_str().unwrap_or("done");
     match answer["data"]["pid"].as_u64() {

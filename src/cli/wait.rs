@@ -81,6 +81,9 @@ pub fn remote(
     condition: Condition,
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
+    if !crate::spec::is_valid_name(name) {
+        bail!("`{name}` is not a valid server name");
+    }
     poll(name, condition, timeout, REMOTE_POLL, || {
         let view: Option<Value> =
             remote.call_unless_missing("GET", &format!("/servers/{name}"), None)?;
