@@ -18,6 +18,7 @@ use crate::resources::Resources;
 use crate::yaml;
 
 mod auth;
+pub mod code_server_binary;
 mod isolation;
 pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError, TrustedHeader};
 pub use isolation::{IsolationSettings, RunAs};
@@ -279,7 +280,9 @@ pub struct IconLink {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CodeServerSettings {
-    /// The code-server executable: a path, or a name looked up on PATH.
+    /// The code-server executable: a path, or a name looked up on PATH. The default,
+    /// `code-server`, runs the project's own install under `.tools/` (what
+    /// scripts/install-code-server.sh makes) when there is one, else `code-server` on PATH.
     pub binary: PathBuf,
     /// Extra command-line arguments for every instance.
     pub extra_args: Vec<String>,
@@ -298,6 +301,10 @@ pub struct CodeServerSettings {
     /// How instances listen: `socket` (a Unix socket only devbox can open; the
     /// default) or `tcp` (a loopback port anyone on the host can connect to).
     pub listen: ListenMode,
+    /// How `binary` was decided (see [`code_server_binary::locate`]).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub binary_source: code_server_binary::BinarySource,
 }
 
 /// How a code-server instance listens for devbox's proxy and health checks.
@@ -316,7 +323,7 @@ pub enum ListenMode {
 impl Default for CodeServerSettings {
     fn default() -> Self {
         Self {
-            binary: PathBuf::from("code-server"),
+            binary: PathBuf::from(code_server_binary::DEFAULT_BINARY),
             extra_args: Vec::new(),
             env: BTreeMap::new(),
             extension_gallery: None,
@@ -325,6 +332,7 @@ impl Default for CodeServerSettings {
             extension_install_timeout: HumanDuration::from_secs(120),
             extension_install_concurrency: 4,
             listen: ListenMode::Socket,
+            binary_source: code_server_binary::BinarySource::default(),
         }
     }
 }
@@ -497,15 +505,10 @@ impl Config {
         {
             *source = absolute;
         }
-        // Instances start in their workspace, so a relative binary path such as
-        // `.tools/code-server/bin/code-server` must not depend on the working directory;
-        // a bare name (`code-server`) stays a PATH lookup.
-        let binary = &mut config.code_server.binary;
-        if binary.components().count() > 1
-            && let Ok(absolute) = std::path::absolute(&*binary)
-        {
-            *binary = absolute;
-        }
+        let (binary, source) =
+            code_server_binary::locate(&config.code_server.binary, overrides.code_server.is_some());
+        config.code_server.binary = binary;
+        config.code_server.binary_source = source;
         Ok(config)
     }
 

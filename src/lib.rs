@@ -8,6 +8,7 @@
 //! - [`spec`]: the `DevServer` spec file, its checks, and resolution against the config.
 //! - [`resources`]: an instance's limits (memory, cpus, pids) as specs write them.
 //! - [`spec_files`]: writing and editing spec files (how the API changes desired state).
+//! - [`spec_actions`]: start, stop and restart as edits of a spec (for the API and CLI).
 //! - [`identity`]: who is calling (the admin or a named user) and whose a server is.
 //! - [`git_url`]: a git URL's scheme and host, and the rule that keeps git URLs from
 //!   reaching inside the host.
@@ -56,6 +57,7 @@ pub mod runtime;
 pub mod seats;
 pub mod sessions;
 pub mod spec;
+pub mod spec_actions;
 pub mod spec_files;
 pub mod status;
 pub mod ui;

@@ -45,6 +45,71 @@ fn shipped_config_and_examples_are_valid() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("ok: 8 file(s) valid"), "{}", text(&out));
+
+    // Without --config, the config among the examples checks the specs beside it (its
+    // templates and extension groups), and validate says so.
+    let out = Command::new(devbox_bin())
+        .current_dir(repo(""))
+        .args(["validate", "examples/"])
+        .env_remove("DEVBOX_CONFIG_PATH")
+        .env_remove("DEVBOX_SPECS_DIR")
+        .env_remove("DEVBOX_STATE_DIR")
+        .output()
+        .expect("run devbox");
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("config: examples/config/devbox.yaml for 5 spec file(s)"),
+        "{report}"
+    );
+    assert!(report.contains("ok: 7 file(s) valid"), "{report}");
+}
+
+#[test]
+fn validate_checks_each_spec_against_the_config_beside_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seat = |group: &str| {
+        format!(
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: seat\nspec:\n  extension_groups: [{group}]\n"
+        )
+    };
+    for (folder, group) in [("one", "alpha"), ("two", "beta")] {
+        let folder = dir.path().join(folder);
+        std::fs::create_dir_all(folder.join("specs")).expect("mkdir");
+        std::fs::write(
+            folder.join("devbox.yaml"),
+            format!("extension_groups:\n  {group}:\n    name: {group}\n"),
+        )
+        .expect("write config");
+        std::fs::write(folder.join("specs/seat.yaml"), seat(group)).expect("write spec");
+    }
+    let out = devbox(&["validate", dir.path().to_str().unwrap_or_default()]);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    for folder in ["one", "two"] {
+        let config = dir.path().join(folder).join("devbox.yaml");
+        assert!(
+            report.contains(&format!("config: {} for 1 spec file(s)", config.display())),
+            "{report}"
+        );
+    }
+
+    // Of two configs as near to a spec, the one that accepts it checks it; when none
+    // does, the first says why.
+    std::fs::write(dir.path().join("seat.yaml"), seat("beta")).expect("write spec");
+    let out = devbox(&["validate", dir.path().to_str().unwrap_or_default()]);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let two = dir.path().join("two").join("devbox.yaml");
+    assert!(
+        report.contains(&format!("config: {} for 2 spec file(s)", two.display())),
+        "{report}"
+    );
+    std::fs::write(dir.path().join("seat.yaml"), seat("gamma")).expect("write spec");
+    let out = devbox(&["validate", dir.path().to_str().unwrap_or_default()]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("gamma"), "{report}");
 }
 
 #[test]
@@ -323,4 +388,256 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs `devbox` on `args` with `stdin` as its standard input.
+fn devbox_with_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(devbox_bin())
+        .args(args)
+        .env_remove("DEVBOX_CONFIG_PATH")
+        .env_remove("DEVBOX_SPECS_DIR")
+        .env_remove("DEVBOX_STATE_DIR")
+        .env_remove("DEVBOX_SERVER")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run devbox");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for devbox")
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn apply_reads_stdin_and_diff_tells_what_apply_would_change() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let specs = dir.path().join("specs");
+    let specs_arg = specs.to_str().unwrap_or_default();
+    let spec = |name: &str, body: &str| {
+        format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}")
+    };
+    let web = spec("web", "  state: stopped\n  port: 8020\n");
+
+    // A bad spec on stdin is reported as `<stdin>` with its line, column and field.
+    let bad = spec("web", "  state: stopped\n  port: 1\n");
+    let out = devbox_with_stdin(&["--specs", specs_arg, "apply", "-f", "-"], &bad);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("<stdin>:7:3: spec.port: port 1 is outside the range 8010-8100"),
+        "{}",
+        text(&out)
+    );
+    assert!(!specs.join("web.yaml").exists(), "nothing applied");
+    let out = devbox_with_stdin(&["--specs", specs_arg, "diff", "-f", "-"], &bad);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an invalid input is an error: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("<stdin>:7:3: spec.port"),
+        "{}",
+        text(&out)
+    );
+
+    // diff of a new server: created, the whole file added; exit 1.
+    let out = devbox_with_stdin(&["--specs", specs_arg, "diff", "-f", "-"], &web);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let shown = stdout_of(&out);
+    assert!(shown.starts_with("created web\n"), "{shown}");
+    assert!(
+        shown.contains("--- /dev/null\n+++ <stdin>\n") && shown.contains("\n+  port: 8020\n"),
+        "{shown}"
+    );
+    assert!(!specs.join("web.yaml").exists(), "diff writes nothing");
+
+    // apply -f - writes the text as given.
+    let out = devbox_with_stdin(&["--specs", specs_arg, "apply", "-f", "-"], &web);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stdout_of(&out).trim(), "created web", "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(specs.join("web.yaml")).expect("applied"),
+        web
+    );
+
+    // Nothing would change: exit 0.
+    let out = devbox_with_stdin(&["--specs", specs_arg, "diff", "-f", "-"], &web);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout_of(&out), "unchanged web\n");
+
+    // A changed file and a new one in a directory: both named, the change as a
+    // unified diff against the spec in place.
+    let input = dir.path().join("input");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    std::fs::write(
+        input.join("web.yaml"),
+        spec("web", "  state: running\n  port: 8020\n"),
+    )
+    .expect("write");
+    std::fs::write(input.join("api.yaml"), spec("api", "  state: stopped\n")).expect("write");
+    let out = devbox(&[
+        "--specs",
+        specs_arg,
+        "diff",
+        "-f",
+        input.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let shown = stdout_of(&out);
+    assert!(shown.contains("created api\n"), "{shown}");
+    assert!(shown.contains("changed web\n"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "--- {}\n+++ {}\n",
+            specs.join("web.yaml").display(),
+            input.join("web.yaml").display()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\n-  state: stopped\n+  state: running\n"),
+        "{shown}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(specs.join("web.yaml")).expect("in place"),
+        web,
+        "diff writes nothing"
+    );
+
+    // Over --server there is no spec to compare with: an error, not a guess.
+    let out = devbox(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "diff",
+        "-f",
+        input.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no route that returns a server's spec"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn completion_scripts_know_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = devbox(&["completion", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let script = stdout_of(&out);
+        for subcommand in ["apply", "describe", "diff", "wait", "restart", "completion"] {
+            assert!(
+                script.contains(subcommand),
+                "{shell}: `{subcommand}` missing from:\n{script}"
+            );
+        }
+    }
+    let bash = stdout_of(&devbox(&["completion", "bash"]));
+    assert!(bash.contains("complete -F _devbox"), "{bash}");
+}
+
+/// `devbox` placed at `path` (a hard link where possible), as an install beside a
+/// checkout would be.
+fn place_devbox(path: &Path) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    if std::fs::hard_link(devbox_bin(), path).is_err() {
+        std::fs::copy(devbox_bin(), path).expect("copy devbox");
+    }
+}
+
+/// A checkout at `dir` with code-server installed under `.tools/` as
+/// scripts/install-code-server.sh leaves it (the real code-server, linked).
+fn checkout_with_tools(dir: &Path) -> PathBuf {
+    let prefix = dir.join(".tools/code-server");
+    std::fs::create_dir_all(prefix.join("bin")).expect("mkdir");
+    let binary = prefix.join("bin/code-server");
+    std::os::unix::fs::symlink(common::code_server(), &binary).expect("link code-server");
+    std::fs::write(prefix.join(".devbox-installed-version"), "4.100.3\n").expect("marker");
+    binary
+}
+
+#[test]
+fn doctor_finds_the_projects_code_server_without_being_told() {
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let config = root.path().join("config.yaml");
+    std::fs::write(&config, "code_server:\n  start_timeout: 30s\n").expect("config");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let doctor = |exe: &Path, cwd: &Path, path_var: Option<&Path>| {
+        let mut command = Command::new(exe);
+        command
+            .current_dir(cwd)
+            .arg("--config")
+            .arg(&config)
+            .arg("--specs")
+            .arg(root.path().join("specs"))
+            .arg("--state-dir")
+            .arg(root.path().join("state"))
+            .arg("doctor")
+            .env_remove("DEVBOX_CODE_SERVER")
+            .env_remove("DEVBOX_CONFIG_PATH");
+        if let Some(path_var) = path_var {
+            command.env("PATH", path_var);
+        }
+        command.output().expect("doctor")
+    };
+
+    // target/release/devbox of a checkout finds its ../../.tools, from anywhere.
+    let checkout = root.path().join("checkout");
+    let exe = checkout.join("target/release/devbox");
+    place_devbox(&exe);
+    let binary = checkout_with_tools(&checkout);
+    let out = doctor(&exe, &elsewhere, None);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("ok   code-server 4."), "{report}");
+    assert!(
+        report.contains(&format!(
+            "at {} (the project's .tools install",
+            binary.display()
+        )),
+        "{report}"
+    );
+
+    // A devbox elsewhere finds the .tools of the directory it is run in.
+    let loose = root.path().join("bin/devbox");
+    place_devbox(&loose);
+    let out = doctor(&loose, &checkout, None);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains(&format!(
+            "at {} (the project's .tools install",
+            binary.display()
+        )),
+        "{report}"
+    );
+
+    // Neither .tools nor PATH has one: the doctor fails and says where it looked.
+    let empty_path = root.path().join("empty-path");
+    std::fs::create_dir_all(&empty_path).expect("mkdir");
+    let out = doctor(&loose, &elsewhere, Some(&empty_path));
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("FAIL code-server not found"), "{report}");
+    assert!(
+        report.contains(
+            &elsewhere
+                .join(".tools/code-server/bin/code-server")
+                .display()
+                .to_string()
+        ),
+        "{report}"
+    );
 }

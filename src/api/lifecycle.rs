@@ -1,5 +1,5 @@
 //! `POST /servers/{id}/start`, `/stop`, `/restart` and `DELETE /servers/{id}`: edit the
-//! spec file (state, or the restart annotation), then answer with what the controller
+//! spec file (state, or the restart annotation, as [`crate::spec_actions`] says), then answer with what the controller
 //! did: running with its pid once healthy, stopped once every process is gone, or a 500
 //! naming the phase and reason.
 
@@ -12,8 +12,9 @@ use super::views::{ActionData, Done, Envelope};
 use super::wait::{self, Verdict};
 use crate::http::ApiError;
 use crate::identity::Caller;
-use crate::spec::{DesiredState, DevServer, RESTARTED_AT_ANNOTATION, ServerSpec};
-use crate::status::{Phase, ServerStatus};
+use crate::spec::ServerSpec;
+use crate::spec_actions::SpecAction;
+use crate::status::ServerStatus;
 
 /// Starts a server and answers once it is healthy.
 pub async fn start(
@@ -23,8 +24,8 @@ pub async fn start(
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
     let status = state.find(&caller, &id)?;
     // A server that is not running (failed, stopped for idleness) gets a fresh attempt.
-    let fresh = status.phase != Phase::Running;
-    run(&state, &status.name, "Server started", fresh).await
+    let action = SpecAction::start(Some(status.phase));
+    run(&state, &status.name, "Server started", action).await
 }
 
 /// Restarts a server (a new process even when nothing changed) and answers once healthy.
@@ -34,7 +35,13 @@ pub async fn restart(
     Path(ServerId { id }): Path<ServerId>,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
     let status = state.find(&caller, &id)?;
-    run(&state, &status.name, "Server restarted", true).await
+    run(
+        &state,
+        &status.name,
+        "Server restarted",
+        SpecAction::Restart,
+    )
+    .await
 }
 
 /// Stops a server and answers once all its processes are gone.
@@ -45,9 +52,7 @@ pub async fn stop(
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
     let status = state.find(&caller, &id)?;
     let spec = state
-        .edit(&status.name, |server| {
-            server.spec.state = DesiredState::Stopped
-        })
+        .edit(&status.name, |server| SpecAction::Stop.apply(server))
         .await?;
     let revision = spec.revision;
     wait::converge(&state, &status.name, "to stop", |s| {
@@ -107,9 +112,9 @@ async fn run(
     state: &AppState,
     name: &str,
     message: &str,
-    fresh: bool,
+    action: SpecAction,
 ) -> Result<Json<Envelope<ActionData>>, ApiError> {
-    let spec = ask_to_run(state, name, fresh).await?;
+    let spec = state.edit(name, move |server| action.apply(server)).await?;
     let revision = spec.revision.clone();
     let pid = wait::converge(state, name, "to start", |s| {
         wait::running(state, s, &revision)
@@ -129,22 +134,6 @@ async fn run(
 /// for a failed or culled server) and returns the new spec without waiting for the
 /// controller.
 pub async fn ask_to_run(state: &AppState, name: &str, fresh: bool) -> Result<ServerSpec, ApiError> {
-    state
-        .edit(name, move |server| {
-            server.spec.state = DesiredState::Running;
-            if fresh {
-                bump_restart(server);
-            }
-        })
-        .await
-}
-
-/// Marks the spec as restarted now: a change the controller acts on even when nothing
-/// else changed (the `kubectl rollout restart` way).
-pub fn bump_restart(server: &mut DevServer) {
-    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-    server
-        .metadata
-        .annotations
-        .insert(RESTARTED_AT_ANNOTATION.to_owned(), now);
+    let action = SpecAction::Start { fresh };
+    state.edit(name, move |server| action.apply(server)).await
 }

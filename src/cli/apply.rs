@@ -1,8 +1,9 @@
 //! `devbox apply` and `devbox delete`: edit the specs directory, the one source of truth.
 //!
-//! `apply` checks every given file first (against the config and against the specs
-//! already in place) and writes nothing unless all are valid; each file is then written
-//! atomically as `specs/<metadata.name>.yaml`, keeping its text (and comments) as is.
+//! `apply` checks every given file (or standard input, `-f -`) first, against the
+//! config and against the specs already in place, and writes nothing unless all are
+//! valid; each is then written atomically as `specs/<metadata.name>.yaml`, keeping its
+//! text (and comments) as is. `diff` runs the same checks ([`check`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,43 +14,58 @@ use crate::config::Config;
 use crate::controller::scan;
 use crate::diagnostic::Diagnostic;
 use crate::spec::{self, DevServer, ServerSpec};
+use crate::spec_files::SpecFiles;
 use crate::{fsutil, spec::is_valid_name};
 
 pub fn apply(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let specs_dir = &config.controller.specs_dir;
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            files.extend(
-                scan::spec_files(input)
-                    .with_context(|| format!("cannot read {}", input.display()))?,
-            );
-        } else {
-            files.push(input.clone());
+    let accepted = match check(config, inputs)? {
+        Ok(accepted) => accepted,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("nothing applied: {} problem(s)", problems.len());
+            return Ok(ExitCode::FAILURE);
         }
-    }
-    if files.is_empty() {
-        bail!(
-            "no spec files in {}",
-            inputs
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+    };
+    std::fs::create_dir_all(specs_dir)
+        .with_context(|| format!("cannot create {}", specs_dir.display()))?;
+    for spec in accepted {
+        let existed = spec.target.exists();
+        fsutil::write_atomic(&spec.target, spec.text.as_bytes())
+            .with_context(|| format!("cannot write {}", spec.target.display()))?;
+        println!(
+            "{} {}",
+            if existed { "configured" } else { "created" },
+            spec.resolved.name
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
 
-    let mut problems: Vec<Diagnostic> = Vec::new();
-    let mut accepted: Vec<(PathBuf, ServerSpec, String)> = Vec::new();
-    for file in &files {
-        let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
-            Err(err) => {
-                problems.push(Diagnostic::file(file, format!("cannot read: {err}")));
-                continue;
-            }
-        };
-        let server = match DevServer::from_yaml(file, &text) {
+/// A spec input that passed every check, and the file it becomes.
+pub struct Accepted {
+    /// Where it came from (a file, or `<stdin>`).
+    pub input: PathBuf,
+    /// The spec file it becomes: `<specs>/<metadata.name>.yaml`, or the `.yml` file of
+    /// that name when there is one.
+    pub target: PathBuf,
+    pub resolved: ServerSpec,
+    pub text: String,
+}
+
+/// Reads and checks every input (against the config, and its pinned ports against
+/// each other and the specs in place): all accepted, or every problem found.
+pub fn check(
+    config: &Config,
+    inputs: &[PathBuf],
+) -> anyhow::Result<Result<Vec<Accepted>, Vec<Diagnostic>>> {
+    let (inputs, mut problems) = super::inputs::read(inputs)?;
+    let files = SpecFiles::new(std::sync::Arc::new(config.clone()));
+    let mut accepted: Vec<Accepted> = Vec::new();
+    for input in inputs {
+        let server = match DevServer::from_yaml(&input.name, &input.text) {
             Ok(server) => server,
             Err(diag) => {
                 problems.push(diag);
@@ -57,12 +73,17 @@ pub fn apply(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         };
         // Checked as the file it becomes, so its name must match that file's stem.
-        let target = specs_dir.join(format!("{}.yaml", server.metadata.name));
-        match spec::resolve(&target, &text, &server, config) {
-            Ok(resolved) => accepted.push((target, resolved, text)),
-            // Report against the file the user gave.
+        let target = files.path(&server.metadata.name);
+        match spec::resolve(&target, &input.text, &server, config) {
+            Ok(resolved) => accepted.push(Accepted {
+                input: input.name,
+                target,
+                resolved,
+                text: input.text,
+            }),
+            // Report against the input the user gave.
             Err(diags) => problems.extend(diags.into_iter().map(|d| Diagnostic {
-                file: file.clone(),
+                file: input.name.clone(),
                 ..d
             })),
         }
@@ -72,7 +93,7 @@ pub fn apply(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let existing = existing_specs(config, &accepted);
     let all = accepted
         .iter()
-        .map(|(_, s, t)| (s, t.as_str()))
+        .map(|a| (&a.resolved, a.text.as_str()))
         .chain(existing.iter().map(|(s, t)| (s, t.as_str())));
     let owner = |port: u16| {
         existing
@@ -81,46 +102,26 @@ pub fn apply(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             .map(|(s, _)| s.name.clone())
     };
     for (name, diag) in scan::port_conflicts(all, owner) {
-        if let Some((_, _, _)) = accepted.iter().find(|(_, s, _)| s.name == name) {
-            problems.push(diag);
+        if let Some(spec) = accepted.iter().find(|a| a.resolved.name == name) {
+            problems.push(Diagnostic {
+                file: spec.input.clone(),
+                ..diag
+            });
         }
     }
-
-    if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("{problem}");
-        }
-        eprintln!("nothing applied: {} problem(s)", problems.len());
-        return Ok(ExitCode::FAILURE);
-    }
-    std::fs::create_dir_all(specs_dir)
-        .with_context(|| format!("cannot create {}", specs_dir.display()))?;
-    for (target, resolved, text) in accepted {
-        let existed = target.exists();
-        fsutil::write_atomic(&target, text.as_bytes())
-            .with_context(|| format!("cannot write {}", target.display()))?;
-        println!(
-            "{} {}",
-            if existed { "configured" } else { "created" },
-            resolved.name
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(if problems.is_empty() {
+        Ok(accepted)
+    } else {
+        Err(problems)
+    })
 }
 
 /// Valid specs already in the specs directory, except those being replaced.
-fn existing_specs(
-    config: &Config,
-    replacing: &[(PathBuf, ServerSpec, String)],
-) -> Vec<(ServerSpec, String)> {
+fn existing_specs(config: &Config, replacing: &[Accepted]) -> Vec<(ServerSpec, String)> {
     scan::spec_files(&config.controller.specs_dir)
         .unwrap_or_default()
         .into_iter()
-        .filter(|file| {
-            !replacing
-                .iter()
-                .any(|(target, _, _)| same_stem(target, file))
-        })
+        .filter(|file| !replacing.iter().any(|a| same_stem(&a.target, file)))
         .filter_map(|file| {
             let text = std::fs::read_to_string(&file).ok()?;
             let spec = spec::load(&file, &text, config).ok()?;

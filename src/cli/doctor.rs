@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use crate::config::Config;
+use crate::config::code_server_binary::{self, BinarySource};
 
 struct Check {
     ok: bool,
@@ -19,7 +20,10 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         Some(path) => checks.push(pass(format!("config {} is valid", path.display()))),
         None => checks.push(pass("config: embedded default".into())),
     }
-    checks.push(code_server(&config.code_server.binary));
+    checks.push(code_server(
+        &config.code_server.binary,
+        &config.code_server.binary_source,
+    ));
     checks.push(Check {
         ok: true,
         required: false,
@@ -103,10 +107,34 @@ fn pass(what: String) -> Check {
     }
 }
 
-fn code_server(binary: &Path) -> Check {
+/// Runs `binary --version` and says which code-server that is and how it was chosen.
+fn code_server(binary: &Path, source: &BinarySource) -> Check {
+    let Some(file) = code_server_binary::find_on_path(binary) else {
+        let what = match source {
+            BinarySource::SearchPath => format!(
+                "code-server not found: neither --code-server, DEVBOX_CODE_SERVER nor \
+                 code_server.binary names one, there is no install at {}, and none is on \
+                 PATH; run scripts/install-code-server.sh",
+                code_server_binary::project_tools_binaries()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            _ => format!(
+                "code-server `{}` ({source}) is not on PATH",
+                binary.display()
+            ),
+        };
+        return Check {
+            ok: false,
+            required: true,
+            what,
+        };
+    };
     let scratch = std::env::temp_dir().join(format!("devbox-doctor-{}", std::process::id()));
     // `--version` would otherwise create ~/.config/code-server/config.yaml.
-    let output = Command::new(binary)
+    let output = Command::new(&file)
         .arg("--version")
         .arg("--config")
         .arg(scratch.join("config.yaml"))
@@ -126,15 +154,15 @@ fn code_server(binary: &Path) -> Check {
             Check {
                 ok: version.starts_with("4."),
                 required: true,
-                what: format!("code-server {} at {}", version, binary.display()),
+                what: format!("code-server {version} at {} ({source})", file.display()),
             }
         }
         Ok(out) => Check {
             ok: false,
             required: true,
             what: format!(
-                "code-server at {} failed: {}",
-                binary.display(),
+                "code-server at {} ({source}) failed: {}",
+                file.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
         },
@@ -142,8 +170,8 @@ fn code_server(binary: &Path) -> Check {
             ok: false,
             required: true,
             what: format!(
-                "code-server not found at `{}` ({err}); run scripts/install-code-server.sh and set DEVBOX_CODE_SERVER",
-                binary.display()
+                "cannot run code-server at `{}` ({source}): {err}; run scripts/install-code-server.sh",
+                file.display()
             ),
         },
     }

@@ -4,14 +4,21 @@
 //! typed errors.
 
 mod apply;
+mod completion;
+mod describe;
+mod diff;
 mod doctor;
 mod get;
+mod inputs;
+mod lifecycle;
+mod local_server;
 mod logs;
 mod remote;
 mod schema;
 mod seat_links;
 mod serve;
 mod validate;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +27,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, Overrides};
+use lifecycle::Verb;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,11 +45,12 @@ pub struct Cli {
     /// State directory (status, per-server data, workspaces, logs).
     #[arg(long, global = true, env = "DEVBOX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// The code-server executable.
+    /// The code-server executable (default: code_server.binary of the config; when that
+    /// is the bare `code-server`, the project's .tools install, else PATH).
     #[arg(long, global = true, env = "DEVBOX_CODE_SERVER")]
     pub code_server: Option<PathBuf>,
-    /// Drive the devbox API at this URL (for get, apply, delete, logs) instead of the
-    /// local state and specs directories.
+    /// Drive the devbox API at this URL (for get, describe, apply, delete, start, stop,
+    /// restart, wait, logs) instead of the local state and specs directories.
     #[arg(long, global = true, env = "DEVBOX_SERVER")]
     pub server: Option<String>,
     /// Bearer token: required from API clients by `serve`, sent by `--server` commands.
@@ -86,14 +95,39 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Everything about one server, readable: spec, status, conditions, limits,
+    /// extension results, recent events.
+    Describe { name: String },
     /// Validate spec files, then write them into the specs directory.
     Apply {
-        /// A spec file or a directory of them.
+        /// A spec file, a directory of them, or `-` for standard input.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show what `apply` would change (exit 0: nothing, 1: something, 2: error).
+    Diff {
+        /// A spec file, a directory of them, or `-` for standard input.
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
     },
     /// Delete a server's spec file (the controller stops and forgets the server).
     Delete { name: String },
+    /// Set a server's spec to running (with --server: answers once it is healthy).
+    Start { name: String },
+    /// Set a server's spec to stopped (with --server: answers once it has stopped).
+    Stop { name: String },
+    /// Restart a server, even when nothing changed (with --server: answers once healthy).
+    Restart { name: String },
+    /// Wait until a server is running, stopped or deleted (exit 1 on timeout, or when
+    /// it fails while waited for to run).
+    Wait {
+        name: String,
+        #[arg(long = "for", value_enum)]
+        condition: wait::Condition,
+        /// How long to wait at most (`90s`, `2m`, …).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Show a server's logs (code-server's output; with --server, also devbox's events).
     Logs {
         name: String,
@@ -109,6 +143,11 @@ pub enum Command {
     },
     /// Check that everything devbox needs is in place.
     Doctor,
+    /// Print the shell completion script (`source <(devbox completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Internal: one git fetch or checkout, run by `serve` in a child it can kill.
     #[command(name = "__git-fetch", hide = true)]
     GitFetch,
@@ -185,8 +224,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (
             Some(url),
             Command::Get { .. }
+            | Command::Describe { .. }
             | Command::Apply { .. }
             | Command::Delete { .. }
+            | Command::Start { .. }
+            | Command::Stop { .. }
+            | Command::Restart { .. }
+            | Command::Wait { .. }
             | Command::Logs { .. },
         ) => Some(remote::Remote::new(url, cli.client_token()?)?),
         _ => None,
@@ -215,10 +259,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Command::Get { name, output }, None) => {
             get::run(&cli.load_config(None)?, name.as_deref(), *output)
         }
-        (Command::Apply { files }, Some(remote)) => remote::apply(&remote, &spec_inputs(files)?),
+        (Command::Describe { name }, Some(remote)) => describe::remote(&remote, name),
+        (Command::Describe { name }, None) => describe::local(&cli.load_config(None)?, name),
+        (Command::Apply { files }, Some(remote)) => remote::apply(&remote, files),
         (Command::Apply { files }, None) => apply::apply(&cli.load_config(None)?, files),
+        (Command::Diff { .. }, _) if cli.server.is_some() => Ok(diff::remote_unsupported()),
+        (Command::Diff { files }, _) => match cli.load_config(None) {
+            Ok(config) => Ok(diff::run(&config, files)),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                Ok(ExitCode::from(2))
+            }
+        },
         (Command::Delete { name }, Some(remote)) => remote::delete(&remote, name),
         (Command::Delete { name }, None) => apply::delete(&cli.load_config(None)?, name),
+        (Command::Start { name }, remote) => lifecycle_verb(&cli, remote, name, Verb::Start),
+        (Command::Stop { name }, remote) => lifecycle_verb(&cli, remote, name, Verb::Stop),
+        (Command::Restart { name }, remote) => lifecycle_verb(&cli, remote, name, Verb::Restart),
+        (
+            Command::Wait {
+                name,
+                condition,
+                timeout,
+            },
+            Some(remote),
+        ) => wait::remote(&remote, name, *condition, *timeout),
+        (
+            Command::Wait {
+                name,
+                condition,
+                timeout,
+            },
+            None,
+        ) => wait::local(&cli.load_config(None)?, name, *condition, *timeout),
         (
             Command::Logs {
                 name,
@@ -238,6 +311,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None,
         ) => logs::run(&cli.load_config(None)?, name, *lines, *follow, *events),
         (Command::Doctor, _) => doctor::run(&cli.load_config(None)?),
+        (Command::Completion { shell }, _) => Ok(completion::run(*shell)),
         (Command::GitFetch, _) => Ok(crate::provision::workspace::git_fetch_main()),
         (Command::SeatLinks { template, output }, _) => {
             let remote = match &cli.server {
@@ -258,17 +332,17 @@ fn restore_default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
-/// Spec files named on the command line: files as given, directories' `*.yaml`.
-fn spec_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            files.extend(crate::controller::scan::spec_files(input)?);
-        } else {
-            files.push(input.clone());
-        }
+/// `start`, `stop` or `restart`: through the API with `--server`, else on the spec file.
+fn lifecycle_verb(
+    cli: &Cli,
+    remote: Option<remote::Remote>,
+    name: &str,
+    verb: Verb,
+) -> anyhow::Result<ExitCode> {
+    match remote {
+        Some(remote) => lifecycle::remote(&remote, name, verb),
+        None => lifecycle::local(&cli.load_config(None)?, name, verb),
     }
-    Ok(files)
 }
 
 /// Prints rows under a header, in columns as wide as their widest cell.

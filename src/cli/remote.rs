@@ -61,6 +61,27 @@ impl Remote {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<T> {
+        self.send(method, path, body, false)?
+            .with_context(|| format!("{method} {path}: no answer"))
+    }
+
+    /// [`Remote::call`], with `None` for a 404 (what is asked for does not exist).
+    pub(super) fn call_unless_missing<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Option<T>> {
+        self.send(method, path, body, true)
+    }
+
+    fn send<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        missing_is_none: bool,
+    ) -> anyhow::Result<Option<T>> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let response = match (method, body) {
@@ -77,11 +98,16 @@ impl Remote {
             .body_mut()
             .read_json()
             .with_context(|| format!("{method} {path}: answer is not JSON (HTTP {status})"))?;
+        if missing_is_none && status == ureq::http::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !status.is_success() {
             let message = value["error"].as_str().unwrap_or("(no error message)");
             bail!("{method} {path}: HTTP {}: {message}", status.as_u16());
         }
-        serde_json::from_value(value).with_context(|| format!("{method} {path}: unexpected answer"))
+        serde_json::from_value(value)
+            .map(Some)
+            .with_context(|| format!("{method} {path}: unexpected answer"))
     }
 }
 
@@ -146,13 +172,22 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// `devbox --server URL apply -f FILE…`: each spec is sent whole; the devbox checks it.
-pub fn apply(remote: &Remote, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// `devbox --server URL apply -f FILE…|-`: each spec is sent whole; the devbox checks it.
+pub fn apply(remote: &Remote, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (inputs, mut problems) = super::inputs::read(inputs)?;
     let mut servers = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        servers.push(DevServer::from_yaml(file, &text).map_err(|diag| anyhow::anyhow!("{diag}"))?);
+    for input in &inputs {
+        match DevServer::from_yaml(&input.name, &input.text) {
+            Ok(server) => servers.push(server),
+            Err(diag) => problems.push(diag),
+        }
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        eprintln!("nothing applied: {} problem(s)", problems.len());
+        return Ok(ExitCode::FAILURE);
     }
     let mut failed = false;
     for server in servers {

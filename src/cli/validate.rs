@@ -1,5 +1,12 @@
 //! `devbox validate`: checks spec and config files (told apart by content), directories
 //! recursively, and reports every problem of every file in one run.
+//!
+//! Specs are checked against a config (its extension groups, templates, port range):
+//! the one named with `--config`; else a config file found among the inputs (the one
+//! nearest to each spec; of several as near, the first that accepts it), so that
+//! `devbox validate examples/` checks the examples against their own
+//! `examples/config/devbox.yaml`; else the embedded default. It says which config
+//! checked how many specs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,25 +21,27 @@ use crate::yaml;
 
 pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut problems: Vec<Diagnostic> = Vec::new();
-    // Specs are checked against the given config, or the embedded default.
-    let config = match &cli.config {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(path, &text).unwrap_or_else(|diags| {
-                problems.extend(diags);
-                Config::embedded_default()
-            }),
+    // A config named with --config is checked, and checks every spec.
+    let named = cli.config.as_ref().map(|path| {
+        let config = match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(path, &text).map_err(|diags| problems.extend(diags)),
             Err(err) => {
                 problems.push(Diagnostic::file(path, format!("cannot read: {err}")));
-                Config::embedded_default()
+                Err(())
             }
-        },
-        None => Config::embedded_default(),
-    };
+        };
+        (path.clone(), config.ok())
+    });
     let targets: Vec<PathBuf> = if paths.is_empty() {
-        let specs = cli
-            .specs
-            .clone()
-            .unwrap_or_else(|| config.controller.specs_dir.clone());
+        let specs = cli.specs.clone().unwrap_or_else(|| {
+            named
+                .as_ref()
+                .and_then(|(_, config)| config.as_ref())
+                .map_or_else(
+                    || Config::embedded_default().controller.specs_dir,
+                    |config| config.controller.specs_dir.clone(),
+                )
+        });
         vec![specs]
     } else {
         paths.to_vec()
@@ -51,10 +60,12 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     files.sort();
     files.dedup();
 
-    // Valid specs per directory, for the cross-file port check.
-    let mut valid: BTreeMap<PathBuf, Vec<(ServerSpec, String)>> = BTreeMap::new();
+    // Config files among the inputs are checked too, and (without --config) each spec
+    // is checked against the one nearest to it.
+    let mut found: Vec<(PathBuf, Option<Config>)> = Vec::new();
+    let mut specs: Vec<(PathBuf, String)> = Vec::new();
     for file in &files {
-        if cli.config.as_deref() == Some(file.as_path()) {
+        if named.as_ref().is_some_and(|(path, _)| path == file) {
             continue; // already checked above
         }
         let text = match std::fs::read_to_string(file) {
@@ -65,16 +76,50 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         };
         if is_config(&text) {
-            if let Err(diags) = Config::parse(file, &text) {
-                problems.extend(diags);
-            }
-            continue;
+            let config = Config::parse(file, &text).map_err(|diags| problems.extend(diags));
+            found.push((file.clone(), config.ok()));
+        } else {
+            specs.push((file.clone(), text));
         }
-        match spec::load(file, &text, &config) {
+    }
+
+    let embedded = Config::embedded_default();
+    let mut used: BTreeMap<String, usize> = BTreeMap::new();
+    // Valid specs per directory, for the cross-file port check.
+    let mut valid: BTreeMap<PathBuf, Vec<(ServerSpec, String)>> = BTreeMap::new();
+    for (file, text) in &specs {
+        // Of equally near configs, the first that accepts the spec checks it; when none
+        // does, the first reports why.
+        let mut outcome = None;
+        for (path, config) in nearest_configs(named.as_ref(), &found, file) {
+            let (config, label) = match config {
+                Some(config) => (config, path.display().to_string()),
+                None => (
+                    &embedded,
+                    format!("the embedded default ({} is invalid)", path.display()),
+                ),
+            };
+            let loaded = spec::load(file, text, config);
+            let accepted = loaded.is_ok();
+            if outcome.is_none() || accepted {
+                outcome = Some((label, loaded));
+            }
+            if accepted {
+                break;
+            }
+        }
+        let (label, loaded) = outcome.unwrap_or_else(|| {
+            (
+                "the embedded default".to_owned(),
+                spec::load(file, text, &embedded),
+            )
+        });
+        *used.entry(label).or_default() += 1;
+        match loaded {
             Ok(spec) => valid
                 .entry(file.parent().map(Path::to_owned).unwrap_or_default())
                 .or_default()
-                .push((spec, text)),
+                .push((spec, text.clone())),
             Err(diags) => problems.extend(diags),
         }
     }
@@ -83,11 +128,14 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         problems.extend(conflicts.into_iter().map(|(_, diag)| diag));
     }
 
+    for (label, count) in &used {
+        println!("config: {label} for {count} spec file(s)");
+    }
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     for problem in &problems {
         println!("{problem}");
     }
-    let checked = files.len() + usize::from(cli.config.is_some());
+    let checked = files.len() + usize::from(named.is_some());
     if problems.is_empty() {
         println!("ok: {checked} file(s) valid");
         Ok(ExitCode::SUCCESS)
@@ -95,6 +143,41 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         println!("{} problem(s) in {checked} file(s)", problems.len());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// A config file and what it parsed to (`None`: invalid).
+type ConfigFile = (PathBuf, Option<Config>);
+
+/// The configs that may check `spec`: the one named with --config; else, of the
+/// configs found among the inputs, those whose folder shares the most of the spec's
+/// path (several when they share as much: `examples/config/` and `examples/systemd/`
+/// for `examples/specs/`); none: the embedded default checks it.
+fn nearest_configs<'a>(
+    named: Option<&'a ConfigFile>,
+    found: &'a [ConfigFile],
+    spec: &Path,
+) -> Vec<(&'a Path, Option<&'a Config>)> {
+    if let Some((path, config)) = named {
+        return vec![(path, config.as_ref())];
+    }
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let spec_path = absolute(spec);
+    let shared = |config: &Path| {
+        let folder = absolute(config.parent().unwrap_or(Path::new("")));
+        folder
+            .components()
+            .zip(spec_path.components())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let Some(best) = found.iter().map(|(path, _)| shared(path)).max() else {
+        return Vec::new();
+    };
+    found
+        .iter()
+        .filter(|(path, _)| shared(path) == best)
+        .map(|(path, config)| (path.as_path(), config.as_ref()))
+        .collect()
 }
 
 /// A config file has none of a spec's top-level keys. Unparseable YAML counts as a

@@ -521,6 +521,13 @@ fn status_path(state_dir: &Path, name: &str) -> PathBuf {
     server_dir(state_dir, name).join("status.json")
 }
 
+/// Server `name`'s status as last written under `state_dir` (`None`: there is none,
+/// or it cannot be read), for readers outside the running devbox such as the CLI.
+pub fn load(state_dir: &Path, name: &str) -> Option<ServerStatus> {
+    let text = std::fs::read(status_path(state_dir, name)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
 /// Reads every status file under `state_dir` (for `devbox get` and controller start).
 pub fn load_all(state_dir: &Path) -> Result<BTreeMap<String, ServerStatus>, StatusError> {
     let dir = state_dir.join("servers");
