@@ -10,7 +10,9 @@
 //! a foreign `Host`, a cross-site change and framing by another page whatever the
 //! route), and 401 on every route that needs credentials. None of 415, 422 or 503 is
 //! listed anywhere: a body of the wrong type or shape is a 400, and devbox's own routes
-//! answer while devbox runs.
+//! answer while devbox runs. 413 is listed on the routes that take a body: devbox
+//! refuses any request whose declared `Content-Length` passes the limit, but only a
+//! client of such a route has reason to send one.
 
 use aide::OperationOutput;
 use aide::generate::in_context;
