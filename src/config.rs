@@ -185,6 +185,8 @@ pub struct UiSettings {
     /// Milliseconds between refreshes of the server list.
     pub auto_refresh_interval: u64,
     pub show_advanced_options: bool,
+    /// The dashboard's theme until a user picks one: the system's dark or light scheme
+    /// (`true`), or light (`false`).
     pub enable_dark_mode: bool,
 }
 

@@ -1147,3 +1147,141 @@ fn get_openapi_json_lists_every_route_and_matches_the_committed_schema() {
         "GET /openapi.json differs from schemas/openapi.json (run `devbox schema --out schemas`)"
     );
 }
+
+/// The status codes `method path` documents, as numbers.
+fn documented_codes(document: &Value, path: &str, method: &str) -> BTreeSet<u16> {
+    document["paths"][path][method]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} has responses"))
+        .keys()
+        .map(|code| code.parse().expect("a numeric status code"))
+        .collect()
+}
+
+#[test]
+fn openapi_document_says_how_to_sign_in_and_which_errors_each_route_answers() {
+    const TOKEN: &str = "openapi-T0ken";
+    let devbox = Devbox::start_opts(
+        Options {
+            config: format!("server:\n  api_token: \"{TOKEN}\"\n"),
+            ..Options::default()
+        },
+        |_| {},
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let as_admin = |method: &str, path: &str| {
+        devbox.call(method, path, &[("Authorization", bearer.as_str())], None)
+    };
+    let reply = as_admin("GET", "/openapi.json");
+    assert_eq!(reply.status, 200, "{reply}");
+    let document = reply.json();
+
+    // How to sign in: the admin token as a bearer header, or the dashboard's cookie.
+    let schemes = &document["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["type"], "http", "{schemes}");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(schemes["session"]["type"], "apiKey", "{schemes}");
+    assert_eq!(schemes["session"]["in"], "cookie", "{schemes}");
+    assert_eq!(schemes["session"]["name"], "devbox_session", "{schemes}");
+
+    // Every operation: a unique id, a tag the document lists, and either no security
+    // requirement (public) or "a bearer token or a session".
+    let tags: BTreeSet<&str> = document["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|tag| tag["name"].as_str().expect("a tag's name"))
+        .collect();
+    let either = json!([{"bearer": []}, {"session": []}]);
+    let mut ids = BTreeSet::new();
+    let mut public = BTreeSet::new();
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let what = format!("{method} {path}");
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what} has an operationId"));
+            assert!(
+                ids.insert(id.to_owned()),
+                "{what}: operationId {id} is unique"
+            );
+            let own_tags = operation["tags"].as_array().cloned().unwrap_or_default();
+            assert!(!own_tags.is_empty(), "{what} has a tag");
+            for tag in own_tags {
+                assert!(
+                    tags.contains(tag.as_str().unwrap_or_default()),
+                    "{what}: tag {tag} is listed"
+                );
+            }
+            match operation.get("security") {
+                None => _ = public.insert(what.clone()),
+                Some(security) => assert_eq!(security, &either, "{what}"),
+            }
+            let codes = documented_codes(&document, path, method);
+            for never in [415, 422, 503] {
+                assert!(
+                    !codes.contains(&never),
+                    "{what} answers no {never}: {codes:?}"
+                );
+            }
+            for code in codes.iter().filter(|code| **code >= 400) {
+                let schema = &operation["responses"][code.to_string()]["content"]["application/json"]
+                    ["schema"]["$ref"];
+                assert!(
+                    schema.as_str().is_some_and(|r| r.ends_with("/ErrorBody")),
+                    "{what} {code}: the error body: {schema}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        public,
+        BTreeSet::from(
+            [
+                "get /health",
+                "post /auth/login",
+                "post /auth/logout",
+                "get /auth/session"
+            ]
+            .map(String::from)
+        ),
+        "the operations without a security requirement"
+    );
+
+    // What a few routes can answer, and nothing more.
+    let expect = [
+        ("/health", "get", vec![200, 403]),
+        ("/servers", "get", vec![200, 401, 403]),
+        ("/servers", "post", vec![201, 400, 401, 403, 409, 413, 500]),
+        ("/servers/{id}", "get", vec![200, 401, 403, 404]),
+        ("/servers/{id}", "delete", vec![200, 401, 403, 404, 500]),
+        ("/servers/{id}/logs", "get", vec![200, 400, 401, 403, 404]),
+        ("/auth/login", "post", vec![200, 400, 401, 403]),
+    ];
+    for (path, method, codes) in expect {
+        assert_eq!(
+            documented_codes(&document, path, method),
+            BTreeSet::from_iter(codes),
+            "{method} {path}"
+        );
+    }
+
+    // The document agrees with devbox: without credentials, a public route answers
+    // and every other one is a 401; the documented 404s and 400s come back.
+    for (path, item) in paths {
+        let Some(get) = item.get("get") else { continue };
+        if path.contains('{') || path.starts_with("/ws/") {
+            continue;
+        }
+        let reply = devbox.get(path);
+        if get.get("security").is_some() {
+            reply.assert_error(401, "token");
+        } else {
+            assert_eq!(reply.status, 200, "GET {path} is public: {reply}");
+        }
+    }
+    as_admin("GET", "/servers/nobody").assert_error(404, "nobody");
+    as_admin("DELETE", "/servers/nobody").assert_error(404, "nobody");
+    as_admin("GET", "/servers/nobody/logs?lines=100000").assert_error(400, "lines");
+}

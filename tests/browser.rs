@@ -14,6 +14,9 @@
 //!   `/proxy/<port>/`) can neither read nor use the dashboard's session. The test sets
 //!   up the two servers and their links, runs the script, and checks that nothing was
 //!   created.
+//! - `theme.mjs`: the dashboard in two browser contexts, one whose system prefers a dark
+//!   scheme and one light, each in its system's theme; a user's pick overrides it and
+//!   survives a reload, and choosing "system" again follows the system.
 //!
 //! The tests take turns: each runs a Chromium and code-server instances, and two at
 //! once on a small machine would make every step's timeout a matter of luck.
@@ -449,4 +452,28 @@ fn seat_links_open_each_participants_own_ide_on_an_origin_of_its_own_in_a_real_b
     // Nothing the app's page sent created a server: only the two seats' specs exist.
     assert_eq!(list_dir(&devbox.specs()), ["ada.yaml", "bob.yaml"]);
     assert_eq!(listed_to_admin(&devbox), ["ada", "bob"]);
+}
+
+const THEME_SCREENSHOTS: [&str; 3] = [
+    "theme-system-dark.png",
+    "theme-system-light.png",
+    "theme-picked-dark.png",
+];
+
+#[test]
+fn dashboard_follows_the_systems_color_scheme_until_the_user_picks_a_theme_in_a_real_browser() {
+    let _browser = one_browser_at_a_time();
+    playwright_node_path();
+    let artifacts = artifacts_dir("theme");
+    let devbox = Devbox::start();
+    let begin = Instant::now();
+    let run = run_script(
+        "theme.mjs",
+        &[devbox.url("/").into(), artifacts.clone().into()],
+        || {},
+    );
+    assert_passed("theme.mjs", &run, begin.elapsed(), &devbox, &artifacts);
+    for name in THEME_SCREENSHOTS {
+        png_size(&artifacts.join(name));
+    }
 }

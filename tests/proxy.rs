@@ -1,7 +1,8 @@
 //! The reverse proxy: bytes through it equal bytes direct, code-server's static files
 //! come from the shared cache after the first answer, WebSockets pass through,
 //! unmanaged ports are refused without a connection, stopped servers get a 503 page,
-//! redirects and cookies keep the prefix.
+//! redirects and cookies keep the prefix. Beside it, the dashboard's own files: an
+//! `ETag` and a `304`, compressed when asked, while proxied answers pass uncompressed.
 
 mod common;
 
@@ -349,4 +350,121 @@ fn redirects_and_cookies_work_behind_the_prefix() {
         .read_json()
         .expect("json");
     assert_eq!(echoed["cookie"], "session=abc", "{echoed}");
+}
+
+/// The value of header `name`, or "" when it is absent.
+fn header(headers: &ureq::http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut plain)
+        .expect("a gzip stream");
+    plain
+}
+
+fn unbrotli(bytes: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    brotli::Decompressor::new(bytes, 4096)
+        .read_to_end(&mut plain)
+        .expect("a brotli stream");
+    plain
+}
+
+#[test]
+fn dashboard_files_are_tagged_and_compressed_and_proxied_answers_are_not() {
+    let devbox = Devbox::start_with(fake_code_server(), |_| {});
+    let ui = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui");
+    for (path, file) in [
+        ("/", "index.html"),
+        ("/ui/app.js", "app.js"),
+        ("/ui/style.css", "style.css"),
+        ("/ui/theme.js", "theme.js"),
+    ] {
+        let source = std::fs::read(ui.join(file)).expect("the dashboard's file");
+        let url = devbox.url(path);
+
+        // Without `Accept-Encoding`: the file as it is, tagged, with the site's policy.
+        let (status, plain_headers, plain) = get_with(&url, &[]);
+        assert_eq!(status, 200, "{path}");
+        assert!(plain == source, "{path}: the body is ui/{file}");
+        assert_eq!(header(&plain_headers, "content-encoding"), "", "{path}");
+        let etag = header(&plain_headers, "etag");
+        assert!(
+            etag.starts_with("W/\"") && etag.len() > 10,
+            "{path}: a weak tag: {etag:?}"
+        );
+        assert!(
+            header(&plain_headers, "content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}: {plain_headers:?}"
+        );
+        assert_eq!(header(&plain_headers, "x-content-type-options"), "nosniff");
+
+        // Compressed as asked, the same file once decoded, under the same tag.
+        for (encoding, decode) in [("gzip", gunzip as fn(&[u8]) -> Vec<u8>), ("br", unbrotli)] {
+            let (status, headers, body) = get_with(&url, &[("accept-encoding", encoding)]);
+            assert_eq!(status, 200, "{path} {encoding}");
+            assert_eq!(header(&headers, "content-encoding"), encoding, "{path}");
+            assert!(
+                header(&headers, "vary")
+                    .to_ascii_lowercase()
+                    .contains("accept-encoding"),
+                "{path}: {headers:?}"
+            );
+            assert_eq!(header(&headers, "etag"), etag, "{path} {encoding}");
+            assert!(
+                header(&headers, "content-security-policy").contains("script-src 'self'"),
+                "{path} {encoding}: {headers:?}"
+            );
+            assert!(body.len() < plain.len(), "{path}: {encoding} is smaller");
+            assert!(
+                decode(&body) == plain,
+                "{path}: {encoding} decodes to the file"
+            );
+        }
+
+        // The browser's copy is current: a 304 without a body, whatever the encoding.
+        for extra in [None, Some(("accept-encoding", "gzip, br"))] {
+            let mut request = vec![("if-none-match", etag.as_str())];
+            request.extend(extra);
+            let (status, headers, body) = get_with(&url, &request);
+            assert_eq!(status, 304, "{path} {request:?}");
+            assert!(body.is_empty(), "{path}: a 304 has no body");
+            assert_eq!(header(&headers, "etag"), etag);
+        }
+        let (status, _, body) = get_with(&url, &[("if-none-match", "W/\"an-older-one\"")]);
+        assert_eq!(status, 200, "{path}: another tag gets the file");
+        assert!(body == source);
+    }
+
+    // devbox compresses its dashboard only: not the API, nor what an instance answers.
+    let (status, headers, _) = get_with(&devbox.url("/servers"), &[("accept-encoding", "gzip")]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-encoding"),
+        "",
+        "the API is not compressed"
+    );
+    devbox.write_spec("ide", "  state: running\n");
+    let (_, port) = devbox.wait_running("ide");
+    let (status, headers, body) = get_with(
+        &devbox.url(&format!("/vscode/{port}/bytes/100000")),
+        &[("accept-encoding", "gzip, br")],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-encoding"),
+        "",
+        "a proxied answer passes as the instance sent it: {headers:?}"
+    );
+    assert!(
+        body == vec![b'x'; 100_000],
+        "the instance's bytes, unchanged"
+    );
 }

@@ -4,7 +4,8 @@
  * streams on the same origin: lists servers live, creates them (blank, git, zip or from
  * a template), starts/stops/restarts/deletes them, streams their logs, logs in with the
  * API token on 401 (the token goes to devbox once, for an HttpOnly session cookie; the
- * page never keeps it), and switches between dark and light.
+ * page never keeps it), and follows the system's dark or light scheme until the user
+ * picks one.
  *
  * Stable selectors (for browser tests):
  *   #create-form                          the create form
@@ -34,7 +35,9 @@
  *   #whoami                               who the session signs in ("seat-ada", "admin")
  *   #error (.banner-text), #error-close   the error banner
  *   #toasts .toast                        success notices
- *   #theme-toggle (html[data-theme=dark|light]), #refresh, #connection[data-state]
+ *   #theme-choice (a select: system|light|dark; the page's html[data-theme=dark|light]
+ *                 is the theme in effect, html[data-theme-choice] the choice)
+ *   #refresh, #connection[data-state]
  */
 'use strict';
 
@@ -95,6 +98,7 @@ const state = {
   selectedTab: '',
   templateTarget: null, // { tab, item } while the template dialog is open
   brokenThumbs: new Set(), // thumbnail URLs that failed to load
+  themeChoice: 'system', // 'dark' or 'light' once the user picks one
 };
 
 // ---------------------------------------------------------------------------
@@ -273,34 +277,43 @@ function finishTokenDialog() {
 // ---------------------------------------------------------------------------
 // Theme
 
-function applyTheme(theme) {
-  document.documentElement.dataset.theme = theme;
-  const toggle = $('#theme-toggle');
-  toggle.textContent = theme === 'dark' ? '☀ Light' : '☾ Dark';
-  toggle.setAttribute('aria-pressed', String(theme === 'dark'));
-}
+const DARK_SCHEME = window.matchMedia('(prefers-color-scheme: dark)');
 
-function storedTheme() {
+/** The remembered pick, 'dark' or 'light', or 'system' (none: follow the system). */
+function storedThemeChoice() {
   try {
     const theme = localStorage.getItem(THEME_KEY);
-    return theme === 'dark' || theme === 'light' ? theme : '';
+    return theme === 'dark' || theme === 'light' ? theme : 'system';
   } catch (_) {
-    return '';
+    return 'system';
   }
 }
 
-/** The user's choice if any, else the config's `enable_dark_mode`. */
-function applyConfiguredTheme() {
-  const dark = state.config.ui?.settings?.enable_dark_mode ?? true;
-  applyTheme(storedTheme() || (dark ? 'dark' : 'light'));
+/**
+ * The theme without a pick: the system's, unless the config turns dark mode off
+ * (`ui.settings.enable_dark_mode: false`), which keeps it light.
+ */
+function systemTheme() {
+  const darkAllowed = state.config.ui?.settings?.enable_dark_mode ?? true;
+  return darkAllowed && DARK_SCHEME.matches ? 'dark' : 'light';
 }
 
-function toggleTheme() {
-  const next = document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark';
+/** Puts the choice (the system's theme for 'system') in effect and shows it. */
+function applyTheme() {
+  const root = document.documentElement;
+  root.dataset.theme = state.themeChoice === 'system' ? systemTheme() : state.themeChoice;
+  root.dataset.themeChoice = state.themeChoice;
+  $('#theme-choice').value = state.themeChoice;
+}
+
+/** Remembers a pick ('system' forgets it) and applies it. */
+function chooseTheme(choice) {
+  state.themeChoice = ['dark', 'light'].includes(choice) ? choice : 'system';
   try {
-    localStorage.setItem(THEME_KEY, next);
-  } catch (_) { /* not remembered, still applied */ }
-  applyTheme(next);
+    if (state.themeChoice === 'system') localStorage.removeItem(THEME_KEY);
+    else localStorage.setItem(THEME_KEY, state.themeChoice);
+  } catch (_) { /* not remembered, still applied to this page */ }
+  applyTheme();
 }
 
 // ---------------------------------------------------------------------------
@@ -382,7 +395,7 @@ async function loadConfig() {
     if (err.status === 401) return; // loaded again once a token is saved
     showError(`Could not load the configuration: ${err.message}`, 'config');
   }
-  applyConfiguredTheme();
+  applyTheme(); // the config may turn dark mode off
   renderGroups();
   renderWorkspaceHints();
 }
@@ -1215,7 +1228,14 @@ async function loadEverything() {
 }
 
 function bindEvents() {
-  $('#theme-toggle').addEventListener('click', toggleTheme);
+  $('#theme-choice').addEventListener('change', (event) => chooseTheme(event.target.value));
+  // The system switching scheme, or a pick made in another tab.
+  DARK_SCHEME.addEventListener('change', applyTheme);
+  window.addEventListener('storage', (event) => {
+    if (event.key !== THEME_KEY && event.key !== null) return;
+    state.themeChoice = storedThemeChoice();
+    applyTheme();
+  });
   $('#error-close').addEventListener('click', () => clearError());
   $('#refresh').addEventListener('click', () => refreshServers());
   $('#servers').addEventListener('click', onTableClick);
@@ -1228,7 +1248,8 @@ function bindEvents() {
 }
 
 function start() {
-  applyTheme(storedTheme() || 'dark'); // until the config says otherwise
+  state.themeChoice = storedThemeChoice();
+  applyTheme(); // again once the config is loaded (enable_dark_mode)
   bindEvents();
   updateSlugHint();
   loadSession();

@@ -8,11 +8,13 @@
 //! One file per group of routes: `info` (health, config, templates), `servers` (list,
 //! one), `create` (the four ways to create), `lifecycle` (start, stop, restart,
 //! delete), `monitor` (health, logs, refresh), `steps` (multi-step creation), `specs`
-//! (whole specs, for `devbox apply --server`).
+//! (whole specs, for `devbox apply --server`). `doc` holds what the OpenAPI document says
+//! beyond the types: how to sign in, each operation's id and tag, its error codes.
 
 mod access;
 mod body_limits;
 mod create;
+pub(crate) mod doc;
 mod extract;
 mod info;
 mod lifecycle;
@@ -33,12 +35,13 @@ use std::sync::Arc;
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with, put_with};
-use aide::openapi::{Info, OpenApi};
+use aide::openapi::OpenApi;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::sync::Notify;
 
 pub(crate) use body_limits::{limit_body_time, mib};
+use doc::{Group, public, signed_in};
 pub use lifecycle::ask_to_run;
 pub use views::ServerView;
 
@@ -132,7 +135,8 @@ const ZIP_LAYOUT_FIELD: &str = "With a `zip_file`, `zip_strip_top_level` (option
     its top level.";
 
 /// Every API route, documented. Built without state so that the OpenAPI document can
-/// be produced without a running devbox (`devbox schema`).
+/// be produced without a running devbox (`devbox schema`). Each route names the error
+/// codes its handler can answer ([`doc`] adds the front's 401 and 403).
 fn routes(upload_limit: usize) -> ApiRouter<AppState> {
     let uploads = DefaultBodyLimit::max(upload_limit);
     ApiRouter::new()
@@ -140,24 +144,36 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
             "/health",
             get_with(info::health, |o| {
                 o.summary("devbox answers (no token needed)")
+                    .with(public("getHealth", Group::System, &[]))
             }),
         )
         .api_route(
             "/config",
             get_with(info::config, |o| {
                 o.summary("Extension groups, ports, UI settings, templates")
+                    .with(signed_in("getConfig", Group::System, &[]))
             }),
         )
         .api_route(
             "/templates",
             get_with(info::templates, |o| {
                 o.summary("The templates: tabs of items")
+                    .with(signed_in("listTemplates", Group::Templates, &[]))
             }),
         )
         .api_route(
             "/servers",
-            get_with(servers::list, |o| o.summary("Every server"))
-                .post_with(create::create, |o| o.summary("Create a stopped server")),
+            get_with(servers::list, |o| {
+                o.summary("Every server")
+                    .with(signed_in("listServers", Group::Servers, &[]))
+            })
+            .post_with(create::create, |o| {
+                o.summary("Create a stopped server").with(signed_in(
+                    "createServer",
+                    Group::Servers,
+                    &[400, 403, 409, 413, 500],
+                ))
+            }),
         )
         .api_route(
             "/servers/create-with-workspace",
@@ -167,6 +183,11 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
                         "Form fields: `name`; `extensions` and `extension_groups` (JSON arrays \
                          of strings, optional); a `github_url` or a `zip_file`. {ZIP_LAYOUT_FIELD}"
                     ))
+                    .with(signed_in(
+                        "createServerWithWorkspace",
+                        Group::Servers,
+                        &[400, 403, 409, 413, 500],
+                    ))
             })
             .layer(uploads),
         )
@@ -174,100 +195,162 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
             "/servers/create-from-template",
             post_with(create::create_from_template, |o| {
                 o.summary("Create a stopped server from a template")
+                    .with(signed_in(
+                        "createServerFromTemplate",
+                        Group::Servers,
+                        &[400, 404, 409, 413, 500],
+                    ))
             }),
         )
         .api_route(
             "/servers/create-metadata",
             post_with(create::create_metadata, |o| {
                 o.summary("Create a bare stopped server (multi-step creation)")
+                    .with(signed_in(
+                        "createServerMetadata",
+                        Group::Servers,
+                        &[400, 409, 413, 500],
+                    ))
             }),
         )
         .api_route(
             "/servers/refresh-all",
             post_with(monitor::refresh_all, |o| {
                 o.summary("Observe every server now")
+                    .with(signed_in("refreshAllServers", Group::Monitoring, &[]))
             }),
         )
         .api_route(
             "/servers/{id}",
-            get_with(servers::one, |o| o.summary("One server"))
-                .delete_with(lifecycle::delete, |o| {
-                    o.summary("Delete a server (stops it; keeps its workspace)")
-                }),
+            get_with(servers::one, |o| {
+                o.summary("One server")
+                    .with(signed_in("getServer", Group::Servers, &[404]))
+            })
+            .delete_with(lifecycle::delete, |o| {
+                o.summary("Delete a server (stops it; keeps its workspace)")
+                    .with(signed_in("deleteServer", Group::Lifecycle, &[404, 500]))
+            }),
         )
         .api_route(
             "/servers/{id}/seat-link",
             post_with(seat_links::create, |o| {
                 o.summary("A link that signs the server's participant in (admins)")
+                    .with(signed_in(
+                        "createSeatLink",
+                        Group::Seats,
+                        &[400, 403, 404, 409, 500],
+                    ))
             })
             .delete_with(seat_links::revoke, |o| {
                 o.summary("Revoke the server's seat links and sign its owner out (admins)")
+                    .with(signed_in("revokeSeatLinks", Group::Seats, &[403, 404, 500]))
             }),
         )
         .api_route(
             "/servers/{id}/start",
             post_with(lifecycle::start, |o| {
-                o.summary("Start; answers once healthy")
+                o.summary("Start; answers once healthy").with(signed_in(
+                    "startServer",
+                    Group::Lifecycle,
+                    &[400, 404, 500],
+                ))
             }),
         )
         .api_route(
             "/servers/{id}/stop",
             post_with(lifecycle::stop, |o| {
                 o.summary("Stop; answers once every process is gone")
+                    .with(signed_in("stopServer", Group::Lifecycle, &[400, 404, 500]))
             }),
         )
         .api_route(
             "/servers/{id}/restart",
             post_with(lifecycle::restart, |o| {
-                o.summary("Restart; answers once healthy")
+                o.summary("Restart; answers once healthy").with(signed_in(
+                    "restartServer",
+                    Group::Lifecycle,
+                    &[400, 404, 500],
+                ))
             }),
         )
         .api_route(
             "/servers/{id}/health",
             get_with(monitor::health, |o| {
                 o.summary("Live health, CPU and memory")
+                    .with(signed_in("getServerHealth", Group::Monitoring, &[404]))
             }),
         )
         .api_route(
             "/servers/{id}/logs",
-            get_with(monitor::logs, |o| o.summary("The newest log lines")),
+            get_with(monitor::logs, |o| {
+                o.summary("The newest log lines")
+                    .with(signed_in("getServerLogs", Group::Logs, &[400, 404]))
+            }),
         )
         .api_route(
             "/servers/{id}/refresh-status",
             post_with(monitor::refresh_status, |o| {
-                o.summary("Observe one server now")
+                o.summary("Observe one server now").with(signed_in(
+                    "refreshServerStatus",
+                    Group::Monitoring,
+                    &[404],
+                ))
             }),
         )
         .api_route(
             "/servers/{id}/install-extensions",
-            post_with(steps::install_extensions, |o| o.summary("Add extensions")),
+            post_with(steps::install_extensions, |o| {
+                o.summary("Add extensions").with(signed_in(
+                    "installExtensions",
+                    Group::Servers,
+                    &[400, 403, 404, 413, 500],
+                ))
+            }),
         )
         .api_route(
             "/servers/{id}/install-extension",
-            post_with(steps::install_extension, |o| o.summary("Add one extension")),
+            post_with(steps::install_extension, |o| {
+                o.summary("Add one extension").with(signed_in(
+                    "installExtension",
+                    Group::Servers,
+                    &[400, 403, 404, 413, 500],
+                ))
+            }),
         )
         .api_route(
             "/servers/{id}/apply-group-settings",
             post_with(steps::apply_group_settings, |o| {
                 o.summary("Add an extension group and its settings")
+                    .with(signed_in(
+                        "applyGroupSettings",
+                        Group::Servers,
+                        &[400, 404, 413, 500],
+                    ))
             }),
         )
         .api_route(
             "/ws/logs",
             get_with(logstream::all, |o| {
                 o.summary("Live logs of every server (WebSocket)")
+                    .with(signed_in("streamAllLogs", Group::Logs, &[400]))
             }),
         )
         .api_route(
             "/ws/logs/{id}",
             get_with(logstream::one, |o| {
-                o.summary("Live logs of one server (WebSocket)")
+                o.summary("Live logs of one server (WebSocket; an unknown server closes it with code 4404)")
+                    .with(signed_in("streamServerLogs", Group::Logs, &[400]))
             }),
         )
         .api_route(
             "/specs/{name}",
             put_with(specs::apply, |o| {
                 o.summary("Create or replace a server's spec (what `devbox apply` sends)")
+                    .with(signed_in(
+                        "applySpec",
+                        Group::Servers,
+                        &[400, 403, 404, 409, 413, 500],
+                    ))
             }),
         )
         .api_route(
@@ -277,38 +360,31 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
                     .description(&format!(
                         "Form fields: a `github_url` or a `zip_file`. {ZIP_LAYOUT_FIELD}"
                     ))
+                    .with(signed_in(
+                        "cloneWorkspace",
+                        Group::Servers,
+                        &[400, 404, 409, 413, 500],
+                    ))
             })
             .layer(uploads),
         )
 }
 
-/// The OpenAPI document of every route.
+/// The OpenAPI document of every route: the API's and the dashboard's sign-in.
 pub fn openapi() -> OpenApi {
-    let mut api = base_document();
+    let mut api = doc::base_document();
     let _ = routes(0).finish_api(&mut api);
+    crate::http::document_auth_routes(&mut api);
     api
-}
-
-fn base_document() -> OpenApi {
-    OpenApi {
-        info: Info {
-            title: "devbox".into(),
-            description: Some(
-                "Manage code-server instances. Changes are written as spec files; calls that change a server answer once the controller reports the outcome.".into(),
-            ),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ..Info::default()
-        },
-        ..OpenApi::default()
-    }
 }
 
 /// The API's routes (and `/openapi.json`) with their state; the HTTP front
 /// ([`crate::http`]) adds the proxy, the dashboard and the guards.
 pub fn router(state: AppState) -> Router {
-    let mut api = base_document();
+    let mut api = doc::base_document();
     let upload_mb = state.config.ui.workspace.max_upload_size_mb;
     let app = routes(body_limits::upload_limit(upload_mb)).finish_api(&mut api);
+    crate::http::document_auth_routes(&mut api);
     let document = Arc::new(api);
     let openapi_route = Router::new().route(
         "/openapi.json",

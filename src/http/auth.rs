@@ -6,19 +6,25 @@
 //! from devbox's own pages or from no page at all: a listed CORS origin must send the
 //! token itself.
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use aide::OperationInput;
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use aide::generate::GenContext;
+use aide::openapi::Operation;
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
 use super::Peer;
 use super::site::Provenance;
 use super::{ApiError, Front, SESSION_COOKIE};
+use crate::api::doc::{Group, public};
 use crate::identity::{Caller, UserName};
 
 /// A login body is a token in a small JSON object.
@@ -141,47 +147,119 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `POST /auth/login` (`{"token": "…"}`), `POST /auth/logout`, and `GET
-/// /auth/session` (whether a token is needed, and whether this browser has a session).
-pub fn routes() -> Router<Front> {
-    Router::new()
-        .route(
+/// /auth/session` (whether a token is needed, and whether this browser has a session),
+/// documented for the OpenAPI document.
+pub fn routes() -> ApiRouter<Front> {
+    ApiRouter::new()
+        .api_route(
             "/auth/login",
-            post(login).layer(DefaultBodyLimit::max(LOGIN_BODY_LIMIT)),
+            post_with(login, |o| {
+                o.summary("Trade an admin token for a session cookie (the dashboard's login)")
+                    .response_with::<200, Json<LoggedIn>, _>(|r| {
+                        r.description("Logged in: the answer sets the session cookie")
+                    })
+                    .with(public("login", Group::Auth, &[400, 401]))
+            })
+            .layer(DefaultBodyLimit::max(LOGIN_BODY_LIMIT)),
         )
-        .route("/auth/logout", post(logout))
-        .route("/auth/session", get(session))
+        .api_route(
+            "/auth/logout",
+            post_with(logout, |o| {
+                o.summary("End this browser's session")
+                    .response_with::<200, Json<LoggedOut>, _>(|r| {
+                        r.description("Logged out: the answer clears the session cookie")
+                    })
+                    .with(public("logout", Group::Auth, &[]))
+            }),
+        )
+        .api_route(
+            "/auth/session",
+            get_with(session, |o| {
+                o.summary("Whether a token is needed, and who this browser is signed in as")
+                    .with(public("getSession", Group::Auth, &[]))
+            }),
+        )
 }
 
-async fn session(State(front): State<Front>, request: Request) -> Json<serde_json::Value> {
+/// What `GET /auth/session` answers.
+#[derive(Serialize, JsonSchema)]
+pub struct SessionState {
+    /// devbox needs credentials (an admin token or a trusted proxy is configured).
+    pub token_required: bool,
+    /// This browser has a live session (or the trusted proxy names its user).
+    pub logged_in: bool,
+    /// The user signed in, when it is not the admin.
+    pub user: Option<String>,
+    pub admin: bool,
+}
+
+/// What `POST /auth/login` answers.
+#[derive(Serialize, JsonSchema)]
+pub struct LoggedIn {
+    pub message: String,
+    pub expires_in_seconds: u64,
+}
+
+/// What `POST /auth/logout` answers.
+#[derive(Serialize, JsonSchema)]
+pub struct LoggedOut {
+    pub message: String,
+}
+
+async fn session(State(front): State<Front>, request: Request) -> Json<SessionState> {
     // Signed in through the trusted proxy, or by a session of this browser.
     let caller = proxy_identity(&front, &request)
         .ok()
         .flatten()
         .or_else(|| session_cookie(request.headers()).and_then(|id| front.sessions.caller(id)));
-    Json(serde_json::json!({
-        "token_required": front.auth_required(),
-        "logged_in": caller.is_some(),
-        "user": caller.as_ref().and_then(Caller::owner),
-        "admin": caller.as_ref().is_some_and(Caller::is_admin),
-    }))
+    Json(SessionState {
+        token_required: front.auth_required(),
+        logged_in: caller.is_some(),
+        user: caller
+            .as_ref()
+            .and_then(Caller::owner)
+            .map(ToString::to_string),
+        admin: caller.as_ref().is_some_and(Caller::is_admin),
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Login {
+    /// An admin token.
     token: String,
 }
 
-async fn login(
-    State(front): State<Front>,
-    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+/// The login body, if it is the expected JSON: anything else is the handler's own 400
+/// (a body past [`LOGIN_BODY_LIMIT`] too), not axum's plain-text rejection.
+struct LoginBody(Option<Login>);
+
+impl<S: Send + Sync> FromRequest<S> for LoginBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            Json::<Login>::from_request(request, state)
+                .await
+                .ok()
+                .map(|Json(login)| login),
+        ))
+    }
+}
+
+impl OperationInput for LoginBody {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        Json::<Login>::operation_input(ctx, operation);
+    }
+}
+
+async fn login(State(front): State<Front>, LoginBody(body): LoginBody) -> Response {
     if !front.auth_required() {
         return ApiError::BadRequest(
             "devbox has no API token configured: there is nothing to log in to".into(),
         )
         .into_response();
     }
-    let Ok(Json(Login { token: given })) = body else {
+    let Some(Login { token: given }) = body else {
         return ApiError::BadRequest("expected a JSON body {\"token\": \"…\"}".into())
             .into_response();
     };
@@ -189,12 +267,11 @@ async fn login(
         tracing::info!("dashboard login with a wrong token");
         return ApiError::Unauthorized("invalid API token".into()).into_response();
     }
-    let ttl = front.sessions.ttl().as_secs();
-    with_cookie(
-        StatusCode::OK,
-        serde_json::json!({ "message": "logged in", "expires_in_seconds": ttl }),
-        &front.session_cookie_for(Caller::Admin),
-    )
+    let answer = LoggedIn {
+        message: "logged in".into(),
+        expires_in_seconds: front.sessions.ttl().as_secs(),
+    };
+    with_cookie(answer, &front.session_cookie_for(Caller::Admin))
 }
 
 async fn logout(State(front): State<Front>, headers: HeaderMap) -> Response {
@@ -202,8 +279,9 @@ async fn logout(State(front): State<Front>, headers: HeaderMap) -> Response {
         front.sessions.close(id);
     }
     let mut response = with_cookie(
-        StatusCode::OK,
-        serde_json::json!({ "message": "logged out" }),
+        LoggedOut {
+            message: "logged out".into(),
+        },
         &front.cookie(SESSION_COOKIE, "", Duration::ZERO),
     );
     // Whatever a page may have left on devbox's origin (a service worker, storage)
@@ -214,8 +292,9 @@ async fn logout(State(front): State<Front>, headers: HeaderMap) -> Response {
     response
 }
 
-pub(super) fn with_cookie(status: StatusCode, body: serde_json::Value, cookie: &str) -> Response {
-    let mut response = (status, Json(body)).into_response();
+/// A `200` with `body` as JSON that sets `cookie`.
+fn with_cookie(body: impl Serialize, cookie: &str) -> Response {
+    let mut response = Json(body).into_response();
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }

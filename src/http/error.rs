@@ -4,7 +4,7 @@
 
 use aide::OperationOutput;
 use aide::generate::GenContext;
-use aide::openapi::{MediaType, Operation, Response, SchemaObject, StatusCode as DocStatus};
+use aide::openapi::{MediaType, Operation, Response, SchemaObject};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -104,6 +104,8 @@ impl From<PortError> for ApiError {
     }
 }
 
+/// The error body, for the OpenAPI document. Which codes a route answers is said per
+/// route (`crate::api::doc`), not inferred from this type, which may be any of them.
 impl OperationOutput for ApiError {
     type Inner = ErrorBody;
 
@@ -124,18 +126,5 @@ impl OperationOutput for ApiError {
             )]),
             ..Default::default()
         })
-    }
-
-    fn inferred_responses(
-        ctx: &mut GenContext,
-        operation: &mut Operation,
-    ) -> Vec<(Option<DocStatus>, Response)> {
-        let Some(response) = Self::operation_response(ctx, operation) else {
-            return Vec::new();
-        };
-        [400, 401, 403, 404, 409, 413, 500]
-            .into_iter()
-            .map(|code| (Some(DocStatus::Code(code)), response.clone()))
-            .collect()
     }
 }

@@ -116,6 +116,11 @@ impl Front {
     }
 }
 
+/// Adds the sign-in routes (`/auth/*`) to the OpenAPI document `api`.
+pub fn document_auth_routes(api: &mut aide::openapi::OpenApi) {
+    let _ = auth::routes().finish_api(api);
+}
+
 /// The complete HTTP application: API, proxy and dashboard behind the guards.
 pub fn app(state: AppState) -> Router {
     let config = &state.config;
@@ -168,7 +173,7 @@ pub fn app(state: AppState) -> Router {
     let authenticate = middleware::from_fn_with_state(front.clone(), auth::authenticate);
     let mut own = crate::api::router(state.clone())
         .merge(crate::api::scrape::router(state.clone()))
-        .merge(auth::routes().with_state(front.clone()))
+        .merge(Router::from(auth::routes()).with_state(front.clone()))
         .layer(middleware::from_fn(guards::no_sniff))
         .layer(authenticate.clone())
         .layer(middleware::from_fn(move |request, next| {
