@@ -19,8 +19,10 @@ use crate::yaml;
 
 mod auth;
 mod isolation;
+mod tls;
 pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError, TrustedHeader};
 pub use isolation::{IsolationSettings, RunAs};
+pub use tls::TlsSettings;
 
 /// The default configuration, as shipped in `config/devbox.yaml`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/devbox.yaml");
@@ -108,8 +110,12 @@ pub struct ServerSettings {
     /// `public_url`, and a DNS wildcard for `*.<host>`): a page of one IDE or of an app
     /// behind it is then another origin than the dashboard and every other IDE.
     pub ide_subdomains: bool,
-    /// Longest a client may take to send a request's headers; also how long an idle
-    /// keep-alive connection stays open.
+    /// Serve HTTPS and WSS on `default_port` with this certificate, rather than plain
+    /// HTTP. Session cookies are then `Secure`. The trusted proxy's Unix socket
+    /// (`auth.trusted_header.socket`) stays plain.
+    pub tls: Option<TlsSettings>,
+    /// Longest a client may take to send a request's headers (and, over TLS, to
+    /// complete the handshake); also how long an idle keep-alive connection stays open.
     pub header_read_timeout: HumanDuration,
     /// Memory for the proxy's shared cache of code-server's static files (the
     /// workbench's scripts, styles and fonts, which every browser loads), in MiB;
@@ -138,6 +144,7 @@ impl Default for ServerSettings {
             allowed_hosts: Vec::new(),
             public_url: None,
             ide_subdomains: false,
+            tls: None,
             header_read_timeout: HumanDuration::from_secs(30),
             static_cache_mb: 64,
             session_ttl: None,
@@ -481,6 +488,13 @@ impl Config {
                 *dir = absolute;
             }
         }
+        if let Some(tls) = config.server.tls.as_mut() {
+            for file in [&mut tls.cert, &mut tls.key] {
+                if let Ok(absolute) = std::path::absolute(&*file) {
+                    *file = absolute;
+                }
+            }
+        }
         if let Some(source) = config.source.as_mut()
             && let Ok(absolute) = std::path::absolute(&*source)
         {
@@ -647,6 +661,9 @@ impl Config {
                  host could open every other owner's instance"
                     .into(),
             ));
+        }
+        if let Some(tls) = &self.server.tls {
+            problems.extend(tls.problems(self.server.public_url.as_deref()));
         }
         if self.server.ide_subdomains && self.server.public_url.is_none() {
             problems.push((
