@@ -25,6 +25,8 @@
 //! - [`endpoint`]: where an instance listens (a private Unix socket, or a loopback
 //!   port) and connecting to it.
 //! - [`health`]: code-server's `/healthz`.  [`metrics`]: CPU and memory per server.
+//! - [`http`]: the front every request passes (host and origin guards, sign-in) and
+//!   the server that accepts connections, plain or TLS (`server.tls`).
 //! - [`api`]: the HTTP API (axum).  [`proxy`]: `/vscode/<port>/…` to the instances.
 //! - [`ui`]: the embedded web dashboard.  [`cli`]: the command line.
 //! - [`sessions`]: signed-in browsers.  [`seats`]: seat links, one per server.
