@@ -20,8 +20,10 @@ use crate::yaml;
 mod auth;
 pub mod code_server_binary;
 mod isolation;
+mod tls;
 pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError, TrustedHeader};
 pub use isolation::{IsolationSettings, RunAs};
+pub use tls::TlsSettings;
 
 /// The default configuration, as shipped in `config/devbox.yaml`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/devbox.yaml");
@@ -118,8 +120,12 @@ pub struct ServerSettings {
     #[serde(skip)]
     #[schemars(skip)]
     pub resolved_metrics_token: Option<Secret>,
-    /// Longest a client may take to send a request's headers; also how long an idle
-    /// keep-alive connection stays open.
+    /// Serve HTTPS and WSS on `default_port` with this certificate, rather than plain
+    /// HTTP. Session cookies are then `Secure`. The trusted proxy's Unix socket
+    /// (`auth.trusted_header.socket`) stays plain.
+    pub tls: Option<TlsSettings>,
+    /// Longest a client may take to send a request's headers (and, over TLS, to
+    /// complete the handshake); also how long an idle keep-alive connection stays open.
     pub header_read_timeout: HumanDuration,
     /// Memory for the proxy's shared cache of code-server's static files (the
     /// workbench's scripts, styles and fonts, which every browser loads), in MiB;
@@ -150,6 +156,7 @@ impl Default for ServerSettings {
             ide_subdomains: false,
             metrics_token: None,
             resolved_metrics_token: None,
+            tls: None,
             header_read_timeout: HumanDuration::from_secs(30),
             static_cache_mb: 64,
             session_ttl: None,
@@ -502,6 +509,13 @@ impl Config {
                 *dir = absolute;
             }
         }
+        if let Some(tls) = config.server.tls.as_mut() {
+            for file in [&mut tls.cert, &mut tls.key] {
+                if let Ok(absolute) = std::path::absolute(&*file) {
+                    *file = absolute;
+                }
+            }
+        }
         if let Some(source) = config.source.as_mut()
             && let Ok(absolute) = std::path::absolute(&*source)
         {
@@ -667,6 +681,9 @@ impl Config {
                  host could open every other owner's instance"
                     .into(),
             ));
+        }
+        if let Some(tls) = &self.server.tls {
+            problems.extend(tls.problems(self.server.public_url.as_deref()));
         }
         if self.server.ide_subdomains && self.server.public_url.is_none() {
             problems.push((

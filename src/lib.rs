@@ -27,6 +27,8 @@
 //!   port) and connecting to it.
 //! - [`health`]: code-server's `/healthz`.  [`usage`]: CPU and memory per server.
 //! - [`metrics`]: devbox's Prometheus metrics (`GET /metrics`).
+//! - [`http`]: the front every request passes (host and origin guards, sign-in) and
+//!   the server that accepts connections, plain or TLS (`server.tls`).
 //! - [`api`]: the HTTP API (axum).  [`proxy`]: `/vscode/<port>/…` to the instances.
 //! - [`ui`]: the embedded web dashboard.  [`cli`]: the command line.
 //! - [`sessions`]: signed-in browsers.  [`seats`]: seat links, one per server.

@@ -17,6 +17,11 @@
 //! - `theme.mjs`: the dashboard in two browser contexts, one whose system prefers a dark
 //!   scheme and one light, each in its system's theme; a user's pick overrides it and
 //!   survives a reload, and choosing "system" again follows the system.
+//! - `tls.mjs`: devbox serving HTTPS itself (`server.tls`, with a certificate of a
+//!   private CA made by the test): Chromium refuses it until told to accept that
+//!   certificate's key (and nothing else), then logs in on the dashboard (a `Secure`
+//!   session cookie), opens an IDE through the proxy whose WebSocket is `wss://`,
+//!   streams logs over `wss://`, and opens a seat link in a second context.
 //!
 //! The tests take turns: each runs a Chromium and code-server instances, and two at
 //! once on a small machine would make every step's timeout a matter of luck.
@@ -35,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::pki::Pki;
 use common::{Devbox, Options, Reply, git_repo, group_alive, list_dir, wait_for};
 
 /// The file the IDE's explorer must show.
@@ -474,6 +480,83 @@ fn dashboard_follows_the_systems_color_scheme_until_the_user_picks_a_theme_in_a_
     );
     assert_passed("theme.mjs", &run, begin.elapsed(), &devbox, &artifacts);
     for name in THEME_SCREENSHOTS {
+        png_size(&artifacts.join(name));
+    }
+}
+
+/// The admin token and the server of the HTTPS test.
+const TLS_TOKEN: &str = "tls-browser-T0ken";
+const TLS_SERVER: &str = "secure-ide";
+const TLS_SCREENSHOTS: [&str; 3] = ["tls-dashboard.png", "tls-ide.png", "tls-seat-ide.png"];
+
+#[test]
+fn dashboard_ide_and_seat_link_work_over_https_in_a_real_browser() {
+    let _browser = one_browser_at_a_time();
+    playwright_node_path();
+    let artifacts = artifacts_dir("tls");
+    let pki = Pki::new();
+    let fixture = tempfile::Builder::new()
+        .prefix("devbox-browser-tls-")
+        .tempdir()
+        .expect("temp dir");
+    git_repo(fixture.path(), &[(FILE, "# Served over HTTPS\n")]);
+    let devbox = Devbox::start_opts(
+        Options {
+            config: format!(
+                "server:\n  api_token: \"{TLS_TOKEN}\"\n  tls: {}\n",
+                pki.tls_yaml()
+            ),
+            tls_ca: Some(pki.ca()),
+            ..Options::default()
+        },
+        |root| {
+            std::fs::write(
+                root.join(format!("specs/{TLS_SERVER}.yaml")),
+                format!(
+                    "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {TLS_SERVER}\n\
+                     spec:\n  state: running\n  workspace:\n    git: {{url: 'file://{}'}}\n",
+                    fixture.path().display()
+                ),
+            )
+            .expect("write spec");
+        },
+    );
+    let bearer = format!("Bearer {TLS_TOKEN}");
+    let admin = [("Authorization", bearer.as_str())];
+    wait_for(
+        &format!("{TLS_SERVER} to run\n{}", devbox.log_tail()),
+        common::STARTUP,
+        || {
+            let server = devbox
+                .call("GET", &format!("/servers/{TLS_SERVER}"), &admin, None)
+                .json();
+            (server["status"] == "running").then_some(())
+        },
+    );
+    let (_, link) = common::seats::seat_link(&devbox, TLS_TOKEN, TLS_SERVER);
+    let seat_url = link["url"].as_str().expect("the link's url").to_owned();
+    let base = devbox.url("/");
+    assert!(
+        seat_url.starts_with(&format!("{base}seat/")),
+        "the link is an https one: {seat_url}"
+    );
+
+    let begin = Instant::now();
+    let run = run_script(
+        "tls.mjs",
+        &[
+            base.into(),
+            pki.cert().into(),
+            artifacts.clone().into(),
+            TLS_TOKEN.into(),
+            TLS_SERVER.into(),
+            FILE.into(),
+            seat_url.into(),
+        ],
+        || {},
+    );
+    assert_passed("tls.mjs", &run, begin.elapsed(), &devbox, &artifacts);
+    for name in TLS_SCREENSHOTS {
         png_size(&artifacts.join(name));
     }
 }

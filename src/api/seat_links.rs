@@ -131,7 +131,8 @@ pub fn seat_owner(server: &str) -> UserName {
 }
 
 /// Where people open devbox: `server.public_url`, else the address this request came
-/// to (the host check has made sure it is one of devbox's names).
+/// to (the host check has made sure it is one of devbox's names), over https when
+/// devbox serves it (`server.tls`).
 fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.server.public_url {
         return url.trim_end_matches('/').to_owned();
@@ -141,7 +142,12 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| format!("127.0.0.1:{}", state.config.server.default_port));
-    format!("http://{host}")
+    let scheme = if state.config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub struct Cli {
     /// restart, wait, logs) instead of the local state and specs directories.
     #[arg(long, global = true, env = "DEVBOX_SERVER")]
     pub server: Option<String>,
+    /// With an https:// --server: trust only the CA certificates in this PEM file (a
+    /// private CA), instead of the public CAs.
+    #[arg(long, global = true, env = "DEVBOX_CACERT")]
+    pub cacert: Option<PathBuf>,
     /// Bearer token: required from API clients by `serve`, sent by `--server` commands.
     #[arg(long, global = true, env = "DEVBOX_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -199,6 +203,11 @@ impl Cli {
         Ok(Some(token.to_owned()))
     }
 
+    /// A client of the devbox API at `url`, with the token and CA of the command line.
+    fn remote(&self, url: &str) -> anyhow::Result<remote::Remote> {
+        remote::Remote::new(url, self.client_token()?, self.cacert.as_deref())
+    }
+
     fn load_config(&self, port: Option<u16>) -> anyhow::Result<Config> {
         Ok(Config::load(self.config.as_deref(), &self.overrides(port))?)
     }
@@ -232,7 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Restart { .. }
             | Command::Wait { .. }
             | Command::Logs { .. },
-        ) => Some(remote::Remote::new(url, cli.client_token()?)?),
+        ) => Some(cli.remote(url)?),
         _ => None,
     };
     match (&cli.command, remote) {
@@ -315,8 +324,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Command::GitFetch, _) => Ok(crate::provision::workspace::git_fetch_main()),
         (Command::SeatLinks { template, output }, _) => {
             let remote = match &cli.server {
-                Some(url) => remote::Remote::new(url, cli.client_token()?)?,
-                None => remote::Remote::for_local(&cli.load_config(None)?)?,
+                Some(url) => cli.remote(url)?,
+                None => remote::Remote::for_local(&cli.load_config(None)?, cli.cacert.as_deref())?,
             };
             seat_links::run(&remote, template.as_deref(), *output)
         }

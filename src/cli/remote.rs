@@ -1,8 +1,13 @@
 //! `--server URL`: the commands that drive a running devbox over its HTTP API instead
 //! of reading the state directory and writing the specs directory themselves.
+//!
+//! An `https://` devbox is checked against Mozilla's root certificates, or, with
+//! `--cacert FILE`, against the CA certificates in that file only (as `curl --cacert`
+//! does), for API calls and the log stream's WebSocket alike.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -21,33 +26,72 @@ pub struct Remote {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// `--cacert`: the file, and a TLS client trusting only its CAs (for the log
+    /// stream; the agent has its own copy).
+    private_ca: Option<(PathBuf, Arc<rustls::ClientConfig>)>,
 }
 
 impl Remote {
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client of the devbox at `base`, sending `token`; over https, trusting only
+    /// the CA certificates in `ca_file` when one is given.
+    pub fn new(base: &str, token: Option<String>, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            bail!("--server must be an http:// URL, got `{base}`");
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--server must be an http:// or https:// URL, got `{base}`");
+        }
+        let mut tls = ureq::tls::TlsConfig::builder();
+        let mut private_ca = None;
+        if let Some(path) = ca_file {
+            let certificates = read_ca_file(path)?;
+            private_ca = Some((path.to_owned(), ws_tls_config(&certificates)?));
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certificates));
         }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(CALL_TIMEOUT))
+            .tls_config(tls.build())
             .build()
             .new_agent();
-        Ok(Self { base, token, agent })
+        Ok(Self {
+            base,
+            token,
+            agent,
+            private_ca,
+        })
     }
 
     /// The devbox that `config` describes, on this host: its port on loopback (or on
-    /// its bind address when that is a specific one), with its own admin token.
-    pub fn for_local(config: &crate::config::Config) -> anyhow::Result<Self> {
+    /// its bind address when that is a specific one), with its own admin token. With
+    /// `server.tls`, its https `public_url` when it has one (the name its certificate
+    /// is for), else `https://localhost:<port>`.
+    pub fn for_local(
+        config: &crate::config::Config,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let server = &config.server;
+        let token = server.api_token.clone();
+        if server.tls.is_some() {
+            if let Some(public) = server.public_url.as_deref() {
+                return Self::new(public, token, ca_file);
+            }
+            let host = match server.bind_address {
+                ip if ip.is_unspecified() || ip.is_loopback() => "localhost".to_owned(),
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            };
+            return Self::new(
+                &format!("https://{host}:{}", server.default_port),
+                token,
+                ca_file,
+            );
+        }
         let ip = if server.bind_address.is_unspecified() {
             std::net::IpAddr::from([127, 0, 0, 1])
         } else {
             server.bind_address
         };
         let address = std::net::SocketAddr::new(ip, server.default_port);
-        Self::new(&format!("http://{address}"), server.api_token.clone())
+        Self::new(&format!("http://{address}"), token, ca_file)
     }
 
     /// The URL of the devbox this client talks to.
@@ -91,13 +135,19 @@ impl Remote {
             ("PUT", Some(body)) => with_auth(self.agent.put(&url), auth.as_deref()).send_json(body),
             _ => bail!("unsupported call {method} {path}"),
         };
-        let mut response =
-            response.with_context(|| format!("cannot reach devbox at {}", self.base))?;
+        let mut response = response.map_err(|err| self.unreachable(err))?;
         let status = response.status();
-        let value: Value = response
+        let text = response
             .body_mut()
-            .read_json()
-            .with_context(|| format!("{method} {path}: answer is not JSON (HTTP {status})"))?;
+            .read_to_string()
+            .with_context(|| format!("{method} {path}: cannot read the answer (HTTP {status})"))?;
+        // A plain-text answer (such as devbox's to http:// on its https port) is shown.
+        let value: Value = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{method} {path}: answer is not JSON (HTTP {status}): {}",
+                text.lines().next().unwrap_or_default()
+            )
+        })?;
         if missing_is_none && status == ureq::http::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -109,6 +159,84 @@ impl Remote {
             .map(Some)
             .with_context(|| format!("{method} {path}: unexpected answer"))
     }
+}
+
+impl Remote {
+    /// Why a call did not get an answer, saying what to do about a certificate this
+    /// client does not trust.
+    fn unreachable(&self, err: ureq::Error) -> anyhow::Error {
+        use rustls::{CertificateError, Error as TlsError};
+        let base = &self.base;
+        // rustls's verdict comes as its own error, or inside the I/O error of the read
+        // that met it.
+        let tls = match &err {
+            ureq::Error::Rustls(tls) => Some(tls),
+            ureq::Error::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref()),
+            _ => None,
+        };
+        match tls {
+            Some(
+                tls @ TlsError::InvalidCertificate(
+                    CertificateError::UnknownIssuer | CertificateError::BadSignature,
+                ),
+            ) => match &self.private_ca {
+                Some((ca_file, _)) => anyhow::anyhow!(
+                    "the TLS certificate of {base} is not trusted: no CA in --cacert {} signed it ({tls})",
+                    ca_file.display()
+                ),
+                None => anyhow::anyhow!(
+                    "the TLS certificate of {base} is not trusted: it is not signed by a public CA \
+                     ({tls}); if a private CA signed it, pass its certificate with --cacert FILE \
+                     (or DEVBOX_CACERT=FILE)"
+                ),
+            },
+            Some(tls @ TlsError::InvalidCertificate(_)) => {
+                anyhow::anyhow!("the TLS certificate of {base} is not valid: {tls}")
+            }
+            _ => anyhow::Error::new(err).context(format!("cannot reach devbox at {base}")),
+        }
+    }
+}
+
+/// The CA certificates of the PEM file `path` (`--cacert`).
+fn read_ca_file(path: &Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("cannot read --cacert {}", path.display()))?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        let item =
+            item.with_context(|| format!("--cacert {} is not a PEM file", path.display()))?;
+        if let ureq::tls::PemItem::Certificate(certificate) = item {
+            certificates.push(certificate);
+        }
+    }
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "--cacert {} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+        path.display()
+    );
+    Ok(certificates)
+}
+
+/// A TLS client for the log stream's WebSocket that trusts `certificates` only.
+fn ws_tls_config(
+    certificates: &[ureq::tls::Certificate<'static>],
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                certificate.der().to_vec(),
+            ))
+            .context("--cacert holds a certificate that is not a usable CA certificate")?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(crate::http::ring_provider()))
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn with_auth<B>(request: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
@@ -233,10 +361,18 @@ pub fn logs(remote: &Remote, name: &str, lines: usize, follow: bool) -> anyhow::
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(follow_ws(&url, remote.token.as_deref()))
+    let tls = remote
+        .private_ca
+        .as_ref()
+        .map(|(_, config)| tokio_tungstenite::Connector::Rustls(config.clone()));
+    runtime.block_on(follow_ws(&url, remote.token.as_deref(), tls))
 }
 
-async fn follow_ws(url: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+async fn follow_ws(
+    url: &str,
+    token: Option<&str>,
+    tls: Option<tokio_tungstenite::Connector>,
+) -> anyhow::Result<ExitCode> {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = url.into_client_request().context("bad WebSocket URL")?;
@@ -246,9 +382,10 @@ async fn follow_ws(url: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
             format!("Bearer {token}").parse().context("bad token")?,
         );
     }
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, tls)
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
     while let Some(message) = socket.next().await {
         match message.context("log stream broken")? {
             Message::Text(text) => {

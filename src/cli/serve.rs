@@ -48,7 +48,14 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         );
     }
     let address = SocketAddr::new(config.server.bind_address, config.server.default_port);
-    // Bind first: a taken port should fail before any server is touched.
+    // Read the certificate and bind first: a bad file or a taken port should fail
+    // before any server is touched.
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::http::Tls::load)
+        .transpose()?;
     let listener = listen(address).with_context(|| format!("cannot listen on {address}"))?;
     match &config.source {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
@@ -101,21 +108,33 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     let stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
-    let mut servers = vec![tokio::spawn(crate::http::serve(
-        listener,
-        app.clone(),
-        header_read_timeout,
-        stopped(http_stopped.clone()),
-    ))];
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut servers = vec![match tls {
+        Some(tls) => tokio::spawn(crate::http::serve(
+            listener,
+            tls,
+            app.clone(),
+            header_read_timeout,
+            stopped(http_stopped.clone()),
+        )),
+        None => tokio::spawn(crate::http::serve(
+            listener,
+            crate::http::Plain,
+            app.clone(),
+            header_read_timeout,
+            stopped(http_stopped.clone()),
+        )),
+    }];
     if let Some(proxy_socket) = proxy_socket {
         servers.push(tokio::spawn(crate::http::serve(
             proxy_socket,
+            crate::http::Plain,
             app,
             header_read_timeout,
             stopped(http_stopped),
         )));
     }
-    tracing::info!(%address, "devbox listening");
+    tracing::info!(%address, scheme, "devbox listening");
     controller.run(shutdown_signal()).await?;
     let _ = stop_http.send(true);
     for server in servers {

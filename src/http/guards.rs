@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::site::Provenance;
-use super::{ApiError, Front};
+use super::{ApiError, Front, Transport};
 use crate::config::Config;
 
 const SEC_FETCH_SITE: &str = "sec-fetch-site";
@@ -56,7 +56,12 @@ pub async fn guard(State(front): State<Front>, mut request: Request, next: Next)
         )
         .into_response();
     }
-    let provenance = front.site.provenance(origin, host, other_page);
+    let transport = request
+        .extensions()
+        .get::<Transport>()
+        .copied()
+        .unwrap_or(Transport::Plain);
+    let provenance = front.site.provenance(origin, host, other_page, transport);
     let changes = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS

@@ -1,7 +1,7 @@
 //! The HTTP front: one router for the API ([`crate::api`]), the IDE proxy
 //! ([`crate::proxy`]) and the dashboard ([`crate::ui`]), the guards every request passes
 //! on its way to them, the error type they all answer with, and the server that accepts
-//! connections. The route modules own their routes only; the guards here know no route
+//! connections (over TLS with `server.tls`). The route modules own their routes only; the guards here know no route
 //! but the few public ones.
 //!
 //! In the order a request meets them: the host and cross-site checks (`guards`), then,
@@ -15,6 +15,7 @@ mod ide_origin;
 mod seat_page;
 mod server;
 mod site;
+mod tls;
 
 use std::sync::Arc;
 
@@ -23,8 +24,9 @@ use axum::middleware;
 
 pub use auth::{MetricsReader, bearer_token};
 pub use error::{ApiError, ErrorBody};
-pub use server::{Peer, serve, unix_listener};
+pub use server::{Handshake, Peer, Plain, Transport, serve, unix_listener};
 pub use site::Site;
+pub use tls::{Tls, TlsError, ring_provider};
 
 use crate::api::{AppState, limit_body_time, mib};
 use crate::config::{Secret, TrustedHeader};
@@ -160,11 +162,12 @@ pub fn app(state: AppState) -> Router {
         trusted_header: config.auth.trusted_header.clone().map(Arc::new),
         sessions: state.sessions.clone(),
         seats: state.seats.clone(),
-        secure_cookies: config
-            .server
-            .public_url
-            .as_deref()
-            .is_some_and(|url| url.starts_with("https:")),
+        secure_cookies: config.server.tls.is_some()
+            || config
+                .server
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https:")),
         proxy: proxy_state.clone(),
     };
     let proxy = crate::proxy::router(proxy_state);

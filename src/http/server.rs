@@ -8,7 +8,10 @@
 //!
 //! Connections come from a TCP listener, or from the Unix socket a trusted reverse
 //! proxy on this host connects through (`auth.trusted_header.socket`); each request
-//! carries its [`Peer`], which authentication asks.
+//! carries its [`Peer`], which authentication asks, and its [`Transport`], which the
+//! origin check asks. Before HTTP, a connection goes through its [`Handshake`]: none,
+//! or TLS (`server.tls`, TCP only), bounded by the same `header_read_timeout`, in the
+//! connection's own task, so a silent client holds no more than a plain one does.
 
 use std::future::Future;
 use std::io;
@@ -22,9 +25,11 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 use tower::ServiceExt;
+
+use super::tls::Tls;
 
 /// Where a request's connection comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,44 @@ pub enum Peer {
     Tcp(SocketAddr),
     /// The trusted proxy's Unix socket (`auth.trusted_header.socket`).
     ProxySocket,
+}
+
+/// What a connection speaks below HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    /// TLS (`server.tls`): the pages that call devbox here are `https://` pages.
+    Tls,
+}
+
+/// What a connection goes through before it speaks HTTP.
+pub trait Handshake<Io>: Clone + Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    const TRANSPORT: Transport;
+    /// The stream to speak HTTP on; `None` when the connection is to be closed.
+    fn handshake(&self, io: Io) -> impl Future<Output = Option<Self::Stream>> + Send;
+}
+
+/// No handshake: HTTP from the first byte.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain;
+
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Handshake<Io> for Plain {
+    type Stream = Io;
+    const TRANSPORT: Transport = Transport::Plain;
+
+    async fn handshake(&self, io: Io) -> Option<Io> {
+        Some(io)
+    }
+}
+
+impl Handshake<TcpStream> for Tls {
+    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
+    const TRANSPORT: Transport = Transport::Tls;
+
+    fn handshake(&self, io: TcpStream) -> impl Future<Output = Option<Self::Stream>> + Send {
+        Tls::handshake(self, io)
+    }
 }
 
 /// A source of connections.
@@ -98,10 +141,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (out of descriptors, say), so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight
-/// finish (for up to [`DRAIN_LIMIT`]).
-pub async fn serve<L: Listener>(
+/// Serves `app` on `listener`'s connections, once through `handshake`, until
+/// `shutdown` resolves, then lets requests in flight finish (for up to
+/// [`DRAIN_LIMIT`]).
+pub async fn serve<L: Listener, H: Handshake<L::Io>>(
     listener: L,
+    handshake: H,
     app: Router,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
@@ -126,12 +171,25 @@ pub async fn serve<L: Listener>(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(with_peer(app.clone(), peer));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let service = TowerToHyperService::new(with_peer(app.clone(), peer, H::TRANSPORT));
+        let builder = builder.clone();
+        let handshake = handshake.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let stopping = async {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            let stream = tokio::select! {
+                stream = tokio::time::timeout(header_read_timeout, handshake.handshake(stream)) => stream,
+                () = stopping => return,
+            };
+            let Ok(Some(stream)) = stream else {
+                tracing::debug!(?peer, "connection closed before it spoke HTTP");
+                return;
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
@@ -158,11 +216,13 @@ pub async fn serve<L: Listener>(
     }
 }
 
-/// `app` with the connection's [`Peer`] in each request, and a TCP client's address as
-/// axum's `ConnectInfo` too, which the proxy passes on as `X-Forwarded-For`.
+/// `app` with the connection's [`Peer`] and [`Transport`] in each request, and a TCP
+/// client's address as axum's `ConnectInfo` too, which the proxy passes on as
+/// `X-Forwarded-For`.
 fn with_peer(
     app: Router,
     peer: Peer,
+    transport: Transport,
 ) -> impl tower::Service<
     axum::http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -172,6 +232,7 @@ fn with_peer(
     app.map_request(
         move |mut request: axum::http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(peer);
+            request.extensions_mut().insert(transport);
             if let Peer::Tcp(address) = peer {
                 request.extensions_mut().insert(ConnectInfo(address));
             }

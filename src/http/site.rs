@@ -5,13 +5,14 @@
 //! devbox's names are the loopback names, the bind address when it is a specific one,
 //! the host of `server.public_url`, and `server.allowed_hosts`. A page's origin is
 //! devbox's own when its host and port are the ones the request was sent to (which
-//! the host guard has already checked) or those of `public_url`; the origins in
-//! `server.cors_allowed_origins` are let in besides.
+//! the host guard has already checked; over devbox's own TLS, with `https`) or those
+//! of `public_url`; the origins in `server.cors_allowed_origins` are let in besides.
 
 use std::net::IpAddr;
 
 use axum::http::uri::Authority;
 
+use super::Transport;
 use crate::config::Config;
 
 /// Where a request that carries an `Origin` comes from, as far as devbox is concerned.
@@ -142,12 +143,14 @@ impl Site {
     /// Where a request comes from: `origin` is its `Origin` header, `host` the `Host`
     /// it was sent to, `other_page` whether the browser said the request comes from a
     /// page of another origin (`Sec-Fetch-Site: cross-site` or `same-site`: a page on
-    /// another port of this host is "same-site", and no more devbox's than any other).
+    /// another port of this host is "same-site", and no more devbox's than any other),
+    /// `transport` what the request came over.
     pub fn provenance(
         &self,
         origin: Option<&str>,
         host: Option<&str>,
         other_page: bool,
+        transport: Transport,
     ) -> Provenance {
         let Some(origin) = origin else {
             return if other_page {
@@ -182,7 +185,12 @@ impl Site {
                 Provenance::Foreign
             };
         }
-        if host.is_some_and(|host| same_authority(&authority, host)) {
+        // Over devbox's own TLS, devbox's pages are https pages: an http page on the
+        // same name (and port 80 or 443, which a `Host` without a port may mean) is
+        // someone else's. Over plain HTTP either scheme may be devbox's, as a TLS
+        // proxy in front passes the `Host` on.
+        let scheme_fits = transport == Transport::Plain || scheme == "https" || scheme == "wss";
+        if scheme_fits && host.is_some_and(|host| same_authority(&authority, host)) {
             Provenance::Own
         } else {
             Provenance::Foreign
@@ -351,10 +359,42 @@ mod tests {
         ];
         for (origin, host, cross, expected) in cases {
             assert_eq!(
-                site.provenance(origin, host, cross),
+                site.provenance(origin, host, cross, Transport::Plain),
                 expected,
                 "{origin:?} to {host:?}, cross-site: {cross}"
             );
         }
+    }
+
+    #[test]
+    fn over_tls_only_https_pages_of_the_host_are_devbox() {
+        let site = site("server:\n  tls: {cert: c.pem, key: k.pem}\n");
+        let tls = |origin: &str, host: &str| {
+            site.provenance(Some(origin), Some(host), false, Transport::Tls)
+        };
+        assert_eq!(
+            tls("https://localhost:8443", "localhost:8443"),
+            Provenance::Own
+        );
+        assert_eq!(tls("https://box.lan", "box.lan"), Provenance::Own);
+        assert_eq!(tls("http://box.lan", "box.lan"), Provenance::Foreign);
+        assert_eq!(
+            tls("http://localhost:8443", "localhost:8443"),
+            Provenance::Foreign
+        );
+        assert_eq!(
+            tls("https://localhost:9999", "localhost:8443"),
+            Provenance::Foreign
+        );
+        // Behind a TLS proxy (plain to devbox), the proxy's https pages are devbox's.
+        assert_eq!(
+            site.provenance(
+                Some("https://box.lan"),
+                Some("box.lan"),
+                false,
+                Transport::Plain
+            ),
+            Provenance::Own
+        );
     }
 }

@@ -164,7 +164,11 @@ pub(super) fn prepare_request_headers(parts: &mut request::Parts, upgrade: bool)
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    // Over devbox's own TLS the scheme is known; otherwise a proxy in front may have
+    // said it already.
+    if parts.extensions.get::<crate::http::Transport>() == Some(&crate::http::Transport::Tls) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    } else if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !headers.contains_key(&X_FORWARDED_HOST)

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite;
 pub mod cgroups;
 mod code_server;
 mod direct;
+pub mod pki;
 pub mod procs;
 pub mod seats;
 pub mod users;
@@ -124,6 +125,8 @@ pub struct Devbox {
     pub code_server: PathBuf,
     /// Extra environment of `devbox` commands (and so of `devbox serve`).
     env: Vec<(String, String)>,
+    /// [`Options::tls_ca`].
+    pub tls_ca: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -141,6 +144,10 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// The code-server binary (default: the real one).
     pub code_server: Option<PathBuf>,
+    /// devbox serves HTTPS (`server.tls` in `config`) with a certificate for
+    /// `localhost` that the CA certificate in this PEM file signed: the harness then
+    /// speaks to `https://localhost:<port>`, trusting that CA only.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -150,6 +157,7 @@ impl Default for Options {
             config: String::new(),
             env: Vec::new(),
             code_server: None,
+            tls_ca: None,
         }
     }
 }
@@ -227,6 +235,7 @@ impl Devbox {
             port_end,
             code_server: options.code_server.unwrap_or_else(code_server),
             env: options.env,
+            tls_ca: options.tls_ca,
             child: None,
         };
         devbox.spawn();
@@ -288,7 +297,8 @@ impl Devbox {
         let child = command.spawn().expect("start devbox");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while ureq::get(&self.url("/health")).call().is_err() {
+        let agent = agent(self.tls_ca.as_deref(), 10);
+        while agent.get(&self.url("/health")).call().is_err() {
             let exited = self
                 .child
                 .as_mut()
@@ -305,13 +315,21 @@ impl Devbox {
         }
     }
 
+    /// An agent for this devbox (trusting its CA over https) that follows `redirects`.
+    pub fn agent(&self, redirects: u32) -> ureq::Agent {
+        agent(self.tls_ca.as_deref(), redirects)
+    }
+
     /// The pid of the running `devbox serve`.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("devbox is running").id()
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        match self.tls_ca {
+            Some(_) => format!("https://localhost:{}{path}", self.http_port),
+            None => format!("http://127.0.0.1:{}{path}", self.http_port),
+        }
     }
 
     /// `method path` with `headers` and `body`, whatever the answer's status.
@@ -322,7 +340,7 @@ impl Devbox {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Reply {
-        request(method, &self.url(path), headers, body)
+        request_with(&self.agent(10), method, &self.url(path), headers, body)
     }
 
     pub fn get(&self, path: &str) -> Reply {
@@ -473,7 +491,8 @@ impl Devbox {
     }
 
     pub fn servers(&self) -> Vec<Value> {
-        ureq::get(&self.url("/servers"))
+        self.agent(10)
+            .get(&self.url("/servers"))
             .call()
             .expect("GET /servers")
             .body_mut()
@@ -785,12 +804,40 @@ fn request_following(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Reply {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    request_with(&agent(None, redirects), method, url, headers, body)
+}
+
+/// A fresh agent that treats every status as an answer and follows `redirects`; over
+/// https it trusts the CA certificates in the PEM file `ca` only (else the public CAs).
+pub fn agent(ca: Option<&Path>, redirects: u32) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap_or_else(|err| panic!("{}: {err}", ca.display()));
+        let certificates: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item.expect("PEM") {
+                ureq::tls::PemItem::Certificate(certificate) => Some(certificate),
+                _ => None,
+            })
+            .collect();
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certificates));
+    }
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(redirects)
         .timeout_global(Some(Duration::from_secs(120)))
+        .tls_config(tls.build())
         .build()
-        .into();
+        .into()
+}
+
+/// One request with `agent`, whatever the answer's status.
+pub fn request_with(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);

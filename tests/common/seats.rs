@@ -37,7 +37,8 @@ impl Participant<'_> {
         ];
         headers.extend_from_slice(extra);
         let mut url = self.devbox.url(path);
-        let mut reply = super::request_once(method, &url, &headers, body.as_deref());
+        let agent = self.devbox.agent(0);
+        let mut reply = super::request_with(&agent, method, &url, &headers, body.as_deref());
         for _ in 0..5 {
             let Some(location) = reply.header("location").filter(|_| reply.status / 100 == 3)
             else {
@@ -53,7 +54,7 @@ impl Participant<'_> {
                 let folder = &folder[..=folder.rfind('/').unwrap_or_default()];
                 format!("{folder}{}", location.trim_start_matches("./"))
             };
-            reply = super::request_once("GET", &url, &headers, None);
+            reply = super::request_with(&agent, "GET", &url, &headers, None);
         }
         reply
     }
