@@ -12,7 +12,8 @@
 //! - [`identity`]: who is calling (the admin or a named user) and whose a server is.
 //! - [`git_url`]: a git URL's scheme and host, and the rule that keeps git URLs from
 //!   reaching inside the host.
-//! - [`yaml`]: every YAML read and write (serde_yaml stays behind this one module).
+//! - [`yaml`]: every YAML read and write (the YAML library, serde-saphyr, stays behind
+//!   this one module).
 //! - [`diagnostic`]: one located problem in a file, worded the same everywhere.
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
 //! - [`runtime`]: starting, stopping, observing and adopting processes, behind a trait;

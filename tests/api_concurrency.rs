@@ -55,7 +55,7 @@ fn fifty_parallel_creates_get_fifty_ports_and_fifty_spec_files() {
         ports.insert(port);
         ids.insert(server["id"].as_str().expect("id").to_owned());
         // Each spec file pins the port its answer named.
-        let spec: serde_yaml::Value = serde_yaml::from_str(
+        let spec: serde_json::Value = devbox::yaml::from_str(
             &std::fs::read_to_string(devbox.specs().join(format!("seat-{i:02}.yaml")))
                 .expect("spec file"),
         )
@@ -175,12 +175,12 @@ fn parallel_edits_of_one_server_lose_nothing() {
         serde_json::from_value(devbox.get(&format!("/servers/{id}")).json()["extensions"].clone())
             .expect("extensions");
     assert_eq!(listed, expected, "every extension is in the spec");
-    let spec: serde_yaml::Value = serde_yaml::from_str(
+    let spec: serde_json::Value = devbox::yaml::from_str(
         &std::fs::read_to_string(devbox.specs().join("shared.yaml")).expect("spec"),
     )
     .expect("YAML");
     let in_file: BTreeSet<String> =
-        serde_yaml::from_value(spec["spec"]["extensions"].clone()).expect("list");
+        serde_json::from_value(spec["spec"]["extensions"].clone()).expect("list");
     assert_eq!(in_file, expected);
 }
 

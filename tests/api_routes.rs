@@ -112,10 +112,10 @@ fn create_and_start(devbox: &Devbox, name: &str) -> (String, u32, u16) {
     (id, pid, port)
 }
 
-fn read_yaml(path: &std::path::Path) -> serde_yaml::Value {
+fn read_yaml(path: &std::path::Path) -> serde_json::Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    devbox::yaml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
 fn settings(devbox: &Devbox, slug: &str) -> Value {

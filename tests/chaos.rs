@@ -219,7 +219,7 @@ fn mismatch(devbox: &Devbox) -> Option<String> {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("spec file");
-        let spec: serde_yaml::Value = match serde_yaml::from_str(&text) {
+        let spec: serde_json::Value = match devbox::yaml::from_str(&text) {
             Ok(spec) => spec,
             Err(err) => return Some(format!("{} does not parse: {err}", path.display())),
         };

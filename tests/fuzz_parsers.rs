@@ -19,8 +19,8 @@
 //!   make the same trip, and load (valid or not) without a panic; arbitrary configs
 //!   written with `yaml::to_string` parse without a panic, and read back equal when valid;
 //! - alias bombs ("billion laughs"), alias amplification and deep flow nesting are
-//!   rejected quickly: `yaml::precheck` refuses anchors, aliases and nesting deeper than
-//!   128 levels before serde_yaml sees the text.
+//!   rejected quickly: the YAML library's parser and budget (as `yaml` sets them) refuse
+//!   anchors, aliases and nesting deeper than 128 levels.
 //!
 //! The default case counts keep this file well under 30 seconds in a debug build (about
 //! 9 s on two idle cores), which is what CI runs (`cargo test`). `PROPTEST_CASES` sets
@@ -1326,12 +1326,13 @@ fn billion_laughs_is_rejected_quickly() {
 // ---------------------------------------------------------------------------------------
 // Bugs found by this file, each kept as a regression test:
 // - field paths with brackets in their keys panicked when located;
-// - libyaml's scanner (unsafe-libyaml 0.2.11 under serde_yaml) is quadratic in flow
-//   nesting depth: 40 KB of `[` took seconds per parse. Fixed by refusing nesting deeper
-//   than serde_yaml's own limit (128) before the text reaches it (`yaml::precheck`);
-// - serde_yaml expands aliases without a total budget: a 2.6 KB spec expanded to ~9
+// - libyaml's scanner (unsafe-libyaml 0.2.11 under serde_yaml, devbox's YAML library
+//   then) is quadratic in flow nesting depth: 40 KB of `[` took seconds per parse. Fixed
+//   by refusing nesting deeper than 128 levels; now serde-saphyr's parser does (`yaml`);
+// - serde_yaml expanded aliases without a total budget: a 2.6 KB spec expanded to ~9
 //   million values (20 s and 1 GB per parse in a debug build). Fixed by refusing anchors
-//   and aliases up front, with the line and column of the first one.
+//   and aliases, with the line and column of the first one; now serde-saphyr's budget
+//   refuses them (`yaml`).
 
 #[test]
 fn bracketed_keys_in_field_paths_do_not_panic() {
@@ -1379,8 +1380,8 @@ fn deep_flow_nesting_is_rejected_quickly() {
 
 /// A spec of about 5·`n` bytes whose settings expand to 99·`n`² values: anchor `a` is a
 /// list of `n` scalars, `b` is 99 aliases of `a`, and the last list `n` aliases of `b`.
-/// serde_yaml only limits alias jumps (100 per event of the document), which these stay
-/// below.
+/// serde_yaml, devbox's YAML library before serde-saphyr, only limited alias jumps (100
+/// per event of the document), which these stay below.
 fn alias_amplifier(n: usize) -> String {
     format!(
         "apiVersion: devbox/v1\nkind: DevServer\nmetadata: {{name: fuzz}}\nspec:\n  user_settings:\n    a: &a [{}]\n    b: &b [{}]\n    c: [{}]\n",

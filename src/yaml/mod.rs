@@ -1,21 +1,58 @@
 //! All YAML reading and writing in devbox goes through this module.
 //!
-//! serde_yaml is archived upstream (sound, but unmaintained). Keeping every call to it
-//! here means a swap to a maintained fork touches this one file. The module also turns
-//! parser errors into [`YamlError`]s that carry a line, a column and the dotted path of
-//! the field that was wrong, which is what `devbox validate` and server status show.
+//! The library is serde-saphyr (maintained, panic-free, on granit-parser). Keeping every
+//! call to it here means the rest of devbox sees [`from_str`], [`to_string`],
+//! [`top_level_keys`] and [`YamlError`], which carries the line, column and dotted path
+//! of the field that was wrong: what `devbox validate` and server status show.
 //!
-//! Every text is first checked by [`precheck`]: too large, nested too deep, or using
-//! anchors and aliases is refused before serde_yaml sees it.
+//! What devbox refuses in a YAML text, and what checks it:
+//! - a text over [`MAX_YAML_BYTES`]: checked here before parsing (the library bounds the
+//!   bytes of reader input only, not of a string already in memory);
+//! - collections nested deeper than [`MAX_NESTING`], anchors and aliases (`&name`,
+//!   `*name`), duplicate keys and a second document: the library's parser and budget, on
+//!   its own events, as set in [`read_options`]. Spec and config files are small hand- or
+//!   API-written documents with no use for anchors, and with none allowed there is no
+//!   alias expansion to bound. [`refusal`] words and locates what was refused.
+//!
+//! devbox kept a scanner of its own in front of serde_yaml for those limits: libyaml took
+//! seconds to scan deep flow nesting, and serde_yaml expanded aliases without bound.
+//! Neither holds here (20 000 unclosed `[` are refused in under a millisecond), so only
+//! the size check is left of it.
+//!
+//! The options keep what devbox read when it was built on serde_yaml (YAML 1.2 scalars):
+//! `yes`, `on` and `off` are strings, not booleans; `0755` and `1_000` in free-form values
+//! (user settings) stay strings; `.inf` in them reads as null; `<<` is an ordinary key;
+//! an empty or `null` value read into a string is its text.
 
-mod precheck;
+mod locate;
+mod refusal;
 
-pub use precheck::{MAX_NESTING, MAX_YAML_BYTES, precheck};
+pub use locate::locate;
 
 use std::fmt;
 
+use indexmap::IndexMap;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_saphyr::{MergeKeyPolicy, NonFiniteFloatPolicy, Options};
+
+/// Largest YAML text devbox parses: 256 KiB, some 40 times the largest file devbox ships
+/// (spec and config files are a few KB). It bounds what a parse can cost: the slowest
+/// 256 KiB texts measured (a flow list of 130 000 scalars; 100-level-deep flow mappings
+/// repeated to the end) take about 0.13 s in a release build and at most 60 MB of memory
+/// (serde_yaml: 0.09 s and 55 MB on the same texts).
+pub const MAX_YAML_BYTES: usize = 256 * 1024;
+
+/// Deepest nesting of collections (flow and block together) devbox parses: serde_yaml's
+/// recursion limit, which devbox used before, so no file it read then is refused now.
+pub const MAX_NESTING: usize = 128;
+
+/// Stack of the thread a text is read on. The library's deserializer recurses once per
+/// nesting level, measured at about 28 KiB a level in a debug build (under 5 KiB in a
+/// release build): [`MAX_NESTING`] levels need some 3.6 MiB there, more than the 2 MiB
+/// of a tokio worker or a test thread, and a stack overflow aborts the whole process.
+/// Only the pages a parse touches are ever committed.
+const READ_STACK_BYTES: usize = 16 << 20;
 
 /// A YAML document that could not be read into the expected type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,44 +77,84 @@ impl fmt::Display for YamlError {
 
 impl std::error::Error for YamlError {}
 
-/// Parses `text` into `T`, reporting where and in which field it went wrong.
-pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
-    precheck(text)?;
-    let deserializer = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let location = inner.location();
-        let mut message = inner.to_string();
-        // serde_yaml appends " at line L column C" to its messages; we report the
-        // location in its own fields, so drop the duplicate.
-        if let Some(cut) = message.find(" at line ") {
-            message.truncate(cut);
-        }
-        // serde_yaml also prefixes some messages with the path; it has its own field.
-        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
-            message = rest.to_owned();
-        }
-        let field = (path != "." && !path.is_empty()).then_some(path);
-        let (line, column) = match location {
-            Some(loc) => (Some(loc.line()), Some(loc.column())),
-            None => field
-                .as_deref()
-                .and_then(|f| locate(text, f))
-                .map_or((None, None), |(l, c)| (Some(l), Some(c))),
-        };
-        YamlError {
-            line,
-            column,
-            field,
-            message,
-        }
+/// How devbox reads YAML: the limits and scalar rules of the module's documentation.
+fn read_options() -> Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_anchors: 0,
+            max_aliases: 0,
+            max_depth: MAX_NESTING,
+            // Flow nesting alone: the scanner stops at it before building any event.
+            flow_nesting_limit: MAX_NESTING,
+        },
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        null_as_string: true,
+        merge_keys: MergeKeyPolicy::AsOrdinary,
+        non_finite_float_policy: NonFiniteFloatPolicy::PassThrough,
+        // Errors are located by line and column; a rendered snippet is not wanted.
+        with_snippet: false,
+    }
+}
+
+/// Refuses a text over [`MAX_YAML_BYTES`] before it is parsed.
+fn check_size(text: &str) -> Result<(), YamlError> {
+    if text.len() > MAX_YAML_BYTES {
+        return Err(YamlError {
+            line: None,
+            column: None,
+            field: None,
+            message: format!(
+                "the document is {} bytes; devbox reads YAML of at most {MAX_YAML_BYTES} bytes (256 KiB)",
+                text.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `read` on a thread of its own with [`READ_STACK_BYTES`] of stack.
+fn on_read_stack<R: Send>(read: impl FnOnce() -> R + Send) -> Result<R, YamlError> {
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("yaml-read".into())
+            .stack_size(READ_STACK_BYTES)
+            .spawn_scoped(scope, read)
+            .map_err(|err| YamlError {
+                line: None,
+                column: None,
+                field: None,
+                message: format!("cannot start a thread to read YAML: {err}"),
+            })?;
+        Ok(reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
+}
+
+/// Parses `text` into `T`, reporting where and in which field it went wrong.
+pub fn from_str<T: DeserializeOwned + Send>(text: &str) -> Result<T, YamlError> {
+    check_size(text)?;
+    on_read_stack(|| {
+        let mut path = None;
+        serde_saphyr::with_deserializer_from_str_with_options(
+            text,
+            read_options(),
+            |deserializer| {
+                serde_path_to_error::deserialize(deserializer).map_err(|err| {
+                    path = Some(err.path().to_string());
+                    err.into_inner()
+                })
+            },
+        )
+        .map_err(|err| refusal::to_yaml_error(text, path.as_deref(), &err))
+    })?
 }
 
 /// Serialises `value` as a YAML document.
 pub fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
-    serde_yaml::to_string(value).map_err(|err| YamlError {
+    serde_saphyr::to_string(value).map_err(|err| YamlError {
         line: None,
         column: None,
         field: None,
@@ -86,260 +163,19 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
 }
 
 /// The keys of the top-level mapping of `text`, or `None` when the document is not a
-/// mapping (or not YAML at all). Used to tell a spec file from a config file.
+/// mapping (or not YAML devbox reads at all). Used to tell a spec file from a config file.
 pub fn top_level_keys(text: &str) -> Option<Vec<String>> {
-    precheck(text).ok()?;
-    let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-    let mapping = value.as_mapping()?;
-    Some(
-        mapping
-            .keys()
-            .filter_map(|k| k.as_str().map(str::to_owned))
-            .collect(),
-    )
-}
-
-/// Best-effort 1-based (line, column) of a dotted field path such as `spec.port` or
-/// `spec.extension_groups[1]` in a block-style YAML document.
-///
-/// serde_yaml reports locations for syntax and type errors, but semantic checks made
-/// after parsing (a port out of range, an unknown group) only know the field path. This
-/// walks the text by indentation to find that field; when a segment is not found it
-/// returns the location of the deepest parent it did find.
-pub fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut found: Option<(usize, usize)> = None;
-    // Search window: [start, end) of lines, and the minimum indent of children.
-    let mut start = 0;
-    let mut end = lines.len();
-    let mut parent_indent: Option<usize> = None;
-    for segment in split_path(field) {
-        let hit = match segment {
-            Segment::Key(key) => find_key(&lines[start..end], key, parent_indent),
-            Segment::Index(index) => find_item(&lines[start..end], index, parent_indent),
-        };
-        let Some((offset, indent, column)) = hit else {
-            break;
-        };
-        let line = start + offset;
-        found = Some((line + 1, column + 1));
-        // The children of this node are the following lines indented deeper than it.
-        let child_end = lines[line + 1..end]
-            .iter()
-            .position(|l| !is_blank(l) && indent_of(l) <= indent)
-            .map_or(end, |p| line + 1 + p);
-        start = line;
-        end = child_end;
-        parent_indent = Some(indent);
-        // An item's or key's inline value sits on its own line; keep it in the window so
-        // `- name: x` style items can be searched for `name`.
-    }
-    found
-}
-
-enum Segment<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-fn split_path(field: &str) -> Vec<Segment<'_>> {
-    let mut segments = Vec::new();
-    for part in field.split('.') {
-        let (key, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            segments.push(Segment::Key(key));
-        }
-        // `[3][0]` after the key; a key that merely holds brackets (user settings and
-        // env names are free text) ends the path here: the location is best effort.
-        while let Some(inner) = rest.strip_prefix('[') {
-            let Some((index, after)) = inner.split_once(']') else {
-                break;
-            };
-            let Ok(index) = index.parse() else {
-                break;
-            };
-            segments.push(Segment::Index(index));
-            rest = after;
-        }
-    }
-    segments
-}
-
-fn is_blank(line: &str) -> bool {
-    let trimmed = line.trim_start();
-    trimmed.is_empty() || trimmed.starts_with('#')
-}
-
-fn indent_of(line: &str) -> usize {
-    line.len() - line.trim_start().len()
-}
-
-/// Finds `key:` among the direct children (the shallowest indent deeper than the parent),
-/// also as the first key of a sequence item (`- key: value`).
-fn find_key(
-    lines: &[&str],
-    key: &str,
-    parent_indent: Option<usize>,
-) -> Option<(usize, usize, usize)> {
-    let mut child_indent: Option<usize> = None;
-    for (i, line) in lines.iter().enumerate() {
-        if is_blank(line) {
-            continue;
-        }
-        let mut indent = indent_of(line);
-        let mut body = line.trim_start();
-        if parent_indent.is_some_and(|p| indent <= p) && i > 0 {
-            continue;
-        }
-        if let Some(item) = body.strip_prefix("- ") {
-            // `- key: value`: the key sits two columns further in.
-            indent += 2 + (item.len() - item.trim_start().len());
-            body = item.trim_start();
-        }
-        if i == 0 && parent_indent.is_some() {
-            // The window starts at the parent's own line; only an inline item counts.
-            if !line.trim_start().starts_with("- ") {
-                continue;
-            }
-        }
-        let expected = *child_indent.get_or_insert(indent);
-        if indent != expected {
-            continue;
-        }
-        let name = body
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches(['"', '\'']);
-        if name == key && body.contains(':') {
-            return Some((i, indent, indent));
-        }
-    }
-    None
-}
-
-/// Finds the `index`-th `- ` item among the direct children of the window.
-fn find_item(
-    lines: &[&str],
-    index: usize,
-    parent_indent: Option<usize>,
-) -> Option<(usize, usize, usize)> {
-    let mut seen = 0;
-    let mut item_indent: Option<usize> = None;
-    for (i, line) in lines.iter().enumerate().skip(1) {
-        if is_blank(line) {
-            continue;
-        }
-        let indent = indent_of(line);
-        if parent_indent.is_some_and(|p| indent < p) {
-            break;
-        }
-        let body = line.trim_start();
-        if !body.starts_with('-') {
-            continue;
-        }
-        let expected = *item_indent.get_or_insert(indent);
-        if indent != expected {
-            continue;
-        }
-        if seen == index {
-            return Some((i, indent, indent + 2));
-        }
-        seen += 1;
-    }
-    None
+    check_size(text).ok()?;
+    let read = on_read_stack(|| {
+        serde_saphyr::from_str_with_options::<Option<IndexMap<String, IgnoredAny>>>(
+            text,
+            read_options(),
+        )
+    });
+    // `None` also for a text with no document at all (empty, or only comments).
+    let mapping = read.ok()?.ok()??;
+    Some(mapping.into_keys().collect())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Outer {
-        name: String,
-        inner: Inner,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Inner {
-        port: u16,
-        #[serde(default)]
-        list: Vec<String>,
-    }
-
-    #[test]
-    fn type_error_has_field_and_location() {
-        let err = from_str::<Outer>("name: a\ninner:\n  port: 99999\n").unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("inner.port"));
-        assert_eq!(err.line, Some(3));
-        assert!(err.message.contains("99999"), "{}", err.message);
-    }
-
-    #[test]
-    fn unknown_field_is_named() {
-        let err = from_str::<Outer>("name: a\ninner:\n  port: 1\n  prot: 2\n").unwrap_err();
-        assert!(
-            err.message.contains("unknown field `prot`"),
-            "{}",
-            err.message
-        );
-        assert_eq!(err.line, Some(4));
-    }
-
-    #[test]
-    fn syntax_error_has_location() {
-        let err = from_str::<Outer>("name: [a\ninner: {").unwrap_err();
-        assert!(err.line.is_some());
-    }
-
-    #[test]
-    fn locate_survives_keys_that_hold_brackets() {
-        let text = "spec:\n  env:\n    \"=[0]]\": x\n    \"a[é]\": y\n";
-        for field in [
-            "spec.env.=[0]]",
-            "spec.env.a[é]",
-            "spec.env.[",
-            "]",
-            "x[1]][",
-        ] {
-            // Best effort: the deepest parent found, and no panic.
-            let _ = locate(text, field);
-        }
-        assert_eq!(locate(text, "spec.env.=[0]]"), Some((2, 3)));
-    }
-
-    #[test]
-    fn locate_finds_nested_keys_and_items() {
-        let text = "# comment\nmetadata:\n  name: x\nspec:\n  port: 1\n  groups:\n    - a\n    - b\n  other: 2\n";
-        assert_eq!(locate(text, "spec.port"), Some((5, 3)));
-        assert_eq!(locate(text, "metadata.name"), Some((3, 3)));
-        assert_eq!(locate(text, "spec.groups[1]"), Some((8, 7)));
-        assert_eq!(locate(text, "spec.other"), Some((9, 3)));
-        // A missing leaf falls back to its parent.
-        assert_eq!(locate(text, "spec.missing"), Some((4, 1)));
-    }
-
-    #[test]
-    fn locate_inside_sequence_of_mappings() {
-        let text = "tabs:\n  - name: A\n    items:\n      - name: X\n        github_url: u\n";
-        assert_eq!(locate(text, "tabs[0].items[0].github_url"), Some((5, 9)));
-    }
-
-    #[test]
-    fn top_level_keys_of_mapping() {
-        assert_eq!(
-            top_level_keys("kind: DevServer\nspec: {}\n"),
-            Some(vec!["kind".to_owned(), "spec".to_owned()])
-        );
-        assert_eq!(top_level_keys("- a\n"), None);
-    }
-}
+mod tests;

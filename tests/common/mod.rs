@@ -163,9 +163,9 @@ impl Default for Options {
 }
 
 /// Merges `extra` into `base`: mappings key by key, anything else replaced.
-fn merge_yaml(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
+fn merge_yaml(base: &mut Value, extra: Value) {
     match (base, extra) {
-        (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(extra)) => {
+        (Value::Object(base), Value::Object(extra)) => {
             for (key, value) in extra {
                 match base.get_mut(&key) {
                     Some(slot) => merge_yaml(slot, value),
@@ -209,7 +209,7 @@ impl Devbox {
         for dir in ["specs", "state", "vsix"] {
             std::fs::create_dir_all(root.path().join(dir)).expect("mkdir");
         }
-        let mut config: serde_yaml::Value = serde_yaml::from_str(&test_config(
+        let mut config: Value = devbox::yaml::from_str(&test_config(
             port_start,
             port_end,
             http_port,
@@ -218,13 +218,12 @@ impl Devbox {
         .expect("test config is YAML");
         if !options.config.is_empty() {
             let text = options.config.replace(HTTP_PORT, &http_port.to_string());
-            let extra: serde_yaml::Value =
-                serde_yaml::from_str(&text).expect("Options::config is YAML");
+            let extra: Value = devbox::yaml::from_str(&text).expect("Options::config is YAML");
             merge_yaml(&mut config, extra);
         }
         std::fs::write(
             root.path().join("config.yaml"),
-            serde_yaml::to_string(&config).expect("render config"),
+            devbox::yaml::to_string(&config).expect("render config"),
         )
         .expect("write config");
         prepare(root.path());
