@@ -37,24 +37,24 @@ pub type SettingsMap = serde_json::Map<String, serde_json::Value>;
 #[schemars(title = "devbox configuration")]
 pub struct Config {
     /// Reusable sets of extensions and user settings, by id (`python`, `jupyter`, …).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub extension_groups: BTreeMap<String, ExtensionGroup>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub server: ServerSettings,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub ui: UiConfig,
     /// Templates shown in the UI and used by `spec.template`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub packaged_assets: PackagedAssets,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub code_server: CodeServerSettings,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub controller: ControllerSettings,
     /// Who may sign in and how; what a user may have.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub auth: AuthSettings,
     /// Which Unix user instances run as.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub isolation: IsolationSettings,
     /// The file this was read from; `None` for the embedded default.
     #[serde(skip)]
@@ -69,9 +69,13 @@ pub struct ExtensionGroup {
     #[serde(default)]
     pub description: String,
     /// Marketplace ids (`publisher.name`, optionally `@version`) or `.vsix` files in the vsix folder.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub extensions: Vec<String>,
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
     pub user_settings: SettingsMap,
 }
 
@@ -97,11 +101,13 @@ pub struct ServerSettings {
     /// Other origins whose pages may call devbox (CORS, and the cross-site check on
     /// every request that changes something). Empty (the default) = devbox's own pages
     /// only. `*` allows every origin and is refused unless an API token is set.
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub cors_allowed_origins: Vec<String>,
     /// Host names (with an optional `:port`) devbox answers to besides its own
     /// (loopback names, the bind address, the host of `public_url`). Requests for any
     /// other `Host` are refused, which defeats DNS rebinding. `*` turns the check off
     /// (unsafe: any web page can then reach devbox through a rebinding name).
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub allowed_hosts: Vec<String>,
     /// The URL people open devbox at, when it is not `http://127.0.0.1:<port>` (behind
     /// a TLS proxy, or on the machine's name): its host is allowed, and its origin is
@@ -181,8 +187,11 @@ impl PortRange {
 #[serde(default, deny_unknown_fields)]
 pub struct UiConfig {
     /// Groups preselected in the UI's create form (none unless the file names some).
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub default_extension_groups: Vec<String>,
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub settings: UiSettings,
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub workspace: WorkspaceSettings,
 }
 
@@ -213,8 +222,10 @@ pub struct WorkspaceSettings {
     /// What the UI's create form starts with: `empty`, `github` or `zip`.
     pub default_type: String,
     pub max_upload_size_mb: u64,
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub supported_archive_types: Vec<String>,
     /// URL schemes a git workspace may use; anything else is rejected.
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub allowed_git_schemes: Vec<String>,
     /// Largest total uncompressed size of a zip workspace.
     pub max_extracted_size_mb: u64,
@@ -250,6 +261,7 @@ impl Default for WorkspaceSettings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PackagedAssets {
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub tabs: Vec<TemplateTab>,
 }
 
@@ -257,7 +269,7 @@ pub struct PackagedAssets {
 #[serde(deny_unknown_fields)]
 pub struct TemplateTab {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub items: Vec<TemplateItem>,
 }
 
@@ -268,14 +280,14 @@ pub struct TemplateItem {
     #[serde(default)]
     pub description: String,
     /// Extension groups this template installs (the original tool's spelling).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub extensions_groups: Vec<String>,
     #[serde(default)]
     pub thumbnail_url: String,
     /// Repository cloned as the workspace; empty for none.
     #[serde(default)]
     pub github_url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub icon_links: Vec<IconLink>,
 }
 
@@ -294,8 +306,10 @@ pub struct CodeServerSettings {
     /// scripts/install-code-server.sh makes) when there is one, else `code-server` on PATH.
     pub binary: PathBuf,
     /// Extra command-line arguments for every instance.
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub extra_args: Vec<String>,
     /// Extra environment for every instance and extension install.
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub env: BTreeMap<String, String>,
     /// JSON for code-server's `EXTENSIONS_GALLERY` (marketplace to install from); unset = Open VSX.
     pub extension_gallery: Option<String>,
@@ -814,6 +828,19 @@ pub fn check_git_url(url: &str, allowed: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_sections_and_lists_read_as_none() {
+        // Every entry of a section commented out leaves the key with nothing after it.
+        let text = "server:\n  # default_port: 9000\nauth:\n  admins:\nextension_groups:\n  py:\n    name: Python\n    extensions:\n    user_settings:\nui:\n  workspace:\n";
+        let config = Config::parse(Path::new("devbox.yaml"), text).expect("valid");
+        assert_eq!(config.server.default_port, 8000);
+        assert!(config.auth.admins.is_empty());
+        assert!(config.extension_groups["py"].extensions.is_empty());
+        // Not everything null is empty: a port is a number.
+        let refused = Config::parse(Path::new("devbox.yaml"), "server:\n  default_port:\n");
+        assert!(refused.is_err());
+    }
 
     #[test]
     fn the_session_ttl_of_an_earlier_config_is_still_read() {

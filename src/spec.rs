@@ -67,10 +67,18 @@ pub struct Metadata {
     /// they (and admins) see, open and change it. Absent: the admin's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     /// Free-form notes; `devbox/restarted-at` changes trigger a restart.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -84,13 +92,25 @@ pub struct DevServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Extension groups from the config, by key.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub extension_groups: Vec<String>,
     /// Marketplace ids (`publisher.name[@version]`) or `.vsix` files in the vsix folder.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub extensions: Vec<String>,
     /// VS Code user settings; override those of the groups.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
     pub user_settings: SettingsMap,
     /// The folder to open; an empty folder when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,7 +119,11 @@ pub struct DevServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateRef>,
     /// Extra environment for the code-server process.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
@@ -548,6 +572,13 @@ mod tests {
 
     fn spec_text(name: &str, body: &str) -> String {
         format!("apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}")
+    }
+
+    #[test]
+    fn empty_lists_and_maps_read_as_none() {
+        let text = "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: a\n  labels:\nspec:\n  extensions:\n  extension_groups:\n  env:\n  user_settings:\n";
+        let spec = load(Path::new("specs/a.yaml"), text, &config()).expect("valid");
+        assert!(spec.extensions.is_empty() && spec.env.is_empty());
     }
 
     #[test]

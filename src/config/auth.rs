@@ -16,8 +16,10 @@ use crate::identity::UserName;
 pub struct AuthSettings {
     /// Admin tokens besides `server.api_token`, each read once at start from a file
     /// (its first line) or an environment variable, never written in this file.
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub admin_tokens: Vec<TokenSource>,
     /// Users who are admins when they sign in (through a trusted proxy).
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub admins: Vec<String>,
     /// Servers a user may own; a create past it answers 409.
     pub max_servers_per_user: usize,
@@ -65,7 +67,11 @@ pub struct TrustedHeader {
     /// For a proxy on another machine: the addresses whose TCP connections may carry
     /// the header. Never a loopback address: every terminal on this host connects from
     /// loopback too.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::yaml::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub from: Vec<std::net::IpAddr>,
 }
 

@@ -20,6 +20,7 @@ pub struct IsolationSettings {
     /// a system user devbox creates, `devbox-<owner>`; servers without an owner (the
     /// admin's) run as the system user `devbox`. Never root.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "crate::yaml::null_as_default")]
     pub users: BTreeMap<String, String>,
 }
 

@@ -162,6 +162,20 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
     })
 }
 
+/// Reads a null as the type's default: for collections and config sections, where a
+/// key with nothing after it (`extensions:`, or a `server:` whose entries are all
+/// commented out) means "none". serde-saphyr reads such an empty value as null and,
+/// unlike serde_yaml before it, refuses null for a list or a mapping; the attribute
+/// `deserialize_with = "crate::yaml::null_as_default"` keeps the old reading on every
+/// such field (JSON's `null` reads the same).
+pub fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// The keys of the top-level mapping of `text`, or `None` when the document is not a
 /// mapping (or not YAML devbox reads at all). Used to tell a spec file from a config file.
 pub fn top_level_keys(text: &str) -> Option<Vec<String>> {
