@@ -44,9 +44,10 @@ fn tenancy_devbox_with(auth: &str) -> Devbox {
     tenancy_devbox_configured("", auth)
 }
 
-/// [`tenancy_devbox_with`], with `server` settings besides the token.
+/// [`tenancy_devbox_with`], with `server` settings besides the token; returns once the
+/// controller knows both servers (a seat link for a server not scanned yet is a 404).
 fn tenancy_devbox_configured(server: &str, auth: &str) -> Devbox {
-    Devbox::start_opts(
+    let devbox = Devbox::start_opts(
         Options {
             config: format!(
                 "server:\n  api_token: \"{TOKEN}\"\n{server}auth:\n  max_servers_per_user: 2\n{auth}"
@@ -64,7 +65,14 @@ fn tenancy_devbox_configured(server: &str, auth: &str) -> Devbox {
                 .expect("spec");
             }
         },
-    )
+    );
+    for name in ["ada", "bob"] {
+        common::wait_for(&format!("{name} to be known"), common::STARTUP, || {
+            (as_admin(&devbox, "GET", &format!("/servers/{name}"), None).status == 200)
+                .then_some(())
+        });
+    }
+    devbox
 }
 
 fn wait_running_as_admin(devbox: &Devbox, name: &str) -> u16 {
