@@ -514,7 +514,7 @@ fn apply_reads_stdin_and_diff_tells_what_apply_would_change() {
         "diff writes nothing"
     );
 
-    // Over --server there is no spec to compare with: an error, not a guess.
+    // Over --server, a devbox that cannot be reached is an error, not "unchanged".
     let out = devbox(&[
         "--server",
         "http://127.0.0.1:9",
@@ -524,7 +524,7 @@ fn apply_reads_stdin_and_diff_tells_what_apply_would_change() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("no route that returns a server's spec"),
+        text(&out).contains("cannot reach devbox at http://127.0.0.1:9"),
         "{}",
         text(&out)
     );

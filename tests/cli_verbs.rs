@@ -294,9 +294,44 @@ fn start_stop_restart_wait_and_describe_locally_and_through_the_api() {
         "recent log lines: {described}"
     );
     assert!(
-        field(&described, "Spec and limits")
-            .is_some_and(|v| v.contains("not readable over the API")),
+        field(&described, "Limits").is_some_and(|v| v.contains("spec.resources: pids 4096")),
         "{described}"
+    );
+    assert!(
+        described.contains("    resources:"),
+        "the spec: {described}"
+    );
+
+    // diff --server compares with the spec the devbox holds: as it is, nothing; with
+    // another state, that line.
+    let held = std::fs::read_to_string(devbox.specs().join("verbs.yaml")).expect("spec");
+    let inputs = tempfile::tempdir().expect("temp dir");
+    let same = inputs.path().join("verbs.yaml");
+    let same_arg = same.to_str().unwrap_or_default();
+    std::fs::write(&same, &held).expect("write");
+    let out = remote(&devbox, cwd.path(), &["diff", "-f", same_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out).trim(), "unchanged verbs");
+    std::fs::write(&same, held.replace("state: running", "state: stopped")).expect("write");
+    let out = remote(&devbox, cwd.path(), &["diff", "-f", same_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with("changed verbs\n"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout(&out).contains("\n-  state: running\n+  state: stopped\n"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&same, held.replace("name: verbs", "name: other")).expect("write");
+    let out = remote(&devbox, cwd.path(), &["diff", "-f", same_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with("created other\n"),
+        "{}",
+        text(&out)
     );
 
     let out = remote(&devbox, cwd.path(), &["stop", "verbs"]);

@@ -351,6 +351,10 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
                         Group::Servers,
                         &[400, 403, 404, 409, 413, 500],
                     ))
+            })
+            .get_with(specs::read, |o| {
+                o.summary("A server's spec as its file holds it (what `devbox diff` compares)")
+                    .with(signed_in("readSpec", Group::Servers, &[400, 404, 500]))
             }),
         )
         .api_route(

@@ -1,6 +1,7 @@
 //! `PUT /specs/{name}`: create or replace a server's whole spec (what `devbox apply
 //! --server` sends). Checked like any spec file before it is written; a new name past
-//! `controller.max_servers` is refused (409).
+//! `controller.max_servers` is refused (409). `GET /specs/{name}`: the spec as its file
+//! holds it (what `devbox diff --server` compares with), to its owner and admins.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,7 +14,7 @@ use super::extract::JsonBody;
 use super::views::{Envelope, ServerView};
 use super::wait::{self, Verdict};
 use crate::http::ApiError;
-use crate::identity::Caller;
+use crate::identity::{Caller, UserName};
 use crate::spec::DevServer;
 use crate::spec_files::{CreateError, Quota, SpecFileError};
 
@@ -21,6 +22,32 @@ use crate::spec_files::{CreateError, Quota, SpecFileError};
 pub struct SpecName {
     /// The spec's `metadata.name` (its file name).
     pub name: String,
+}
+
+/// The spec of server `name`; 404 for a server the caller may not see, as everywhere.
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(SpecName { name }): Path<SpecName>,
+) -> Result<Json<DevServer>, ApiError> {
+    // Checked before it names a file: `..%2F` decodes to a path.
+    if !crate::spec::is_valid_name(&name) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid server name {name:?}"
+        )));
+    }
+    let specs = state.specs.clone();
+    let file_name = name.clone();
+    let server = tokio::task::spawn_blocking(move || specs.read(&file_name))
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))??;
+    let owner = (server.metadata.owner.as_deref()).and_then(|o| UserName::parse(o).ok());
+    if !caller.may_use(owner.as_ref()) {
+        return Err(ApiError::NotFound(format!(
+            "no spec file for server `{name}`"
+        )));
+    }
+    Ok(Json(server))
 }
 
 /// Writes the spec of server `name` (creating or replacing it) and answers once the

@@ -15,6 +15,7 @@ use super::local_server::LocalServer;
 use super::remote::Remote;
 use crate::config::Config;
 use crate::resources::Resources;
+use crate::spec::DevServer;
 use crate::status::{Phase, ServerStatus};
 
 /// How many of the newest events (or log lines) are shown.
@@ -359,9 +360,19 @@ pub fn remote(remote: &Remote, name: &str) -> anyhow::Result<ExitCode> {
     );
     fields.add_some("Workspace", text("workspace_path"));
     fields.add_some("Next retry", text("next_retry_at"));
+    let spec: Option<DevServer> =
+        remote.call_unless_missing("GET", &format!("/specs/{name}"), None)?;
+    let spec_limits = spec.as_ref().and_then(|s| s.spec.resources);
     fields.add(
-        "Spec and limits",
-        "not readable over the API (no route returns a spec): run `devbox describe` on the devbox host",
+        "Limits",
+        match spec_limits {
+            Some(limits) if !limits.is_empty() => {
+                format!(
+                    "spec.resources: {limits} (the rest: the devbox's controller.default_resources)"
+                )
+            }
+            _ => "the devbox's controller.default_resources".to_owned(),
+        },
     );
     fields.print();
 
@@ -385,6 +396,12 @@ pub fn remote(remote: &Remote, name: &str) -> anyhow::Result<ExitCode> {
         })
         .collect();
     print_list("Extension results", &results, "(none)");
+
+    let spec_lines: Vec<String> = match spec.map(|s| s.to_yaml()).transpose()? {
+        Some(text) => text.lines().map(str::to_owned).collect(),
+        None => Vec::new(),
+    };
+    print_list("Spec", &spec_lines, "(no spec file)");
 
     let logs: Value = remote.call("GET", &format!("/servers/{name}/logs?lines={RECENT}"), None)?;
     let lines: Vec<String> = logs["data"]["logs"]

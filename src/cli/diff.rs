@@ -3,15 +3,18 @@
 //! inputs go through `apply`'s own checks first. Exit 0 when nothing would change, 1
 //! when something would, 2 on error, as `kubectl diff` does.
 //!
-//! Local only: the API has no route that returns a spec, so there is nothing to
-//! compare a server's spec with over `--server`.
+//! With `--server`, each input is compared with the spec the running devbox holds
+//! (`GET /specs/{name}`), both written out the same way, so that only what differs in
+//! content shows.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use similar::TextDiff;
 
+use super::remote::Remote;
 use crate::config::Config;
+use crate::spec::DevServer;
 
 /// Lines of context around each change.
 const CONTEXT: usize = 3;
@@ -30,14 +33,59 @@ pub fn run(config: &Config, inputs: &[PathBuf]) -> ExitCode {
     }
 }
 
-/// `--server` asks for what cannot be had: say so, as an error.
-pub fn remote_unsupported() -> ExitCode {
-    eprintln!(
-        "error: diff works on the specs directory only: the API has no route that returns a \
-         server's spec to compare with. Run `devbox diff` on the devbox host (with its \
-         --config and --specs)"
-    );
-    ExitCode::from(ERROR)
+/// `devbox --server URL diff -f …`: the inputs against the running devbox's specs.
+pub fn run_remote(remote: &Remote, inputs: &[PathBuf]) -> ExitCode {
+    match compare_remote(remote, inputs) {
+        Ok(true) => ExitCode::from(1),
+        Ok(false) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(ERROR)
+        }
+    }
+}
+
+fn compare_remote(remote: &Remote, inputs: &[PathBuf]) -> anyhow::Result<bool> {
+    let (inputs, mut problems) = super::inputs::read(inputs)?;
+    let mut servers = Vec::new();
+    for input in &inputs {
+        match DevServer::from_yaml(&input.name, &input.text) {
+            Ok(server) => servers.push((input.name.clone(), server)),
+            Err(diag) => problems.push(diag),
+        }
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        anyhow::bail!("{} problem(s); nothing compared", problems.len());
+    }
+    let mut changes = false;
+    for (input, server) in servers {
+        let name = &server.metadata.name;
+        let wanted = server.to_yaml()?;
+        let held: Option<DevServer> =
+            remote.call_unless_missing("GET", &format!("/specs/{name}"), None)?;
+        let held = held.map(|held| held.to_yaml()).transpose()?;
+        let current = PathBuf::from(format!(
+            "{}/specs/{name}",
+            remote.base().trim_end_matches('/')
+        ));
+        match held {
+            Some(held) if held == wanted => println!("unchanged {name}"),
+            Some(held) => {
+                changes = true;
+                println!("changed {name}");
+                print_diff(&held, &wanted, &current, &input);
+            }
+            None => {
+                changes = true;
+                println!("created {name}");
+                print_diff("", &wanted, Path::new("/dev/null"), &input);
+            }
+        }
+    }
+    Ok(changes)
 }
 
 /// Prints each input's outcome; whether any would change.

@@ -235,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Get { .. }
             | Command::Describe { .. }
             | Command::Apply { .. }
+            | Command::Diff { .. }
             | Command::Delete { .. }
             | Command::Start { .. }
             | Command::Stop { .. }
@@ -272,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Command::Describe { name }, None) => describe::local(&cli.load_config(None)?, name),
         (Command::Apply { files }, Some(remote)) => remote::apply(&remote, files),
         (Command::Apply { files }, None) => apply::apply(&cli.load_config(None)?, files),
-        (Command::Diff { .. }, _) if cli.server.is_some() => Ok(diff::remote_unsupported()),
+        (Command::Diff { files }, Some(remote)) => Ok(diff::run_remote(&remote, files)),
         (Command::Diff { files }, _) => match cli.load_config(None) {
             Ok(config) => Ok(diff::run(&config, files)),
             Err(err) => {

@@ -324,10 +324,11 @@ fn token_file_devbox() -> Devbox {
             std::fs::write(root.join("token"), format!("{TOKEN}\n")).expect("token file");
             let config = root.join("config.yaml");
             let text = std::fs::read_to_string(&config).expect("config");
+            // The top-level `server:` line (not `code_server:`).
             let text = text.replacen(
-                "server:\n",
+                "\nserver:\n",
                 &format!(
-                    "server:\n  api_token_file: {}\n",
+                    "\nserver:\n  api_token_file: {}\n",
                     root.join("token").display()
                 ),
                 1,
