@@ -123,6 +123,7 @@ fn seat_link_participants_reach_only_their_own_server() {
         ("POST", "/servers/bob/restart"),
         ("DELETE", "/servers/bob"),
         ("POST", "/servers/bob/seat-link"),
+        ("GET", "/specs/bob"),
     ] {
         let reply = ada.call(method, path, None);
         assert_eq!(reply.status, 404, "{method} {path}: {reply}");
@@ -133,6 +134,13 @@ fn seat_link_participants_reach_only_their_own_server() {
         "running",
         "bob's server was not disturbed"
     );
+    let own_spec = ada.call("GET", "/specs/ada", None);
+    assert_eq!(own_spec.status, 200, "{own_spec}");
+    assert_eq!(own_spec.json()["metadata"]["owner"], "seat-ada");
+    // A name that would be a path is refused before it names a file.
+    ada.call("GET", "/specs/..%2F..%2Fconfig", None)
+        .assert_error(400, "invalid server name");
+    as_admin(&devbox, "GET", "/specs/..%2Fconfig", None).assert_error(400, "invalid server name");
 
     // Each opens their own IDE through the proxy, never the other's.
     let own = ada.call("GET", "/s/ada/", None);
