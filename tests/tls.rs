@@ -706,6 +706,40 @@ fn serve_refuses_certificate_files_it_cannot_use_naming_the_field_and_the_file()
         )),
         "{said}"
     );
+    // doctor says the same before anyone starts devbox, and passes a pair that fits.
+    let doctor = |tls: &str| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("devbox.yaml");
+        std::fs::write(&config, format!("server:\n  tls: {tls}\n")).expect("write config");
+        let output = Command::new(common::devbox_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("--specs")
+            .arg(dir.path().join("specs"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("doctor")
+            .env("DEVBOX_CODE_SERVER", common::code_server())
+            .output()
+            .expect("devbox doctor");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success(), said)
+    };
+    let (passed, said) = doctor(&tls_yaml(&pki.cert(), &pki.stray_key()));
+    assert!(!passed, "{said}");
+    assert!(
+        said.contains("FAIL TLS: server.tls.key:") && said.contains("is not the key of"),
+        "{said}"
+    );
+    let (_, said) = doctor(&pki.tls_yaml());
+    assert!(
+        said.contains(&format!(
+            "ok   TLS certificate {} and key {} belong together",
+            pki.cert().display(),
+            pki.key().display()
+        )),
+        "{said}"
+    );
     // An http public URL cannot go with devbox's own https.
     let said = refused_start(
         &pki.tls_yaml(),

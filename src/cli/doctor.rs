@@ -64,6 +64,20 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
             }
         ),
     });
+    if let Some(tls) = &config.server.tls {
+        checks.push(match crate::http::Tls::load(tls) {
+            Ok(_) => pass(format!(
+                "TLS certificate {} and key {} belong together",
+                tls.cert.display(),
+                tls.key.display()
+            )),
+            Err(err) => Check {
+                ok: false,
+                required: true,
+                what: format!("TLS: {err}"),
+            },
+        });
+    }
     for dir in [&config.controller.specs_dir, &config.controller.state_dir] {
         checks.push(writable(dir));
     }
