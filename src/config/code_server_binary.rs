@@ -99,9 +99,35 @@ pub fn project_tools_binaries() -> Vec<PathBuf> {
         .collect()
 }
 
-/// A finished install: the script marks one only after starting it once.
+/// A finished install (the script marks one only after starting it once) that no one
+/// but this user or root could have put there ([`is_ours`]).
 fn is_complete_install(checkout: &Path) -> bool {
-    checkout.join(TOOLS_BINARY).is_file() && checkout.join(TOOLS_MARKER).is_file()
+    checkout.join(TOOLS_BINARY).is_file()
+        && checkout.join(TOOLS_MARKER).is_file()
+        && is_ours(checkout)
+}
+
+/// Whether `<checkout>/.tools` is this user's or root's and only they can change it, in
+/// a folder where no one else can swap it. devbox runs what it finds there (as root, on
+/// a shared host): a `.tools` a participant planted in a folder devbox was started from
+/// (`/tmp`) must not count.
+fn is_ours(checkout: &Path) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let trusted_owner = |meta: &std::fs::Metadata| meta.uid() == me || meta.uid() == 0;
+    let (Ok(tools), Ok(folder)) = (
+        std::fs::metadata(checkout.join(".tools")),
+        std::fs::metadata(checkout),
+    ) else {
+        return false;
+    };
+    let others_write = |meta: &std::fs::Metadata| meta.permissions().mode() & 0o022 != 0;
+    let sticky = folder.permissions().mode() & 0o1000 != 0;
+    tools.is_dir()
+        && trusted_owner(&tools)
+        && !others_write(&tools)
+        && trusted_owner(&folder)
+        && (!others_write(&folder) || sticky)
 }
 
 fn absolute_unless_bare(binary: &Path) -> PathBuf {
@@ -154,5 +180,44 @@ mod tests {
         assert!(!is_complete_install(checkout.path()), "not yet checked");
         std::fs::write(checkout.path().join(TOOLS_MARKER), "4.100.3\n").unwrap();
         assert!(is_complete_install(checkout.path()));
+    }
+
+    #[test]
+    fn an_install_others_could_have_planted_does_not_count() {
+        use std::os::unix::fs::PermissionsExt;
+        let checkout = tempfile::tempdir().unwrap();
+        let binary = checkout.path().join(TOOLS_BINARY);
+        std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+        std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+        std::fs::write(checkout.path().join(TOOLS_MARKER), "4.100.3\n").unwrap();
+        let tools = checkout.path().join(".tools");
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(&tools, 0o777);
+        assert!(
+            !is_complete_install(checkout.path()),
+            "others may write .tools"
+        );
+        mode(&tools, 0o755);
+        mode(checkout.path(), 0o777);
+        assert!(
+            !is_complete_install(checkout.path()),
+            "others may swap .tools"
+        );
+        mode(checkout.path(), 0o1777);
+        assert!(
+            is_complete_install(checkout.path()),
+            "a sticky folder keeps it ours"
+        );
+        mode(checkout.path(), 0o755);
+        if nix::unistd::geteuid().is_root() {
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            std::os::unix::fs::chown(&tools, Some(nobody.uid.as_raw()), None).unwrap();
+            assert!(
+                !is_complete_install(checkout.path()),
+                "someone else's .tools"
+            );
+        }
     }
 }
