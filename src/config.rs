@@ -615,6 +615,12 @@ impl Config {
             tokens.push(source.read()?);
         }
         self.auth.resolved_admin_tokens = tokens;
+        Ok(())
+    }
+
+    /// Reads `server.metrics_token`, for `devbox serve` only: the CLI's other commands
+    /// never use it, and its variable may be set only in the service's environment.
+    pub fn read_metrics_token(&mut self) -> Result<(), ConfigError> {
         self.server.resolved_metrics_token = match &self.server.metrics_token {
             Some(source) => Some(source.read()?),
             None => None,

@@ -56,7 +56,7 @@ pub struct Metrics {
 pub struct ControllerMetrics {
     pub starts: IntCounter,
     pub crashes: IntCounter,
-    /// By reason: `crash`, `unhealthy`, `spec_change`.
+    /// By reason: `crash`, `exit`, `unhealthy`, `spec_change`.
     pub restarts: IntCounterVec,
     pub culls: IntCounter,
     pub adoptions: IntCounter,
@@ -140,7 +140,7 @@ impl Metrics {
         let restarts = counter_vec(
             r,
             "server_restarts_total",
-            "Restarts by reason: crash, unhealthy, spec_change.",
+            "Restarts by reason: crash, exit (a clean exit under restart_policy always), unhealthy, spec_change.",
             &["reason"],
         );
         let git_mirror_lookups = counter_vec(
@@ -150,7 +150,7 @@ impl Metrics {
             &["result"],
         );
         // Every series a dashboard plots exists from the start, at 0.
-        for reason in ["crash", "unhealthy", "spec_change"] {
+        for reason in ["crash", "exit", "unhealthy", "spec_change"] {
             restarts.with_label_values(&[reason]);
         }
         for result in ["hit", "miss"] {
@@ -161,7 +161,7 @@ impl Metrics {
             crashes: counter(
                 r,
                 "server_crashes_total",
-                "Instances that exited without being asked to (during a start included).",
+                "Instances that failed: exited non-zero on their own, or exited during their start.",
             ),
             restarts,
             culls: counter(r, "server_culls_total", "Servers stopped as idle."),

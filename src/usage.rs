@@ -94,11 +94,13 @@ impl UsageStore {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut marks = CpuMarks::new();
+        let mut cpu_floors = CpuFloors::new();
         loop {
             tick.tick().await;
             let servers = running();
             if servers.is_empty() {
                 marks.clear();
+                cpu_floors.clear();
                 self.replace(HashMap::new());
                 continue;
             }
@@ -107,11 +109,38 @@ impl UsageStore {
             let mut usage = from_cgroups(&in_cgroups, &mut marks);
             let groups: Vec<(String, u32)> = groups.into_iter().map(|s| (s.name, s.pgid)).collect();
             if !groups.is_empty() {
-                usage.extend(sample(&mut system, &groups));
+                let mut sampled = sample(&mut system, &groups);
+                keep_cpu_rising(&mut sampled, &groups, &mut cpu_floors);
+                usage.extend(sampled);
             }
             self.replace(usage);
         }
     }
+}
+
+/// The highest CPU time seen per server and process group (an instance without a
+/// cgroup): the sum over its live processes drops when one of them ends, but the time
+/// it used was used.
+type CpuFloors = HashMap<(String, u32), f64>;
+
+/// Keeps each group's CPU time from going down between samples of the same instance
+/// (a new process group starts afresh), and forgets groups no longer sampled.
+fn keep_cpu_rising(
+    usage: &mut HashMap<String, Usage>,
+    groups: &[(String, u32)],
+    floors: &mut CpuFloors,
+) {
+    let mut seen = CpuFloors::new();
+    for (name, pgid) in groups {
+        let Some(figures) = usage.get_mut(name) else {
+            continue;
+        };
+        let key = (name.clone(), *pgid);
+        let floor = floors.get(&key).copied().unwrap_or(0.0);
+        figures.cpu_seconds = figures.cpu_seconds.max(floor);
+        seen.insert(key, figures.cpu_seconds);
+    }
+    *floors = seen;
 }
 
 /// One sample of servers in cgroups: memory in use now, and CPU % since the previous
@@ -182,7 +211,7 @@ pub fn sample(system: &mut System, groups: &[(String, u32)]) -> HashMap<String, 
                 if let Some(process) = system.process(Pid::from_u32(pid)) {
                     usage.cpu_percent += f64::from(process.cpu_usage());
                     usage.memory_bytes += process.memory();
-                    // Of the processes alive now: one that ended takes its share along.
+                    // Of the processes alive now; see `keep_cpu_rising` for those gone.
                     usage.cpu_seconds += process.accumulated_cpu_time() as f64 / 1000.0;
                 }
             }
@@ -197,6 +226,31 @@ pub fn sample(system: &mut System, groups: &[(String, u32)]) -> HashMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_of_an_instance_never_goes_down() {
+        let groups = vec![("a".to_owned(), 10)];
+        let mut floors = CpuFloors::new();
+        let figures = |cpu_seconds| {
+            HashMap::from([(
+                "a".to_owned(),
+                Usage {
+                    cpu_seconds,
+                    ..Usage::default()
+                },
+            )])
+        };
+        let mut usage = figures(900.0);
+        keep_cpu_rising(&mut usage, &groups, &mut floors);
+        // A build in the terminal ended: its processes' time leaves the sum.
+        let mut usage = figures(40.0);
+        keep_cpu_rising(&mut usage, &groups, &mut floors);
+        assert_eq!(usage["a"].cpu_seconds, 900.0);
+        // A new instance (another process group) starts from its own figure.
+        let mut usage = figures(1.0);
+        keep_cpu_rising(&mut usage, &[("a".to_owned(), 11)], &mut floors);
+        assert_eq!(usage["a"].cpu_seconds, 1.0);
+    }
 
     #[test]
     fn cpu_time_over_wall_time_is_percent_of_one_core() {

@@ -528,6 +528,17 @@ fn apply_reads_stdin_and_diff_tells_what_apply_would_change() {
         "{}",
         text(&out)
     );
+    // So is a client that cannot even be set up (a CA file that is not there).
+    let out = devbox(&[
+        "--server",
+        "https://127.0.0.1:9",
+        "--cacert",
+        "/nonexistent/ca.pem",
+        "diff",
+        "-f",
+        input.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]

@@ -36,6 +36,11 @@ pub async fn read(
             "invalid server name {name:?}"
         )));
     }
+    // A user learns nothing of a file that is not theirs (not even that it does not
+    // parse): their own servers are known by their status before the file is read.
+    if !caller.is_admin() {
+        state.find(&caller, &name)?;
+    }
     let specs = state.specs.clone();
     let file_name = name.clone();
     let server = tokio::task::spawn_blocking(move || specs.read(&file_name))

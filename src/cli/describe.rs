@@ -3,8 +3,8 @@
 //! limits, extension results, recent events and the spec itself.
 //!
 //! Locally it reads the spec file, the state directory and the server's `events.log`.
-//! With `--server` it reads `GET /servers/{name}` and the newest log lines; the API has
-//! no route that returns a spec, so the spec and its limits are shown locally only.
+//! With `--server` it reads `GET /servers/{name}`, the spec (`GET /specs/{name}`: the
+//! limits it sets; the config's defaults are the devbox's) and the newest log lines.
 
 use std::process::ExitCode;
 
@@ -360,8 +360,12 @@ pub fn remote(remote: &Remote, name: &str) -> anyhow::Result<ExitCode> {
     );
     fields.add_some("Workspace", text("workspace_path"));
     fields.add_some("Next retry", text("next_retry_at"));
-    let spec: Option<DevServer> =
-        remote.call_unless_missing("GET", &format!("/specs/{name}"), None)?;
+    // A spec file that does not parse is what a describe is often for: say so, go on.
+    let (spec, unreadable) =
+        match remote.call_unless_missing::<DevServer>("GET", &format!("/specs/{name}"), None) {
+            Ok(spec) => (spec, None),
+            Err(err) => (None, Some(format!("{err:#}"))),
+        };
     let spec_limits = spec.as_ref().and_then(|s| s.spec.resources);
     fields.add(
         "Limits",
@@ -401,7 +405,11 @@ pub fn remote(remote: &Remote, name: &str) -> anyhow::Result<ExitCode> {
         Some(text) => text.lines().map(str::to_owned).collect(),
         None => Vec::new(),
     };
-    print_list("Spec", &spec_lines, "(no spec file)");
+    let none = match &unreadable {
+        Some(why) => format!("(cannot be read: {why})"),
+        None => "(no spec file)".to_owned(),
+    };
+    print_list("Spec", &spec_lines, &none);
 
     let logs: Value = remote.call("GET", &format!("/servers/{name}/logs?lines={RECENT}"), None)?;
     let lines: Vec<String> = logs["data"]["logs"]

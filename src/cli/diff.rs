@@ -63,6 +63,12 @@ fn compare_remote(remote: &Remote, inputs: &[PathBuf]) -> anyhow::Result<bool> {
     let mut changes = false;
     for (input, server) in servers {
         let name = &server.metadata.name;
+        if !crate::spec::is_valid_name(name) {
+            anyhow::bail!(
+                "{}: metadata.name `{name}` is not a valid server name",
+                input.display()
+            );
+        }
         let wanted = server.to_yaml()?;
         let held: Option<DevServer> =
             remote.call_unless_missing("GET", &format!("/specs/{name}"), None)?;

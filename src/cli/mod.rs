@@ -49,8 +49,9 @@ pub struct Cli {
     /// is the bare `code-server`, the project's .tools install, else PATH).
     #[arg(long, global = true, env = "DEVBOX_CODE_SERVER")]
     pub code_server: Option<PathBuf>,
-    /// Drive the devbox API at this URL (for get, describe, apply, delete, start, stop,
-    /// restart, wait, logs) instead of the local state and specs directories.
+    /// Drive the devbox API at this URL (for get, describe, apply, diff, delete, start,
+    /// stop, restart, wait, logs, seat-links) instead of the local state and specs
+    /// directories.
     #[arg(long, global = true, env = "DEVBOX_SERVER")]
     pub server: Option<String>,
     /// With an https:// --server: trust only the CA certificates in this PEM file (a
@@ -235,7 +236,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Get { .. }
             | Command::Describe { .. }
             | Command::Apply { .. }
-            | Command::Diff { .. }
             | Command::Delete { .. }
             | Command::Start { .. }
             | Command::Stop { .. }
@@ -273,7 +273,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Command::Describe { name }, None) => describe::local(&cli.load_config(None)?, name),
         (Command::Apply { files }, Some(remote)) => remote::apply(&remote, files),
         (Command::Apply { files }, None) => apply::apply(&cli.load_config(None)?, files),
-        (Command::Diff { files }, Some(remote)) => Ok(diff::run_remote(&remote, files)),
+        // diff's errors are exit 2 (1 means "changes"), a devbox out of reach included.
+        (Command::Diff { files }, _) if let Some(url) = &cli.server => match cli.remote(url) {
+            Ok(remote) => Ok(diff::run_remote(&remote, files)),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                Ok(ExitCode::from(2))
+            }
+        },
         (Command::Diff { files }, _) => match cli.load_config(None) {
             Ok(config) => Ok(diff::run(&config, files)),
             Err(err) => {

@@ -37,6 +37,7 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
     if let Some(bind) = bind {
         config.server.bind_address = bind;
     }
+    config.read_metrics_token()?;
     let bind = config.server.bind_address;
     if !bind.is_loopback() && !config.auth_required() {
         anyhow::bail!(

@@ -83,14 +83,25 @@ pub fn ensure_home(account: &Account) -> Result<(), IsolationError> {
 
 /// Takes the access of everyone but the owner off `path` when devbox owns it (what
 /// an instance's user owns is theirs to open up).
+/// A file that is gone by the time it is looked at (a status file's temporary copy,
+/// renamed into place meanwhile) needs nothing.
 fn keep_private(path: &Path) -> Result<(), IsolationError> {
-    let metadata = std::fs::symlink_metadata(path).map_err(IsolationError::io(path))?;
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(IsolationError::io(path)(err)),
+    };
     if metadata.file_type().is_symlink() || metadata.uid() != nix::unistd::geteuid().as_raw() {
         return Ok(());
     }
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        set_mode(path, mode & 0o7700)?;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7700)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(IsolationError::io(path)(err));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -113,6 +124,12 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, IsolationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_gone_before_it_is_looked_at_needs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        keep_private(&dir.path().join(".status.json.tmp")).expect("nothing to do");
+    }
 
     #[test]
     fn the_state_dir_opens_only_the_way_to_instances() {

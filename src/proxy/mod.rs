@@ -15,8 +15,6 @@ mod idle_page;
 mod static_cache;
 mod tunnel;
 
-use http_body_util::BodyExt;
-
 use crate::metrics::METRICS;
 use std::sync::Arc;
 
@@ -282,12 +280,44 @@ async fn forward(
 
 /// `body`, adding the length of each of its chunks to `counter` as it streams.
 fn counted(body: Body, counter: &'static prometheus::IntCounter) -> Body {
-    Body::new(body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            counter.inc_by(data.len() as u64);
+    Body::new(Counted {
+        inner: body,
+        counter,
+    })
+}
+
+/// A body that counts what passes and passes on everything else: its end and its size
+/// hint too (from an exact one hyper writes `Content-Length`; without it, an answer
+/// of known size would go out chunked).
+struct Counted {
+    inner: Body,
+    counter: &'static prometheus::IntCounter,
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counter.inc_by(data.len() as u64);
         }
-        frame
-    }))
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// 503 with a small page: the server exists but does not run.

@@ -285,8 +285,12 @@ impl<R: Runtime> ServerTask<R> {
         let spec: Option<Arc<ServerSpec>> = match desired {
             Desired::Spec(spec) => {
                 self.ident.id = spec.id;
+                let owner_before = self.description.owner.clone();
                 self.description = Description::of_spec(spec);
-                if let Some(owner) = &self.description.owner {
+                // Recorded on a change only: a text log writes every record of a field.
+                if let Some(owner) = &self.description.owner
+                    && self.description.owner != owner_before
+                {
                     tracing::Span::current().record("owner", owner.as_str());
                 }
                 self.set_status(|s| s.spec_errors.clear());

@@ -96,10 +96,11 @@ impl<R: Runtime> ServerTask<R> {
             RestartPolicy::Never => false,
         };
         if restart {
+            let reason = if exit.is_success() { "exit" } else { "crash" };
             METRICS
                 .controller
                 .restarts
-                .with_label_values(&["crash"])
+                .with_label_values(&[reason])
                 .inc();
             let reason = format!("{prefix}code-server exited ({exit}){}", self.crash_lines());
             self.fail(reason, true);
