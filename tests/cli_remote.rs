@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{Devbox, Options, devbox_bin, wait_for};
+use common::{Devbox, Options, devbox_bin, exit_and_output, stdout, wait_for};
 
 const TOKEN: &str = "cli-remote-T0ken";
 
@@ -38,19 +38,6 @@ fn remote(devbox: &Devbox, cwd: &Path) -> Command {
 
 fn run(mut command: Command, args: &[&str]) -> Output {
     command.args(args).output().expect("run devbox")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Writes `<dir>/<file>` holding a spec named `name`; returns its path.
@@ -106,8 +93,13 @@ fn apply_get_logs_and_delete_through_the_api() {
         remote(&devbox, cwd.path()),
         &["apply", "-f", file.to_str().expect("utf-8")],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(stdout(&out).trim(), "created remote-box", "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "created remote-box",
+        "{}",
+        exit_and_output(&out)
+    );
     assert!(
         devbox.specs().join("remote-box.yaml").exists(),
         "the spec was written into devbox's specs dir"
@@ -125,12 +117,12 @@ fn apply_get_logs_and_delete_through_the_api() {
         remote(&devbox, cwd.path()),
         &["apply", "-f", file.to_str().expect("utf-8")],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
     assert_eq!(
         stdout(&out).trim(),
         "configured remote-box",
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
 
     // A spec the devbox refuses: exit 1, the API's reason, nothing written.
@@ -144,22 +136,30 @@ fn apply_get_logs_and_delete_through_the_api() {
         remote(&devbox, cwd.path()),
         &["apply", "-f", bad.to_str().expect("utf-8")],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("HTTP 400"), "{}", text(&out));
-    assert!(text(&out).contains("port 1"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
+    assert!(
+        exit_and_output(&out).contains("HTTP 400"),
+        "{}",
+        exit_and_output(&out)
+    );
+    assert!(
+        exit_and_output(&out).contains("port 1"),
+        "{}",
+        exit_and_output(&out)
+    );
     assert!(!devbox.specs().join("bad-port.yaml").exists());
 
     // get: the table.
     let out = run(remote(&devbox, cwd.path()), &["get"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
     let rows = table(&stdout(&out));
     assert_eq!(
         rows.first().map(|r| r[..5].join(" ")),
         Some("NAME STATUS PORT PID UPTIME".to_owned()),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
-    assert_eq!(rows.len(), 2, "one server: {}", text(&out));
+    assert_eq!(rows.len(), 2, "one server: {}", exit_and_output(&out));
     assert_eq!(
         rows[1][..4],
         [
@@ -169,7 +169,7 @@ fn apply_get_logs_and_delete_through_the_api() {
             pid.to_string()
         ],
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
 
     // get: JSON, all and by name.
@@ -178,19 +178,23 @@ fn apply_get_logs_and_delete_through_the_api() {
         &["get", "remote-box", "-o", "json"],
     ] {
         let out = run(remote(&devbox, cwd.path()), args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(out.status.success(), "{args:?}: {}", exit_and_output(&out));
         let servers: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|err| panic!("{args:?}: not JSON ({err}): {}", text(&out)));
+            .unwrap_or_else(|err| panic!("{args:?}: not JSON ({err}): {}", exit_and_output(&out)));
         let servers = servers.as_array().expect("array");
-        assert_eq!(servers.len(), 1, "{args:?}: {}", text(&out));
+        assert_eq!(servers.len(), 1, "{args:?}: {}", exit_and_output(&out));
         assert_eq!(servers[0]["slug"], "remote-box");
         assert_eq!(servers[0]["status"], "running");
         assert_eq!(servers[0]["port"], port);
         assert_eq!(servers[0]["pid"], pid);
     }
     let out = run(remote(&devbox, cwd.path()), &["get", "ghost"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("no server `ghost`"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
+    assert!(
+        exit_and_output(&out).contains("no server `ghost`"),
+        "{}",
+        exit_and_output(&out)
+    );
 
     // logs: devbox's events and code-server's output, in the seed's format.
     // devbox reads code-server's output as it comes: the startup lines may trail the
@@ -208,39 +212,48 @@ fn apply_get_logs_and_delete_through_the_api() {
                 .then_some(out)
         },
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
     let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert!(
         lines
             .iter()
             .any(|l| l.contains(&format!("started: pid {pid}"))),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
     assert!(
         lines.iter().any(|l| l.contains("HTTP server listening")),
         "code-server's own output: {}",
-        text(&out)
+        exit_and_output(&out)
     );
     assert!(
         lines.iter().all(|l| l.starts_with('[') && l.contains("] ")),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
     let out = run(
         remote(&devbox, cwd.path()),
         &["logs", "remote-box", "-n", "2"],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(stdout(&out).lines().count(), 2, "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", exit_and_output(&out));
     let out = run(remote(&devbox, cwd.path()), &["logs", "ghost"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("HTTP 404"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
+    assert!(
+        exit_and_output(&out).contains("HTTP 404"),
+        "{}",
+        exit_and_output(&out)
+    );
 
     // delete: the spec is gone, the server is not listed, its process is gone.
     let out = run(remote(&devbox, cwd.path()), &["delete", "remote-box"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(stdout(&out).trim(), "deleted remote-box", "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "deleted remote-box",
+        "{}",
+        exit_and_output(&out)
+    );
     assert!(!devbox.specs().join("remote-box.yaml").exists());
     assert_eq!(slugs(&devbox, None), Vec::<String>::new());
     wait_for(
@@ -249,26 +262,40 @@ fn apply_get_logs_and_delete_through_the_api() {
         || (!common::pid_alive(pid)).then_some(()),
     );
     let out = run(remote(&devbox, cwd.path()), &["get"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(table(&stdout(&out)).len(), 1, "header only: {}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
+    assert_eq!(
+        table(&stdout(&out)).len(),
+        1,
+        "header only: {}",
+        exit_and_output(&out)
+    );
     let out = run(remote(&devbox, cwd.path()), &["delete", "remote-box"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("HTTP 404"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
+    assert!(
+        exit_and_output(&out).contains("HTTP 404"),
+        "{}",
+        exit_and_output(&out)
+    );
 }
 
 /// Asserts that `out` is a refusal for want of the right token.
 fn assert_refused(out: &Output, what: &str) {
-    assert_eq!(out.status.code(), Some(1), "{what}: {}", text(out));
-    let all = text(out).to_lowercase();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: {}",
+        exit_and_output(out)
+    );
+    let all = exit_and_output(out).to_lowercase();
     assert!(
         all.contains("401") && (all.contains("api token") || all.contains("unauthorized")),
         "{what}: the message names the refusal: {}",
-        text(out)
+        exit_and_output(out)
     );
     assert!(
-        !text(out).contains(TOKEN),
+        !exit_and_output(out).contains(TOKEN),
         "{what}: never prints the token: {}",
-        text(out)
+        exit_and_output(out)
     );
 }
 
@@ -352,35 +379,40 @@ fn with_an_api_token_the_cli_needs_it() {
         c
     };
     let out = run(with_flag(), &["apply", "-f", file_arg]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(stdout(&out).trim(), "created guarded", "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "created guarded",
+        "{}",
+        exit_and_output(&out)
+    );
     assert!(devbox.specs().join("guarded.yaml").exists());
     assert_eq!(slugs(&devbox, Some(&bearer)), ["guarded"]);
 
     // With the token in the environment: get and logs work; without, they do not.
     let out = run(with_env(), &["get", "-o", "json"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
     let servers: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(servers[0]["slug"], "guarded", "{servers}");
     assert_eq!(servers[0]["status"], "stopped", "{servers}");
     let out = run(with_env(), &["get"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
     assert!(
         table(&stdout(&out))
             .iter()
             .any(|row| row.first().map(String::as_str) == Some("guarded")),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
 
     let out = run(remote(&devbox, cwd.path()), &["logs", "guarded"]);
     assert_refused(&out, "logs without a token");
     let out = run(with_env(), &["logs", "guarded"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
     assert!(
         stdout(&out).lines().any(|l| l.ends_with("INFO: created")),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
 
     // `logs -f` sends the token on the WebSocket.
@@ -396,7 +428,7 @@ fn with_an_api_token_the_cli_needs_it() {
     assert_refused(&out, "delete without a token");
     assert!(devbox.specs().join("guarded.yaml").exists());
     let out = run(with_flag(), &["delete", "guarded"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", exit_and_output(&out));
     assert!(!devbox.specs().join("guarded.yaml").exists());
     assert_eq!(slugs(&devbox, Some(&bearer)), Vec::<String>::new());
 }

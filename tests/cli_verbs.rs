@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Devbox, devbox_bin};
+use common::{Devbox, devbox_bin, exit_and_output, stdout};
 
 /// A `devbox` command with this devbox's config and directories (local mode).
 fn local(devbox: &Devbox, args: &[&str]) -> Output {
@@ -34,21 +34,12 @@ fn remote(devbox: &Devbox, cwd: &Path, args: &[&str]) -> Output {
         .expect("run devbox")
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn assert_ok(output: &Output, what: &str) {
-    assert!(output.status.success(), "{what}: {}", text(output));
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        exit_and_output(output)
+    );
 }
 
 /// The value of `Label:` in `describe`'s output (one line, trimmed).
@@ -183,8 +174,8 @@ fn start_stop_restart_wait_and_describe_locally_and_through_the_api() {
             .lines()
             .map(|l| l.split_whitespace().map(str::to_owned).collect())
             .collect();
-        assert_eq!(rows[0][..2], ["NAME", "OWNER"], "{}", text(&out));
-        assert_eq!(rows[1][..2], ["verbs", "ada"], "{}", text(&out));
+        assert_eq!(rows[0][..2], ["NAME", "OWNER"], "{}", exit_and_output(&out));
+        assert_eq!(rows[1][..2], ["verbs", "ada"], "{}", exit_and_output(&out));
     }
 
     // Local start: the spec file says running (as the API's start writes it), and
@@ -194,7 +185,7 @@ fn start_stop_restart_wait_and_describe_locally_and_through_the_api() {
     assert!(
         stdout(&out).starts_with("start requested for verbs"),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
     let spec = std::fs::read_to_string(devbox.specs().join("verbs.yaml")).expect("spec");
     assert!(spec.contains("state: running"), "{spec}");
@@ -245,11 +236,12 @@ fn start_stop_restart_wait_and_describe_locally_and_through_the_api() {
         &devbox,
         &["wait", "verbs", "--for", "stopped", "--timeout", "1s"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
     assert!(
-        text(&out).contains("timed out after 1s waiting for `verbs` to be stopped; now: running"),
+        exit_and_output(&out)
+            .contains("timed out after 1s waiting for `verbs` to be stopped; now: running"),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
 
     // Through the API: restart, stop, start answer once done; wait and describe read it.
@@ -310,28 +302,28 @@ fn start_stop_restart_wait_and_describe_locally_and_through_the_api() {
     let same_arg = same.to_str().unwrap_or_default();
     std::fs::write(&same, &held).expect("write");
     let out = remote(&devbox, cwd.path(), &["diff", "-f", same_arg]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_and_output(&out));
     assert_eq!(stdout(&out).trim(), "unchanged verbs");
     std::fs::write(&same, held.replace("state: running", "state: stopped")).expect("write");
     let out = remote(&devbox, cwd.path(), &["diff", "-f", same_arg]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
     assert!(
         stdout(&out).starts_with("changed verbs\n"),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
     assert!(
         stdout(&out).contains("\n-  state: running\n+  state: stopped\n"),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
     std::fs::write(&same, held.replace("name: verbs", "name: other")).expect("write");
     let out = remote(&devbox, cwd.path(), &["diff", "-f", same_arg]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
     assert!(
         stdout(&out).starts_with("created other\n"),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
 
     let out = remote(&devbox, cwd.path(), &["stop", "verbs"]);
@@ -350,11 +342,12 @@ fn start_stop_restart_wait_and_describe_locally_and_through_the_api() {
         cwd.path(),
         &["wait", "verbs", "--for", "running", "--timeout", "1s"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
     assert!(
-        text(&out).contains("timed out after 1s waiting for `verbs` to be running; now: stopped"),
+        exit_and_output(&out)
+            .contains("timed out after 1s waiting for `verbs` to be running; now: stopped"),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
     let out = remote(&devbox, cwd.path(), &["start", "verbs"]);
     assert_ok(&out, "--server start");
@@ -362,11 +355,11 @@ fn start_stop_restart_wait_and_describe_locally_and_through_the_api() {
     assert_ok(&out, "--server wait --for running");
     assert_eq!(stdout(&out).trim(), "verbs is running");
     let out = remote(&devbox, cwd.path(), &["wait", "ghost", "--for", "running"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", exit_and_output(&out));
     assert!(
-        text(&out).contains("there is no server `ghost`"),
+        exit_and_output(&out).contains("there is no server `ghost`"),
         "{}",
-        text(&out)
+        exit_and_output(&out)
     );
 
     // Local stop, then delete: wait sees both through.
@@ -423,8 +416,13 @@ fn wait_for_running_fails_at_once_when_the_server_fails() {
             ),
         ),
     ] {
-        assert_eq!(out.status.code(), Some(1), "{how}: {}", text(&out));
-        let said = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{how}: {}",
+            exit_and_output(&out)
+        );
+        let said = exit_and_output(&out);
         assert!(
             said.contains("`crashy` will not be running: failed:") && said.contains("exit code 3"),
             "{how}: {said}"

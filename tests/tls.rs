@@ -619,6 +619,19 @@ fn ide_origins_and_seat_links_work_over_https_with_secure_cookies() {
     assert!(still_open(&mut socket, Duration::from_millis(500)));
 }
 
+/// A `devbox` command with `config`, and specs and state in `dir`.
+fn devbox_in(dir: &Path, config: &Path) -> Command {
+    let mut command = Command::new(common::devbox_bin());
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--specs")
+        .arg(dir.join("specs"))
+        .arg("--state-dir")
+        .arg(dir.join("state"));
+    command
+}
+
 /// `devbox serve` with `server.tls` set to `tls` (and `extra` in `server`): what it
 /// says as it refuses to start.
 fn refused_start(tls: &str, extra: &str) -> String {
@@ -630,13 +643,7 @@ fn refused_start(tls: &str, extra: &str) -> String {
         format!("server:\n  default_port: {port}\n  tls: {tls}\n{extra}"),
     )
     .expect("write config");
-    let mut child = Command::new(common::devbox_bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("--specs")
-        .arg(dir.path().join("specs"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
+    let mut child = devbox_in(dir.path(), &config)
         .arg("serve")
         .env_remove("DEVBOX_SERVER_PORT")
         .stdout(Stdio::null())
@@ -711,13 +718,7 @@ fn serve_refuses_certificate_files_it_cannot_use_naming_the_field_and_the_file()
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("devbox.yaml");
         std::fs::write(&config, format!("server:\n  tls: {tls}\n")).expect("write config");
-        let output = Command::new(common::devbox_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("--specs")
-            .arg(dir.path().join("specs"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
+        let output = devbox_in(dir.path(), &config)
             .arg("doctor")
             .env("DEVBOX_CODE_SERVER", common::code_server())
             .output()

@@ -1124,6 +1124,21 @@ pub fn assert_uuid(value: &Value) -> String {
     text.to_owned()
 }
 
+/// What a command printed on stdout.
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A command's exit code and both of its outputs, for assertion messages.
+pub fn exit_and_output(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// A blocking WebSocket client of a test.
 pub type WsClient =
     tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
