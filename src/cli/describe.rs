@@ -138,7 +138,7 @@ pub fn local(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
         "Phase",
         status.map_or_else(
             || "- (no status yet: devbox has not seen the spec)".to_owned(),
-            |s| lower(s.phase),
+            |s| s.phase.name().to_owned(),
         ),
     );
     if let Some(status) = status {
@@ -282,8 +282,8 @@ fn limits(spec: &Resources, config: &Config) -> String {
 /// `Ready`: whether the server runs, and otherwise where it is.
 fn ready(phase: Phase, message: Option<&str>) -> Condition {
     let reason = match message {
-        Some(message) => format!("{}: {message}", lower(phase)),
-        None => lower(phase),
+        Some(message) => format!("{}: {message}", phase.name()),
+        None => phase.name().to_owned(),
     };
     ("Ready", phase == Phase::Running, reason)
 }
@@ -308,10 +308,6 @@ fn word(value: &impl serde::Serialize) -> String {
         Ok(Value::String(word)) => word,
         _ => "?".into(),
     }
-}
-
-fn lower(phase: Phase) -> String {
-    format!("{phase:?}").to_lowercase()
 }
 
 fn seconds(secs: f64) -> String {

@@ -23,19 +23,17 @@ const CONTEXT: usize = 3;
 const ERROR: u8 = 2;
 
 pub fn run(config: &Config, inputs: &[PathBuf]) -> ExitCode {
-    match compare(config, inputs) {
-        Ok(true) => ExitCode::from(1),
-        Ok(false) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(ERROR)
-        }
-    }
+    exit_code(compare(config, inputs))
 }
 
 /// `devbox --server URL diff -f …`: the inputs against the running devbox's specs.
 pub fn run_remote(remote: &Remote, inputs: &[PathBuf]) -> ExitCode {
-    match compare_remote(remote, inputs) {
+    exit_code(compare_remote(remote, inputs))
+}
+
+/// 1 when something would change, 0 when nothing would, [`ERROR`] on error.
+fn exit_code(compared: anyhow::Result<bool>) -> ExitCode {
+    match compared {
         Ok(true) => ExitCode::from(1),
         Ok(false) => ExitCode::SUCCESS,
         Err(err) => {
@@ -45,21 +43,16 @@ pub fn run_remote(remote: &Remote, inputs: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// Prints every problem; an error saying nothing was compared.
+fn refused(problems: &[crate::diagnostic::Diagnostic]) -> anyhow::Error {
+    for problem in problems {
+        eprintln!("{problem}");
+    }
+    anyhow::anyhow!("{} problem(s); nothing compared", problems.len())
+}
+
 fn compare_remote(remote: &Remote, inputs: &[PathBuf]) -> anyhow::Result<bool> {
-    let (inputs, mut problems) = super::inputs::read(inputs)?;
-    let mut servers = Vec::new();
-    for input in &inputs {
-        match DevServer::from_yaml(&input.name, &input.text) {
-            Ok(server) => servers.push((input.name.clone(), server)),
-            Err(diag) => problems.push(diag),
-        }
-    }
-    if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("{problem}");
-        }
-        anyhow::bail!("{} problem(s); nothing compared", problems.len());
-    }
+    let servers = super::inputs::read_servers(inputs)?.map_err(|problems| refused(&problems))?;
     let mut changes = false;
     for (input, server) in servers {
         let name = &server.metadata.name;
@@ -77,34 +70,14 @@ fn compare_remote(remote: &Remote, inputs: &[PathBuf]) -> anyhow::Result<bool> {
             "{}/specs/{name}",
             remote.base().trim_end_matches('/')
         ));
-        match held {
-            Some(held) if held == wanted => println!("unchanged {name}"),
-            Some(held) => {
-                changes = true;
-                println!("changed {name}");
-                print_diff(&held, &wanted, &current, &input);
-            }
-            None => {
-                changes = true;
-                println!("created {name}");
-                print_diff("", &wanted, Path::new("/dev/null"), &input);
-            }
-        }
+        changes |= report(name, held.as_deref(), &wanted, &current, &input);
     }
     Ok(changes)
 }
 
 /// Prints each input's outcome; whether any would change.
 fn compare(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<bool> {
-    let accepted = match super::apply::check(config, inputs)? {
-        Ok(accepted) => accepted,
-        Err(problems) => {
-            for problem in &problems {
-                eprintln!("{problem}");
-            }
-            anyhow::bail!("{} problem(s); nothing compared", problems.len());
-        }
-    };
+    let accepted = super::apply::check(config, inputs)?.map_err(|problems| refused(&problems))?;
     let mut changes = false;
     for spec in accepted {
         let name = &spec.resolved.name;
@@ -113,21 +86,37 @@ fn compare(config: &Config, inputs: &[PathBuf]) -> anyhow::Result<bool> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
             Err(err) => anyhow::bail!("cannot read {}: {err}", spec.target.display()),
         };
-        match current {
-            Some(current) if current == spec.text => println!("unchanged {name}"),
-            Some(current) => {
-                changes = true;
-                println!("changed {name}");
-                print_diff(&current, &spec.text, &spec.target, &spec.input);
-            }
-            None => {
-                changes = true;
-                println!("created {name}");
-                print_diff("", &spec.text, Path::new("/dev/null"), &spec.input);
-            }
-        }
+        changes |= report(
+            name,
+            current.as_deref(),
+            &spec.text,
+            &spec.target,
+            &spec.input,
+        );
     }
     Ok(changes)
+}
+
+/// Prints whether server `name` would be created, changed (with the diff from `held`,
+/// named `held_name`, to `wanted`, named `input`) or stay unchanged; whether it would
+/// change.
+fn report(name: &str, held: Option<&str>, wanted: &str, held_name: &Path, input: &Path) -> bool {
+    match held {
+        Some(held) if held == wanted => {
+            println!("unchanged {name}");
+            false
+        }
+        Some(held) => {
+            println!("changed {name}");
+            print_diff(held, wanted, held_name, input);
+            true
+        }
+        None => {
+            println!("created {name}");
+            print_diff("", wanted, Path::new("/dev/null"), input);
+            true
+        }
+    }
 }
 
 fn print_diff(old: &str, new: &str, old_name: &Path, new_name: &Path) {

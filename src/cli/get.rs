@@ -89,10 +89,7 @@ fn print_table(rows: &[Row], wide: bool) {
                 row.name.clone(),
                 row.desired
                     .map_or_else(dash, |d| format!("{d:?}").to_lowercase()),
-                status.map_or_else(
-                    || "pending".to_owned(),
-                    |s| format!("{:?}", s.phase).to_lowercase(),
-                ),
+                status.map_or_else(|| "pending".to_owned(), |s| s.phase.name().to_owned()),
                 status
                     .and_then(|s| s.port)
                     .map_or_else(dash, |p| p.to_string()),

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 use crate::controller::scan;
 use crate::diagnostic::Diagnostic;
+use crate::spec::DevServer;
 
 /// What `-f -` is called in messages.
 pub const STDIN_NAME: &str = "<stdin>";
@@ -83,4 +84,25 @@ fn read_stdin() -> anyhow::Result<String> {
         bail!("the spec on standard input is larger than devbox reads ({max} bytes)");
     }
     String::from_utf8(bytes).context("the spec on standard input is not UTF-8 text")
+}
+
+/// Spec documents, each with the name it came under.
+pub type NamedServers = Vec<(PathBuf, DevServer)>;
+
+/// Reads every input ([`read`]) as a spec document: each with the name it came under, or
+/// every problem found (files that could not be read, documents that are no spec).
+pub fn read_servers(inputs: &[PathBuf]) -> anyhow::Result<Result<NamedServers, Vec<Diagnostic>>> {
+    let (inputs, mut problems) = read(inputs)?;
+    let mut servers = Vec::new();
+    for input in inputs {
+        match DevServer::from_yaml(&input.name, &input.text) {
+            Ok(server) => servers.push((input.name, server)),
+            Err(diag) => problems.push(diag),
+        }
+    }
+    Ok(if problems.is_empty() {
+        Ok(servers)
+    } else {
+        Err(problems)
+    })
 }

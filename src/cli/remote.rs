@@ -16,7 +16,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::OutputFormat;
-use crate::spec::DevServer;
 
 /// Longest any single call may take (a start waits for a healthy code-server).
 const CALL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -302,23 +301,18 @@ fn text(value: &Value) -> String {
 
 /// `devbox --server URL apply -f FILE…|-`: each spec is sent whole; the devbox checks it.
 pub fn apply(remote: &Remote, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let (inputs, mut problems) = super::inputs::read(inputs)?;
-    let mut servers = Vec::new();
-    for input in &inputs {
-        match DevServer::from_yaml(&input.name, &input.text) {
-            Ok(server) => servers.push(server),
-            Err(diag) => problems.push(diag),
+    let servers = match super::inputs::read_servers(inputs)? {
+        Ok(servers) => servers,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("nothing applied: {} problem(s)", problems.len());
+            return Ok(ExitCode::FAILURE);
         }
-    }
-    if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("{problem}");
-        }
-        eprintln!("nothing applied: {} problem(s)", problems.len());
-        return Ok(ExitCode::FAILURE);
-    }
+    };
     let mut failed = false;
-    for server in servers {
+    for (_, server) in servers {
         let name = server.metadata.name.clone();
         let body = serde_json::to_value(&server)?;
         match remote.call::<Value>("PUT", &format!("/specs/{name}"), Some(&body)) {

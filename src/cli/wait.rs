@@ -172,13 +172,13 @@ fn judge_remote(view: Option<&Value>, condition: Condition, name: &str, base: &s
 
 /// `phase: message`, as the status says.
 fn describe(status: &ServerStatus) -> String {
-    let phase = format!("{:?}", status.phase).to_lowercase();
+    let phase = status.phase.name();
     match status
         .message
         .clone()
         .or_else(|| status.spec_errors.first().map(ToString::to_string))
     {
         Some(message) => format!("{phase}: {message}"),
-        None => phase,
+        None => phase.to_owned(),
     }
 }

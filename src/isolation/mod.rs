@@ -100,7 +100,8 @@ pub fn require_root() -> Result<(), IsolationError> {
 /// a shell script that runs the Node beside it). A bare name is looked up in `PATH`.
 pub fn check_runnable_by_others(binary: &Path) -> Result<(), IsolationError> {
     use std::os::unix::fs::PermissionsExt;
-    let resolved = resolve_binary(binary);
+    let resolved = crate::config::code_server_binary::find_on_path(binary)
+        .unwrap_or_else(|| binary.to_owned());
     let unreachable = |why: String| IsolationError::Unreachable {
         binary: resolved.clone(),
         why,
@@ -153,18 +154,6 @@ fn first_closed_folder(dir: &Path) -> Option<String> {
         }
     }
     None
-}
-
-fn resolve_binary(binary: &Path) -> PathBuf {
-    if binary.components().count() > 1 {
-        return binary.to_owned();
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join(binary))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| binary.to_owned())
 }
 
 #[cfg(test)]

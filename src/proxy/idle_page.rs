@@ -70,7 +70,7 @@ pub fn page(name: &str, phase: Phase, visit: Visit, start_failed: Option<&str>) 
 
 /// The page's HTML; `data-mode` tells the script to offer the button or to wait.
 fn html(name: &str, phase: Phase, visit: Visit, start_failed: Option<&str>) -> String {
-    let state = format!("{phase:?}").to_lowercase();
+    let state = phase.name();
     let name = escape(name);
     let (mode, text) = match (visit, start_failed) {
         (_, Some(err)) => (
