@@ -22,7 +22,7 @@ fn crash_loop_ends_failed_with_backoff_and_last_output() {
     let devbox = Devbox::start_with(fake, |_| {});
     devbox.write_spec("crashy", "  state: running\n");
     let server = wait_for("crashy to fail", Duration::from_secs(30), || {
-        devbox.server("crashy").filter(|s| s["status"] == "failed")
+        devbox.server("crashy").filter(|s| s["phase"] == "failed")
     });
     let message = server["message"].as_str().unwrap_or_default();
     assert!(message.contains("exit code 3"), "{message}");

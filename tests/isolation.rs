@@ -361,7 +361,7 @@ fn an_owners_instance_is_limited_and_stopped_whole_by_its_cgroup() {
     let failed = wait_for(
         &format!("hog to fail for memory\n{}", devbox.log_tail()),
         STARTUP,
-        || devbox.server("hog").filter(|s| s["status"] == "failed"),
+        || devbox.server("hog").filter(|s| s["phase"] == "failed"),
     );
     let message = failed["message"].as_str().unwrap_or_default();
     assert!(

@@ -120,7 +120,7 @@ fn a_server_past_its_memory_limit_shows_out_of_memory() {
     let failed = wait_for(
         &format!("hog to fail for memory\n{}", devbox.log_tail()),
         STARTUP,
-        || devbox.server("hog").filter(|s| s["status"] == "failed"),
+        || devbox.server("hog").filter(|s| s["phase"] == "failed"),
     );
     let message = failed["message"].as_str().unwrap_or_default();
     assert!(

@@ -155,7 +155,7 @@ fn zip_workspace_is_extracted_and_zip_slip_is_rejected() {
         ),
     );
     let server = wait_for("slip to fail", Duration::from_secs(30), || {
-        devbox.server("slip").filter(|s| s["status"] == "failed")
+        devbox.server("slip").filter(|s| s["phase"] == "failed")
     });
     let message = server["message"].as_str().unwrap_or_default();
     assert!(

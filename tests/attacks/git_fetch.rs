@@ -178,7 +178,7 @@ fn wait_failed(devbox: &Devbox, name: &str, within: Duration) -> String {
     let server: Value = wait_for(
         &format!("{name} to fail\n{}", devbox.log_tail()),
         within,
-        || devbox.server(name).filter(|s| s["status"] == "failed"),
+        || devbox.server(name).filter(|s| s["phase"] == "failed"),
     );
     server["message"].as_str().unwrap_or_default().to_owned()
 }
@@ -266,7 +266,7 @@ fn an_endless_ref_advertisement_ends_the_child_not_devbox() {
         STARTUP,
         || {
             peak = peak.max(rss_bytes(devbox.pid()));
-            devbox.server("refs").filter(|s| s["status"] == "failed")
+            devbox.server("refs").filter(|s| s["phase"] == "failed")
         },
     );
     let message = server["message"].as_str().unwrap_or_default();

@@ -76,7 +76,7 @@ fn restart(devbox: &Devbox, name: &str, owner: &str, body: &str) -> Value {
         STARTUP,
         || {
             devbox.server(name).filter(|s| {
-                (s["status"] == "running" && s["pid"].as_u64() != before) || s["status"] == "failed"
+                (s["status"] == "running" && s["pid"].as_u64() != before) || s["phase"] == "failed"
             })
         },
     )
@@ -331,7 +331,7 @@ fn a_fifo_as_settings_file_blocks_devbox_until_the_owner_writes() {
             }
             devbox.server("alice-ws").filter(|s| {
                 (s["status"] == "running" && s["pid"].as_u64() != Some(u64::from(pid)))
-                    || s["status"] == "failed"
+                    || s["phase"] == "failed"
             })
         },
     );
