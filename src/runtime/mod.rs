@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::endpoint::{Endpoint, EndpointError};
+use crate::health::{HealthClient, HealthError, Healthz};
 use crate::isolation::Account;
 use crate::resources::Resources;
 use crate::status::ProcessRecord;
@@ -256,4 +257,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// devbox stops: gives back what the runtime holds on the host (its parent cgroup,
     /// once no instance is left in it). Blocking.
     fn shut_down(&self);
+
+    /// Asks the instance at `endpoint` for its health: code-server's `/healthz` over
+    /// `client`, unless the runtime knows better (a test's in-memory instances do).
+    fn probe(
+        &self,
+        client: &HealthClient,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Healthz, HealthError>> + Send {
+        client.check(endpoint, timeout)
+    }
 }

@@ -20,8 +20,8 @@ impl<R: Runtime> ServerTask<R> {
         };
         match self
             .ctx
-            .health
-            .check(&endpoint, Duration::from_secs(2))
+            .runtime
+            .probe(&self.ctx.health, &endpoint, Duration::from_secs(2))
             .await
         {
             Ok(healthz) => {

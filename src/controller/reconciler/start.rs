@@ -474,8 +474,8 @@ impl<R: Runtime> ServerTask<R> {
             }
             if self
                 .ctx
-                .health
-                .check(endpoint, Duration::from_secs(1))
+                .runtime
+                .probe(&self.ctx.health, endpoint, Duration::from_secs(1))
                 .await
                 .is_ok()
             {
