@@ -7,7 +7,8 @@
 //!   code-server and controller settings), embedded default and overrides.
 //! - [`spec`]: the `DevServer` spec file, its checks, and resolution against the config.
 //! - [`resources`]: an instance's limits (memory, cpus, pids) as specs write them.
-//! - [`spec_files`]: writing and editing spec files (how the API changes desired state).
+//! - [`spec_files`]: writing and editing spec files (how the API changes desired state),
+//!   and settling their port pins under its lock; [`spec_ports`]: the pins it reads.
 //! - [`spec_actions`]: start, stop and restart as edits of a spec (for the API and CLI).
 //! - [`identity`]: who is calling (the admin or a named user) and whose a server is.
 //! - [`git_url`]: a git URL's scheme and host, and the rule that keeps git URLs from
@@ -62,6 +63,7 @@ pub mod sessions;
 pub mod spec;
 pub mod spec_actions;
 pub mod spec_files;
+pub mod spec_ports;
 pub mod status;
 pub mod ui;
 pub mod usage;

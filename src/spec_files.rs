@@ -5,17 +5,29 @@
 //! specs directory, and is atomic. One lock serialises edits, so the read-modify-write
 //! cycles of concurrent requests never lose an update. The calls block (small files,
 //! fsync): async callers run them in `spawn_blocking`.
+//!
+//! Port pins are the files' own, and settled under that lock too: a new spec without a
+//! port gets the first free one written into it ([`NewPort::PickFree`], the API's create
+//! routes), and a spec that pins a port another spec file pins, or that another server
+//! runs on, is refused ([`SpecFileError::PortPinned`], [`SpecFileError::PortHeld`]), so
+//! two racing writers never write one port. Free means: in
+//! `server.code_server_port_range`, pinned by no spec file ([`crate::spec_ports`] reads
+//! them), held by no running server (the controller's [`HeldPorts`], read-only), and with
+//! `code_server.listen: tcp` bindable. An edit that keeps a file's port is never refused
+//! for it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::config::Config;
+use crate::config::{Config, ListenMode};
+use crate::controller::ports::HeldPorts;
 use crate::controller::scan;
 use crate::diagnostic::Diagnostic;
 use crate::fsutil;
 use crate::identity::Caller;
 use crate::spec::{self, DevServer, ServerSpec};
+use crate::spec_ports::{Holder, PinIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecFileError {
@@ -28,11 +40,27 @@ pub enum SpecFileError {
     /// The file would be larger than devbox reads: written, it would only be refused.
     #[error("the spec would be a file of {bytes} bytes; devbox reads spec files of at most {limit} bytes", limit = crate::yaml::MAX_YAML_BYTES)]
     TooLarge { bytes: usize },
+    #[error("port {port} is pinned by the spec of server `{owner}`")]
+    PortPinned { port: u16, owner: String },
+    #[error("port {port} belongs to server `{owner}`, which runs on it")]
+    PortHeld { port: u16, owner: String },
+    #[error("no free port left in {start}-{end} (server.code_server_port_range)")]
+    NoFreePort { start: u16, end: u16 },
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// How a new spec gets its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewPort {
+    /// As the spec says: the port it pins, or none (the controller then gives it a free
+    /// one at each start). `PUT /specs/{name}` writes what its caller has.
+    AsGiven,
+    /// A spec that pins no port gets the first free one written into it.
+    PickFree,
 }
 
 /// Why a new server's spec was not written.
@@ -81,8 +109,13 @@ impl Quota {
 pub struct SpecFiles {
     dir: PathBuf,
     config: Arc<Config>,
-    edit_lock: Arc<Mutex<()>>,
+    /// Serialises edits. It guards the index of the files' pins, which only an edit
+    /// reads: a `std::sync::Mutex`, held by blocking callers only, never across an
+    /// `.await`.
+    edit_lock: Arc<Mutex<PinIndex>>,
     history: Arc<Mutex<History>>,
+    /// The ports the controller's servers hold; none without a controller (the CLI).
+    held: Option<HeldPorts>,
 }
 
 /// The latest revisions written per server, in order, so a caller waiting for its own
@@ -102,8 +135,18 @@ impl SpecFiles {
         Self {
             dir: config.controller.specs_dir.clone(),
             config,
-            edit_lock: Arc::new(Mutex::new(())),
+            edit_lock: Arc::new(Mutex::new(PinIndex::default())),
             history: Arc::new(Mutex::new(History::default())),
+            held: None,
+        }
+    }
+
+    /// These files, written beside a controller whose servers hold `held`: no new pin
+    /// takes a port one of them runs on.
+    pub fn with_held_ports(self, held: HeldPorts) -> Self {
+        Self {
+            held: Some(held),
+            ..self
         }
     }
 
@@ -119,20 +162,34 @@ impl SpecFiles {
 
     /// Checks `server` as the file it would become, returning its resolved form.
     pub fn check(&self, server: &DevServer) -> Result<ServerSpec, SpecFileError> {
-        let path = self.path(&server.metadata.name);
-        let text = render(server, &path)?;
-        spec::resolve(&path, &text, server, &self.config).map_err(SpecFileError::Invalid)
+        self.prepare(server).map(|(resolved, _)| resolved)
     }
 
-    /// Writes a new spec file; fails with [`SpecFileError::Exists`] when the name is
-    /// taken (two racing creators of one name: exactly one wins), with
-    /// [`CreateError::Full`] when `controller.max_servers` spec files exist, and with
-    /// [`CreateError::OwnerFull`] when the creator owns as many as `quota` allows (both
-    /// counted under the edit lock, so racing creators cannot overshoot together).
-    pub fn create(&self, server: &DevServer, quota: Quota) -> Result<ServerSpec, CreateError> {
-        let resolved = self.check(server)?;
-        let text = render(server, &resolved.file)?;
-        let _guard = self.lock();
+    /// `server` checked and resolved as the file it would become, and that file's text.
+    fn prepare(&self, server: &DevServer) -> Result<(ServerSpec, String), SpecFileError> {
+        let path = self.path(&server.metadata.name);
+        let text = render(server, &path)?;
+        let resolved =
+            spec::resolve(&path, &text, server, &self.config).map_err(SpecFileError::Invalid)?;
+        Ok((resolved, text))
+    }
+
+    /// Writes a new spec file, with its port as `port` says; fails with
+    /// [`SpecFileError::Exists`] when the name is taken (two racing creators of one
+    /// name: exactly one wins), with [`CreateError::Full`] when
+    /// `controller.max_servers` spec files exist, with [`CreateError::OwnerFull`] when
+    /// the creator owns as many as `quota` allows (both counted under the edit lock, so
+    /// racing creators cannot overshoot together), and with a port error when the port
+    /// it pins is taken or none is free.
+    pub fn create(
+        &self,
+        server: &DevServer,
+        quota: Quota,
+        port: NewPort,
+    ) -> Result<ServerSpec, CreateError> {
+        // Everything but the port, before waiting for the lock.
+        self.check(server)?;
+        let mut pins = self.lock();
         if self.path(&server.metadata.name).exists() {
             return Err(SpecFileError::Exists(server.metadata.name.clone()).into());
         }
@@ -152,6 +209,9 @@ impl SpecFiles {
                 return Err(CreateError::OwnerFull { owner, max, count });
             }
         }
+        let mut server = server.clone();
+        self.settle_port(&mut pins, &mut server, None, port)?;
+        let (resolved, text) = self.prepare(&server)?;
         match fsutil::create_atomic(&resolved.file, text.as_bytes()) {
             Ok(true) => {
                 self.record(&resolved);
@@ -185,13 +245,15 @@ impl SpecFiles {
         may_edit: impl FnOnce(&DevServer) -> bool,
         edit: impl FnOnce(&mut DevServer),
     ) -> Result<ServerSpec, SpecFileError> {
-        let _guard = self.lock();
+        let mut pins = self.lock();
         let path = self.path(name);
         let mut server = read(&path, name)?;
         if !may_edit(&server) {
             return Err(SpecFileError::NotFound(name.to_owned()));
         }
+        let pinned_before = server.spec.port;
         edit(&mut server);
+        self.settle_port(&mut pins, &mut server, pinned_before, NewPort::AsGiven)?;
         let text = render(&server, &path)?;
         let resolved =
             spec::resolve(&path, &text, &server, &self.config).map_err(SpecFileError::Invalid)?;
@@ -271,7 +333,54 @@ impl SpecFiles {
         written.push_back((spec.revision.clone(), order));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// Settles the port of `server`, about to be written under the edit lock (whose
+    /// pin index is `pins`), whose file pinned `pinned_before`: a port it newly pins
+    /// must be nobody else's, and with [`NewPort::PickFree`] a spec without one gets
+    /// the first free port.
+    fn settle_port(
+        &self,
+        pins: &mut PinIndex,
+        server: &mut DevServer,
+        pinned_before: Option<u16>,
+        choice: NewPort,
+    ) -> Result<(), SpecFileError> {
+        let wanted = server.spec.port;
+        let unchanged = wanted.is_some() && wanted == pinned_before;
+        if unchanged || (wanted.is_none() && choice == NewPort::AsGiven) {
+            return Ok(());
+        }
+        let file_pins = pins.read(&self.dir).map_err(|source| SpecFileError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let held = self
+            .held
+            .as_ref()
+            .map(HeldPorts::snapshot)
+            .unwrap_or_default();
+        let name = &server.metadata.name;
+        match wanted {
+            Some(port) => match file_pins.holder(port, name, &held) {
+                None => Ok(()),
+                Some(Holder::File(owner)) => Err(SpecFileError::PortPinned { port, owner }),
+                Some(Holder::Server(owner)) => Err(SpecFileError::PortHeld { port, owner }),
+            },
+            None => {
+                let range = self.config.server.code_server_port_range;
+                let probe = self.config.code_server.listen == ListenMode::Tcp;
+                let port = file_pins.first_free(range, name, &held, probe).ok_or(
+                    SpecFileError::NoFreePort {
+                        start: range.start,
+                        end: range.end,
+                    },
+                )?;
+                server.spec.port = Some(port);
+                Ok(())
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PinIndex> {
         self.edit_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -305,6 +414,7 @@ fn render(server: &DevServer, path: &Path) -> Result<String, SpecFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::ports::PortAllocator;
     use crate::spec::{ApiVersion, DesiredState, DevServerSpec, Kind, Metadata};
 
     fn server(name: &str) -> DevServer {
@@ -346,13 +456,181 @@ mod tests {
         SpecFiles::new(Arc::new(config))
     }
 
+    const RANGE: crate::config::PortRange = crate::config::PortRange {
+        start: 8010,
+        end: 8013,
+    };
+
+    /// Files whose port range is [`RANGE`], beside a controller whose allocator is
+    /// returned (instances on Unix sockets: no port is probed).
+    fn files_with_ports(dir: &Path) -> (SpecFiles, Arc<PortAllocator>) {
+        let mut config = Config::embedded_default();
+        config.controller.specs_dir = dir.to_owned();
+        config.server.code_server_port_range = RANGE;
+        let ports = Arc::new(PortAllocator::new(RANGE, ListenMode::Socket));
+        let files = SpecFiles::new(Arc::new(config)).with_held_ports(ports.held_view());
+        (files, ports)
+    }
+
+    fn pinning(name: &str, port: u16) -> DevServer {
+        let mut server = server(name);
+        server.spec.port = Some(port);
+        server
+    }
+
+    fn port_of(dir: &Path, name: &str) -> Option<u16> {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap();
+        DevServer::from_yaml(Path::new(name), &text)
+            .unwrap()
+            .spec
+            .port
+    }
+
+    #[test]
+    fn a_picked_port_is_pinned_by_no_file_and_held_by_no_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, ports) = files_with_ports(dir.path());
+        // A hand-written file pins 8010; an unpinned server runs on 8011.
+        std::fs::write(
+            dir.path().join("hand.yaml"),
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: hand\nspec:\n  port: 8010\n",
+        )
+        .unwrap();
+        ports.claim("runner", 8011);
+        let created = files
+            .create(&server("a"), Quota::default(), NewPort::PickFree)
+            .unwrap();
+        assert_eq!(created.port, Some(8012));
+        assert_eq!(port_of(dir.path(), "a"), Some(8012), "the pick is written");
+        files
+            .create(&server("b"), Quota::default(), NewPort::PickFree)
+            .unwrap();
+        assert_eq!(port_of(dir.path(), "b"), Some(8013));
+        let err = files
+            .create(&server("c"), Quota::default(), NewPort::PickFree)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CreateError::File(SpecFileError::NoFreePort {
+                    start: 8010,
+                    end: 8013
+                })
+            ),
+            "{err}"
+        );
+        assert!(!dir.path().join("c.yaml").exists());
+        // As given: no pin is made up.
+        files
+            .create(&server("d"), Quota::default(), NewPort::AsGiven)
+            .unwrap();
+        assert_eq!(port_of(dir.path(), "d"), None);
+        // A server that stopped gave its port back.
+        ports.release("runner");
+        files
+            .create(&server("e"), Quota::default(), NewPort::PickFree)
+            .unwrap();
+        assert_eq!(port_of(dir.path(), "e"), Some(8011));
+    }
+
+    #[test]
+    fn racing_creators_write_distinct_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _ports) = files_with_ports(dir.path());
+        let picked: Vec<Option<u16>> = std::thread::scope(|scope| {
+            let creators: Vec<_> = (0..4)
+                .map(|i| {
+                    let files = files.clone();
+                    scope.spawn(move || {
+                        files
+                            .create(
+                                &server(&format!("s{i}")),
+                                Quota::default(),
+                                NewPort::PickFree,
+                            )
+                            .unwrap()
+                            .port
+                    })
+                })
+                .collect();
+            creators.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let distinct: std::collections::BTreeSet<_> = picked.iter().flatten().collect();
+        assert_eq!(distinct.len(), 4, "{picked:?}");
+    }
+
+    #[test]
+    fn a_port_another_file_pins_or_another_server_runs_on_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, ports) = files_with_ports(dir.path());
+        files
+            .create(&pinning("a", 8010), Quota::default(), NewPort::AsGiven)
+            .unwrap();
+        let err = files
+            .create(&pinning("b", 8010), Quota::default(), NewPort::PickFree)
+            .unwrap_err();
+        assert!(
+            matches!(&err, CreateError::File(SpecFileError::PortPinned { port: 8010, owner }) if owner == "a"),
+            "{err}"
+        );
+        assert!(!dir.path().join("b.yaml").exists());
+
+        files
+            .create(&pinning("b", 8011), Quota::default(), NewPort::AsGiven)
+            .unwrap();
+        let before = std::fs::read_to_string(dir.path().join("b.yaml")).unwrap();
+        let err = files.update("b", |s| s.spec.port = Some(8010)).unwrap_err();
+        assert!(
+            matches!(err, SpecFileError::PortPinned { port: 8010, .. }),
+            "{err}"
+        );
+        ports.claim("runner", 8012);
+        let err = files.update("b", |s| s.spec.port = Some(8012)).unwrap_err();
+        assert!(
+            matches!(&err, SpecFileError::PortHeld { port: 8012, owner } if owner == "runner"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("b.yaml")).unwrap(),
+            before,
+            "a refused edit writes nothing"
+        );
+        files.update("b", |s| s.spec.port = Some(8013)).unwrap();
+        assert_eq!(port_of(dir.path(), "b"), Some(8013));
+    }
+
+    #[test]
+    fn an_edit_that_keeps_its_port_is_never_refused_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _ports) = files_with_ports(dir.path());
+        files
+            .create(&pinning("a", 8010), Quota::default(), NewPort::AsGiven)
+            .unwrap();
+        // A copy made by hand: two files pin 8010 (the scan decides which one runs).
+        let copy = std::fs::read_to_string(dir.path().join("a.yaml"))
+            .unwrap()
+            .replace("name: a", "name: b");
+        std::fs::write(dir.path().join("b.yaml"), copy).unwrap();
+        files
+            .update("a", |s| s.spec.state = DesiredState::Running)
+            .unwrap();
+        files
+            .update("b", |s| s.spec.state = DesiredState::Running)
+            .unwrap();
+        assert_eq!(port_of(dir.path(), "b"), Some(8010));
+    }
+
     #[test]
     fn no_new_file_past_the_cap_but_existing_ones_still_change() {
         let dir = tempfile::tempdir().unwrap();
         let files = files_within(dir.path(), 2);
-        files.create(&server("a"), Quota::default()).unwrap();
+        files
+            .create(&server("a"), Quota::default(), NewPort::AsGiven)
+            .unwrap();
         std::fs::write(dir.path().join("b.yaml"), "not even a spec").unwrap();
-        let err = files.create(&server("c"), Quota::default()).unwrap_err();
+        let err = files
+            .create(&server("c"), Quota::default(), NewPort::AsGiven)
+            .unwrap_err();
         assert!(
             matches!(err, CreateError::Full { max: 2, count: 2 }),
             "{err}"
@@ -360,7 +638,7 @@ mod tests {
         assert!(err.to_string().contains("controller.max_servers"), "{err}");
         assert!(!dir.path().join("c.yaml").exists());
         assert!(matches!(
-            files.create(&server("a"), Quota::default()),
+            files.create(&server("a"), Quota::default(), NewPort::AsGiven),
             Err(CreateError::File(SpecFileError::Exists(_)))
         ));
         files
@@ -383,9 +661,15 @@ mod tests {
         };
         let quota = || Quota::for_caller(&as_ada, &config);
         let admin = || Quota::for_caller(&Caller::Admin, &config);
-        files.create(&owned("b1", "bob"), admin()).unwrap();
-        files.create(&owned("a1", "ada"), quota()).unwrap();
-        let err = files.create(&owned("a2", "ada"), quota()).unwrap_err();
+        files
+            .create(&owned("b1", "bob"), admin(), NewPort::AsGiven)
+            .unwrap();
+        files
+            .create(&owned("a1", "ada"), quota(), NewPort::AsGiven)
+            .unwrap();
+        let err = files
+            .create(&owned("a2", "ada"), quota(), NewPort::AsGiven)
+            .unwrap_err();
         assert!(
             matches!(&err, CreateError::OwnerFull { owner, max: 1, count: 1 } if owner == "ada"),
             "{err}"
@@ -395,16 +679,20 @@ mod tests {
             "{err}"
         );
         assert!(!dir.path().join("a2.yaml").exists());
-        files.create(&owned("a3", "ada"), admin()).unwrap();
+        files
+            .create(&owned("a3", "ada"), admin(), NewPort::AsGiven)
+            .unwrap();
     }
 
     #[test]
     fn create_update_delete() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
-        files.create(&server("a"), Quota::default()).unwrap();
+        files
+            .create(&server("a"), Quota::default(), NewPort::AsGiven)
+            .unwrap();
         assert!(matches!(
-            files.create(&server("a"), Quota::default()),
+            files.create(&server("a"), Quota::default(), NewPort::AsGiven),
             Err(CreateError::File(SpecFileError::Exists(_)))
         ));
         let updated = files
@@ -428,7 +716,9 @@ mod tests {
         let files = files(dir.path());
         let mut theirs = server("t");
         theirs.metadata.owner = Some("bob".into());
-        files.create(&theirs, Quota::default()).unwrap();
+        files
+            .create(&theirs, Quota::default(), NewPort::AsGiven)
+            .unwrap();
         let before = std::fs::read_to_string(dir.path().join("t.yaml")).unwrap();
         let is_adas = |s: &DevServer| s.metadata.owner.as_deref() == Some("ada");
         let err = files
@@ -445,7 +735,9 @@ mod tests {
     fn invalid_edits_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
-        files.create(&server("b"), Quota::default()).unwrap();
+        files
+            .create(&server("b"), Quota::default(), NewPort::AsGiven)
+            .unwrap();
         let before = std::fs::read_to_string(dir.path().join("b.yaml")).unwrap();
         let err = files
             .update("b", |s| s.spec.extension_groups.push("nope".into()))
@@ -461,7 +753,7 @@ mod tests {
         let mut bad = server("c");
         bad.spec.port = Some(1);
         assert!(matches!(
-            files.create(&bad, Quota::default()),
+            files.create(&bad, Quota::default(), NewPort::AsGiven),
             Err(CreateError::File(SpecFileError::Invalid(_)))
         ));
         assert!(!dir.path().join("c.yaml").exists());

@@ -1,7 +1,9 @@
 //! The four ways to create a server: `POST /servers`, `create-with-workspace`
 //! (multipart: a git URL or a zip upload), `create-from-template`, and
 //! `create-metadata`. Each writes a new spec file (state `stopped`, a port pinned from
-//! the range, a fresh uuid) and answers 201 once the controller lists the server.
+//! the range, a fresh uuid) and answers 201 once the controller lists the server. The
+//! spec writer picks the port under its lock ([`NewPort::PickFree`]); a port asked for
+//! that another spec pins or another server runs on is a 409.
 //! Provisioning (clone, extensions) happens when the server starts. Past
 //! `controller.max_servers` spec files, creation answers 409 and writes nothing.
 
@@ -24,7 +26,7 @@ use crate::identity::Caller;
 use crate::spec::{
     ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };
-use crate::spec_files::{CreateError, Quota};
+use crate::spec_files::{CreateError, NewPort, Quota};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateServer {
@@ -178,9 +180,8 @@ fn stopped_spec() -> DevServerSpec {
     }
 }
 
-/// Checks the spec (and what the caller may ask for), pins a port, writes the spec
-/// owned by the caller, and waits until the controller lists the server. A port
-/// pinned for a spec that is then not written is given back.
+/// Checks what the caller may ask for, writes the spec owned by the caller (with a
+/// free port when it asks for none), and waits until the controller lists the server.
 async fn create_server(
     state: &AppState,
     caller: &Caller,
@@ -209,31 +210,12 @@ async fn create_server(
     let own_upload = state.upload_path(&name.slug);
     access::check_create(caller, &server, &own_upload)?;
     server.metadata.owner = caller.owner().map(|owner| owner.to_string());
-    // Everything but the port is checked before a port is taken.
-    state.specs.check(&server)?;
-    let (port, pinned_here) = match server.spec.port {
-        Some(port) => {
-            state.ports.pin(&name.slug, port)?;
-            (port, true)
-        }
-        None => (state.ports.pin_free(&name.slug)?, true),
-    };
-    server.spec.port = Some(port);
     let specs = state.specs.clone();
     let quota = Quota::for_caller(caller, &state.config);
-    let written = tokio::task::spawn_blocking(move || specs.create(&server, quota))
-        .await
-        .map_err(|err| ApiError::Internal(err.to_string()))
-        .and_then(|result| result.map_err(ApiError::from));
-    let resolved = match written {
-        Ok(resolved) => resolved,
-        Err(err) => {
-            if pinned_here {
-                state.ports.unpin(&name.slug, port);
-            }
-            return Err(err);
-        }
-    };
+    let resolved =
+        tokio::task::spawn_blocking(move || specs.create(&server, quota, NewPort::PickFree))
+            .await
+            .map_err(|err| ApiError::Internal(err.to_string()))??;
     state.rescan.notify_one();
     let revision = resolved.revision.clone();
     let status = wait::converge(state, &name.slug, "to be listed", |status| match status {

@@ -47,7 +47,6 @@ pub use views::ServerView;
 
 use crate::config::Config;
 use crate::controller::Context;
-use crate::controller::ports::PortAllocator;
 use crate::health::HealthClient;
 use crate::http::ApiError;
 use crate::identity::Caller;
@@ -66,8 +65,8 @@ pub struct AppState {
     pub statuses: StatusStore,
     pub logs: LogHub,
     pub usage: UsageStore,
+    /// The spec writer; it sees the ports the controller's servers hold.
     pub specs: SpecFiles,
-    pub ports: Arc<PortAllocator>,
     pub health: HealthClient,
     /// Wakes the controller after a spec was written.
     pub rescan: Arc<Notify>,
@@ -85,8 +84,7 @@ impl AppState {
             statuses: ctx.statuses.clone(),
             logs: ctx.logs.clone(),
             usage: ctx.usage.clone(),
-            specs: SpecFiles::new(ctx.config.clone()),
-            ports: ctx.ports.clone(),
+            specs: SpecFiles::new(ctx.config.clone()).with_held_ports(ctx.ports.held_view()),
             health: ctx.health.clone(),
             rescan: ctx.rescan.clone(),
             sessions: Sessions::new(ctx.config.auth.session_ttl.get()),

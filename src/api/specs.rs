@@ -1,7 +1,9 @@
 //! `PUT /specs/{name}`: create or replace a server's whole spec (what `devbox apply
 //! --server` sends). Checked like any spec file before it is written; a new name past
-//! `controller.max_servers` is refused (409). `GET /specs/{name}`: the spec as its file
-//! holds it (what `devbox diff --server` compares with), to its owner and admins.
+//! `controller.max_servers` is refused (409), and so is a port another spec file pins
+//! or another server runs on (the spec writer's check, under its lock). A spec without
+//! a port is written without one. `GET /specs/{name}`: the spec as its file holds it
+//! (what `devbox diff --server` compares with), to its owner and admins.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,7 +18,7 @@ use super::wait::{self, Verdict};
 use crate::http::ApiError;
 use crate::identity::{Caller, UserName};
 use crate::spec::DevServer;
-use crate::spec_files::{CreateError, Quota, SpecFileError};
+use crate::spec_files::{CreateError, NewPort, Quota, SpecFileError};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SpecName {
@@ -76,27 +78,26 @@ pub async fn apply(
         server.metadata.owner = Some(user.to_string());
     }
     let quota = Quota::for_caller(&caller, &state.config);
-    if let Some(port) = server.spec.port {
-        state.ports.check_free(&name, port)?;
-    }
     // Replacing an existing spec: a user's only if the file, as it is under the lock,
     // is theirs; anyone else's is as good as not there (404).
     let owner = caller.owner().map(ToString::to_string);
     let specs = state.specs.clone();
     let (resolved, created) =
-        tokio::task::spawn_blocking(move || match specs.create(&server, quota) {
-            Ok(resolved) => Ok((resolved, true)),
-            Err(CreateError::File(SpecFileError::Exists(_))) => {
-                let name = server.metadata.name.clone();
-                let theirs =
-                    |current: &DevServer| owner.is_none() || current.metadata.owner == owner;
-                specs
-                    .update_where(&name, theirs, move |current| *current = server)
-                    .map(|r| (r, false))
-                    .map_err(CreateError::from)
-            }
-            Err(err) => Err(err),
-        })
+        tokio::task::spawn_blocking(
+            move || match specs.create(&server, quota, NewPort::AsGiven) {
+                Ok(resolved) => Ok((resolved, true)),
+                Err(CreateError::File(SpecFileError::Exists(_))) => {
+                    let name = server.metadata.name.clone();
+                    let theirs =
+                        |current: &DevServer| owner.is_none() || current.metadata.owner == owner;
+                    specs
+                        .update_where(&name, theirs, move |current| *current = server)
+                        .map(|r| (r, false))
+                        .map_err(CreateError::from)
+                }
+                Err(err) => Err(err),
+            },
+        )
         .await
         .map_err(|err| ApiError::Internal(err.to_string()))??;
     state.rescan.notify_one();

@@ -89,19 +89,15 @@ pub fn check(
         }
     }
 
-    // Ports pinned by the new specs must not collide with each other or with specs in place.
+    // Ports pinned by the new specs must not collide with each other or with specs in
+    // place, which keep their ports (as the controller decides: they are the older files).
     let existing = existing_specs(config, &accepted);
     let all = accepted
         .iter()
         .map(|a| (&a.resolved, a.text.as_str()))
         .chain(existing.iter().map(|(s, t)| (s, t.as_str())));
-    let owner = |port: u16| {
-        existing
-            .iter()
-            .find(|(s, _)| s.port == Some(port))
-            .map(|(s, _)| s.name.clone())
-    };
-    for (name, diag) in scan::port_conflicts(all, owner) {
+    let is_new = |spec: &ServerSpec| !existing.iter().any(|(s, _)| s.name == spec.name);
+    for (name, diag) in scan::port_conflicts(all, is_new) {
         if let Some(spec) = accepted.iter().find(|a| a.resolved.name == name) {
             problems.push(Diagnostic {
                 file: spec.input.clone(),

@@ -124,7 +124,14 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     for specs in valid.values() {
-        let conflicts = scan::port_conflicts(specs.iter().map(|(s, t)| (s, t.as_str())), |_| None);
+        // Decided as a devbox started now would: the older file wins, ties by name.
+        let age = |spec: &ServerSpec| {
+            let modified = std::fs::metadata(&spec.file)
+                .and_then(|m| m.modified())
+                .ok();
+            (modified.is_none(), modified)
+        };
+        let conflicts = scan::port_conflicts(specs.iter().map(|(s, t)| (s, t.as_str())), age);
         problems.extend(conflicts.into_iter().map(|(_, diag)| diag));
     }
 

@@ -154,30 +154,21 @@ impl<R: Runtime> Controller<R> {
         for tag in runtime.kill_unrecorded(&reconciler::instance_owner(&state_dir), &recorded) {
             tracing::warn!(instance = %tag, "killed an instance no status recorded (devbox had died while starting it)");
         }
-        let ports = Arc::new(PortAllocator::new(config.server.code_server_port_range));
-        // Ports of processes recorded before a restart stay with them (adoption).
+        let ports = Arc::new(PortAllocator::new(
+            config.server.code_server_port_range,
+            config.code_server.listen,
+        ));
+        // Ports of processes recorded before a restart stay with them. Claimed here, not
+        // only when each server's task adopts its process: the API serves (and the
+        // spec writer picks free ports) before the first scan, and tasks of other
+        // servers start in parallel with adoption, so a port claimed later could be
+        // handed out twice meanwhile.
         for status in statuses.list() {
             if let (Some(port), Some(_)) = (status.port, &status.process) {
                 ports.claim(&status.name, port);
             }
         }
-        // The API pins ports for new specs as soon as it serves, so the ports the spec
-        // files already pin must be known before: a create right after a restart took
-        // the port of a stopped server whose file the first scan had not read yet.
-        let mut scan_cache = scan::ScanCache::default();
-        let applied = applied_servers(&statuses);
-        match scan::scan(
-            &config.controller.specs_dir,
-            &config,
-            &mut scan_cache,
-            |port| ports.owner(port),
-            |name| applied.contains(name),
-        ) {
-            Ok(desired) => ports.set_pinned(scan::pinned_ports(&desired), |name| {
-                desired.contains_key(name)
-            }),
-            Err(err) => tracing::warn!(%err, "cannot read the specs directory yet"),
-        }
+        let scan_cache = scan::ScanCache::default();
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Context {
             logs: LogHub::new(LogLimits {
@@ -300,7 +291,6 @@ impl<R: Runtime> Controller<R> {
                 &ctx.config.controller.specs_dir,
                 &ctx.config,
                 &mut cache,
-                |port| ctx.ports.owner(port),
                 |name| applied.contains(name),
             );
             (scanned, cache)
@@ -322,11 +312,8 @@ impl<R: Runtime> Controller<R> {
                 return None;
             }
         };
-        self.ctx
-            .ports
-            .set_pinned(scan::pinned_ports(&desired), |name| {
-                desired.contains_key(name)
-            });
+        // What the files pin, for the ports given to servers whose spec pins none.
+        self.ctx.ports.set_file_pins(scan::pinned_ports(&desired));
 
         // Known servers without a spec file (also those deleted while devbox was down)
         // are deleted once they have been missing long enough.

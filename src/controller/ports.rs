@@ -1,15 +1,22 @@
-//! Port ownership: each code-server port belongs to exactly one server.
+//! Ports held by running servers, inside the controller: which server's instance holds
+//! which route number (`/vscode/<port>/`) right now.
 //!
-//! Allocation happens under one lock, so two servers never get the same port. A port a
-//! foreign process listens on is skipped (never killed); a spec that pins such a port
-//! gets a clear error instead. A port a spec pins stays reserved for it while its server
-//! is stopped; any other port returns to the pool when its server stops.
+//! The spec files alone own port pins: the spec writer ([`crate::spec_files`]) picks a
+//! free number for a new spec under its own lock and writes it, and the scan decides
+//! between two files that pin one port. The allocator learns what the files pin from
+//! each scan ([`PortAllocator::set_file_pins`]) and only tracks what is held: a port is
+//! reserved when a server starts, claimed when a running server is adopted after a
+//! restart, and released when it stops. A server whose spec pins no port gets one here
+//! at start, never a port another file pins or another server holds. With
+//! `code_server.listen: tcp` a port a foreign process listens on is skipped (never
+//! killed), and a spec that pins such a port gets a clear error; with Unix sockets (the
+//! default) the number is only a route, and nothing is probed.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::config::PortRange;
+use crate::config::{ListenMode, PortRange};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
@@ -19,16 +26,19 @@ pub enum PortError {
     InUse { port: u16 },
     #[error("no free port left in {start}-{end}")]
     Exhausted { start: u16, end: u16 },
-    #[error("port {port} is outside the range {start}-{end}")]
-    OutOfRange { port: u16, start: u16, end: u16 },
 }
 
-/// Which server holds which port, and which ports specs pin.
+/// Which server holds which port, and which ports the spec files pin (as the last scan
+/// read them). Shared by the controller's reconciler tasks in an `Arc`; the spec writer
+/// sees it read-only through [`HeldPorts`].
 ///
 /// A `std::sync::Mutex` suffices: every critical section is a map lookup plus at most a
 /// few non-blocking `bind` probes, never an `.await`.
 pub struct PortAllocator {
     range: PortRange,
+    /// Whether instances listen on their TCP port (`listen: tcp`), so that a port must
+    /// be bindable to be given.
+    probe: bool,
     inner: Mutex<Ports>,
 }
 
@@ -36,42 +46,24 @@ pub struct PortAllocator {
 struct Ports {
     /// Ports held by a server (running, or about to start).
     held: BTreeMap<u16, String>,
-    /// Ports pinned by specs: never handed to another server, running or not.
-    pinned: BTreeMap<u16, Pin>,
-}
-
-struct Pin {
-    name: String,
-    /// Made for a spec file that is about to be written ([`PortAllocator::pin_free`],
-    /// [`PortAllocator::pin`]) rather than read from one. It lasts until a scan sees a
-    /// spec file of that name (which then speaks for itself) or its maker drops it, so
-    /// a scan that ran between the pin and the write cannot free the port.
-    pending: bool,
+    /// Ports pinned by spec files, by the server whose file won each: never given to
+    /// another server.
+    file_pins: BTreeMap<u16, String>,
 }
 
 impl Ports {
-    /// Pins `port` for the spec file about to be written for `name`.
-    fn add_pin(&mut self, port: u16, name: &str) {
-        self.pinned.insert(
-            port,
-            Pin {
-                name: name.to_owned(),
-                pending: true,
-            },
-        );
-    }
-
-    /// Whether `port` is free for `name`: nobody else holds or pins it.
+    /// Whether `port` is free for `name`: nobody else holds it, and no other file pins it.
     fn free_for(&self, port: u16, name: &str) -> bool {
         self.held.get(&port).is_none_or(|owner| owner == name)
-            && self.pinned.get(&port).is_none_or(|pin| pin.name == name)
+            && self.file_pins.get(&port).is_none_or(|owner| owner == name)
     }
 }
 
 impl PortAllocator {
-    pub fn new(range: PortRange) -> Self {
+    pub fn new(range: PortRange, listen: ListenMode) -> Self {
         Self {
             range,
+            probe: listen == ListenMode::Tcp,
             inner: Mutex::new(Ports::default()),
         }
     }
@@ -81,90 +73,15 @@ impl PortAllocator {
         self.lock().held.get(&port).cloned()
     }
 
-    /// Records the ports the spec files pin, as a scan read them. `has_spec_file(name)`
-    /// tells whether that scan saw a spec file for `name`: pending pins of names it did
-    /// not see are kept (their files may be written right now).
-    pub fn set_pinned(&self, pinned: BTreeMap<u16, String>, has_spec_file: impl Fn(&str) -> bool) {
-        let mut ports = self.lock();
-        let mut next: BTreeMap<u16, Pin> = pinned
-            .into_iter()
-            .map(|(port, name)| {
-                let pin = Pin {
-                    name,
-                    pending: false,
-                };
-                (port, pin)
-            })
-            .collect();
-        for (port, pin) in std::mem::take(&mut ports.pinned) {
-            if pin.pending && !has_spec_file(&pin.name) {
-                next.entry(port).or_insert(pin);
-            }
-        }
-        ports.pinned = next;
+    /// A read-only view of the held ports, for the spec writer.
+    pub fn held_view(self: &Arc<Self>) -> HeldPorts {
+        HeldPorts(self.clone())
     }
 
-    /// Picks a free port for a spec about to be written for `name`, and pins it at once
-    /// so that concurrent callers get distinct ports.
-    pub fn pin_free(&self, name: &str) -> Result<u16, PortError> {
-        let mut ports = self.lock();
-        let port = (self.range.start..=self.range.end)
-            .find(|p| ports.free_for(*p, name) && !ports.pinned.contains_key(p) && is_bindable(*p))
-            .ok_or(PortError::Exhausted {
-                start: self.range.start,
-                end: self.range.end,
-            })?;
-        ports.add_pin(port, name);
-        Ok(port)
-    }
-
-    /// Drops a pin made by [`Self::pin_free`] whose spec was never written.
-    pub fn unpin(&self, name: &str, port: u16) {
-        let mut ports = self.lock();
-        if ports
-            .pinned
-            .get(&port)
-            .is_some_and(|pin| pin.name == name && pin.pending)
-        {
-            ports.pinned.remove(&port);
-        }
-    }
-
-    /// Pins `port` for a spec about to be written for `name` (an explicit port), if no
-    /// other server holds or pins it; of concurrent callers for one port, one wins.
-    pub fn pin(&self, name: &str, port: u16) -> Result<(), PortError> {
-        let mut ports = self.lock();
-        self.check_free_in(&ports, name, port)?;
-        ports.add_pin(port, name);
-        Ok(())
-    }
-
-    /// Whether `port` may be pinned by a new spec for `name` (for explicit ports).
-    pub fn check_free(&self, name: &str, port: u16) -> Result<(), PortError> {
-        self.check_free_in(&self.lock(), name, port)
-    }
-
-    fn check_free_in(&self, ports: &Ports, name: &str, port: u16) -> Result<(), PortError> {
-        let other = |owner: &&String| *owner != name;
-        if let Some(owner) = ports
-            .held
-            .get(&port)
-            .filter(other)
-            .or_else(|| ports.pinned.get(&port).map(|p| &p.name).filter(other))
-        {
-            return Err(PortError::Taken {
-                port,
-                owner: owner.clone(),
-            });
-        }
-        if !self.range.contains(port) {
-            return Err(PortError::OutOfRange {
-                port,
-                start: self.range.start,
-                end: self.range.end,
-            });
-        }
-        Ok(())
+    /// Records the ports the spec files pin, by server, as a scan decided them: the
+    /// files speak, so whatever the previous scan said is replaced.
+    pub fn set_file_pins(&self, pins: BTreeMap<u16, String>) {
+        self.lock().file_pins = pins;
     }
 
     /// Records that `name` holds `port` (a server adopted after a devbox restart).
@@ -174,9 +91,10 @@ impl PortAllocator {
         ports.held.entry(port).or_insert_with(|| name.to_owned());
     }
 
-    /// Gives `name` a port to start on: `pinned` when the spec names one, else
+    /// Gives `name` a port to start on: `pinned` when its spec names one, else
     /// `preferred` (the port it had before) when still free, else the first free one in
-    /// the range. Ports that other servers hold or that other specs pin are never given.
+    /// the range. Ports other servers hold, and (unless pinned) ports other spec files
+    /// pin, are never given.
     pub fn reserve(
         &self,
         name: &str,
@@ -192,14 +110,14 @@ impl PortAllocator {
                         owner: owner.clone(),
                     });
                 }
-                if !is_bindable(port) {
+                if !self.bindable(port) {
                     return Err(PortError::InUse { port });
                 }
                 port
             }
             None => {
                 let usable =
-                    |p: u16| self.range.contains(p) && ports.free_for(p, name) && is_bindable(p);
+                    |p: u16| self.range.contains(p) && ports.free_for(p, name) && self.bindable(p);
                 preferred
                     .filter(|p| usable(*p))
                     .or_else(|| (self.range.start..=self.range.end).find(|p| usable(*p)))
@@ -214,9 +132,13 @@ impl PortAllocator {
         Ok(port)
     }
 
-    /// Gives up the port `name` holds (it stays reserved if its spec pins it).
+    /// Gives up the port `name` holds.
     pub fn release(&self, name: &str) {
         self.lock().held.retain(|_, owner| owner != name);
+    }
+
+    fn bindable(&self, port: u16) -> bool {
+        !self.probe || is_bindable(port)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ports> {
@@ -224,9 +146,21 @@ impl PortAllocator {
     }
 }
 
+/// What the controller's servers hold, as the spec writer may see it: it reads, never
+/// changes. Cloning shares the allocator.
+#[derive(Clone)]
+pub struct HeldPorts(Arc<PortAllocator>);
+
+impl HeldPorts {
+    /// Every held port and its server, at this moment.
+    pub fn snapshot(&self) -> BTreeMap<u16, String> {
+        self.0.lock().held.clone()
+    }
+}
+
 /// Whether nothing listens on 127.0.0.1:`port` (std sets SO_REUSEADDR, so ports in
 /// TIME_WAIT count as free, as they do for code-server).
-fn is_bindable(port: u16) -> bool {
+pub fn is_bindable(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
@@ -257,7 +191,7 @@ mod tests {
     #[test]
     fn distinct_ports_preferred_reuse_and_release() {
         let range = free_range(3);
-        let ports = PortAllocator::new(range);
+        let ports = PortAllocator::new(range, ListenMode::Tcp);
         let a = ports.reserve("a", None, None).unwrap();
         let b = ports.reserve("b", None, None).unwrap();
         assert_ne!(a, b);
@@ -277,15 +211,14 @@ mod tests {
     }
 
     #[test]
-    fn pinned_ports_are_never_handed_out() {
+    fn ports_files_pin_are_never_handed_to_another_server() {
         let range = free_range(2);
-        let ports = PortAllocator::new(range);
-        ports.set_pinned(BTreeMap::from([(range.start, "pinner".to_owned())]), |_| {
-            true
-        });
+        let ports = PortAllocator::new(range, ListenMode::Socket);
+        ports.set_file_pins(BTreeMap::from([(range.start, "pinner".to_owned())]));
         assert_eq!(
             ports.reserve("a", None, Some(range.start)).unwrap(),
-            range.end
+            range.end,
+            "a's old port is pinned by another file now"
         );
         assert!(
             ports.reserve("b", None, None).is_err(),
@@ -298,42 +231,40 @@ mod tests {
     }
 
     #[test]
-    fn pins_for_unwritten_spec_files_survive_scans() {
-        let range = free_range(3);
-        let ports = PortAllocator::new(range);
-        let a = ports.pin_free("a").unwrap();
-        let b = ports.pin_free("b").unwrap();
-        assert_ne!(a, b);
-        // A scan that did not see the files of `a` and `b` (not written yet, however
-        // late the scan began) keeps their pins.
-        ports.set_pinned(BTreeMap::new(), |_| false);
-        assert_eq!(ports.pin_free("c").unwrap(), range.end);
-        assert!(matches!(
-            ports.check_free("d", a),
-            Err(PortError::Taken { .. })
-        ));
-        ports.unpin("c", range.end);
-        assert!(
-            ports.check_free("d", range.end).is_ok(),
-            "an unpinned port is free again"
-        );
-        // A scan that saw their files takes the pins from the files: `a`'s file pins
-        // its port, `b`'s file no longer does.
-        ports.set_pinned(BTreeMap::from([(a, "a".to_owned())]), |name| {
-            name == "a" || name == "b"
-        });
-        assert!(ports.check_free("d", a).is_err());
-        assert!(ports.check_free("d", b).is_ok());
-        // Once `a`'s file is gone, so is its pin.
-        ports.set_pinned(BTreeMap::new(), |_| false);
-        assert!(ports.check_free("d", a).is_ok());
+    fn each_scan_replaces_the_file_pins() {
+        let range = free_range(1);
+        let ports = PortAllocator::new(range, ListenMode::Socket);
+        ports.set_file_pins(BTreeMap::from([(range.start, "gone".to_owned())]));
+        assert!(ports.reserve("a", None, None).is_err());
+        // The file that pinned it was deleted (or no longer pins it): the next scan says so.
+        ports.set_file_pins(BTreeMap::new());
+        assert_eq!(ports.reserve("a", None, None).unwrap(), range.start);
     }
 
     #[test]
-    fn foreign_listener_is_skipped_and_pinned_conflicts_are_errors() {
+    fn adoption_claims_a_port_once_and_the_writer_sees_it_held() {
+        let range = free_range(2);
+        let ports = Arc::new(PortAllocator::new(range, ListenMode::Socket));
+        let held = ports.held_view();
+        ports.claim("adopted", range.start);
+        ports.claim("adopted", range.start);
+        assert_eq!(
+            held.snapshot(),
+            BTreeMap::from([(range.start, "adopted".to_owned())])
+        );
+        assert_eq!(ports.reserve("b", None, None).unwrap(), range.end);
+        ports.release("adopted");
+        assert_eq!(
+            held.snapshot(),
+            BTreeMap::from([(range.end, "b".to_owned())])
+        );
+    }
+
+    #[test]
+    fn with_tcp_a_foreign_listener_is_skipped_and_pinned_conflicts_are_errors() {
         let range = free_range(2);
         let _foreign = TcpListener::bind((Ipv4Addr::LOCALHOST, range.start)).unwrap();
-        let ports = PortAllocator::new(range);
+        let ports = PortAllocator::new(range, ListenMode::Tcp);
         assert_eq!(ports.reserve("a", None, None).unwrap(), range.end);
         assert_eq!(
             ports.reserve("b", Some(range.start), None),
@@ -353,5 +284,13 @@ mod tests {
                 end: range.end
             })
         );
+    }
+
+    #[test]
+    fn with_sockets_the_number_is_only_a_route() {
+        let range = free_range(1);
+        let _foreign = TcpListener::bind((Ipv4Addr::LOCALHOST, range.start)).unwrap();
+        let ports = PortAllocator::new(range, ListenMode::Socket);
+        assert_eq!(ports.reserve("a", None, None).unwrap(), range.start);
     }
 }

@@ -6,6 +6,14 @@
 //! `controller.max_servers`) happen here. A [`ScanCache`] keeps each file's outcome
 //! while the file is unchanged, so the periodic resync of a thousand idle specs costs a
 //! `stat` per file, not a read and a parse.
+//!
+//! Two files pinning one port are decided among the files alone, never by asking who
+//! runs on it: the file that had the port at the previous scan keeps it while it still
+//! pins it (every API edit rewrites a file, and must not hand its port over); otherwise
+//! the older file by modification time wins, ties by name. So a file copied beside a
+//! running server's loses, and the server keeps running. The loser is invalid, with an
+//! error naming the winner. (The spec writer refuses to write such a pair; they come
+//! from hand edits.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -79,6 +87,8 @@ pub struct ScanCache {
     files: HashMap<PathBuf, CachedFile>,
     /// Servers within `controller.max_servers` at the last scan: they keep their place.
     admitted: BTreeSet<String>,
+    /// The server whose file won each pinned port at the last scan: it keeps the port.
+    port_winners: BTreeMap<u16, String>,
 }
 
 struct CachedFile {
@@ -90,7 +100,7 @@ struct CachedFile {
 /// What tells a changed file from an unchanged one: an atomic replace changes the inode,
 /// an edit in place the size or the change time (nanoseconds on Linux filesystems).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     inode: u64,
     len: u64,
     mtime: (i64, i64),
@@ -98,7 +108,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(file: &Path) -> Option<Self> {
+    pub fn of(file: &Path) -> Option<Self> {
         let meta = std::fs::metadata(file).ok()?;
         Some(Self {
             inode: meta.ino(),
@@ -147,18 +157,23 @@ impl ScanCache {
     fn text(&self, file: &Path) -> &str {
         self.files.get(file).map_or("", |f| f.text.as_str())
     }
+
+    /// When `file` was last modified, as its last read saw it (unknown: newest).
+    fn mtime(&self, file: &Path) -> (i64, i64) {
+        self.files
+            .get(file)
+            .map_or((i64::MAX, 0), |f| f.stamp.mtime)
+    }
 }
 
 /// Reads `dir` and returns the desired state of each server named by a file there.
-/// `port_owner` tells which server currently holds a port; `applied` whether a server
-/// has had a spec applied (it counts as within `controller.max_servers`, see
-/// [`cap_servers`]). Fails when the directory cannot be listed (then nothing may be
-/// concluded about any server).
+/// `applied` tells whether a server has had a spec applied (it counts as within
+/// `controller.max_servers`, see [`cap_servers`]). Fails when the directory cannot be
+/// listed (then nothing may be concluded about any server).
 pub fn scan(
     dir: &Path,
     config: &Config,
     cache: &mut ScanCache,
-    port_owner: impl Fn(u16) -> Option<String>,
     applied: impl Fn(&str) -> bool,
 ) -> std::io::Result<BTreeMap<String, Desired>> {
     let files = spec_files(dir)?;
@@ -187,7 +202,8 @@ pub fn scan(
         dir,
     );
     // Files over the cap claim no port.
-    resolve_port_conflicts(&mut desired, |file| cache.text(file), port_owner);
+    resolve_port_conflicts(&mut desired, cache);
+    cache.port_winners = pinned_ports(&desired);
     Ok(desired)
 }
 
@@ -240,31 +256,33 @@ pub fn pinned_ports(desired: &BTreeMap<String, Desired>) -> BTreeMap<u16, String
         .collect()
 }
 
-/// Replaces specs that lose a pinned-port conflict by their error.
-fn resolve_port_conflicts<'t>(
-    desired: &mut BTreeMap<String, Desired>,
-    text_of: impl Fn(&Path) -> &'t str,
-    port_owner: impl Fn(u16) -> Option<String>,
-) {
+/// Replaces specs that lose a pinned-port conflict by their error: the last scan's
+/// winner of a port keeps it, else the older file, ties by name.
+fn resolve_port_conflicts(desired: &mut BTreeMap<String, Desired>, cache: &ScanCache) {
     let specs: Vec<(&ServerSpec, &str)> = desired
         .values()
         .filter_map(|d| match d {
-            Desired::Spec(spec) => Some((&**spec, text_of(&spec.file))),
+            Desired::Spec(spec) => Some((&**spec, cache.text(&spec.file))),
             _ => None,
         })
         .collect();
-    let losers = port_conflicts(specs, port_owner);
+    let losers = port_conflicts(specs, |spec| {
+        let incumbent = spec
+            .port
+            .is_some_and(|port| cache.port_winners.get(&port) == Some(&spec.name));
+        (!incumbent, cache.mtime(&spec.file))
+    });
     for (name, diag) in losers {
         desired.insert(name, Desired::Invalid(Arc::new(vec![diag])));
     }
 }
 
-/// Specs (with their file text) that pin a port held by another server or pinned by
-/// another spec. The holder keeps the port; among newcomers the first name wins.
-/// Returns the losers' names with the error to report.
-pub fn port_conflicts<'a>(
+/// Specs (with their file text) that pin a port another spec pins too. Of the specs
+/// pinning one port, the one with the lowest `precedence` wins (ties by name); the
+/// others lose. Returns the losers' names with the error to report.
+pub fn port_conflicts<'a, K: Ord>(
     specs: impl IntoIterator<Item = (&'a ServerSpec, &'a str)>,
-    port_owner: impl Fn(u16) -> Option<String>,
+    precedence: impl Fn(&ServerSpec) -> K,
 ) -> Vec<(String, Diagnostic)> {
     let mut claims: BTreeMap<u16, Vec<(&ServerSpec, &str)>> = BTreeMap::new();
     for (spec, text) in specs {
@@ -274,14 +292,17 @@ pub fn port_conflicts<'a>(
     }
     let mut losers = Vec::new();
     for (port, mut claimants) in claims {
-        claimants.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let winner = port_owner(port).unwrap_or_else(|| claimants[0].0.name.clone());
-        for (spec, text) in claimants.into_iter().filter(|(s, _)| s.name != winner) {
+        claimants.sort_by_cached_key(|(spec, _)| (precedence(spec), spec.name.clone()));
+        let mut claimants = claimants.into_iter();
+        let Some((winner, _)) = claimants.next() else {
+            continue;
+        };
+        for (spec, text) in claimants {
             let diag = Diagnostic::field(
                 &spec.file,
                 text,
                 "spec.port",
-                format!("port {port} is already claimed by server `{winner}`"),
+                format!("port {port} is already claimed by server `{}`", winner.name),
             );
             losers.push((spec.name.clone(), diag));
         }
@@ -330,14 +351,7 @@ mod tests {
         std::fs::write(dir.path().join(".e.yaml.tmp"), "junk").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "junk").unwrap();
 
-        let desired = scan(
-            dir.path(),
-            &config,
-            &mut ScanCache::default(),
-            |_| None,
-            |_| false,
-        )
-        .unwrap();
+        let desired = scan(dir.path(), &config, &mut ScanCache::default(), |_| false).unwrap();
         assert_eq!(desired.keys().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         assert!(matches!(desired["a"], Desired::Spec(_)));
         let Desired::Invalid(b) = &desired["b"] else {
@@ -351,29 +365,81 @@ mod tests {
             pinned_ports(&desired),
             BTreeMap::from([(8020, "a".to_owned()), (8021, "c".to_owned())])
         );
-        let mut cache = ScanCache::default();
         assert!(
             scan(
                 &dir.path().join("gone"),
                 &config,
-                &mut cache,
-                |_| None,
+                &mut ScanCache::default(),
                 |_| false
             )
             .is_err()
         );
+    }
 
-        // When `c` already holds 8020, both `a` and `b` lose.
-        let desired = scan(
-            dir.path(),
-            &config,
-            &mut cache,
-            |p| (p == 8020).then(|| "c".to_owned()),
-            |_| false,
-        )
-        .unwrap();
-        assert!(matches!(desired["a"], Desired::Invalid(_)));
-        assert!(matches!(desired["b"], Desired::Invalid(_)));
+    /// Sets `name`'s file modification time to `seconds` after the epoch.
+    fn age(dir: &Path, name: &str, seconds: u64) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.join(format!("{name}.yaml")))
+            .unwrap();
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+        file.set_modified(time).unwrap();
+    }
+
+    fn loser(desired: &BTreeMap<String, Desired>) -> Vec<(String, String)> {
+        desired
+            .iter()
+            .filter_map(|(name, d)| match d {
+                Desired::Invalid(diags) => Some((name.clone(), diags[0].message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_files_pinning_one_port_are_decided_by_the_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::embedded_default();
+        // `b` is older than `a`: a fresh devbox gives the port to `b`.
+        write(dir.path(), "a", "  port: 8020\n");
+        write(dir.path(), "b", "  port: 8020\n");
+        age(dir.path(), "a", 2_000_000_000);
+        age(dir.path(), "b", 1_000_000_000);
+        let mut cache = ScanCache::default();
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
+        assert_eq!(
+            loser(&desired),
+            [(
+                "a".to_owned(),
+                "port 8020 is already claimed by server `b`".to_owned()
+            )]
+        );
+
+        // Rewriting the winner (as every API edit does) makes it the newer file, but it
+        // keeps the port it had at the last scan.
+        write(dir.path(), "b", "  port: 8020\n  state: stopped\n");
+        age(dir.path(), "b", 3_000_000_000);
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
+        assert_eq!(loser(&desired)[0].0, "a");
+
+        // A devbox started now knows no winner: the older file, `a`, wins.
+        let desired = scan(dir.path(), &config, &mut ScanCache::default(), |_| false).unwrap();
+        assert_eq!(loser(&desired)[0].0, "b");
+
+        // Files of one age: the first name wins.
+        age(dir.path(), "a", 1_000_000_000);
+        age(dir.path(), "b", 1_000_000_000);
+        let desired = scan(dir.path(), &config, &mut ScanCache::default(), |_| false).unwrap();
+        assert_eq!(loser(&desired)[0].0, "b");
+
+        // Once the winner's file pins another port, the loser is valid again.
+        write(dir.path(), "b", "  port: 8021\n");
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
+        assert!(loser(&desired).is_empty(), "{desired:?}");
+        assert_eq!(
+            pinned_ports(&desired),
+            BTreeMap::from([(8020, "a".to_owned()), (8021, "b".to_owned())])
+        );
     }
 
     #[test]
@@ -387,8 +453,8 @@ mod tests {
             Desired::Spec(spec) => spec.clone(),
             other => panic!("{name}: {other:?}"),
         };
-        let first = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
-        let again = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        let first = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
+        let again = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
         assert!(
             Arc::ptr_eq(&spec_of(&first, "a"), &spec_of(&again, "a")),
             "an unchanged file's outcome is reused"
@@ -403,7 +469,7 @@ mod tests {
         .unwrap();
         std::fs::rename(&replacement, dir.path().join("a.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
-        let after = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        let after = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
         assert_eq!(spec_of(&after, "a").state, spec::DesiredState::Running);
         assert!(!after.contains_key("b"));
         assert_eq!(cache.files.len(), 1, "the removed file left the cache");
@@ -425,14 +491,14 @@ mod tests {
                 .map(|(n, _)| n.clone())
                 .collect()
         };
-        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
         assert!(invalid(&desired).is_empty());
 
         // Two newcomers sorting before the admitted servers: they wait, the three keep
         // their place, and the error names the limit and the setting.
         write(dir.path(), "a", "  state: stopped\n  port: 8020\n");
         write(dir.path(), "c", "  state: stopped\n");
-        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
         assert_eq!(invalid(&desired), ["a", "c"]);
         let Desired::Invalid(diags) = &desired["a"] else {
             unreachable!()
@@ -451,25 +517,18 @@ mod tests {
 
         // A slot frees: the first newcomer by name takes it.
         std::fs::remove_file(dir.path().join("d.yaml")).unwrap();
-        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
         assert_eq!(invalid(&desired), ["c"]);
 
         // A fresh devbox (empty cache) knows the applied servers from their status:
         // `f` runs, so it stays even though `a`, `b` and `c` sort first.
         let applied = |name: &str| ["a", "f"].contains(&name);
-        let desired = scan(
-            dir.path(),
-            &config,
-            &mut ScanCache::default(),
-            |_| None,
-            applied,
-        )
-        .unwrap();
+        let desired = scan(dir.path(), &config, &mut ScanCache::default(), applied).unwrap();
         assert_eq!(invalid(&desired), ["c"]);
 
         // The cap lowered below the servers already known: none is pushed out.
         config.controller.max_servers = 1;
-        let desired = scan(dir.path(), &config, &mut cache, |_| None, |_| false).unwrap();
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
         assert_eq!(invalid(&desired), ["c"]);
     }
 }

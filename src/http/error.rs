@@ -12,7 +12,6 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::controller::ports::PortError;
 use crate::spec_files::SpecFileError;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +73,11 @@ impl IntoResponse for ApiError {
 impl From<SpecFileError> for ApiError {
     fn from(err: SpecFileError) -> Self {
         match err {
-            SpecFileError::Exists(_) => ApiError::Conflict(err.to_string()),
+            // Like a taken name: a state of the server set, not a malformed request.
+            SpecFileError::Exists(_)
+            | SpecFileError::PortPinned { .. }
+            | SpecFileError::PortHeld { .. }
+            | SpecFileError::NoFreePort { .. } => ApiError::Conflict(err.to_string()),
             SpecFileError::TooLarge { .. } => ApiError::PayloadTooLarge(err.to_string()),
             SpecFileError::NotFound(_) => ApiError::NotFound(err.to_string()),
             // The file is devbox's business; the client needs the field and the reason.
@@ -89,17 +92,6 @@ impl From<SpecFileError> for ApiError {
                     .join("; "),
             ),
             SpecFileError::Io { .. } => ApiError::Internal(err.to_string()),
-        }
-    }
-}
-
-impl From<PortError> for ApiError {
-    fn from(err: PortError) -> Self {
-        match err {
-            PortError::Taken { .. } | PortError::InUse { .. } | PortError::Exhausted { .. } => {
-                ApiError::Conflict(err.to_string())
-            }
-            PortError::OutOfRange { .. } => ApiError::BadRequest(err.to_string()),
         }
     }
 }
