@@ -1,6 +1,7 @@
 //! Concurrent API calls against a real `devbox serve`: parallel creates get distinct
-//! ports and one spec file each; two creators racing for one name (or one slug) get
-//! exactly one 201 and one 409; parallel edits of one server lose nothing.
+//! ports and one spec file each; a spec pinning another file's port is refused; two
+//! creators racing for one name (or one slug) get exactly one 201 and one 409; parallel
+//! edits of one server lose nothing.
 
 mod common;
 
@@ -32,15 +33,22 @@ fn parallel(count: usize, call: impl Fn(usize) -> Reply + Sync) -> Vec<Reply> {
 }
 
 #[test]
-fn fifty_parallel_creates_get_fifty_ports_and_fifty_spec_files() {
+fn thirty_parallel_creates_get_thirty_ports_and_thirty_spec_files() {
+    // 31 ports, one pinned by a hand-written file the controller may not have read yet:
+    // exactly enough for the 30 creates.
     let devbox = Devbox::start_opts(
         Options {
-            ports: 60,
+            ports: 31,
             ..Options::default()
         },
         |_| {},
     );
-    let replies = parallel(50, |i| {
+    let hand_pinned = devbox.port_start + 7;
+    devbox.write_spec(
+        "handmade",
+        &format!("  state: stopped\n  port: {hand_pinned}\n"),
+    );
+    let replies = parallel(30, |i| {
         devbox.post_json("/servers", &json!({"name": format!("seat-{i:02}")}))
     });
     let mut ports = BTreeSet::new();
@@ -52,6 +60,10 @@ fn fifty_parallel_creates_get_fifty_ports_and_fifty_spec_files() {
         assert_eq!(server["status"], "stopped");
         let port = server["port"].as_u64().expect("port") as u16;
         assert!((devbox.port_start..=devbox.port_end).contains(&port));
+        assert_ne!(
+            port, hand_pinned,
+            "seat-{i:02} got the hand-written file's port"
+        );
         ports.insert(port);
         ids.insert(server["id"].as_str().expect("id").to_owned());
         // Each spec file pins the port its answer named.
@@ -63,17 +75,88 @@ fn fifty_parallel_creates_get_fifty_ports_and_fifty_spec_files() {
         assert_eq!(spec["spec"]["port"].as_u64(), Some(u64::from(port)));
         assert_eq!(spec["metadata"]["id"], server["id"].as_str().expect("id"));
     }
-    assert_eq!(ports.len(), 50, "50 distinct ports: {ports:?}");
-    assert_eq!(ids.len(), 50, "50 distinct ids");
-    assert_eq!(list_dir(&devbox.specs()).len(), 50, "50 spec files");
+    assert_eq!(ports.len(), 30, "30 distinct ports: {ports:?}");
+    assert_eq!(ids.len(), 30, "30 distinct ids");
+    assert_eq!(
+        list_dir(&devbox.specs()).len(),
+        31,
+        "30 spec files and the hand-written one"
+    );
     let listed = devbox.servers();
-    assert_eq!(listed.len(), 50);
+    assert_eq!(listed.len(), 31);
     let listed_ports: BTreeSet<u16> = listed
         .iter()
+        .filter(|s| s["slug"] != "handmade")
         .filter_map(|s| s["port"].as_u64())
         .map(|p| p as u16)
         .collect();
     assert_eq!(listed_ports, ports);
+    // The range is full now: one more is refused, and nothing is written.
+    devbox
+        .post_json("/servers", &json!({"name": "one-too-many"}))
+        .assert_error(409, "no free port");
+    assert!(!devbox.specs().join("one-too-many.yaml").exists());
+}
+
+/// `PUT /specs/{name}` of `spec` (JSON).
+fn put_spec(devbox: &Devbox, name: &str, spec: &serde_json::Value) -> Reply {
+    devbox.call(
+        "PUT",
+        &format!("/specs/{name}"),
+        &[("Content-Type", "application/json")],
+        Some(&serde_json::to_vec(spec).expect("json")),
+    )
+}
+
+fn spec_pinning(name: &str, port: Option<u16>) -> serde_json::Value {
+    let mut spec = json!({
+        "apiVersion": "devbox/v1",
+        "kind": "DevServer",
+        "metadata": {"name": name},
+        "spec": {"state": "stopped"},
+    });
+    if let Some(port) = port {
+        spec["spec"]["port"] = json!(port);
+    }
+    spec
+}
+
+#[test]
+fn a_spec_pinning_another_spec_files_port_is_409_and_writes_nothing() {
+    let devbox = Devbox::start();
+    let first = devbox.create(&json!({"name": "first"}));
+    let taken = first["port"].as_u64().expect("port") as u16;
+
+    // A new spec.
+    put_spec(&devbox, "second", &spec_pinning("second", Some(taken))).assert_error(
+        409,
+        &format!("port {taken} is pinned by the spec of server `first`"),
+    );
+    assert!(!devbox.specs().join("second.yaml").exists());
+
+    // A replacement.
+    let reply = put_spec(&devbox, "second", &spec_pinning("second", None));
+    assert_eq!(reply.status, 200, "{reply}");
+    let before = std::fs::read_to_string(devbox.specs().join("second.yaml")).expect("spec");
+    put_spec(&devbox, "second", &spec_pinning("second", Some(taken))).assert_error(409, "`first`");
+    assert_eq!(
+        std::fs::read_to_string(devbox.specs().join("second.yaml")).expect("spec"),
+        before
+    );
+
+    // A file written by hand a moment ago speaks for itself, scanned or not.
+    let hand = devbox.port_end;
+    devbox.write_spec("handmade", &format!("  state: stopped\n  port: {hand}\n"));
+    put_spec(&devbox, "second", &spec_pinning("second", Some(hand)))
+        .assert_error(409, "`handmade`");
+    assert_eq!(
+        std::fs::read_to_string(devbox.specs().join("second.yaml")).expect("spec"),
+        before
+    );
+    assert_eq!(
+        list_dir(&devbox.specs()),
+        ["first.yaml", "handmade.yaml", "second.yaml"]
+    );
 }
 
 #[test]
