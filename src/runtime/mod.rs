@@ -5,6 +5,8 @@
 //! backend today, [`process::ProcessRuntime`], runs code-server as local processes.
 
 pub mod cgroup;
+#[cfg(test)]
+pub mod fake;
 pub mod process;
 pub mod procfs;
 
