@@ -19,6 +19,8 @@
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
 //! - [`runtime`]: starting, stopping, observing and adopting processes, behind a trait;
 //!   each instance in a cgroup of its own where the host allows ([`runtime::cgroup`]).
+//!   In unit tests, `runtime::fake` pretends to run servers, and `controller::tests`
+//!   drives whole reconcilers with it under Tokio's paused clock.
 //! - [`isolation`]: each owner's instances under a Unix user of their own
 //!   (`isolation.run_as: owner`): the users, the state dir's layout, handing
 //!   directories over.

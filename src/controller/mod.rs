@@ -11,6 +11,8 @@ pub use housekeeping::UPLOADS_DIR;
 pub mod ports;
 pub mod reconciler;
 pub mod scan;
+#[cfg(test)]
+mod tests;
 pub mod watcher;
 
 use std::collections::{HashMap, HashSet};
