@@ -146,16 +146,6 @@ impl<R: Runtime> Controller<R> {
             );
         }
         let statuses = StatusStore::open(&state_dir)?;
-        // Instances started by a devbox that was killed before it could record them:
-        // no spec can claim them, and they hold ports.
-        let recorded: HashSet<String> = statuses
-            .list()
-            .into_iter()
-            .filter_map(|status| Some(status.process?.instance))
-            .collect();
-        for tag in runtime.kill_unrecorded(&reconciler::instance_owner(&state_dir), &recorded) {
-            tracing::warn!(instance = %tag, "killed an instance no status recorded (devbox had died while starting it)");
-        }
         let ports = Arc::new(PortAllocator::new(
             config.server.code_server_port_range,
             config.code_server.listen,
@@ -230,6 +220,8 @@ impl<R: Runtime> Controller<R> {
                 source,
             },
         )?);
+        // Before any instance starts (see `reconciler::recovery`).
+        reconciler::sweep_unrecorded(&self.ctx.runtime, &self.ctx.statuses).await;
         tokio::spawn(housekeeping::run(self.ctx.clone()));
         tokio::spawn(self.ctx.usage.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();

@@ -332,7 +332,7 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
+    async fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
         let mut table = self.table();
         let row = table.row_by_tag(&record.instance)?;
         let same = row.instance.record.pid == record.pid
@@ -353,7 +353,7 @@ impl Runtime for FakeRuntime {
 
     /// Ends every live instance whose tag is not recorded (the table holds one devbox's
     /// instances only, so `owner` is not looked at).
-    fn kill_unrecorded(&self, _owner: &str, recorded: &HashSet<String>) -> Vec<String> {
+    async fn sweep_unrecorded(&self, _owner: &str, recorded: &HashSet<String>) -> Vec<String> {
         let mut table = self.table();
         let mut killed = Vec::new();
         for row in &mut table.rows {

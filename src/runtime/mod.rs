@@ -129,7 +129,7 @@ pub struct LaunchPlan {
     pub log_file: PathBuf,
     /// Which devbox the instance belongs to (its state dir): every process of the
     /// instance is marked with it, so that a devbox killed before it could record an
-    /// instance finds it again (see [`Runtime::kill_unrecorded`]).
+    /// instance finds it again (see [`Runtime::sweep_unrecorded`]).
     pub owner: String,
     /// Limits of the instance (the spec's, else the config's defaults).
     pub resources: Resources,
@@ -235,18 +235,22 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Takes over an instance recorded by an earlier devbox, if it still runs.
-    fn adopt(&self, record: &ProcessRecord) -> Option<Instance>;
+    fn adopt(&self, record: &ProcessRecord) -> impl Future<Output = Option<Instance>> + Send;
 
     /// Kills what is left of an instance after its launcher is gone (children can hold
     /// the port for seconds). Never touches anything that is not that instance's, even
     /// if the process group id has been reused.
     fn clean_up(&self, record: &ProcessRecord) -> impl Future<Output = ()> + Send;
 
-    /// Kills every process of `owner`'s instances whose tag is not in `recorded`: an
-    /// earlier devbox started them and was killed before it could record them, so no
-    /// spec can claim them. Returns the tags of the instances killed. Blocking; for the
-    /// start of devbox, before any instance is started.
-    fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String>;
+    /// Ends every instance of `owner` whose tag is not in `recorded`: an earlier devbox
+    /// started them and was killed before it could record them, so no spec can claim
+    /// them. Returns the tags of the instances ended. For the start of devbox, before
+    /// any instance is started.
+    fn sweep_unrecorded(
+        &self,
+        owner: &str,
+        recorded: &HashSet<String>,
+    ) -> impl Future<Output = Vec<String>> + Send;
 
     /// Why resource limits cannot be enforced here; `None` when they are.
     fn limits_unenforced(&self) -> Option<&str>;

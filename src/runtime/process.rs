@@ -249,26 +249,15 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    fn kill_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String> {
-        let mut killed = Vec::new();
-        for (tag_var, owner_var) in markers() {
-            let owner_entry = format!("{owner_var}={owner}");
-            for (pid, tag) in procfs::tagged(tag_var, &owner_entry) {
-                if recorded.contains(&tag) {
-                    continue;
-                }
-                // Every process of the instance carries its tag: kill each one.
-                if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
-                    && !killed.contains(&tag)
-                {
-                    killed.push(tag);
-                }
-            }
-        }
-        killed
+    async fn sweep_unrecorded(&self, owner: &str, recorded: &HashSet<String>) -> Vec<String> {
+        let (owner, recorded) = (owner.to_owned(), recorded.clone());
+        // A walk of /proc: blocking.
+        tokio::task::spawn_blocking(move || kill_unrecorded(&owner, &recorded))
+            .await
+            .unwrap_or_default()
     }
 
-    fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
+    async fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
         if !procfs::is_same_process_alive(record.pid, record.start_ticks) {
             return None;
         }
@@ -287,6 +276,25 @@ impl Runtime for ProcessRuntime {
         });
         Some(Instance { record, exited: rx })
     }
+}
+
+/// Kills every process of `owner`'s instances whose tag is not in `recorded`; returns
+/// the tags of the instances killed.
+fn kill_unrecorded(owner: &str, recorded: &HashSet<String>) -> Vec<String> {
+    let mut killed = Vec::new();
+    for (tag_var, owner_var) in markers() {
+        let owner_entry = format!("{owner_var}={owner}");
+        for (pid, tag) in procfs::tagged(tag_var, &owner_entry) {
+            if recorded.contains(&tag) {
+                continue;
+            }
+            // Every process of the instance carries its tag: kill each one.
+            if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() && !killed.contains(&tag) {
+                killed.push(tag);
+            }
+        }
+    }
+    killed
 }
 
 /// Which processes of an instance an action reaches (always with every process of

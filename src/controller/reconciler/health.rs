@@ -1,117 +1,102 @@
-//! Watching a running server: periodic `/healthz` checks (an instance that stops
-//! answering is restarted), and idle culling from code-server's heartbeat.
+//! Watching a running server: periodic health checks, acted on as
+//! [`decide::judge_health`] says (an instance that stops answering is restarted, an
+//! idle one culled).
 
 use std::time::{Duration, SystemTime};
 
-use super::ServerTask;
-use super::stop::STABLE_AFTER;
-use crate::health::Healthz;
+use super::{ServerTask, count_restart};
+use crate::controller::decide::{self, Health, RestartReason, UNHEALTHY_LIMIT};
 use crate::logs::Level;
 use crate::runtime::Runtime;
 use crate::status::Phase;
 
-/// Failed health checks in a row after which a running instance is restarted.
-const UNHEALTHY_LIMIT: u32 = 3;
-
 impl<R: Runtime> ServerTask<R> {
     pub(super) async fn check_health(&mut self) {
-        let Some(endpoint) = self.status().and_then(|s| s.endpoint()) else {
+        let Some(endpoint) = self.state.project().endpoint() else {
             return;
         };
-        match self
+        let answer = self
             .ctx
             .runtime
             .probe(&self.ctx.health, &endpoint, Duration::from_secs(2))
-            .await
-        {
-            Ok(healthz) => {
-                if self.is_idle(&healthz) {
-                    return self.cull_idle().await;
-                }
-                if self.health_failures > 0 {
+            .await;
+        let Some(live) = self.state.live.as_ref() else {
+            return;
+        };
+        let idle_timeout = self
+            .state
+            .applied
+            .as_ref()
+            .and_then(|s| s.idle_timeout)
+            .map(|t| t.get());
+        let healthy_for = live.healthy_for();
+        let verdict = decide::judge_health(
+            &answer,
+            live.health_failures,
+            idle_timeout,
+            healthy_for.unwrap_or_default(),
+            SystemTime::now(),
+        );
+        let error = answer.err().map(|err| err.to_string()).unwrap_or_default();
+        match verdict {
+            Health::Fine => {
+                if live.health_failures > 0 {
                     self.event(Level::Info, "health check passes again");
                 }
-                self.health_failures = 0;
-                let stable = self
-                    .healthy_since
-                    .is_some_and(|at| at.elapsed() >= STABLE_AFTER);
-                if stable {
-                    self.failing_hash = None;
+                if decide::recovered(healthy_for) {
+                    self.state.failures = Default::default();
                 }
                 let note = self.limits_note();
-                self.set_status(|s| {
-                    if s.phase == Phase::Starting && s.process.is_some() {
-                        s.phase = Phase::Running;
-                        s.message = note;
-                    }
-                    if stable {
-                        s.consecutive_crashes = 0;
-                    }
-                });
+                if let Some(live) = self.state.live.as_mut() {
+                    live.health_failures = 0;
+                }
+                if self.state.phase == Phase::Starting {
+                    self.state.phase = Phase::Running;
+                    self.state.message = note;
+                }
+                self.publish();
             }
-            Err(err) if err.is_devboxs_own() => {
-                // Says nothing about the instance: restarting it would punish its user
-                // for a flood of connections to devbox.
-                self.event(Level::Warn, format!("health check skipped: {err}"));
-            }
-            Err(err) => {
-                self.health_failures += 1;
-                let failures = self.health_failures;
+            Health::Idle => self.cull_idle().await,
+            Health::Unknown => self.event(Level::Warn, format!("health check skipped: {error}")),
+            Health::Failing(failures) => {
+                if let Some(live) = self.state.live.as_mut() {
+                    live.health_failures = failures;
+                }
                 self.event(
                     Level::Warn,
-                    format!("health check failed ({failures}/{UNHEALTHY_LIMIT}): {err}"),
+                    format!("health check failed ({failures}/{UNHEALTHY_LIMIT}): {error}"),
                 );
-                if failures >= UNHEALTHY_LIMIT {
-                    crate::metrics::METRICS
-                        .controller
-                        .restarts
-                        .with_label_values(&["unhealthy"])
-                        .inc();
-                    self.stop("unhealthy", None).await;
-                    self.fail(
-                        format!("restarted after {UNHEALTHY_LIMIT} failed health checks: {err}"),
-                        true,
-                    );
-                }
+            }
+            Health::Unhealthy => {
+                self.event(
+                    Level::Warn,
+                    format!("health check failed ({UNHEALTHY_LIMIT}/{UNHEALTHY_LIMIT}): {error}"),
+                );
+                count_restart(RestartReason::Unhealthy);
+                self.stop("unhealthy", None).await;
+                self.fail(
+                    format!("restarted after {UNHEALTHY_LIMIT} failed health checks: {error}"),
+                    true,
+                );
             }
         }
-    }
-
-    /// Whether no browser has been active for longer than the spec's `idle_timeout`.
-    /// code-server says `expired` once no client was active in the last minute, and
-    /// `lastHeartbeat` is when one last was (0 when none ever connected: then the time
-    /// since the instance became healthy counts).
-    fn is_idle(&self, healthz: &Healthz) -> bool {
-        let Some(limit) = self.applied.as_ref().and_then(|s| s.idle_timeout) else {
-            return false;
-        };
-        if healthz.status != "expired" {
-            return false;
-        }
-        let idle_for = if healthz.last_heartbeat > 0 {
-            let last = SystemTime::UNIX_EPOCH + Duration::from_millis(healthz.last_heartbeat);
-            SystemTime::now().duration_since(last).unwrap_or_default()
-        } else {
-            self.healthy_since.map_or(Duration::ZERO, |at| at.elapsed())
-        };
-        idle_for > limit.get()
     }
 
     /// Stops an idle server and keeps it down until its spec changes.
     async fn cull_idle(&mut self) {
         let limit = self
+            .state
             .applied
             .as_ref()
             .and_then(|s| s.idle_timeout)
             .unwrap_or_default();
-        self.halted_revision = self.applied.as_ref().map(|s| s.revision.clone());
         let message = format!(
             "stopped after {limit} without a connected browser; it starts again when its spec changes"
         );
         self.event(Level::Info, message.clone());
         crate::metrics::METRICS.controller.culls.inc();
         self.stop("idle", Some(message)).await;
-        let revision = self.halted_revision.clone();
-        self.set_status(|s| s.halted_revision = revision);
+        self.state.halted_revision = self.state.applied.as_ref().map(|s| s.revision.clone());
+        self.publish();
     }
 }

@@ -8,10 +8,13 @@
 //! forgetting) and `health` (health checks and idle culling).
 
 mod health;
+mod recovery;
 mod run_as;
 mod start;
+mod state;
 mod stop;
 
+pub(super) use recovery::sweep_unrecorded;
 pub(super) use start::{installer_settings, instance_owner};
 
 use std::path::PathBuf;
@@ -19,18 +22,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Context;
-use super::decide::{Action, Observed, Target, decide};
+use super::decide::{Action, Observed, RestartReason, Target, decide};
 use super::scan::Desired;
-use crate::identity::UserName;
 use crate::logs::{Follower, Level, ServerIdent};
 use crate::provision::{ExtensionRef, WorkspaceSource};
-use crate::runtime::{Instance, Runtime, wait_exit};
+use crate::runtime::{Runtime, wait_exit};
 use crate::spec::{DesiredState, ServerSpec, id_for_name};
-use crate::status::{Phase, ServerStatus, server_dir};
+use crate::status::{Phase, server_dir};
+use state::{Description, ServerState};
 
 /// Runs the reconciler of server `name` until the server is forgotten or devbox stops.
 pub async fn run<R: Runtime>(
@@ -40,81 +42,22 @@ pub async fn run<R: Runtime>(
 ) {
     let span = tracing::info_span!("server", server = %name, owner = tracing::field::Empty);
     let mut task = ServerTask::new(name, desired, ctx);
-    if let Some(owner) = &task.description.owner {
+    if let Some(owner) = &task.state.description.owner {
         span.record("owner", owner.as_str());
     }
-    async move {
-        task.adopt_recorded().await;
-        task.main_loop().await;
-    }
-    .instrument(span)
-    .await;
-}
-
-/// A restart scheduled after a failure of the spec with `hash`.
-struct Retry {
-    at: Instant,
-    hash: String,
-}
-
-/// What a server's status says of it besides where it is, from the last spec applied
-/// (or, before one is, from its status).
-#[derive(Debug, Clone)]
-struct Description {
-    display_name: String,
-    /// Whose server this is (`metadata.owner`).
-    owner: Option<UserName>,
-    /// The template it was made from (`spec.template.name`).
-    template: Option<String>,
-}
-
-impl Description {
-    fn of_spec(spec: &ServerSpec) -> Self {
-        Self {
-            display_name: spec.display_name.clone(),
-            owner: spec.owner.clone(),
-            template: spec.template.clone(),
-        }
-    }
-
-    fn of_status(status: &ServerStatus) -> Self {
-        Self {
-            display_name: status.display_name.clone(),
-            owner: status.owner.clone(),
-            template: status.template.clone(),
-        }
-    }
-
-    fn write_into(&self, status: &mut ServerStatus) {
-        status.display_name.clone_from(&self.display_name);
-        status.owner.clone_from(&self.owner);
-        status.template.clone_from(&self.template);
-    }
+    task.main_loop().instrument(span).await;
 }
 
 struct ServerTask<R> {
     ctx: Arc<Context<R>>,
-    ident: ServerIdent,
-    description: Description,
     /// `<state_dir>/servers/<name>`.
     dir: PathBuf,
     desired: watch::Receiver<Desired>,
-    instance: Option<Instance>,
+    state: ServerState,
     tail: Option<Follower>,
-    /// The last valid spec acted on; an invalid spec file leaves the server on it.
-    applied: Option<Arc<ServerSpec>>,
-    /// Hash of the spec the running process was started from.
-    applied_hash: Option<String>,
-    /// Stay down while the spec has this revision (see `ServerStatus::halted_revision`).
-    halted_revision: Option<String>,
-    retry: Option<Retry>,
-    /// The spec hash the status's crash counter counts failures of.
-    failing_hash: Option<String>,
     /// The port the server had last, preferred when it starts again.
     last_port: Option<u16>,
-    healthy_since: Option<Instant>,
-    health_failures: u32,
-    /// Length of the code-server log when the current process was launched: failure
+    /// Length of the code-server log when the current instance was launched: failure
     /// reasons quote only what came after.
     launch_log_offset: u64,
     /// The Unix user the current start's instance runs as (`isolation.run_as: owner`).
@@ -124,36 +67,27 @@ struct ServerTask<R> {
 impl<R: Runtime> ServerTask<R> {
     fn new(name: String, desired: watch::Receiver<Desired>, ctx: Arc<Context<R>>) -> Self {
         let dir = server_dir(ctx.statuses.state_dir(), &name);
-        let status = ctx.statuses.get(&name);
-        let (id, description) = match &*desired.borrow() {
-            Desired::Spec(spec) => (spec.id, Description::of_spec(spec)),
-            _ => status.as_ref().map_or_else(
-                || {
-                    let description = Description {
+        let state = match ctx.statuses.get(&name) {
+            Some(status) => ServerState::from_status(&status),
+            None => {
+                let description = match &*desired.borrow() {
+                    Desired::Spec(spec) => Description::of_spec(spec),
+                    _ => Description {
+                        id: id_for_name(&name),
                         display_name: name.clone(),
                         owner: None,
                         template: None,
-                    };
-                    (id_for_name(&name), description)
-                },
-                |s| (s.id, Description::of_status(s)),
-            ),
+                    },
+                };
+                ServerState::new(&name, description)
+            }
         };
         Self {
-            ident: ServerIdent { id, name },
-            description,
             dir,
             desired,
-            instance: None,
+            last_port: state.port,
+            state,
             tail: None,
-            applied: None,
-            applied_hash: None,
-            halted_revision: status.as_ref().and_then(|s| s.halted_revision.clone()),
-            retry: None,
-            failing_hash: None,
-            last_port: status.as_ref().and_then(|s| s.port),
-            healthy_since: None,
-            health_failures: 0,
             launch_log_offset: 0,
             account: None,
             ctx,
@@ -161,85 +95,33 @@ impl<R: Runtime> ServerTask<R> {
     }
 
     fn name(&self) -> &str {
-        &self.ident.name
+        &self.state.name
     }
 
-    fn event(&self, level: Level, message: impl Into<String>) {
-        self.ctx.logs.event(&self.ident, &self.dir, level, message);
-    }
-
-    /// Changes this server's status (persisted in the background; a failed write, on a
-    /// full disk, is logged by the store and never blocks the server).
-    fn set_status(&self, change: impl FnOnce(&mut ServerStatus)) {
-        let (name, id, description) = (
-            self.name().to_owned(),
-            self.ident.id,
-            self.description.clone(),
-        );
-        self.ctx.statuses.update(
-            &self.ident.name,
-            || ServerStatus::new(&name, id, &description.display_name),
-            |status| {
-                status.id = id;
-                description.write_into(status);
-                change(status);
-            },
-        );
-    }
-
-    fn status(&self) -> Option<ServerStatus> {
-        self.ctx.statuses.get(self.name())
-    }
-
-    /// Takes over a process recorded by an earlier devbox, or cleans up after it.
-    async fn adopt_recorded(&mut self) {
-        let Some(status) = self.status() else {
-            self.event(Level::Info, "created");
-            return;
-        };
-        let Some(record) = status.process else {
-            return;
-        };
-        match self.ctx.runtime.adopt(&record) {
-            Some(instance) => {
-                self.applied_hash = status.applied_hash.clone();
-                if let Some(port) = status.port {
-                    self.ctx.ports.claim(self.name(), port);
-                }
-                self.instance = Some(instance);
-                self.healthy_since = Some(Instant::now());
-                self.start_tail();
-                crate::metrics::METRICS.controller.adoptions.inc();
-                let port = status
-                    .port
-                    .map_or_else(|| "?".to_owned(), |p| p.to_string());
-                self.event(
-                    Level::Info,
-                    format!("adopted running process {} on port {port}", record.pid),
-                );
-                self.set_status(|s| {
-                    if s.phase != Phase::Running {
-                        s.phase = Phase::Starting;
-                    }
-                });
-            }
-            None => {
-                self.ctx.runtime.clean_up(&record).await;
-                self.event(
-                    Level::Warn,
-                    format!("process {} ended while devbox was away", record.pid),
-                );
-                self.set_status(|s| {
-                    s.process = None;
-                    s.started_at = None;
-                    s.applied_hash = None;
-                    s.phase = Phase::Stopped;
-                });
-            }
+    fn ident(&self) -> ServerIdent {
+        ServerIdent {
+            id: self.state.description.id,
+            name: self.state.name.clone(),
         }
     }
 
+    fn event(&self, level: Level, message: impl Into<String>) {
+        self.ctx
+            .logs
+            .event(&self.ident(), &self.dir, level, message);
+    }
+
+    /// Writes the server's status from its state (persisted in the background, when
+    /// it changed; a failed write, on a full disk, is logged by the store and never
+    /// blocks the server).
+    fn publish(&self) {
+        self.ctx.statuses.put(self.state.project());
+    }
+
     async fn main_loop(&mut self) {
+        if self.ctx.statuses.get(self.name()).is_none() {
+            self.event(Level::Info, "created");
+        }
         let mut shutdown = self.ctx.shutdown.clone();
         let health_interval = self.ctx.config.controller.health_interval.get();
         loop {
@@ -251,9 +133,9 @@ impl<R: Runtime> ServerTask<R> {
             if self.reconcile(&desired).await {
                 return;
             }
-            let retry_at = self.retry.as_ref().map(|r| r.at);
-            let running = self.instance.is_some();
-            let mut exited = self.instance.as_ref().map(|i| i.exited.clone());
+            let retry_at = self.state.retry.as_ref().map(|r| r.at);
+            let running = self.state.live.is_some();
+            let mut exited = self.state.live.as_ref().map(|l| l.instance.exited.clone());
             tokio::select! {
                 changed = self.desired.changed() => {
                     if changed.is_err() {
@@ -266,39 +148,42 @@ impl<R: Runtime> ServerTask<R> {
                         Some(rx) => wait_exit(rx).await,
                         None => std::future::pending().await,
                     }
-                } => self.on_exit(exit).await,
+                } => self.on_exit(exit, "").await,
                 () = async {
                     match retry_at {
                         Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
-                } => self.retry = None,
+                } => {
+                    self.state.retry = None;
+                    self.publish();
+                }
                 () = tokio::time::sleep(health_interval), if running => self.check_health().await,
                 _ = shutdown.changed() => {}
             }
         }
     }
 
-    /// Acts once on the difference between `desired` and what runs. Returns true when
-    /// the server has been forgotten and the task should end.
+    /// Acts on the difference between `desired` and what runs until [`decide`] says
+    /// there is nothing more to do now. Returns true when the server has been
+    /// forgotten and the task should end.
     async fn reconcile(&mut self, desired: &Desired) -> bool {
         let spec: Option<Arc<ServerSpec>> = match desired {
             Desired::Spec(spec) => {
-                self.ident.id = spec.id;
-                let owner_before = self.description.owner.clone();
-                self.description = Description::of_spec(spec);
+                let owner_before = self.state.description.owner.clone();
+                self.state.description = Description::of_spec(spec);
                 // Recorded on a change only: a text log writes every record of a field.
-                if let Some(owner) = &self.description.owner
-                    && self.description.owner != owner_before
+                if let Some(owner) = &self.state.description.owner
+                    && self.state.description.owner != owner_before
                 {
                     tracing::Span::current().record("owner", owner.as_str());
                 }
-                self.set_status(|s| s.spec_errors.clear());
+                self.state.spec_errors.clear();
                 Some(spec.clone())
             }
             Desired::Invalid(diags) => {
                 self.record_spec_errors(diags);
-                self.applied.clone()
+                self.state.applied.clone()
             }
             Desired::Deleted => None,
         };
@@ -307,90 +192,83 @@ impl<R: Runtime> ServerTask<R> {
             (_, Some(spec)) => Target::Spec(spec),
             (_, None) => Target::Unknown,
         };
-        let observed = Observed {
-            running: self.instance.is_some(),
-            applied_hash: self.applied_hash.as_deref(),
-            halted_revision: self.halted_revision.as_deref(),
-            retry_for_hash: self.retry.as_ref().map(|r| r.hash.as_str()),
-        };
-        match (decide(target, &observed), spec) {
-            (Action::Forget, _) => return self.forget().await,
-            (Action::Stop, Some(spec)) => {
-                self.stop("stopped", None).await;
-                self.settle_stopped(&spec);
+        loop {
+            let observed = Observed {
+                recorded: self.state.recorded.is_some(),
+                running: self.state.live.is_some(),
+                applied_hash: self.state.live.as_ref().map(|l| l.applied_hash.as_str()),
+                halted_revision: self.state.halted_revision.as_deref(),
+                retry_for_hash: self.state.retry.as_ref().map(|r| r.hash.as_str()),
+            };
+            match (decide(target, &observed), &spec) {
+                (Action::Adopt, _) => {
+                    self.adopt_recorded().await;
+                    continue;
+                }
+                (Action::Forget, _) => return self.forget().await,
+                (Action::Stop, Some(spec)) => {
+                    self.stop("stopped", None).await;
+                    self.settle_stopped(spec);
+                }
+                (Action::Start, Some(spec)) => self.start(spec.clone()).await,
+                (Action::Restart, Some(spec)) => {
+                    self.event(Level::Info, "spec changed; restarting to apply it");
+                    count_restart(RestartReason::SpecChange);
+                    self.stop("restarting", None).await;
+                    self.start(spec.clone()).await;
+                }
+                (Action::Nothing, Some(spec)) if spec.state == DesiredState::Stopped => {
+                    self.settle_stopped(spec)
+                }
+                // Running from this very spec (e.g. adopted): remember it as applied.
+                (Action::Nothing, Some(spec)) if self.state.live.is_some() => {
+                    self.state.applied = Some(spec.clone());
+                }
+                _ => {}
             }
-            (Action::Start, Some(spec)) => self.start(spec).await,
-            (Action::Restart, Some(spec)) => {
-                self.event(Level::Info, "spec changed; restarting to apply it");
-                crate::metrics::METRICS
-                    .controller
-                    .restarts
-                    .with_label_values(&["spec_change"])
-                    .inc();
-                self.stop("restarting", None).await;
-                self.start(spec).await;
-            }
-            (Action::Nothing, Some(spec)) if spec.state == DesiredState::Stopped => {
-                self.settle_stopped(&spec)
-            }
-            // Running from this very spec (e.g. adopted): remember it as applied.
-            (Action::Nothing, Some(spec))
-                if self.instance.is_some()
-                    && self.applied_hash.as_deref() == Some(spec.hash.as_str()) =>
-            {
-                self.applied = Some(spec);
-            }
-            _ => {}
+            break;
         }
         if let Desired::Spec(spec) = desired {
-            let revision = spec.revision.clone();
-            self.set_status(|s| s.observed_revision = Some(revision));
+            self.state.observed_revision = Some(spec.revision.clone());
         }
+        self.publish();
         false
     }
 
     /// Shows why the spec file is not applied; the server stays as it is.
-    fn record_spec_errors(&self, diags: &[crate::diagnostic::Diagnostic]) {
+    fn record_spec_errors(&mut self, diags: &[crate::diagnostic::Diagnostic]) {
         let first = diags.first().map(ToString::to_string).unwrap_or_default();
-        let known = self.status().is_some_and(|s| s.spec_errors == diags);
-        if !known {
+        if self.state.spec_errors != diags {
             self.event(Level::Error, format!("spec not applied: {first}"));
         }
-        let never_applied = self.applied.is_none() && self.instance.is_none();
-        self.set_status(|s| {
-            s.spec_errors = diags.to_vec();
-            if never_applied && matches!(s.phase, Phase::Pending | Phase::Invalid) {
-                s.phase = Phase::Invalid;
-                s.message = Some(first);
-            }
-        });
+        self.state.spec_errors = diags.to_vec();
+        let never_applied = self.state.applied.is_none() && self.state.live.is_none();
+        if never_applied && matches!(self.state.phase, Phase::Pending | Phase::Invalid) {
+            self.state.phase = Phase::Invalid;
+            self.state.message = Some(first);
+        }
     }
 
-    /// A stopped spec and no process: pending retries and halts end (the user has
+    /// A stopped spec and no instance: pending retries and halts end (the user has
     /// taken over) and the server is recorded as stopped.
     fn settle_stopped(&mut self, spec: &Arc<ServerSpec>) {
-        self.retry = None;
-        self.halted_revision = None;
-        self.failing_hash = None;
-        self.applied = Some(spec.clone());
-        let extensions: Vec<String> = spec.extensions.iter().map(ExtensionRef::label).collect();
         let workspace = self.workspace_path(spec);
-        self.set_status(|s| {
-            s.phase = Phase::Stopped;
-            s.message = None;
-            s.next_retry_at = None;
-            s.halted_revision = None;
-            s.consecutive_crashes = 0;
-            s.extensions = extensions;
-            s.workspace_path = Some(workspace);
-            s.port = spec.port;
-        });
+        let state = &mut self.state;
+        state.retry = None;
+        state.halted_revision = None;
+        state.failures = Default::default();
+        state.applied = Some(spec.clone());
+        state.phase = Phase::Stopped;
+        state.message = None;
+        state.extensions = spec.extensions.iter().map(ExtensionRef::label).collect();
+        state.workspace_path = Some(workspace);
+        state.port = spec.port;
     }
 
     /// What a running server's status says when its spec asks for limits this host
     /// cannot enforce (the server runs all the same).
     fn limits_note(&self) -> Option<String> {
-        let resources = self.applied.as_ref()?.resources;
+        let resources = self.state.applied.as_ref()?.resources;
         let why = self.ctx.runtime.limits_unenforced()?;
         limits_note(&resources, why)
     }
@@ -417,7 +295,7 @@ impl<R: Runtime> ServerTask<R> {
 
     fn start_tail(&mut self) {
         self.stop_tail();
-        self.tail = Some(self.ctx.logs.follow(self.ident.clone(), self.log_file()));
+        self.tail = Some(self.ctx.logs.follow(self.ident(), self.log_file()));
     }
 
     fn stop_tail(&mut self) {
@@ -458,6 +336,14 @@ impl<R: Runtime> ServerTask<R> {
 /// without cgroups.
 fn limits_note(resources: &crate::resources::Resources, why: &str) -> Option<String> {
     (!resources.is_empty()).then(|| format!("limits ({resources}) are not enforced: {why}"))
+}
+
+fn count_restart(reason: RestartReason) {
+    crate::metrics::METRICS
+        .controller
+        .restarts
+        .with_label_values(&[reason.label()])
+        .inc();
 }
 
 /// Rounds a delay to whole milliseconds, for messages.

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::ServerTask;
+use super::state::{Live, StartProgress};
 use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::controller::ports::PortError;
 use crate::endpoint::{self, Endpoint};
@@ -22,7 +23,7 @@ use crate::provision::{
 };
 use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime};
 use crate::spec::ServerSpec;
-use crate::status::{ExtensionStatus, Phase, ServerStatus, rfc3339};
+use crate::status::{ExtensionStatus, Phase, rfc3339};
 
 /// How long this server's own previous port may stay unbindable after a stop.
 const OWN_PORT_GRACE: Duration = Duration::from_secs(5);
@@ -45,28 +46,23 @@ enum StartOutcome {
 impl<R: Runtime> ServerTask<R> {
     pub(super) async fn start(&mut self, spec: Arc<ServerSpec>) {
         let began = Instant::now();
-        self.halted_revision = None;
-        self.retry = None;
-        if self.failing_hash.as_deref() != Some(spec.hash.as_str()) {
+        self.state.halted_revision = None;
+        self.state.retry = None;
+        if self.state.failures.of_hash.as_deref() != Some(spec.hash.as_str()) {
             // Failures of an earlier spec do not count against this one.
-            self.failing_hash = None;
-            self.set_status(|s| s.consecutive_crashes = 0);
+            self.state.failures = Default::default();
         }
-        self.applied = Some(spec.clone());
+        self.state.applied = Some(spec.clone());
         let port = match self.reserve_port(&spec).await {
             Ok(port) => port,
             Err(err) => return self.fail(format!("cannot get a port: {err}"), false),
         };
         self.last_port = Some(port);
-        let extensions: Vec<String> = spec.extensions.iter().map(ExtensionRef::label).collect();
-        self.set_status(|s| {
-            s.phase = Phase::Provisioning;
-            s.message = Some("preparing workspace".into());
-            s.port = Some(port);
-            s.extensions = extensions;
-            s.next_retry_at = None;
-            s.halted_revision = None;
-        });
+        self.state.phase = Phase::Provisioning;
+        self.state.message = Some("preparing workspace".into());
+        self.state.port = Some(port);
+        self.state.extensions = spec.extensions.iter().map(ExtensionRef::label).collect();
+        self.publish();
         self.event(Level::Info, format!("provisioning on port {port}"));
         let workspace = match self.provision(&spec).await {
             Ok(Some(workspace)) => workspace,
@@ -78,11 +74,10 @@ impl<R: Runtime> ServerTask<R> {
             Ok(endpoint) => endpoint,
             Err(err) => return self.fail(err.to_string(), false),
         };
-        self.set_status(|s| {
-            s.phase = Phase::Starting;
-            s.message = Some("starting code-server".into());
-            s.workspace_path = Some(workspace.clone());
-        });
+        self.state.phase = Phase::Starting;
+        self.state.message = Some("starting code-server".into());
+        self.state.workspace_path = Some(workspace.clone());
+        self.publish();
         let plan = self.launch_plan(&spec, &endpoint, &workspace);
         self.launch_log_offset = std::fs::metadata(&plan.log_file).map_or(0, |m| m.len());
         self.start_tail();
@@ -94,57 +89,38 @@ impl<R: Runtime> ServerTask<R> {
             }
         };
         METRICS.controller.starts.inc();
-        let (pid, record, hash) = (
-            instance.record.pid,
-            instance.record.clone(),
-            spec.hash.clone(),
-        );
+        let pid = instance.record.pid;
         // Recorded at once, with the spec it runs, and on disk before anything else, so
         // that a devbox killed right now adopts it. (Killed before, it finds the
-        // instance unrecorded and kills it at its next start.)
-        self.set_status(|s| {
-            s.process = Some(record);
-            s.applied_hash = Some(hash);
+        // instance unrecorded and ends it at its next start.)
+        self.state.live = Some(Live {
+            instance,
+            applied_hash: spec.hash.clone(),
+            healthy_since: None,
+            health_failures: 0,
         });
+        self.publish();
         let statuses = self.ctx.statuses.clone();
         let _ = tokio::task::spawn_blocking(move || statuses.flush()).await;
-        self.instance = Some(instance);
-        self.applied_hash = Some(spec.hash.clone());
         match self.wait_ready(&endpoint, &spec).await {
             StartOutcome::Healthy => {
                 METRICS
                     .controller
                     .ready_seconds
                     .observe(began.elapsed().as_secs_f64());
-                self.healthy_since = Some(Instant::now());
-                self.health_failures = 0;
-                let note = self.limits_note();
-                self.set_status(|s| {
-                    s.phase = Phase::Running;
-                    s.message = note;
-                    s.started_at = Some(rfc3339(SystemTime::now()));
-                    s.next_retry_at = None;
-                });
+                if let Some(live) = self.state.live.as_mut() {
+                    live.healthy_since = Some(Instant::now());
+                }
+                self.state.phase = Phase::Running;
+                self.state.message = self.limits_note();
+                self.state.started_at = Some(rfc3339(SystemTime::now()));
+                self.publish();
                 self.event(
                     Level::Info,
                     format!("started: pid {pid}, /vscode/{port}/ served from {endpoint}"),
                 );
             }
-            StartOutcome::Exited(exit) => {
-                METRICS.controller.crashes.inc();
-                let mut cause = None;
-                if let Some(instance) = self.instance.take() {
-                    cause = self.ctx.runtime.exit_reason(&instance.record, exit);
-                    self.ctx.runtime.clean_up(&instance.record).await;
-                }
-                self.process_ended(|s| s.last_exit = Some(exit.to_string()));
-                let reason = format!(
-                    "{}code-server exited during start ({exit}){}",
-                    cause_prefix(cause.as_deref()),
-                    self.crash_lines()
-                );
-                self.fail(reason, true);
-            }
+            StartOutcome::Exited(exit) => self.on_exit(exit, "during start ").await,
             StartOutcome::TimedOut => {
                 self.stop("start timed out", None).await;
                 let timeout = self.ctx.config.code_server.start_timeout;
@@ -195,13 +171,11 @@ impl<R: Runtime> ServerTask<R> {
     /// the port back and let the main loop act on the new desired state.
     fn abandon_start(&mut self) {
         self.ctx.ports.release(self.name());
-        let pinned = self.applied.as_ref().and_then(|s| s.port);
-        self.set_status(|s| {
-            s.phase = Phase::Stopped;
-            s.message = Some("start interrupted".into());
-            s.port = pinned;
-            skip_pending_extensions(s);
-        });
+        self.state.phase = Phase::Stopped;
+        self.state.message = Some("start interrupted".into());
+        self.state.port = self.state.pinned_port();
+        skip_pending_extensions(&mut self.state.extension_results);
+        self.publish();
         self.event(Level::Info, "start interrupted");
     }
 
@@ -274,11 +248,16 @@ impl<R: Runtime> ServerTask<R> {
     /// reads its extensions only once a browser connects, and the proxy lets no browser
     /// in before the server runs, so the two may overlap: a start costs the longer of
     /// them instead of their sum.
-    async fn wait_ready(&self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
+    async fn wait_ready(&mut self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
         let outcome = self.race_installs_and_boot(endpoint, spec).await;
-        if !matches!(outcome, StartOutcome::Healthy) {
-            self.set_status(skip_pending_extensions);
+        let progress = std::mem::take(&mut *self.state.progress());
+        if let Some(results) = progress.extension_results {
+            self.state.extension_results = results;
         }
+        if !matches!(outcome, StartOutcome::Healthy) {
+            skip_pending_extensions(&mut self.state.extension_results);
+        }
+        self.publish();
         outcome
     }
 
@@ -295,7 +274,7 @@ impl<R: Runtime> ServerTask<R> {
                     }
                     installed = true;
                     if !is_healthy {
-                        self.set_status(|s| s.message = Some("starting code-server".into()));
+                        self.report(|p| p.message = Some("starting code-server".into()));
                     }
                 }
                 outcome = &mut healthy, if !is_healthy => match outcome {
@@ -307,7 +286,7 @@ impl<R: Runtime> ServerTask<R> {
                 },
                 // Healthy, still installing: an instance that dies meanwhile ends the start.
                 () = tokio::time::sleep(EXIT_POLL), if is_healthy => {
-                    if let Some(exit) = self.instance.as_ref().and_then(Instance::exit_status) {
+                    if let Some(exit) = self.live_instance().and_then(Instance::exit_status) {
                         return StartOutcome::Exited(exit);
                     }
                 }
@@ -330,12 +309,12 @@ impl<R: Runtime> ServerTask<R> {
             })
             .collect();
         let pending = results.clone();
-        self.set_status(|s| s.extension_results = pending);
+        self.report(|p| p.extension_results = Some(pending));
         let extensions_dir = self.instance_dir("extensions");
         if spec.extensions.len() > 1 {
             // Every installer this server needs runs at once; the copies below then wait
             // on nothing but each other.
-            self.set_status(|s| s.message = Some("installing extensions".into()));
+            self.report(|p| p.message = Some("installing extensions".into()));
             tokio::select! {
                 () = self.ctx.extensions.prefetch(&spec.extensions, &extensions_dir) => {}
                 () = self.until_interrupted(spec) => return false,
@@ -343,7 +322,7 @@ impl<R: Runtime> ServerTask<R> {
         }
         for (index, extension) in spec.extensions.iter().enumerate() {
             let label = extension.label();
-            self.set_status(|s| s.message = Some(format!("installing extension {label}")));
+            self.report(|p| p.message = Some(format!("installing extension {label}")));
             // Dropping the install future kills the installer's process group.
             let began = Instant::now();
             let outcome = tokio::select! {
@@ -376,9 +355,19 @@ impl<R: Runtime> ServerTask<R> {
             results[index].state = state.into();
             results[index].error = error;
             let snapshot = results.clone();
-            self.set_status(|s| s.extension_results = snapshot);
+            self.report(|p| p.extension_results = Some(snapshot));
         }
         true
+    }
+
+    /// Shows a step of the start in progress.
+    fn report(&self, change: impl FnOnce(&mut StartProgress)) {
+        change(&mut self.state.progress());
+        self.publish();
+    }
+
+    fn live_instance(&self) -> Option<&Instance> {
+        self.state.live.as_ref().map(|live| &live.instance)
     }
 
     /// The instance's environment before its spec's own variables.
@@ -466,7 +455,7 @@ impl<R: Runtime> ServerTask<R> {
     async fn wait_healthy(&self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
         let deadline = Instant::now() + self.ctx.config.code_server.start_timeout.get();
         loop {
-            if let Some(exit) = self.instance.as_ref().and_then(Instance::exit_status) {
+            if let Some(exit) = self.live_instance().and_then(Instance::exit_status) {
                 return StartOutcome::Exited(exit);
             }
             if self.interrupted(spec) {
@@ -495,12 +484,8 @@ pub(super) fn cause_prefix(cause: Option<&str>) -> String {
 }
 
 /// Extensions a start left uninstalled (it was interrupted or failed) are `skipped`.
-fn skip_pending_extensions(status: &mut ServerStatus) {
-    for result in status
-        .extension_results
-        .iter_mut()
-        .filter(|r| r.state == "pending")
-    {
+fn skip_pending_extensions(results: &mut [ExtensionStatus]) {
+    for result in results.iter_mut().filter(|r| r.state == "pending") {
         result.state = "skipped".into();
     }
 }

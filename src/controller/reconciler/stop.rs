@@ -2,20 +2,20 @@
 //! stay down, as the restart policy says), recording failures, forgetting a deleted
 //! server, and shutting down with devbox.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::{Retry, ServerTask, round_ms};
+use super::state::Retry;
+use super::{ServerTask, count_restart, round_ms};
 use crate::config::ShutdownPolicy;
+use crate::controller::decide::{self, AfterExit};
 use crate::logs::Level;
 use crate::metrics::METRICS;
 use crate::runtime::{ExitInfo, Runtime};
 use crate::spec::RestartPolicy;
-use crate::status::{Phase, ServerStatus, rfc3339};
+use crate::status::{Phase, rfc3339};
 
-/// A process healthy this long has recovered: its crash counter starts again at zero.
-pub(super) const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Lines of output quoted when an instance crashes.
 const CRASH_LOG_LINES: usize = 10;
 
@@ -23,158 +23,134 @@ impl<R: Runtime> ServerTask<R> {
     /// Stops the running instance, if any, and records the server as stopped, with
     /// `message` saying why when it is not the user's doing.
     pub(super) async fn stop(&mut self, why: &str, message: Option<String>) {
-        let Some(instance) = self.instance.take() else {
+        let Some(live) = self.state.live.as_ref() else {
             return;
         };
-        self.set_status(|s| s.phase = Phase::Stopping);
+        let record = live.instance.record.clone();
+        self.state.phase = Phase::Stopping;
+        self.publish();
         let grace = self.ctx.config.code_server.stop_timeout.get();
-        if let Err(err) = self.ctx.runtime.stop(&instance.record, grace).await {
+        if let Err(err) = self.ctx.runtime.stop(&record, grace).await {
             self.event(Level::Error, format!("stop failed: {err}"));
         }
-        self.process_ended(|s| {
-            s.phase = Phase::Stopped;
-            s.message = message;
-            s.next_retry_at = None;
-        });
-        self.event(
-            Level::Info,
-            format!("{why}: process {} ended", instance.record.pid),
-        );
+        self.instance_ended();
+        self.state.phase = Phase::Stopped;
+        self.state.message = message;
+        self.state.retry = None;
+        self.publish();
+        self.event(Level::Info, format!("{why}: process {} ended", record.pid));
     }
 
     /// Bookkeeping once the instance's processes are gone: the port goes back to the
-    /// pool (a pinned one stays reserved for this spec) and the status forgets the
-    /// process, in one write with the caller's own `changes`.
-    pub(super) fn process_ended(&mut self, changes: impl FnOnce(&mut ServerStatus)) {
+    /// pool (a pinned one stays reserved for this spec) and the state forgets the
+    /// instance.
+    pub(super) fn instance_ended(&mut self) {
         self.stop_tail();
-        self.applied_hash = None;
-        self.healthy_since = None;
-        self.health_failures = 0;
+        self.state.live = None;
+        self.state.started_at = None;
         self.ctx.ports.release(self.name());
-        let pinned = self.applied.as_ref().and_then(|s| s.port);
-        self.set_status(|s| {
-            s.process = None;
-            s.started_at = None;
-            s.applied_hash = None;
-            s.port = pinned;
-            changes(s);
-        });
+        self.state.port = self.state.pinned_port();
     }
 
-    /// The running instance exited on its own.
-    pub(super) async fn on_exit(&mut self, exit: ExitInfo) {
-        let Some(instance) = self.instance.take() else {
+    /// The running instance exited on its own (`when`: `"during start "`, or empty
+    /// once it had started): restart it, or keep it down, as [`decide::after_exit`]
+    /// says.
+    pub(super) async fn on_exit(&mut self, exit: ExitInfo, when: &str) {
+        let Some(live) = self.state.live.as_ref() else {
             return;
         };
+        let record = live.instance.record.clone();
+        let healthy_for = live.healthy_for();
         // Asked first: the clean-up forgets the instance (its cgroup).
-        let cause = self.ctx.runtime.exit_reason(&instance.record, exit);
+        let cause = self.ctx.runtime.exit_reason(&record, exit);
         let prefix = super::start::cause_prefix(cause.as_deref());
         // Children may still hold the port for a few seconds after the launcher died.
-        self.ctx.runtime.clean_up(&instance.record).await;
-        if self
-            .healthy_since
-            .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
-        {
-            self.failing_hash = None;
-            self.set_status(|s| s.consecutive_crashes = 0);
+        self.ctx.runtime.clean_up(&record).await;
+        if decide::recovered(healthy_for) {
+            self.state.failures = Default::default();
         }
-        self.process_ended(|s| s.last_exit = Some(exit.to_string()));
+        self.instance_ended();
+        self.state.last_exit = Some(exit.to_string());
         if !exit.is_success() {
             METRICS.controller.crashes.inc();
         }
         self.event(
             Level::Warn,
-            format!("{prefix}process {} exited ({exit})", instance.record.pid),
+            format!("{prefix}process {} exited ({exit})", record.pid),
         );
         let policy = self
+            .state
             .applied
             .as_ref()
             .map_or(RestartPolicy::OnFailure, |s| s.restart_policy);
-        let restart = match policy {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !exit.is_success(),
-            RestartPolicy::Never => false,
-        };
-        if restart {
-            let reason = if exit.is_success() { "exit" } else { "crash" };
-            METRICS
-                .controller
-                .restarts
-                .with_label_values(&[reason])
-                .inc();
-            let reason = format!("{prefix}code-server exited ({exit}){}", self.crash_lines());
-            self.fail(reason, true);
-            return;
+        match decide::after_exit(policy, exit) {
+            AfterExit::Restart(reason) => {
+                count_restart(reason);
+                let reason = format!(
+                    "{prefix}code-server exited {when}({exit}){}",
+                    self.crash_lines()
+                );
+                self.fail(reason, true);
+            }
+            AfterExit::Halt(phase) => {
+                let policy_word = if policy == RestartPolicy::Never {
+                    "never"
+                } else {
+                    "on-failure"
+                };
+                self.state.halted_revision =
+                    self.state.applied.as_ref().map(|s| s.revision.clone());
+                self.state.phase = phase;
+                self.state.message = Some(format!(
+                    "{prefix}exited {when}({exit}); restart_policy {policy_word} keeps it down until the spec changes"
+                ));
+                self.publish();
+            }
         }
-        let revision = self.applied.as_ref().map(|s| s.revision.clone());
-        self.halted_revision.clone_from(&revision);
-        let phase = if exit.is_success() {
-            Phase::Stopped
-        } else {
-            Phase::Failed
-        };
-        let policy_word = if policy == RestartPolicy::Never {
-            "never"
-        } else {
-            "on-failure"
-        };
-        self.set_status(|s| {
-            s.phase = phase;
-            s.message = Some(format!(
-                "{prefix}exited ({exit}); restart_policy {policy_word} keeps it down until the spec changes"
-            ));
-            s.halted_revision = revision;
-        });
     }
 
     /// Records a failed start or a crash of the applied spec and schedules the next
-    /// attempt with backoff. `crash` counts toward the crash loop; other failures (no
-    /// port, bad workspace) show as `failed` at once.
+    /// attempt as [`decide::next_attempt`] says. `crash` counts toward the crash loop;
+    /// other failures (no port, bad workspace) show as `failed` at once.
     pub(super) fn fail(&mut self, reason: String, crash: bool) {
         let hash = self
+            .state
             .applied
             .as_ref()
             .map(|s| s.hash.clone())
             .unwrap_or_default();
-        let previous = if self.failing_hash.as_deref() == Some(hash.as_str()) {
-            self.status().map_or(0, |s| s.consecutive_crashes)
-        } else {
-            0
-        };
-        let crashes = previous + 1;
-        self.failing_hash = Some(hash.clone());
-        let threshold = self.ctx.config.controller.crash_loop_threshold;
-        let delay = self.ctx.config.controller.restart_backoff.delay(crashes);
-        self.retry = Some(Retry {
-            at: Instant::now() + delay,
-            hash,
-        });
+        let attempt = decide::next_attempt(
+            self.state.failures.before(&hash),
+            crash,
+            &self.ctx.config.controller,
+        );
         // Nothing runs now: the port goes back to the pool until the retry.
         self.ctx.ports.release(self.name());
-        let pinned = self.applied.as_ref().and_then(|s| s.port);
-        let next_retry_at = rfc3339(SystemTime::now() + delay);
-        let phase = if !crash || crashes >= threshold {
-            Phase::Failed
-        } else {
-            Phase::Starting
-        };
-        let delay_text = humantime::format_duration(round_ms(delay)).to_string();
-        let message = if phase == Phase::Failed {
-            reason.clone()
-        } else {
-            format!("restarting in {delay_text} (attempt {crashes}): {reason}")
-        };
-        self.set_status(|s| {
-            s.phase = phase;
-            s.message = Some(message);
-            s.consecutive_crashes = crashes;
-            s.restarts += 1;
-            s.next_retry_at = Some(next_retry_at);
-            s.process = None;
-            s.started_at = None;
-            s.port = pinned;
+        let delay_text = humantime::format_duration(round_ms(attempt.delay)).to_string();
+        let state = &mut self.state;
+        state.failures.of_hash = Some(hash.clone());
+        state.failures.in_a_row = attempt.number;
+        state.retry = Some(Retry {
+            at: Instant::now() + attempt.delay,
+            at_wall: rfc3339(SystemTime::now() + attempt.delay),
+            hash,
         });
-        let level = if phase == Phase::Failed {
+        state.restarts += 1;
+        state.live = None;
+        state.started_at = None;
+        state.port = state.pinned_port();
+        if attempt.failed {
+            state.phase = Phase::Failed;
+            state.message = Some(reason.clone());
+        } else {
+            state.phase = Phase::Starting;
+            state.message = Some(format!(
+                "restarting in {delay_text} (attempt {}): {reason}",
+                attempt.number
+            ));
+        }
+        self.publish();
+        let level = if attempt.failed {
             Level::Error
         } else {
             Level::Warn
@@ -202,6 +178,7 @@ impl<R: Runtime> ServerTask<R> {
     pub(super) async fn forget(&mut self) -> bool {
         self.stop("deleted", None).await;
         if *self.desired.borrow() != super::Desired::Deleted {
+            self.publish();
             return false;
         }
         let name = self.name().to_owned();

@@ -46,7 +46,7 @@ async fn a_recorded_instance_that_still_runs_is_adopted() {
     let record = record(&setup, 4242);
     setup.fake.seed_live("tom", record.clone());
     let status = running_status(&setup, "tom", body, record.clone());
-    let mut h = setup.recorded(&status).start();
+    let mut h = setup.recorded(&status).start().await;
     assert!(h.fake.killed_unrecorded().is_empty());
 
     h.apply("tom", body);
@@ -87,7 +87,7 @@ async fn an_adopted_instance_of_an_older_spec_is_restarted_with_the_current_one(
     let record = record(&setup, 4343);
     setup.fake.seed_live("uma", record.clone());
     let status = running_status(&setup, "uma", "state: running", record.clone());
-    let mut h = setup.recorded(&status).start();
+    let mut h = setup.recorded(&status).start().await;
 
     let current = h.apply(
         "uma",
@@ -114,7 +114,7 @@ async fn a_recorded_instance_that_ended_is_cleaned_up_and_started_again() {
     let record = record(&setup, 4444);
     // Nothing seeded: the instance is gone.
     let status = running_status(&setup, "vic", body, record.clone());
-    let mut h = setup.recorded(&status).start();
+    let mut h = setup.recorded(&status).start().await;
 
     h.apply("vic", body);
     let running = h
@@ -137,7 +137,7 @@ async fn a_recorded_instance_that_ended_stays_down_when_its_spec_says_stopped() 
     let setup = Setup::new();
     let record = record(&setup, 4545);
     let status = running_status(&setup, "wes", "state: running", record.clone());
-    let mut h = setup.recorded(&status).start();
+    let mut h = setup.recorded(&status).start().await;
 
     h.apply("wes", "state: stopped");
     let stopped = h
@@ -159,7 +159,7 @@ async fn instances_no_status_records_are_killed_when_devbox_starts() {
     setup.fake.seed_live("xen", recorded.clone());
     setup.fake.seed_live("yul", orphan.clone());
     let status = running_status(&setup, "xen", "state: running", recorded.clone());
-    let h = setup.recorded(&status).start();
+    let h = setup.recorded(&status).start().await;
 
     assert_eq!(h.fake.killed_unrecorded(), vec![orphan.instance.clone()]);
     assert!(h.fake.live("yul").is_empty());
@@ -167,12 +167,11 @@ async fn instances_no_status_records_are_killed_when_devbox_starts() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "reconciler bug: the port claimed at start-up for a recorded instance is not released when that instance turns out dead and its spec says stopped"]
 async fn the_port_of_a_recorded_instance_that_ended_is_free_for_others() {
     let setup = Setup::new();
     let record = record(&setup, 4848);
     let status = running_status(&setup, "abe", "state: running", record);
-    let mut h = setup.recorded(&status).start();
+    let mut h = setup.recorded(&status).start().await;
     h.apply("abe", "state: stopped");
     h.wait_for("abe", "stopped", |s| {
         s.phase == Phase::Stopped && s.process.is_none()

@@ -24,7 +24,7 @@ async fn crash(h: &Harness, name: &str, exit: ExitInfo) -> ServerStatus {
 
 #[tokio::test(start_paused = true)]
 async fn crashes_restart_after_growing_delays_until_the_server_shows_failed() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.fake.behave("dan", |b| {
         b.exit_reason = Some("out of memory (limit 2 GiB)".into())
     });
@@ -85,7 +85,8 @@ async fn the_backoff_and_the_threshold_are_the_configs() {
             config.controller.restart_backoff.max = "5s".parse().unwrap();
             config.controller.crash_loop_threshold = 2;
         })
-        .start();
+        .start()
+        .await;
     h.apply("dee", "state: running");
     h.wait_for("dee", "running", |s| s.phase == Phase::Running)
         .await;
@@ -115,7 +116,7 @@ async fn the_backoff_and_the_threshold_are_the_configs() {
 
 #[tokio::test(start_paused = true)]
 async fn an_edit_does_not_wait_out_the_backoff() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("eve", "state: running");
     h.wait_for("eve", "running", |s| s.phase == Phase::Running)
         .await;
@@ -152,7 +153,7 @@ async fn an_edit_does_not_wait_out_the_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn a_minute_of_health_forgives_earlier_crashes() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("fred", "state: running");
     h.wait_for("fred", "running", |s| s.phase == Phase::Running)
         .await;
@@ -197,7 +198,7 @@ async fn a_minute_of_health_forgives_earlier_crashes() {
 /// Runs `name` under `policy`, ends it with `exit`, and returns the harness and status
 /// once the exit is recorded.
 async fn exit_under(policy: &str, exit: ExitInfo) -> (Harness, ServerStatus) {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("gina", &format!("state: running\nrestart_policy: {policy}"));
     h.wait_for("gina", "running", |s| s.phase == Phase::Running)
         .await;
@@ -308,7 +309,7 @@ async fn restart_policy_always_restarts_a_clean_exit() {
 
 #[tokio::test(start_paused = true)]
 async fn an_exit_before_the_first_answer_is_a_crash_of_the_start() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.fake
         .behave("hal", |b| b.boot_time = Duration::from_secs(30));
     h.apply("hal", "state: running");
@@ -340,7 +341,7 @@ async fn an_exit_before_the_first_answer_is_a_crash_of_the_start() {
 
 #[tokio::test(start_paused = true)]
 async fn an_instance_that_never_answers_is_stopped_at_the_start_timeout() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.fake.behave("ida", |b| b.failing_probes = u32::MAX);
     h.apply("ida", "state: running");
     let status = h
@@ -368,4 +369,27 @@ async fn an_instance_that_never_answers_is_stopped_at_the_start_timeout() {
     );
     assert!(h.has_event("ida", "start timed out: process"));
     assert!(h.fake.live("ida").len() <= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_during_the_start_follows_the_restart_policy() {
+    let mut h = Harness::new().await;
+    h.fake
+        .behave("ida", |b| b.boot_time = Duration::from_secs(30));
+    h.apply("ida", "state: running\nrestart_policy: never");
+    h.wait_until("started", || h.fake.starts("ida") == 1).await;
+    h.fake.crash("ida", ExitInfo::Code(2));
+    let status = h
+        .wait_for("ida", "kept down", |s| s.phase == Phase::Failed)
+        .await;
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "exited during start (exit code 2); restart_policy never keeps it down until the spec changes"
+        )
+    );
+    assert!(status.halted_revision.is_some());
+    assert_eq!(status.next_retry_at, None);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(h.fake.starts("ida"), 1, "never restarted");
 }

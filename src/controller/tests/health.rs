@@ -18,7 +18,7 @@ fn heartbeat(ago: Duration) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn three_failed_health_checks_restart_the_instance() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("oly", "state: running");
     h.wait_for("oly", "running", |s| s.phase == Phase::Running)
         .await;
@@ -65,7 +65,7 @@ async fn three_failed_health_checks_restart_the_instance() {
 
 #[tokio::test(start_paused = true)]
 async fn an_instance_that_answers_again_in_time_is_kept() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("pam", "state: running");
     h.wait_for("pam", "running", |s| s.phase == Phase::Running)
         .await;
@@ -86,7 +86,7 @@ async fn an_instance_that_answers_again_in_time_is_kept() {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_instance_is_stopped_and_stays_down_until_its_spec_changes() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     let body = "state: running\nidle_timeout: 30m";
     let spec = h.apply("quin", body);
     h.wait_for("quin", "running", |s| s.phase == Phase::Running)
@@ -132,7 +132,7 @@ async fn an_idle_instance_is_stopped_and_stays_down_until_its_spec_changes() {
 
 #[tokio::test(start_paused = true)]
 async fn an_instance_no_browser_ever_opened_is_idle_from_its_start() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("ray", "state: running\nidle_timeout: 10m");
     h.wait_for("ray", "running", |s| s.phase == Phase::Running)
         .await;
@@ -153,7 +153,7 @@ async fn an_instance_no_browser_ever_opened_is_idle_from_its_start() {
 
 #[tokio::test(start_paused = true)]
 async fn without_idle_timeout_an_unused_instance_keeps_running() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("sam", "state: running");
     h.wait_for("sam", "running", |s| s.phase == Phase::Running)
         .await;

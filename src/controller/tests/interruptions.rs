@@ -18,7 +18,7 @@ fn env_of(instance: &FakeInstance, key: &str) -> Option<String> {
 /// Edits `name`'s spec while its start is slow in the way `slow` sets up, and checks that
 /// the edit, and nothing else, ends up running.
 async fn edit_during_start(name: &str, slow: impl FnOnce(&mut crate::runtime::fake::Behaviour)) {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.fake.behave(name, slow);
     h.apply(name, "state: running\nenv: {VERSION: one}");
     h.wait_for(name, "starting", |s| s.phase == Phase::Starting)
@@ -58,7 +58,7 @@ async fn an_edit_while_the_instance_boots_starts_the_edit() {
 /// Deletes `name`'s spec while its start is slow as `slow` sets up, and checks that
 /// nothing of it is left.
 async fn delete_during_start(name: &str, slow: impl FnOnce(&mut crate::runtime::fake::Behaviour)) {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.fake.behave(name, slow);
     h.apply(name, "state: running");
     let starting = h
@@ -98,7 +98,7 @@ async fn a_delete_while_the_instance_boots_leaves_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stop_while_the_instance_boots_stops_it() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.fake
         .behave("ned", |b| b.boot_time = Duration::from_secs(20));
     h.apply("ned", "state: running");

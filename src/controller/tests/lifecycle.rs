@@ -9,7 +9,7 @@ use crate::status::{Phase, server_dir};
 
 #[tokio::test(start_paused = true)]
 async fn a_running_spec_is_started_once_and_runs() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("alice", "state: running\nenv: {GREETING: hello}");
     let status = h
         .wait_for("alice", "running", |s| s.phase == Phase::Running)
@@ -73,7 +73,7 @@ async fn a_running_spec_is_started_once_and_runs() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stopped_spec_stops_the_instance_and_frees_its_port() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("bob", "state: running");
     let running = h
         .wait_for("bob", "running", |s| s.phase == Phase::Running)
@@ -105,7 +105,7 @@ async fn a_stopped_spec_stops_the_instance_and_frees_its_port() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stopped_server_keeps_its_pinned_port() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("pinned", "state: running\nport: 8050");
     let running = h
         .wait_for("pinned", "running", |s| s.phase == Phase::Running)
@@ -121,7 +121,7 @@ async fn a_stopped_server_keeps_its_pinned_port() {
 
 #[tokio::test(start_paused = true)]
 async fn a_runtime_that_refuses_to_start_fails_the_server_and_is_retried_with_backoff() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.fake.behave("carol", |b| b.refuse_start = true);
     h.apply("carol", "state: running");
     let failed = h
@@ -172,7 +172,7 @@ async fn a_runtime_that_refuses_to_start_fails_the_server_and_is_retried_with_ba
 
 #[tokio::test(start_paused = true)]
 async fn a_stop_during_the_backoff_cancels_the_retry() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     h.apply("ben", "state: running");
     h.wait_for("ben", "running", |s| s.phase == Phase::Running)
         .await;
@@ -193,7 +193,7 @@ async fn a_stop_during_the_backoff_cancels_the_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn an_invalid_edit_leaves_the_server_running_its_last_spec() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     let applied = h.apply("cy", "state: running");
     h.wait_for("cy", "running", |s| s.phase == Phase::Running)
         .await;
@@ -221,7 +221,7 @@ async fn an_invalid_edit_leaves_the_server_running_its_last_spec() {
 
 #[tokio::test(start_paused = true)]
 async fn a_spec_that_was_never_valid_starts_nothing() {
-    let mut h = Harness::new();
+    let mut h = Harness::new().await;
     let errors = h.apply_invalid("dot", "state: sideways");
     let invalid = h
         .wait_for("dot", "invalid", |s| s.phase == Phase::Invalid)

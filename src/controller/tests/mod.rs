@@ -6,8 +6,8 @@
 //! (`reconciler::run`) fed desired states through a `watch` channel as the controller's
 //! scan does, and what a user sees: the status store, the event log, and what the fake
 //! runtime was asked to do. The harness here builds a context with
-//! [`Controller::new`] (so status files, ports and the sweep of unrecorded instances are
-//! set up as devbox does) but leaves the spec scan and the file watcher out: the test
+//! [`Controller::new`] and the sweep of unrecorded instances (so status files, ports and
+//! instances are set up as devbox does) but leaves the spec scan and the file watcher out: the test
 //! says exactly when the desired state changes.
 //!
 //! One file per theme: `lifecycle` (start, stop, invalid specs, a runtime that refuses
@@ -92,8 +92,11 @@ impl Setup {
 
     /// Opens the state dir as devbox's start does (loading status files, sweeping
     /// unrecorded instances); no server task runs yet.
-    pub fn start(self) -> Harness {
+    pub async fn start(self) -> Harness {
         let controller = Controller::new(self.config, self.fake.clone()).unwrap();
+        let ctx = controller.context();
+        // What `Controller::run` does first.
+        crate::controller::reconciler::sweep_unrecorded(&ctx.runtime, &ctx.statuses).await;
         Harness {
             ctx: controller.context(),
             fake: self.fake,
@@ -126,8 +129,8 @@ pub(super) struct Harness {
 
 impl Harness {
     /// The default config, an empty state dir.
-    pub fn new() -> Self {
-        Setup::new().start()
+    pub async fn new() -> Self {
+        Setup::new().start().await
     }
 
     /// The spec of server `name` whose `spec:` section is `body` (YAML, unindented),

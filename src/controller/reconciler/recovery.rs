@@ -1,0 +1,85 @@
+//! Recovery after devbox's own restart, in one place: what the previous devbox left
+//! running is found, taken over, or ended.
+//!
+//! - When devbox starts, before any instance is started, [`sweep_unrecorded`] ends the
+//!   instances no status records (that devbox died between starting them and
+//!   recording them: no spec can claim them, and they hold resources).
+//! - Each server's task then begins with [`decide`](crate::controller::decide)'s
+//!   `Adopt`: the instance its status records is taken over when it still runs (same
+//!   instance, same port, no restart), or cleaned up after when it ended while devbox
+//!   was away; the restart policy then applies as to any stopped server.
+//!
+//! The ports of recorded instances are claimed by the controller before the API
+//! serves (see `Controller::new`), so that no new spec is given one meanwhile.
+
+use std::collections::HashSet;
+
+use tokio::time::Instant;
+
+use super::ServerTask;
+use super::state::Live;
+use crate::logs::Level;
+use crate::metrics::METRICS;
+use crate::runtime::Runtime;
+use crate::status::{Phase, StatusStore};
+
+/// Ends the instances of this devbox (its state dir) that no status records.
+pub(in crate::controller) async fn sweep_unrecorded<R: Runtime>(
+    runtime: &R,
+    statuses: &StatusStore,
+) {
+    let recorded: HashSet<String> = statuses
+        .filter_map_all(|status| Some(status.process.as_ref()?.instance.clone()))
+        .into_iter()
+        .collect();
+    let owner = super::instance_owner(statuses.state_dir());
+    for tag in runtime.sweep_unrecorded(&owner, &recorded).await {
+        tracing::warn!(instance = %tag, "ended an instance no status recorded (devbox had died while starting it)");
+    }
+}
+
+impl<R: Runtime> ServerTask<R> {
+    /// Takes over the instance an earlier devbox recorded, or cleans up after it.
+    pub(super) async fn adopt_recorded(&mut self) {
+        let Some(recorded) = self.state.recorded.take() else {
+            return;
+        };
+        let port = self
+            .state
+            .port
+            .map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let pid = recorded.record.pid;
+        match self.ctx.runtime.adopt(&recorded.record).await {
+            Some(instance) => {
+                self.state.live = Some(Live {
+                    instance,
+                    // Unknown (a status from before hashes were recorded): the spec is
+                    // then applied anew by a restart.
+                    applied_hash: recorded.applied_hash.unwrap_or_default(),
+                    healthy_since: Some(Instant::now()),
+                    health_failures: 0,
+                });
+                if self.state.phase != Phase::Running {
+                    self.state.phase = Phase::Starting;
+                }
+                self.start_tail();
+                METRICS.controller.adoptions.inc();
+                self.event(
+                    Level::Info,
+                    format!("adopted running process {pid} on port {port}"),
+                );
+            }
+            None => {
+                self.ctx.runtime.clean_up(&recorded.record).await;
+                self.ctx.ports.release(self.name());
+                self.state.started_at = None;
+                self.state.phase = Phase::Stopped;
+                self.event(
+                    Level::Warn,
+                    format!("process {pid} ended while devbox was away"),
+                );
+            }
+        }
+        self.publish();
+    }
+}
