@@ -20,9 +20,11 @@ use crate::yaml;
 mod auth;
 pub mod code_server_binary;
 mod isolation;
+mod runtime;
 mod tls;
 pub use auth::{AuthSettings, Secret, TokenSource, TokenSourceError, TrustedHeader};
 pub use isolation::{IsolationSettings, RunAs};
+pub use runtime::{RuntimeSettings, SlurmConfig};
 pub use tls::TlsSettings;
 
 /// The default configuration, as shipped in `config/devbox.yaml`.
@@ -56,6 +58,9 @@ pub struct Config {
     /// Which Unix user instances run as.
     #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub isolation: IsolationSettings,
+    /// Which backend runs servers, and the Slurm cluster.
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
+    pub runtime: RuntimeSettings,
     /// The file this was read from; `None` for the embedded default.
     #[serde(skip)]
     #[schemars(skip)]
@@ -694,6 +699,7 @@ impl Config {
     fn problems(&self) -> Vec<(String, String)> {
         let mut problems = self.auth.problems();
         problems.extend(self.isolation.problems());
+        problems.extend(self.runtime.problems());
         if self.isolation.per_owner() && self.code_server.listen == ListenMode::Tcp {
             problems.push((
                 "isolation.run_as".into(),

@@ -38,6 +38,9 @@ pub enum Endpoint {
     Tcp(u16),
     /// A Unix socket file in the socket directory.
     Unix(PathBuf),
+    /// A port on another machine (a Slurm job's node): reachable by anyone on that
+    /// network, so such an instance always asks for a password (see `runtime::slurm`).
+    Remote { host: String, port: u16 },
 }
 
 /// Opens (without following a symbolic link) the socket at `path`, when it is one and
@@ -102,6 +105,11 @@ impl Endpoint {
                 let checked = format!("/proc/self/fd/{}", socket.as_raw_fd());
                 Ok(EndpointStream::Unix(UnixStream::connect(checked).await?))
             }
+            Endpoint::Remote { host, port } => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Ok(EndpointStream::Tcp(stream))
+            }
         }
     }
 
@@ -112,10 +120,13 @@ impl Endpoint {
             Endpoint::Tcp(port) => HeaderValue::from_str(&format!("127.0.0.1:{port}"))
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             Endpoint::Unix(_) => HeaderValue::from_static("localhost"),
+            Endpoint::Remote { host, port } => HeaderValue::from_str(&format!("{host}:{port}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
         }
     }
 
-    /// The code-server arguments that make it listen here.
+    /// The code-server arguments that make it listen here (a remote port: on every
+    /// address of its machine).
     pub fn code_server_args(&self) -> Vec<String> {
         match self {
             Endpoint::Tcp(port) => vec!["--bind-addr".into(), format!("127.0.0.1:{port}")],
@@ -125,13 +136,14 @@ impl Endpoint {
                 "--socket-mode".into(),
                 SOCKET_MODE.into(),
             ],
+            Endpoint::Remote { port, .. } => vec!["--bind-addr".into(), format!("0.0.0.0:{port}")],
         }
     }
 
     /// The socket file, if this is one.
     pub fn socket(&self) -> Option<&Path> {
         match self {
-            Endpoint::Tcp(_) => None,
+            Endpoint::Tcp(_) | Endpoint::Remote { .. } => None,
             Endpoint::Unix(path) => Some(path),
         }
     }
@@ -142,6 +154,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(port) => write!(f, "http://127.0.0.1:{port}/"),
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Remote { host, port } => write!(f, "http://{host}:{port}/"),
         }
     }
 }

@@ -17,8 +17,9 @@
 //!   this one module).
 //! - [`diagnostic`]: one located problem in a file, worded the same everywhere.
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
-//! - [`runtime`]: starting, stopping, observing and adopting processes, behind a trait;
-//!   each instance in a cgroup of its own where the host allows ([`runtime::cgroup`]).
+//! - [`runtime`]: starting, stopping, observing and adopting instances, behind a trait,
+//!   per backend ([`runtime::Backend`]): local processes, each in a cgroup of its own
+//!   where the host allows ([`runtime::cgroup`]), or Slurm jobs.
 //!   In unit tests, `runtime::fake` pretends to run servers, and `controller::tests`
 //!   drives whole reconcilers with it under Tokio's paused clock.
 //! - [`isolation`]: each owner's instances under a Unix user of their own
@@ -27,8 +28,9 @@
 //! - [`provision`]: workspace (git, zip, folder), user settings and extensions.
 //! - [`status`]: observed status per server, persisted atomically in the state dir.
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
-//! - [`endpoint`]: where an instance listens (a private Unix socket, or a loopback
-//!   port) and connecting to it.
+//! - [`endpoint`]: where an instance listens (a private Unix socket, a loopback port,
+//!   or a port on a cluster node) and connecting to it; [`instance_auth`]: the
+//!   passwords of instances reachable by others, which the proxy signs in with.
 //! - [`health`]: code-server's `/healthz`.  [`usage`]: CPU and memory per server.
 //! - [`metrics`]: devbox's Prometheus metrics (`GET /metrics`).
 //! - [`http`]: the front every request passes (host and origin guards, sign-in) and
@@ -53,6 +55,7 @@ pub mod git_url;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod instance_auth;
 pub mod isolation;
 pub mod logs;
 pub mod metrics;

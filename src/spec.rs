@@ -17,6 +17,7 @@ use crate::duration::HumanDuration;
 use crate::identity::UserName;
 use crate::provision::{ExtensionRef, WorkspaceSource, ZipLayout};
 use crate::resources::Resources;
+use crate::runtime::Backend;
 use crate::yaml;
 
 pub const API_VERSION: &str = "devbox/v1";
@@ -136,6 +137,10 @@ pub struct DevServerSpec {
     /// the limits are not enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// What runs it: `local` (a process on devbox's host) or `slurm` (a job on the
+    /// config's cluster); the config's `runtime.default` when absent. Admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Backend>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -217,6 +222,7 @@ pub struct ServerSpec {
     pub idle_timeout: Option<HumanDuration>,
     /// The spec's limits, each one absent taken from the config's defaults.
     pub resources: Resources,
+    pub runtime: Backend,
     /// Hash of everything that needs a restart when it changes (not `state`).
     pub hash: String,
     /// Hash of the whole resolved spec: any change at all gives a new revision.
@@ -476,6 +482,7 @@ pub fn resolve(
             .resources
             .unwrap_or_default()
             .or(config.controller.default_resources),
+        runtime: spec.runtime.unwrap_or(config.runtime.default),
         hash: String::new(),
         revision: String::new(),
     };
@@ -538,6 +545,10 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
     // them.
     if !spec.resources.is_empty() {
         material["resources"] = serde_json::json!(spec.resources.to_string());
+    }
+    // Likewise only off the default backend.
+    if spec.runtime != Backend::Local {
+        material["runtime"] = serde_json::json!(spec.runtime.name());
     }
     short_digest(material.to_string().as_bytes())
 }

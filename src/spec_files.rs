@@ -441,6 +441,7 @@ mod tests {
                 restart_policy: Default::default(),
                 idle_timeout: None,
                 resources: None,
+                runtime: None,
             },
         }
     }

@@ -283,8 +283,8 @@ fn dashboard_drives_a_server_from_create_to_delete_in_a_real_browser() {
         || {
             if let Some(status) = devbox.status(SLUG)
                 && let (Some(pgid), Some(tag)) = (
-                    status["process"]["pgid"].as_u64(),
-                    status["process"]["instance"].as_str(),
+                    status["instance"]["pgid"].as_u64(),
+                    status["instance"]["instance"].as_str(),
                 )
             {
                 instance = Some(Instance {

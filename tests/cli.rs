@@ -270,7 +270,7 @@ fn get_reads_the_state_dir_without_a_running_devbox() {
         "an unpinned port returns to the pool: {rows}"
     );
     assert!(
-        rows[0]["last_exit"].is_null() && rows[0]["process"].is_null(),
+        rows[0]["last_exit"].is_null() && rows[0]["instance"].is_null(),
         "{rows}"
     );
 

@@ -1099,12 +1099,16 @@ fn server_spec() -> impl Strategy<Value = DevServerSpec> {
             ),
             proptest::option::of(duration()),
             proptest::option::of(resources()),
+            proptest::option::of(proptest::sample::select(vec![
+                devbox::runtime::Backend::Local,
+                devbox::runtime::Backend::Slurm,
+            ])),
         ),
     )
         .prop_map(
             |(
                 (state, port, extension_groups, extensions, user_settings),
-                (workspace, template, env, restart_policy, idle_timeout, resources),
+                (workspace, template, env, restart_policy, idle_timeout, resources, runtime),
             )| DevServerSpec {
                 state,
                 port,
@@ -1117,6 +1121,7 @@ fn server_spec() -> impl Strategy<Value = DevServerSpec> {
                 restart_policy,
                 idle_timeout,
                 resources,
+                runtime,
             },
         )
 }

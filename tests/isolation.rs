@@ -97,7 +97,7 @@ fn each_owner_runs_as_a_user_of_its_own_and_reaches_nothing_of_the_other() {
     );
     assert!(succeeds(&log), "git log as alice: {log:?}");
     let socket = |name: &str| -> String {
-        devbox.status(name).expect("status")["process"]["socket"]
+        devbox.status(name).expect("status")["instance"]["socket"]
             .as_str()
             .expect("socket")
             .to_owned()

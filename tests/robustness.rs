@@ -227,7 +227,7 @@ fn code_server_boots_while_extensions_install_and_no_browser_gets_in_before_both
     assert_eq!(server["status"], "starting", "{server}");
     // …but is not running for devbox, and the proxy lets nobody in yet.
     assert_eq!(devbox.get(&format!("/vscode/{port}/")).status, 503);
-    let pid = devbox.status("overlap").expect("status")["process"]["pid"]
+    let pid = devbox.status("overlap").expect("status")["instance"]["pid"]
         .as_u64()
         .expect("the instance is recorded") as u32;
 
@@ -256,7 +256,7 @@ fn an_instance_that_dies_while_its_extensions_install_fails_the_start() {
         let direct = devbox.direct("dies")?;
         healthz(&direct).map(|_| direct)
     });
-    let pid = devbox.status("dies").expect("status")["process"]["pid"]
+    let pid = devbox.status("dies").expect("status")["instance"]["pid"]
         .as_u64()
         .expect("the instance is recorded") as i32;
     nix::sys::signal::killpg(

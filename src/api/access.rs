@@ -89,6 +89,12 @@ pub fn check_create(
             "limits are the admin's (the config's default_resources apply)",
         );
     }
+    if spec.runtime.is_some() {
+        return refused(
+            "runtime",
+            "where servers run is the admin's (the config's runtime.default applies)",
+        );
+    }
     if server.metadata.owner.is_some() {
         return refused("owner", "a user's servers are their own");
     }
@@ -148,7 +154,11 @@ mod tests {
         );
 
         type Edit = Box<dyn FnOnce(&mut DevServer)>;
-        let cases: [(&str, Edit); 7] = [
+        let cases: [(&str, Edit); 8] = [
+            (
+                "`runtime`",
+                Box::new(|s| s.spec.runtime = Some(crate::runtime::Backend::Slurm)),
+            ),
             (
                 "`resources`",
                 Box::new(|s| {

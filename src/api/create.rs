@@ -177,6 +177,7 @@ fn stopped_spec() -> DevServerSpec {
         restart_policy: Default::default(),
         idle_timeout: None,
         resources: None,
+        runtime: None,
     }
 }
 

@@ -50,6 +50,7 @@ use crate::controller::Context;
 use crate::health::HealthClient;
 use crate::http::ApiError;
 use crate::identity::Caller;
+use crate::instance_auth::InstancePasswords;
 use crate::logs::LogHub;
 use crate::seats::SeatLinks;
 use crate::sessions::Sessions;
@@ -75,6 +76,8 @@ pub struct AppState {
     /// Signed-in browsers (the dashboard's and seat links').
     pub sessions: Sessions,
     pub seats: SeatLinks,
+    /// Passwords of instances on other machines, which the proxy signs in with.
+    pub passwords: InstancePasswords,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
             sessions: Sessions::new(ctx.config.auth.session_ttl.get()),
             seats: SeatLinks::load(&ctx.config.controller.state_dir),
             listing: Arc::default(),
+            passwords: ctx.passwords.clone(),
         }
     }
 

@@ -16,7 +16,7 @@ use super::views::{Envelope, SuccessWord, round1};
 use crate::http::ApiError;
 use crate::identity::Caller;
 use crate::runtime::procfs;
-use crate::status::{Phase, ServerStatus};
+use crate::status::{InstanceRecord, Phase, ServerStatus};
 
 /// How long a live `/healthz` probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -178,10 +178,13 @@ struct Probe {
 }
 
 async fn probe(state: &AppState, status: &ServerStatus) -> Probe {
-    let process_exists = status
-        .process
-        .as_ref()
-        .is_some_and(|p| procfs::is_same_process_alive(p.pid, p.start_ticks));
+    // A job on another machine is as alive as Slurm last said (the health check below
+    // asks the instance itself).
+    let process_exists = match &status.instance {
+        Some(InstanceRecord::Local(p)) => procfs::is_same_process_alive(p.pid, p.start_ticks),
+        Some(InstanceRecord::Slurm(_)) => true,
+        None => false,
+    };
     let healthz = match status.endpoint() {
         Some(endpoint) if process_exists => state
             .health
@@ -209,9 +212,13 @@ async fn refresh(state: &AppState, status: &ServerStatus) -> Refresh {
         (false, _, phase) => phase.api_word(),
     }
     .to_owned();
-    let pid_status = match &status.process {
-        Some(p) if probe.process_exists => format!("PID {} exists", p.pid),
-        Some(p) => format!("PID {} not found", p.pid),
+    let pid_status = match &status.instance {
+        Some(InstanceRecord::Local(p)) if probe.process_exists => format!("PID {} exists", p.pid),
+        Some(InstanceRecord::Local(p)) => format!("PID {} not found", p.pid),
+        Some(InstanceRecord::Slurm(job)) => match &job.node {
+            Some(node) => format!("Slurm job {} on {node}", job.job_id),
+            None => format!("Slurm job {} (queued)", job.job_id),
+        },
         None => "No PID recorded".to_owned(),
     };
     let healthz_status = match (status.port, &probe.healthz) {

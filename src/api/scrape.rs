@@ -39,7 +39,7 @@ async fn metrics(
         owner: status.owner.as_ref().map_or("", |owner| owner.as_str()),
         phase: status.phase,
         usage: status
-            .process
+            .instance
             .is_some()
             .then(|| usage.get(&status.name).copied())
             .flatten(),

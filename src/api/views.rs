@@ -65,7 +65,7 @@ impl ServerView {
                 .map(|p| p.to_string_lossy().into_owned()),
             extensions: status.extensions.clone(),
             status: status.phase.api_word().to_owned(),
-            pid: status.process.as_ref().map(|p| p.pid),
+            pid: status.local_process().map(|p| p.pid),
             start_time: status.started_at.clone(),
             uptime: running
                 .then(|| status.uptime_seconds())

@@ -83,7 +83,7 @@ pub fn running(
         return Verdict::Wait;
     }
     match status.phase {
-        Phase::Running => Verdict::Done(status.process.as_ref().map(|p| p.pid)),
+        Phase::Running => Verdict::Done(status.local_process().map(|p| p.pid)),
         Phase::Failed | Phase::Invalid => Verdict::Failed(format!(
             "`{}` failed to start ({})",
             status.name,
@@ -105,7 +105,7 @@ pub fn stopped(state: &AppState, status: Option<&ServerStatus>, revision: &str) 
         return Verdict::Wait;
     }
     match status.phase {
-        Phase::Stopped if status.process.is_none() => Verdict::Done(()),
+        Phase::Stopped if status.instance.is_none() => Verdict::Done(()),
         Phase::Running => Verdict::Failed(format!(
             "`{}` was started again by a later change",
             status.name

@@ -184,7 +184,7 @@ pub fn local(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
         conditions.push(ready(status.phase, status.message.as_deref()));
         let effective = resolved.map(|r| r.resources).unwrap_or_default();
         if status.phase == Phase::Running && !effective.is_empty() {
-            let enforced = status.process.as_ref().is_some_and(|p| p.cgroup.is_some());
+            let enforced = status.local_process().is_some_and(|p| p.cgroup.is_some());
             conditions.push((
                 "LimitsEnforced",
                 enforced,
@@ -228,7 +228,11 @@ pub fn local(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
 fn add_status_fields(fields: &mut Fields, status: &ServerStatus) {
     fields.add_some("Message", status.message.clone());
     fields.add_some("Port", status.port.map(|p| p.to_string()));
-    fields.add_some("PID", status.process.as_ref().map(|p| p.pid.to_string()));
+    fields.add_some("PID", status.local_process().map(|p| p.pid.to_string()));
+    if let Some(crate::status::InstanceRecord::Slurm(job)) = &status.instance {
+        fields.add("SLURM JOB", job.job_id.to_string());
+        fields.add_some("NODE", job.node.clone());
+    }
     fields.add_some(
         "Started",
         status

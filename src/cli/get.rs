@@ -94,7 +94,7 @@ fn print_table(rows: &[Row], wide: bool) {
                     .and_then(|s| s.port)
                     .map_or_else(dash, |p| p.to_string()),
                 status
-                    .and_then(|s| s.process.as_ref())
+                    .and_then(|s| s.local_process())
                     .map_or_else(dash, |p| p.pid.to_string()),
                 status
                     .and_then(ServerStatus::uptime_seconds)

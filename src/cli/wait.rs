@@ -145,7 +145,7 @@ fn judge_local(server: &LocalServer, condition: Condition, caught_up: bool, wher
     match (condition, status.phase) {
         (Condition::Running, Phase::Running) => Seen::Reached,
         (Condition::Running, Phase::Failed | Phase::Invalid) => Seen::Failed(describe(status)),
-        (Condition::Stopped, Phase::Stopped) if status.process.is_none() => Seen::Reached,
+        (Condition::Stopped, Phase::Stopped) if status.instance.is_none() => Seen::Reached,
         _ => Seen::Pending(describe(status)),
     }
 }

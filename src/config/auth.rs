@@ -174,6 +174,12 @@ impl Secret {
         Self(value.into())
     }
 
+    /// The secret itself, to send where it is due (a sign-in form, a file only its
+    /// user reads).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `given` is this secret, in time that does not depend on where they differ.
     pub fn matches(&self, given: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), given.as_bytes());

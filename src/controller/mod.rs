@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::endpoint::{self, EndpointError};
 use crate::health::HealthClient;
+use crate::instance_auth::InstancePasswords;
 use crate::isolation::Accounts;
 use crate::logs::{LogHub, LogLimits};
 use crate::provision::Extensions;
@@ -78,6 +79,8 @@ pub struct Context<R> {
     pub extensions: Extensions,
     /// Local mirrors of the repositories workspaces are cloned from.
     pub git_mirrors: Arc<GitMirrors>,
+    /// Passwords of the instances that need one (on another machine), for the proxy.
+    pub passwords: InstancePasswords,
     /// The Unix users of owners' instances, with `isolation.run_as: owner`.
     pub accounts: Option<Arc<Accounts>>,
     /// Wakes the controller to rescan at once: devbox itself changed a spec file (the API
@@ -156,7 +159,7 @@ impl<R: Runtime> Controller<R> {
         // servers start in parallel with adoption, so a port claimed later could be
         // handed out twice meanwhile.
         for status in statuses.list() {
-            if let (Some(port), Some(_)) = (status.port, &status.process) {
+            if let (Some(port), Some(_)) = (status.port, &status.instance) {
                 ports.claim(&status.name, port);
             }
         }
@@ -188,6 +191,7 @@ impl<R: Runtime> Controller<R> {
             runtime,
             statuses,
             accounts,
+            passwords: InstancePasswords::default(),
             usage: UsageStore::default(),
             ports,
             health: HealthClient::default(),
@@ -227,7 +231,7 @@ impl<R: Runtime> Controller<R> {
             let statuses = self.ctx.statuses.clone();
             move || {
                 statuses.filter_map_all(|s| {
-                    let process = s.process.as_ref()?;
+                    let process = s.local_process()?;
                     Some(Sampled {
                         name: s.name.clone(),
                         pgid: process.pgid,

@@ -143,6 +143,7 @@ pub fn app(state: AppState) -> Router {
     let proxy_state = crate::proxy::ProxyState {
         statuses: state.statuses.clone(),
         sessions: state.sessions.clone(),
+        passwords: state.passwords.clone(),
         forwarder: crate::proxy::Forwarder::new(mib(config.server.static_cache_mb)),
         start_on_visit,
         ide_origins: config

@@ -30,6 +30,7 @@ use crate::endpoint::Endpoint;
 use crate::http::ApiError;
 use crate::http::Site;
 use crate::identity::Caller;
+use crate::instance_auth::InstancePasswords;
 use crate::sessions::Sessions;
 use crate::status::{Phase, Route, StatusStore};
 pub use forward::Forwarder;
@@ -48,6 +49,8 @@ pub struct ProxyState {
     pub ide_origins: Option<IdeOrigins>,
     /// Whose access is revoked: their tunnels end.
     pub sessions: Sessions,
+    /// Passwords of instances that ask for one (see [`crate::instance_auth`]).
+    pub passwords: InstancePasswords,
 }
 
 /// IDEs on origins of their own: `/s/<name>/…` and `/vscode/<port>/…` on devbox's

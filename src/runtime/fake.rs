@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError};
 use crate::endpoint::Endpoint;
 use crate::health::{HealthClient, HealthError, Healthz};
-use crate::status::ProcessRecord;
+use crate::status::{InstanceRecord, ProcessRecord};
 
 /// The first pid the fake hands out; each start takes the next.
 const FIRST_PID: u32 = 1000;
@@ -316,13 +316,17 @@ impl Runtime for FakeRuntime {
             exited,
         });
         Ok(Instance {
-            record,
+            record: InstanceRecord::Local(record),
             exited: receiver,
+            placement: None,
         })
     }
 
-    async fn stop(&self, record: &ProcessRecord, _grace: Duration) -> Result<(), RuntimeError> {
+    async fn stop(&self, record: &InstanceRecord, _grace: Duration) -> Result<(), RuntimeError> {
         let mut table = self.table();
+        let Some(record) = record.local() else {
+            return Ok(());
+        };
         if let Some(row) = table.row_by_tag(&record.instance)
             && row.instance.is_live()
         {
@@ -332,7 +336,8 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
+    async fn adopt(&self, record: &InstanceRecord) -> Option<Instance> {
+        let record = record.local()?;
         let mut table = self.table();
         let row = table.row_by_tag(&record.instance)?;
         let same = row.instance.record.pid == record.pid
@@ -342,13 +347,14 @@ impl Runtime for FakeRuntime {
         }
         row.instance.adopted = true;
         Some(Instance {
-            record: row.instance.record.clone(),
+            record: InstanceRecord::Local(row.instance.record.clone()),
             exited: row.exited.subscribe(),
+            placement: None,
         })
     }
 
-    async fn clean_up(&self, record: &ProcessRecord) {
-        self.table().cleaned_up.push(record.instance.clone());
+    async fn clean_up(&self, record: &InstanceRecord) {
+        self.table().cleaned_up.push(record.tag().to_owned());
     }
 
     /// Ends every live instance whose tag is not recorded (the table holds one devbox's
@@ -370,9 +376,9 @@ impl Runtime for FakeRuntime {
         None
     }
 
-    fn exit_reason(&self, record: &ProcessRecord, _exit: ExitInfo) -> Option<String> {
+    fn exit_reason(&self, record: &InstanceRecord, _exit: ExitInfo) -> Option<String> {
         let mut table = self.table();
-        let server = table.row_by_tag(&record.instance)?.instance.server.clone();
+        let server = table.row_by_tag(record.tag())?.instance.server.clone();
         table.behaviours.get(&server)?.exit_reason.clone()
     }
 

@@ -22,7 +22,7 @@ use crate::endpoint::{Endpoint, EndpointError};
 use crate::health::{HealthClient, HealthError, Healthz};
 use crate::isolation::Account;
 use crate::resources::Resources;
-use crate::status::ProcessRecord;
+use crate::status::InstanceRecord;
 
 /// The variables of devbox's own environment an instance or an extension install
 /// inherits: what a shell, git, Node and the marketplace need (the user, the locale,
@@ -111,6 +111,37 @@ mod env_tests {
     }
 }
 
+/// Which backend runs a server.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Processes on devbox's own host.
+    #[default]
+    Local,
+    /// A Slurm job per server, on the cluster of `runtime.slurm`.
+    Slurm,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Slurm => "slurm",
+        }
+    }
+}
+
 /// Everything needed to launch one instance.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {
@@ -122,7 +153,9 @@ pub struct LaunchPlan {
     /// Inherited variables to remove.
     pub env_remove: Vec<OsString>,
     /// Where the instance listens (its arguments say so too); recorded in its
-    /// [`ProcessRecord`], so that a restarted devbox connects to it the same way.
+    /// [`InstanceRecord`], so that a restarted devbox connects to it the same way. A
+    /// backend that places instances on other machines picks the port there and says
+    /// where through [`Instance::placement`].
     pub endpoint: Endpoint,
     pub working_dir: PathBuf,
     /// stdout and stderr are appended here.
@@ -166,8 +199,24 @@ impl std::fmt::Display for ExitInfo {
 /// A running instance: its identity and a receiver that turns `Some` when it exits.
 #[derive(Debug, Clone)]
 pub struct Instance {
-    pub record: ProcessRecord,
+    pub record: InstanceRecord,
     pub exited: watch::Receiver<Option<ExitInfo>>,
+    /// What the backend learns after the start (a queued job: why it waits, then
+    /// where it runs); `None` from a backend that knows everything at the start.
+    pub placement: Option<watch::Receiver<Placement>>,
+}
+
+/// Where a started instance is, for backends that place it themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Not running yet, for this reason (Slurm's pending reason: `Resources`,
+    /// `Priority`…).
+    Waiting(String),
+    /// Running; its record now says where (node, address).
+    Placed(InstanceRecord),
+    /// It can never run as asked (more memory than any node has, say); the backend
+    /// has withdrawn it.
+    Impossible(String),
 }
 
 impl Instance {
@@ -230,17 +279,17 @@ pub trait Runtime: Send + Sync + 'static {
     /// then force. Returns once nothing of it is left.
     fn stop(
         &self,
-        record: &ProcessRecord,
+        record: &InstanceRecord,
         grace: Duration,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Takes over an instance recorded by an earlier devbox, if it still runs.
-    fn adopt(&self, record: &ProcessRecord) -> impl Future<Output = Option<Instance>> + Send;
+    fn adopt(&self, record: &InstanceRecord) -> impl Future<Output = Option<Instance>> + Send;
 
     /// Kills what is left of an instance after its launcher is gone (children can hold
     /// the port for seconds). Never touches anything that is not that instance's, even
     /// if the process group id has been reused.
-    fn clean_up(&self, record: &ProcessRecord) -> impl Future<Output = ()> + Send;
+    fn clean_up(&self, record: &InstanceRecord) -> impl Future<Output = ()> + Send;
 
     /// Ends every instance of `owner` whose tag is not in `recorded`: an earlier devbox
     /// started them and was killed before it could record them, so no spec can claim
@@ -258,7 +307,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// What ended an instance that exited with `exit`, when the runtime knows more than
     /// the exit status: `out of memory (limit 2 GiB)` when the kernel killed it for
     /// memory. Ask before [`Runtime::clean_up`], which forgets the instance.
-    fn exit_reason(&self, record: &ProcessRecord, exit: ExitInfo) -> Option<String>;
+    fn exit_reason(&self, record: &InstanceRecord, exit: ExitInfo) -> Option<String>;
 
     /// devbox stops: gives back what the runtime holds on the host (its parent cgroup,
     /// once no instance is left in it). Blocking.

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::cgroup::{self, CgroupError, Cgroups, InstanceCgroup};
 use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError, procfs};
 use crate::endpoint;
-use crate::status::ProcessRecord;
+use crate::status::{InstanceRecord, ProcessRecord};
 
 /// How often a stop checks whether the instance is gone, and an adopted process is alive.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -192,19 +192,23 @@ impl Runtime for ProcessRuntime {
             let _ = tx.send(Some(exit));
         });
         Ok(Instance {
-            record: ProcessRecord {
+            record: InstanceRecord::Local(ProcessRecord {
                 pid,
                 pgid: pid,
                 start_ticks,
                 instance,
                 socket: plan.endpoint.socket().map(ToOwned::to_owned),
                 cgroup,
-            },
+            }),
             exited: rx,
+            placement: None,
         })
     }
 
-    async fn stop(&self, record: &ProcessRecord, grace: Duration) -> Result<(), RuntimeError> {
+    async fn stop(&self, record: &InstanceRecord, grace: Duration) -> Result<(), RuntimeError> {
+        let Some(record) = record.local() else {
+            return Ok(());
+        };
         let everything = Scope::GroupAndTagged;
         signal_all(record, everything, Signal::SIGTERM).await;
         if wait_gone(record, everything, grace).await {
@@ -223,7 +227,10 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    async fn clean_up(&self, record: &ProcessRecord) {
+    async fn clean_up(&self, record: &InstanceRecord) {
+        let Some(record) = record.local() else {
+            return;
+        };
         // Only processes carrying this instance's tag, or in its cgroup: the group id
         // may have been reused.
         kill_cgroup(record).await;
@@ -238,7 +245,8 @@ impl Runtime for ProcessRuntime {
         self.unenforced.as_deref()
     }
 
-    fn exit_reason(&self, record: &ProcessRecord, exit: ExitInfo) -> Option<String> {
+    fn exit_reason(&self, record: &InstanceRecord, exit: ExitInfo) -> Option<String> {
+        let record = record.local()?;
         let sigkill = exit == ExitInfo::Signal(Signal::SIGKILL as i32);
         record.cgroup.as_ref()?.oom_reason(sigkill)
     }
@@ -257,7 +265,8 @@ impl Runtime for ProcessRuntime {
             .unwrap_or_default()
     }
 
-    async fn adopt(&self, record: &ProcessRecord) -> Option<Instance> {
+    async fn adopt(&self, record: &InstanceRecord) -> Option<Instance> {
+        let record = record.local()?;
         if !procfs::is_same_process_alive(record.pid, record.start_ticks) {
             return None;
         }
@@ -274,7 +283,11 @@ impl Runtime for ProcessRuntime {
             }
             let _ = tx.send(Some(ExitInfo::Unknown));
         });
-        Some(Instance { record, exited: rx })
+        Some(Instance {
+            record: InstanceRecord::Local(record),
+            exited: rx,
+            placement: None,
+        })
     }
 }
 

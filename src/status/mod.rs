@@ -6,7 +6,10 @@
 //! works without a running devbox and a restarted controller knows which processes to
 //! adopt. Readers (API, CLI) take snapshots.
 
+mod instance;
 mod writer;
+
+pub use instance::{InstanceRecord, ProcessRecord, SlurmJobRecord};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,7 +24,6 @@ use crate::diagnostic::Diagnostic;
 use crate::endpoint::Endpoint;
 use crate::fsutil;
 use crate::identity::UserName;
-use crate::runtime::cgroup::InstanceCgroup;
 use writer::Writer;
 
 /// Where a server is in its life cycle.
@@ -92,30 +94,6 @@ pub struct ExtensionStatus {
     pub error: Option<String>,
 }
 
-/// The OS process serving a running server, as recorded for adoption.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessRecord {
-    pub pid: u32,
-    /// Process group; equal to `pid` (each instance leads its own group).
-    pub pgid: u32,
-    /// Kernel start time of the process (clock ticks since boot), so a reused pid is
-    /// never mistaken for ours.
-    pub start_ticks: u64,
-    /// Unique tag in the environment of every process of this instance, so processes
-    /// that left the group (terminals run in their own sessions) are found on stop.
-    #[serde(default)]
-    pub instance: String,
-    /// The Unix socket the instance listens on; `None`: it listens on the server's port
-    /// on loopback (`listen: tcp`, and every record a devbox from before sockets wrote,
-    /// so that such instances are still adopted and reached after an upgrade).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket: Option<PathBuf>,
-    /// The instance's own cgroup, when devbox could make one (a record without it, as
-    /// every devbox before cgroups wrote, is an instance found by group and tag only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<InstanceCgroup>,
-}
-
 /// What the proxy needs of a server: whether it runs, and where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -159,8 +137,15 @@ pub struct ServerStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<ProcessRecord>,
+    /// What runs the server, tagged by backend (status files from before backends
+    /// wrote a local process record under `process`, read as one).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "process",
+        deserialize_with = "instance::read_record"
+    )]
+    pub instance: Option<InstanceRecord>,
     /// When the current process became healthy (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -210,7 +195,7 @@ impl ServerStatus {
             phase: Phase::Pending,
             message: None,
             port: None,
-            process: None,
+            instance: None,
             started_at: None,
             workspace_path: None,
             applied_hash: None,
@@ -227,13 +212,18 @@ impl ServerStatus {
         }
     }
 
-    /// Where devbox connects to this server's instance: the socket its process record
-    /// names, else its port on loopback; `None` without a port.
+    /// Where devbox connects to this server's instance (see
+    /// [`InstanceRecord::endpoint`]); else, with no instance, its port on loopback.
     pub fn endpoint(&self) -> Option<Endpoint> {
-        match self.process.as_ref().and_then(|p| p.socket.as_ref()) {
-            Some(socket) => Some(Endpoint::Unix(socket.clone())),
+        match &self.instance {
+            Some(instance) => instance.endpoint(self.port),
             None => self.port.map(Endpoint::Tcp),
         }
+    }
+
+    /// The local process serving the server, when one does.
+    pub fn local_process(&self) -> Option<&ProcessRecord> {
+        self.instance.as_ref().and_then(InstanceRecord::local)
     }
 
     /// Seconds since the current process became healthy.
@@ -638,7 +628,7 @@ mod tests {
         std::fs::write(server.join("status.json"), old).unwrap();
         let store = StatusStore::open(dir.path()).unwrap();
         let status = store.get("old").expect("an old status file loads");
-        let process = status.process.clone().expect("its process record");
+        let process = status.local_process().cloned().expect("its process record");
         assert_eq!((process.pid, process.socket), (4242, None));
         assert_eq!(status.endpoint(), Some(Endpoint::Tcp(8012)));
         let route = store.by_port(8012).unwrap();
@@ -647,9 +637,11 @@ mod tests {
         // Written again, a record without a socket stays without one; with one, the
         // socket is where devbox connects.
         let json = serde_json::to_value(&status).unwrap();
-        assert!(json["process"].get("socket").is_none(), "{json}");
+        assert_eq!(json["instance"]["backend"], "local", "{json}");
+        assert!(json["instance"].get("socket").is_none(), "{json}");
+        assert!(json.get("process").is_none(), "{json}");
         let mut on_socket = status;
-        if let Some(process) = on_socket.process.as_mut() {
+        if let Some(InstanceRecord::Local(process)) = on_socket.instance.as_mut() {
             process.socket = Some(PathBuf::from("/state/sockets/old.sock"));
         }
         let json = serde_json::to_string(&on_socket).unwrap();

@@ -18,7 +18,7 @@ use crate::common::{self, Devbox, Direct, Options, STARTUP, wait_for};
 /// The pgid and tag of `name`'s running instance, from its status file.
 fn recorded_instance(devbox: &Devbox, name: &str) -> (u32, String) {
     let status = devbox.status(name).expect("a status file");
-    let process = &status["process"];
+    let process = &status["instance"];
     let pgid = process["pgid"].as_u64().expect("a recorded process group") as u32;
     let tag = process["instance"]
         .as_str()
@@ -308,7 +308,7 @@ fn with_listen_tcp_an_instance_serves_on_its_port_as_before() {
     let (_, port) = devbox.wait_running("ide");
     assert_eq!(devbox.direct("ide"), Some(Direct::Tcp(port)));
     let status: Value = devbox.status("ide").expect("status");
-    assert!(status["process"].get("socket").is_none(), "{status}");
+    assert!(status["instance"].get("socket").is_none(), "{status}");
     assert!(common::healthz(&Direct::Tcp(port)).is_some());
     let health = devbox.get(&format!("/vscode/{port}/healthz"));
     assert_eq!(health.status, 200, "{health}");

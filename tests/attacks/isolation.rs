@@ -233,7 +233,7 @@ fn a_linked_socket_makes_devbox_proxy_the_owner_into_another_owners_ide() {
     let alice = user_of(ALICE);
     let socket = |name: &str| -> PathBuf {
         PathBuf::from(
-            devbox.status(name).expect("status")["process"]["socket"]
+            devbox.status(name).expect("status")["instance"]["socket"]
                 .as_str()
                 .expect("socket"),
         )
@@ -552,7 +552,7 @@ fn an_owner_reaches_nothing_of_devbox_nor_of_another_owner() {
 
     // The instance's cgroup (v2: one folder; v1: one per controller).
     let status = devbox.status("alice-ws").expect("status");
-    let cgroup = &status["process"]["cgroup"];
+    let cgroup = &status["instance"]["cgroup"];
     let dirs: Vec<PathBuf> = match cgroup["version"].as_str() {
         Some("v2") => vec![PathBuf::from(cgroup["dir"].as_str().expect("dir"))],
         Some("v1") => cgroup["dirs"]

@@ -9,7 +9,7 @@ use super::procs::live_processes;
 /// status file.
 pub fn cgroup_dirs(devbox: &Devbox, name: &str) -> Vec<(String, PathBuf)> {
     let status = devbox.status(name).expect("status");
-    let cgroup = &status["process"]["cgroup"];
+    let cgroup = &status["instance"]["cgroup"];
     match cgroup["version"].as_str() {
         Some("v2") => vec![(
             String::new(),

@@ -516,7 +516,7 @@ impl Devbox {
     /// tcp`). `None` without a status or a port.
     pub fn direct(&self, name: &str) -> Option<Direct> {
         let status = self.status(name)?;
-        if let Some(socket) = status["process"]["socket"].as_str() {
+        if let Some(socket) = status["instance"]["socket"].as_str() {
             return Some(Direct::Unix(PathBuf::from(socket)));
         }
         Some(Direct::Tcp(u16::try_from(status["port"].as_u64()?).ok()?))
@@ -605,13 +605,13 @@ fn kill_recorded_groups(state: &Path) {
         let Ok(status) = serde_json::from_slice::<Value>(&text) else {
             continue;
         };
-        if let Some(pgid) = status["process"]["pgid"].as_i64() {
+        if let Some(pgid) = status["instance"]["pgid"].as_i64() {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pgid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        remove_recorded_cgroup(&status["process"]["cgroup"]);
+        remove_recorded_cgroup(&status["instance"]["cgroup"]);
     }
 }
 

@@ -29,7 +29,7 @@ pub(in crate::controller) async fn sweep_unrecorded<R: Runtime>(
     statuses: &StatusStore,
 ) {
     let recorded: HashSet<String> = statuses
-        .filter_map_all(|status| Some(status.process.as_ref()?.instance.clone()))
+        .filter_map_all(|status| Some(status.instance.as_ref()?.tag().to_owned()))
         .into_iter()
         .collect();
     let owner = super::instance_owner(statuses.state_dir());
@@ -48,7 +48,7 @@ impl<R: Runtime> ServerTask<R> {
             .state
             .port
             .map_or_else(|| "?".to_owned(), |p| p.to_string());
-        let pid = recorded.record.pid;
+        let what = recorded.record.describe();
         match self.ctx.runtime.adopt(&recorded.record).await {
             Some(instance) => {
                 self.state.live = Some(Live {
@@ -66,7 +66,7 @@ impl<R: Runtime> ServerTask<R> {
                 METRICS.controller.adoptions.inc();
                 self.event(
                     Level::Info,
-                    format!("adopted running process {pid} on port {port}"),
+                    format!("adopted running {what} on port {port}"),
                 );
             }
             None => {
@@ -74,10 +74,7 @@ impl<R: Runtime> ServerTask<R> {
                 self.ctx.ports.release(self.name());
                 self.state.started_at = None;
                 self.state.phase = Phase::Stopped;
-                self.event(
-                    Level::Warn,
-                    format!("process {pid} ended while devbox was away"),
-                );
+                self.event(Level::Warn, format!("{what} ended while devbox was away"));
             }
         }
         self.publish();

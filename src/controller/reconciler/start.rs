@@ -89,7 +89,6 @@ impl<R: Runtime> ServerTask<R> {
             }
         };
         METRICS.controller.starts.inc();
-        let pid = instance.record.pid;
         // Recorded at once, with the spec it runs, and on disk before anything else, so
         // that a devbox killed right now adopts it. (Killed before, it finds the
         // instance unrecorded and ends it at its next start.)
@@ -115,10 +114,17 @@ impl<R: Runtime> ServerTask<R> {
                 self.state.message = self.limits_note();
                 self.state.started_at = Some(rfc3339(SystemTime::now()));
                 self.publish();
-                self.event(
-                    Level::Info,
-                    format!("started: pid {pid}, /vscode/{port}/ served from {endpoint}"),
-                );
+                if let Some(live) = &self.state.live {
+                    let record = &live.instance.record;
+                    let served_from = record.endpoint(Some(port)).unwrap_or(endpoint);
+                    self.event(
+                        Level::Info,
+                        format!(
+                            "started: {}, /vscode/{port}/ served from {served_from}",
+                            record.identity()
+                        ),
+                    );
+                }
             }
             StartOutcome::Exited(exit) => self.on_exit(exit, "during start ").await,
             StartOutcome::TimedOut => {

@@ -13,7 +13,7 @@ use crate::diagnostic::Diagnostic;
 use crate::identity::UserName;
 use crate::runtime::Instance;
 use crate::spec::ServerSpec;
-use crate::status::{ExtensionStatus, Phase, ProcessRecord, ServerStatus};
+use crate::status::{ExtensionStatus, InstanceRecord, Phase, ServerStatus};
 
 /// What a server's status says of it besides where it is, from the last spec applied
 /// (or, before one is, from its status).
@@ -59,7 +59,7 @@ impl Live {
 /// An instance an earlier devbox recorded, not looked at yet (see `recovery`).
 #[derive(Debug, Clone)]
 pub(super) struct Recorded {
-    pub record: ProcessRecord,
+    pub record: InstanceRecord,
     pub applied_hash: Option<String>,
 }
 
@@ -174,7 +174,7 @@ impl ServerState {
             message: status.message.clone(),
             port: status.port,
             live: None,
-            recorded: status.process.clone().map(|record| Recorded {
+            recorded: status.instance.clone().map(|record| Recorded {
                 record,
                 applied_hash: status.applied_hash.clone(),
             }),
@@ -230,7 +230,7 @@ impl ServerState {
         status.phase = self.phase;
         status.message.clone_from(&self.message);
         status.port = self.port;
-        status.process = process;
+        status.instance = process;
         status.started_at.clone_from(&self.started_at);
         status.workspace_path.clone_from(&self.workspace_path);
         status.applied_hash = self.applied_hash().map(str::to_owned);

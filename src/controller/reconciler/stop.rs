@@ -38,7 +38,7 @@ impl<R: Runtime> ServerTask<R> {
         self.state.message = message;
         self.state.retry = None;
         self.publish();
-        self.event(Level::Info, format!("{why}: process {} ended", record.pid));
+        self.event(Level::Info, format!("{why}: {} ended", record.describe()));
     }
 
     /// Bookkeeping once the instance's processes are gone: the port goes back to the
@@ -76,7 +76,7 @@ impl<R: Runtime> ServerTask<R> {
         }
         self.event(
             Level::Warn,
-            format!("{prefix}process {} exited ({exit})", record.pid),
+            format!("{prefix}{} exited ({exit})", record.describe()),
         );
         let policy = self
             .state

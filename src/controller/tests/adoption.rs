@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Setup, spec};
 use crate::runtime::ExitInfo;
-use crate::status::{Phase, ProcessRecord, ServerStatus};
+use crate::status::{InstanceRecord, Phase, ProcessRecord, ServerStatus};
 
 const PORT: u16 = 8042;
 
@@ -32,7 +32,7 @@ fn running_status(setup: &Setup, name: &str, body: &str, record: ProcessRecord) 
     let mut status = ServerStatus::new(name, spec.id, &spec.display_name);
     status.phase = Phase::Running;
     status.port = Some(PORT);
-    status.process = Some(record);
+    status.instance = Some(InstanceRecord::Local(record));
     status.applied_hash = Some(spec.hash.clone());
     status.observed_revision = Some(spec.revision.clone());
     status.started_at = Some("2025-01-15T10:00:00Z".into());
@@ -61,7 +61,7 @@ async fn a_recorded_instance_that_still_runs_is_adopted() {
     tokio::time::sleep(Duration::from_secs(120)).await;
     let adopted = h.must_status("tom");
     assert_eq!(adopted.phase, Phase::Running);
-    assert_eq!(adopted.process.as_ref(), Some(&record));
+    assert_eq!(adopted.local_process(), Some(&record));
     assert_eq!(adopted.port, Some(PORT));
     assert_eq!(h.ctx.ports.owner(PORT).as_deref(), Some("tom"));
     assert_eq!(h.fake.starts("tom"), 0);
@@ -120,8 +120,7 @@ async fn a_recorded_instance_that_ended_is_cleaned_up_and_started_again() {
     let running = h
         .wait_for("vic", "running a new instance", |s| {
             s.phase == Phase::Running
-                && s.process
-                    .as_ref()
+                && s.local_process()
                     .is_some_and(|p| p.instance != record.instance)
         })
         .await;
@@ -142,7 +141,7 @@ async fn a_recorded_instance_that_ended_stays_down_when_its_spec_says_stopped() 
     h.apply("wes", "state: stopped");
     let stopped = h
         .wait_for("wes", "stopped", |s| {
-            s.phase == Phase::Stopped && s.process.is_none()
+            s.phase == Phase::Stopped && s.instance.is_none()
         })
         .await;
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -174,7 +173,7 @@ async fn the_port_of_a_recorded_instance_that_ended_is_free_for_others() {
     let mut h = setup.recorded(&status).start().await;
     h.apply("abe", "state: stopped");
     h.wait_for("abe", "stopped", |s| {
-        s.phase == Phase::Stopped && s.process.is_none()
+        s.phase == Phase::Stopped && s.instance.is_none()
     })
     .await;
     // Its old port is no longer its own: a spec that pins it runs.

@@ -17,7 +17,7 @@ fn delay_text(delay: Duration) -> String {
 async fn crash(h: &Harness, name: &str, exit: ExitInfo) -> ServerStatus {
     h.fake.crash(name, exit);
     h.wait_for(name, "recording the exit", |s| {
-        s.process.is_none() && s.last_exit.as_deref() == Some(exit.to_string().as_str())
+        s.instance.is_none() && s.last_exit.as_deref() == Some(exit.to_string().as_str())
     })
     .await
 }
@@ -327,7 +327,7 @@ async fn an_exit_before_the_first_answer_is_a_crash_of_the_start() {
         ),
         "{status:?}"
     );
-    assert_eq!(status.process, None);
+    assert_eq!(status.instance, None);
     // The crashed instance is cleaned up after, and the next start comes after the backoff.
     let first = h.fake.started("hal")[0].record.instance.clone();
     assert!(h.fake.cleaned_up().contains(&first));

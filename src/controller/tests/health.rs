@@ -105,7 +105,7 @@ async fn an_idle_instance_is_stopped_and_stays_down_until_its_spec_changes() {
         "stopped after 30m without a connected browser; it starts again when its spec changes";
     assert_eq!(culled.message.as_deref(), Some(message));
     assert_eq!(culled.halted_revision.as_ref(), Some(&spec.revision));
-    assert_eq!(culled.process, None);
+    assert_eq!(culled.instance, None);
     assert_eq!(h.fake.stops("quin"), 1);
     assert!(h.fake.live("quin").is_empty());
     assert!(h.has_event("quin", message));

@@ -33,7 +33,7 @@ async fn edit_during_start(name: &str, slow: impl FnOnce(&mut crate::runtime::fa
     let live = h.fake.live(name);
     assert_eq!(live.len(), 1, "{live:#?}");
     assert_eq!(env_of(&live[0], "VERSION").as_deref(), Some("two"));
-    assert_eq!(running.process.as_ref(), Some(&live[0].record));
+    assert_eq!(running.local_process(), Some(&live[0].record));
     assert_eq!(running.applied_hash.as_deref(), Some(edited.hash.as_str()));
     // The old start's instance was stopped, not left to run beside the new one.
     let started = h.fake.started(name);
@@ -108,7 +108,7 @@ async fn a_stop_while_the_instance_boots_stops_it() {
         .wait_for("ned", "stopped", |s| s.phase == Phase::Stopped)
         .await;
     assert!(h.fake.live_all().is_empty());
-    assert_eq!(stopped.process, None);
+    assert_eq!(stopped.instance, None);
     assert_eq!(stopped.message, None);
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(h.fake.starts("ned"), 1);

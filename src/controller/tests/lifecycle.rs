@@ -18,7 +18,7 @@ async fn a_running_spec_is_started_once_and_runs() {
     assert_eq!(h.fake.starts("alice"), 1);
     let instance = &h.fake.started("alice")[0];
     let plan = instance.plan.as_ref().unwrap();
-    assert_eq!(status.process.as_ref(), Some(&instance.record));
+    assert_eq!(status.local_process(), Some(&instance.record));
     assert_eq!(status.message, None);
     assert_eq!((status.restarts, status.consecutive_crashes), (0, 0));
     assert!(status.started_at.is_some());
@@ -79,7 +79,7 @@ async fn a_stopped_spec_stops_the_instance_and_frees_its_port() {
         .wait_for("bob", "running", |s| s.phase == Phase::Running)
         .await;
     let port = running.port.unwrap();
-    let pid = running.process.as_ref().unwrap().pid;
+    let pid = running.local_process().unwrap().pid;
 
     h.apply("bob", "state: stopped");
     let stopped = h
@@ -87,7 +87,7 @@ async fn a_stopped_spec_stops_the_instance_and_frees_its_port() {
         .await;
     assert_eq!(h.fake.stops("bob"), 1);
     assert!(h.fake.live("bob").is_empty());
-    assert_eq!(stopped.process, None);
+    assert_eq!(stopped.instance, None);
     assert_eq!(stopped.message, None);
     assert_eq!(stopped.port, None);
     assert_eq!(h.ctx.ports.owner(port), None);
@@ -134,7 +134,7 @@ async fn a_runtime_that_refuses_to_start_fails_the_server_and_is_retried_with_ba
     );
     assert!(message.contains("code_server.binary"), "{message}");
     assert!(failed.next_retry_at.is_some());
-    assert_eq!(failed.process, None);
+    assert_eq!(failed.instance, None);
     assert_eq!(failed.port, None);
     assert!(h.has_event("carol", "cannot start code-server"));
     assert!(h.has_event("carol", "retry in 1s"));
