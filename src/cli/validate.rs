@@ -87,6 +87,8 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut used: BTreeMap<String, usize> = BTreeMap::new();
     // Valid specs per directory, for the cross-file port check.
     let mut valid: BTreeMap<PathBuf, Vec<(ServerSpec, String)>> = BTreeMap::new();
+    // The state dir of each valid spec's config: who runs on which port.
+    let mut state_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (file, text) in &specs {
         // Of equally near configs, the first that accepts the spec checks it; when none
         // does, the first reports why.
@@ -102,34 +104,50 @@ pub fn run(cli: &Cli, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
             let loaded = spec::load(file, text, config);
             let accepted = loaded.is_ok();
             if outcome.is_none() || accepted {
-                outcome = Some((label, loaded));
+                let state_dir = cli
+                    .state_dir
+                    .as_ref()
+                    .unwrap_or(&config.controller.state_dir);
+                outcome = Some((label, loaded, state_dir.clone()));
             }
             if accepted {
                 break;
             }
         }
-        let (label, loaded) = outcome.unwrap_or_else(|| {
+        let (label, loaded, state_dir) = outcome.unwrap_or_else(|| {
             (
                 "the embedded default".to_owned(),
                 spec::load(file, text, &embedded),
+                cli.state_dir
+                    .clone()
+                    .unwrap_or_else(|| embedded.controller.state_dir.clone()),
             )
         });
         *used.entry(label).or_default() += 1;
         match loaded {
-            Ok(spec) => valid
-                .entry(file.parent().map(Path::to_owned).unwrap_or_default())
-                .or_default()
-                .push((spec, text.clone())),
+            Ok(spec) => {
+                state_dirs.insert(spec.name.clone(), state_dir);
+                valid
+                    .entry(file.parent().map(Path::to_owned).unwrap_or_default())
+                    .or_default()
+                    .push((spec, text.clone()));
+            }
             Err(diags) => problems.extend(diags),
         }
     }
     for specs in valid.values() {
-        // Decided as a devbox started now would: the older file wins, ties by name.
+        // Decided as a devbox started now would: a server its state dir records running
+        // on the port keeps it, else the older file wins, ties by name.
         let age = |spec: &ServerSpec| {
             let modified = std::fs::metadata(&spec.file)
                 .and_then(|m| m.modified())
                 .ok();
-            (modified.is_none(), modified)
+            let running_on_it = spec.port.is_some()
+                && state_dirs
+                    .get(&spec.name)
+                    .and_then(|dir| crate::status::load(dir, &spec.name))
+                    .is_some_and(|s| s.instance.is_some() && s.port == spec.port);
+            (!running_on_it, modified.is_none(), modified)
         };
         let conflicts = scan::port_conflicts(specs.iter().map(|(s, t)| (s, t.as_str())), age);
         problems.extend(conflicts.into_iter().map(|(_, diag)| diag));

@@ -163,7 +163,10 @@ impl<R: Runtime> Controller<R> {
                 ports.claim(&status.name, port);
             }
         }
-        let scan_cache = scan::ScanCache::default();
+        let scan_cache = scan::ScanCache::with_running(statuses.filter_map_all(|status| {
+            status.instance.as_ref()?;
+            Some((status.port?, status.name.clone()))
+        }));
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Context {
             logs: LogHub::new(LogLimits {

@@ -9,8 +9,10 @@
 //!
 //! Two files pinning one port are decided among the files alone, never by asking who
 //! runs on it: the file that had the port at the previous scan keeps it while it still
-//! pins it (every API edit rewrites a file, and must not hand its port over); otherwise
-//! the older file by modification time wins, ties by name. So a file copied beside a
+//! pins it (every API edit rewrites a file, and must not hand its port over; a typo that
+//! makes it invalid for a while neither), and a devbox starting over a state dir takes
+//! the servers its status files record running as the previous winners; otherwise the
+//! older file by modification time wins, ties by name. So a file copied beside a
 //! running server's loses, and the server keeps running. The loser is invalid, with an
 //! error naming the winner. (The spec writer refuses to write such a pair; they come
 //! from hand edits.)
@@ -89,6 +91,19 @@ pub struct ScanCache {
     admitted: BTreeSet<String>,
     /// The server whose file won each pinned port at the last scan: it keeps the port.
     port_winners: BTreeMap<u16, String>,
+}
+
+impl ScanCache {
+    /// A cache for a devbox starting over a state dir: each server whose instance the
+    /// previous devbox recorded on a port starts as that port's winner, so that it
+    /// keeps the port its spec file pins even when another file, older or not, pins it
+    /// too.
+    pub fn with_running(running: impl IntoIterator<Item = (u16, String)>) -> Self {
+        Self {
+            port_winners: running.into_iter().collect(),
+            ..Self::default()
+        }
+    }
 }
 
 struct CachedFile {
@@ -202,8 +217,9 @@ pub fn scan(
         dir,
     );
     // Files over the cap claim no port.
-    resolve_port_conflicts(&mut desired, cache);
+    let kept_by_invalid = resolve_port_conflicts(&mut desired, cache);
     cache.port_winners = pinned_ports(&desired);
+    cache.port_winners.extend(kept_by_invalid);
     Ok(desired)
 }
 
@@ -257,8 +273,37 @@ pub fn pinned_ports(desired: &BTreeMap<String, Desired>) -> BTreeMap<u16, String
 }
 
 /// Replaces specs that lose a pinned-port conflict by their error: the last scan's
-/// winner of a port keeps it, else the older file, ties by name.
-fn resolve_port_conflicts(desired: &mut BTreeMap<String, Desired>, cache: &ScanCache) {
+/// winner of a port keeps it, else the older file, ties by name. A winner whose file
+/// has turned invalid keeps its port too (a typo in a running server's spec must not
+/// hand its port to another file) until its file is valid again or gone: returns
+/// those ports.
+fn resolve_port_conflicts(
+    desired: &mut BTreeMap<String, Desired>,
+    cache: &ScanCache,
+) -> BTreeMap<u16, String> {
+    let kept_by_invalid: BTreeMap<u16, String> = cache
+        .port_winners
+        .iter()
+        .filter(|(_, name)| matches!(desired.get(*name), Some(Desired::Invalid(_))))
+        .map(|(port, name)| (*port, name.clone()))
+        .collect();
+    let losers: Vec<(String, Diagnostic)> = desired
+        .values()
+        .filter_map(|d| match d {
+            Desired::Spec(spec) => {
+                let port = spec.port?;
+                let holder = kept_by_invalid.get(&port)?;
+                let message = format!("port {port} is already claimed by server `{holder}`");
+                let diag =
+                    Diagnostic::field(&spec.file, cache.text(&spec.file), "spec.port", message);
+                Some((spec.name.clone(), diag))
+            }
+            _ => None,
+        })
+        .collect();
+    for (name, diag) in losers {
+        desired.insert(name, Desired::Invalid(Arc::new(vec![diag])));
+    }
     let specs: Vec<(&ServerSpec, &str)> = desired
         .values()
         .filter_map(|d| match d {
@@ -275,6 +320,7 @@ fn resolve_port_conflicts(desired: &mut BTreeMap<String, Desired>, cache: &ScanC
     for (name, diag) in losers {
         desired.insert(name, Desired::Invalid(Arc::new(vec![diag])));
     }
+    kept_by_invalid
 }
 
 /// Specs (with their file text) that pin a port another spec pins too. Of the specs
@@ -439,6 +485,53 @@ mod tests {
         assert_eq!(
             pinned_ports(&desired),
             BTreeMap::from([(8020, "a".to_owned()), (8021, "b".to_owned())])
+        );
+    }
+
+    #[test]
+    fn a_winner_whose_file_turns_invalid_keeps_its_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::embedded_default();
+        write(
+            dir.path(),
+            "good",
+            "  port: 8020
+",
+        );
+        let mut cache = ScanCache::default();
+        scan(dir.path(), &config, &mut cache, |_| false).unwrap();
+        // A typo in the running server's file, and another file pinning its port.
+        write(
+            dir.path(),
+            "good",
+            "  port: 8020
+  bogus: 1
+",
+        );
+        write(
+            dir.path(),
+            "thief",
+            "  port: 8020
+",
+        );
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
+        let thief = loser(&desired)
+            .into_iter()
+            .find(|(name, _)| name == "thief")
+            .expect("thief loses");
+        assert_eq!(thief.1, "port 8020 is already claimed by server `good`");
+        // Fixed again, the file has its port back; the other still loses.
+        write(
+            dir.path(),
+            "good",
+            "  port: 8020
+",
+        );
+        let desired = scan(dir.path(), &config, &mut cache, |_| false).unwrap();
+        assert_eq!(loser(&desired)[0].0, "thief");
+        assert_eq!(
+            pinned_ports(&desired),
+            BTreeMap::from([(8020, "good".to_owned())])
         );
     }
 

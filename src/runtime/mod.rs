@@ -145,6 +145,8 @@ impl Backend {
 /// Everything needed to launch one instance.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {
+    /// Which backend is to run it (the spec's `runtime`).
+    pub backend: Backend,
     pub server: String,
     pub program: PathBuf,
     pub args: Vec<String>,

@@ -12,7 +12,7 @@ use crate::status::Phase;
 
 impl<R: Runtime> ServerTask<R> {
     pub(super) async fn check_health(&mut self) {
-        let Some(endpoint) = self.state.project().endpoint() else {
+        let Some(endpoint) = self.live_endpoint() else {
             return;
         };
         let answer = self

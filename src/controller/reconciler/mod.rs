@@ -8,6 +8,8 @@
 //! forgetting) and `health` (health checks and idle culling).
 
 mod health;
+mod password;
+mod placement;
 mod recovery;
 mod run_as;
 mod start;
@@ -105,6 +107,12 @@ impl<R: Runtime> ServerTask<R> {
         }
     }
 
+    /// Where the running instance is reached, once that is known.
+    fn live_endpoint(&self) -> Option<crate::endpoint::Endpoint> {
+        let live = self.state.live.as_ref()?;
+        live.instance.record.endpoint(self.state.port)
+    }
+
     fn event(&self, level: Level, message: impl Into<String>) {
         self.ctx
             .logs
@@ -136,6 +144,11 @@ impl<R: Runtime> ServerTask<R> {
             let retry_at = self.state.retry.as_ref().map(|r| r.at);
             let running = self.state.live.is_some();
             let mut exited = self.state.live.as_ref().map(|l| l.instance.exited.clone());
+            let mut placement = self
+                .state
+                .live
+                .as_ref()
+                .and_then(|l| l.instance.placement.clone());
             tokio::select! {
                 changed = self.desired.changed() => {
                     if changed.is_err() {
@@ -149,6 +162,16 @@ impl<R: Runtime> ServerTask<R> {
                         None => std::future::pending().await,
                     }
                 } => self.on_exit(exit, "").await,
+                // An adopted instance still waiting in a queue, placed meanwhile.
+                Some(now) = async {
+                    match placement.as_mut() {
+                        Some(rx) => match rx.changed().await {
+                            Ok(()) => Some(rx.borrow_and_update().clone()),
+                            Err(_) => std::future::pending().await,
+                        },
+                        None => std::future::pending().await,
+                    }
+                } => self.on_placement(now),
                 () = async {
                     match retry_at {
                         Some(at) => tokio::time::sleep_until(at).await,

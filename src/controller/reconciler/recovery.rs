@@ -34,7 +34,7 @@ pub(in crate::controller) async fn sweep_unrecorded<R: Runtime>(
         .collect();
     let owner = super::instance_owner(statuses.state_dir());
     for tag in runtime.sweep_unrecorded(&owner, &recorded).await {
-        tracing::warn!(instance = %tag, "ended an instance no status recorded (devbox had died while starting it)");
+        tracing::warn!(instance = %tag, "killed an instance no status recorded (devbox had died while starting it)");
     }
 }
 
@@ -51,6 +51,7 @@ impl<R: Runtime> ServerTask<R> {
         let what = recorded.record.describe();
         match self.ctx.runtime.adopt(&recorded.record).await {
             Some(instance) => {
+                self.recall_password(&instance.record);
                 self.state.live = Some(Live {
                     instance,
                     // Unknown (a status from before hashes were recorded): the spec is

@@ -14,14 +14,12 @@ use super::state::{Live, StartProgress};
 use crate::config::{Config, ListenMode, ShutdownPolicy};
 use crate::controller::ports::PortError;
 use crate::endpoint::{self, Endpoint};
-use crate::fsutil;
-use crate::isolation::layout::CODE_SERVER_CONFIG;
 use crate::logs::Level;
 use crate::metrics::METRICS;
 use crate::provision::{
     self, ExtensionOutcome, ExtensionRef, InstallerSettings, WorkspaceSource, ZipLayout, ZipLimits,
 };
-use crate::runtime::{ExitInfo, Instance, LaunchPlan, Runtime};
+use crate::runtime::{Backend, ExitInfo, Instance, LaunchPlan, Runtime};
 use crate::spec::ServerSpec;
 use crate::status::{ExtensionStatus, Phase, rfc3339};
 
@@ -32,8 +30,10 @@ const START_POLL: Duration = Duration::from_millis(25);
 /// How often a healthy instance still waiting for its extensions is checked for an exit.
 const EXIT_POLL: Duration = Duration::from_millis(250);
 
-enum StartOutcome {
+pub(super) enum StartOutcome {
     Healthy,
+    /// The backend can never run it as asked (see [`crate::runtime::Placement::Impossible`]).
+    Impossible(String),
     Exited(ExitInfo),
     TimedOut,
     /// See [`ServerTask::interrupted`]; `provisioned` is false when the extensions
@@ -70,15 +70,19 @@ impl<R: Runtime> ServerTask<R> {
             Err(reason) => return self.fail(reason, false),
         };
 
-        let endpoint = match self.endpoint(port) {
+        let endpoint = match self.endpoint(port, spec.runtime) {
             Ok(endpoint) => endpoint,
             Err(err) => return self.fail(err.to_string(), false),
+        };
+        let auth = match self.prepare_auth(spec.runtime).await {
+            Ok(auth) => auth,
+            Err(err) => return self.fail(err, false),
         };
         self.state.phase = Phase::Starting;
         self.state.message = Some("starting code-server".into());
         self.state.workspace_path = Some(workspace.clone());
         self.publish();
-        let plan = self.launch_plan(&spec, &endpoint, &workspace);
+        let plan = self.launch_plan(&spec, &endpoint, &workspace, auth.args);
         self.launch_log_offset = std::fs::metadata(&plan.log_file).map_or(0, |m| m.len());
         self.start_tail();
         let instance = match self.ctx.runtime.start(&plan).await {
@@ -89,6 +93,7 @@ impl<R: Runtime> ServerTask<R> {
             }
         };
         METRICS.controller.starts.inc();
+        self.publish_password(&instance.record, auth.password);
         // Recorded at once, with the spec it runs, and on disk before anything else, so
         // that a devbox killed right now adopts it. (Killed before, it finds the
         // instance unrecorded and ends it at its next start.)
@@ -101,7 +106,11 @@ impl<R: Runtime> ServerTask<R> {
         self.publish();
         let statuses = self.ctx.statuses.clone();
         let _ = tokio::task::spawn_blocking(move || statuses.flush()).await;
-        match self.wait_ready(&endpoint, &spec).await {
+        let outcome = match self.await_placement(&spec).await {
+            Some(outcome) => outcome,
+            None => self.wait_ready(&spec).await,
+        };
+        match outcome {
             StartOutcome::Healthy => {
                 METRICS
                     .controller
@@ -116,7 +125,9 @@ impl<R: Runtime> ServerTask<R> {
                 self.publish();
                 if let Some(live) = &self.state.live {
                     let record = &live.instance.record;
-                    let served_from = record.endpoint(Some(port)).unwrap_or(endpoint);
+                    let served_from = record
+                        .endpoint(Some(port))
+                        .map_or_else(|| "?".to_owned(), |e| e.to_string());
                     self.event(
                         Level::Info,
                         format!(
@@ -127,6 +138,10 @@ impl<R: Runtime> ServerTask<R> {
                 }
             }
             StartOutcome::Exited(exit) => self.on_exit(exit, "during start ").await,
+            StartOutcome::Impossible(reason) => {
+                self.stop("cannot run", None).await;
+                self.fail(reason, false);
+            }
             StartOutcome::TimedOut => {
                 self.stop("start timed out", None).await;
                 let timeout = self.ctx.config.code_server.start_timeout;
@@ -254,8 +269,8 @@ impl<R: Runtime> ServerTask<R> {
     /// reads its extensions only once a browser connects, and the proxy lets no browser
     /// in before the server runs, so the two may overlap: a start costs the longer of
     /// them instead of their sum.
-    async fn wait_ready(&mut self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
-        let outcome = self.race_installs_and_boot(endpoint, spec).await;
+    async fn wait_ready(&mut self, spec: &ServerSpec) -> StartOutcome {
+        let outcome = self.race_installs_and_boot(spec).await;
         let progress = std::mem::take(&mut *self.state.progress());
         if let Some(results) = progress.extension_results {
             self.state.extension_results = results;
@@ -267,9 +282,9 @@ impl<R: Runtime> ServerTask<R> {
         outcome
     }
 
-    async fn race_installs_and_boot(&self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
+    async fn race_installs_and_boot(&self, spec: &ServerSpec) -> StartOutcome {
         let installing = self.install_extensions(spec);
-        let healthy = self.wait_healthy(endpoint, spec);
+        let healthy = self.wait_healthy(spec);
         tokio::pin!(installing, healthy);
         let (mut installed, mut is_healthy) = (false, false);
         while !(installed && is_healthy) {
@@ -396,7 +411,15 @@ impl<R: Runtime> ServerTask<R> {
     /// socket directory (made private again, should someone have opened it up; under
     /// `isolation.run_as: owner`, the folder of the instance's user), or the port
     /// itself with `listen: tcp`.
-    fn endpoint(&self, port: u16) -> Result<Endpoint, String> {
+    fn endpoint(&self, port: u16, backend: Backend) -> Result<Endpoint, String> {
+        if backend != Backend::Local {
+            // Any address of the node the job lands on, on a port free there: the job
+            // says which (see [`crate::runtime::Placement`]).
+            return Ok(Endpoint::Remote {
+                host: "0.0.0.0".into(),
+                port: 0,
+            });
+        }
         match self.ctx.config.code_server.listen {
             ListenMode::Tcp => Ok(Endpoint::Tcp(port)),
             ListenMode::Socket => {
@@ -414,17 +437,15 @@ impl<R: Runtime> ServerTask<R> {
         }
     }
 
-    fn launch_plan(&self, spec: &ServerSpec, endpoint: &Endpoint, workspace: &Path) -> LaunchPlan {
+    fn launch_plan(
+        &self,
+        spec: &ServerSpec,
+        endpoint: &Endpoint,
+        workspace: &Path,
+        auth_args: Vec<String>,
+    ) -> LaunchPlan {
         let code_server = &self.ctx.config.code_server;
-        let config_file = self.dir.join(CODE_SERVER_CONFIG);
-        // code-server reads (and would otherwise create) a shared ~/.config file. Not
-        // secret, and readable by the instance's user (see `isolation::layout`).
-        if let Err(err) =
-            fsutil::write_atomic_mode(&config_file, b"auth: none\ncert: false\n", 0o644)
-        {
-            tracing::warn!(%err, "cannot write code-server config file");
-        }
-        let mut args: Vec<String> = vec!["--auth".into(), "none".into()];
+        let mut args = auth_args;
         args.extend(endpoint.code_server_args());
         args.extend([
             "--disable-telemetry".into(),
@@ -433,8 +454,6 @@ impl<R: Runtime> ServerTask<R> {
             path_string(&self.dir.join("user-data")),
             "--extensions-dir".into(),
             path_string(&self.dir.join("extensions")),
-            "--config".into(),
-            path_string(&config_file),
         ]);
         args.extend(code_server.extra_args.iter().cloned());
         args.push(path_string(workspace));
@@ -442,6 +461,7 @@ impl<R: Runtime> ServerTask<R> {
         env.push(("VSCODE_PROXY_URI".into(), "./proxy/{{port}}".into()));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         LaunchPlan {
+            backend: spec.runtime,
             server: self.name().to_owned(),
             program: code_server.binary.clone(),
             args,
@@ -458,7 +478,7 @@ impl<R: Runtime> ServerTask<R> {
 
     /// Polls `/healthz` until it answers, the process exits, the start times out, or
     /// the start is interrupted.
-    async fn wait_healthy(&self, endpoint: &Endpoint, spec: &ServerSpec) -> StartOutcome {
+    async fn wait_healthy(&self, spec: &ServerSpec) -> StartOutcome {
         let deadline = Instant::now() + self.ctx.config.code_server.start_timeout.get();
         loop {
             if let Some(exit) = self.live_instance().and_then(Instance::exit_status) {
@@ -467,12 +487,13 @@ impl<R: Runtime> ServerTask<R> {
             if self.interrupted(spec) {
                 return StartOutcome::Interrupted { provisioned: true };
             }
-            if self
-                .ctx
-                .runtime
-                .probe(&self.ctx.health, endpoint, Duration::from_secs(1))
-                .await
-                .is_ok()
+            if let Some(endpoint) = self.live_endpoint()
+                && self
+                    .ctx
+                    .runtime
+                    .probe(&self.ctx.health, &endpoint, Duration::from_secs(1))
+                    .await
+                    .is_ok()
             {
                 return StartOutcome::Healthy;
             }

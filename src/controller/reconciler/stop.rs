@@ -46,6 +46,7 @@ impl<R: Runtime> ServerTask<R> {
     /// instance.
     pub(super) fn instance_ended(&mut self) {
         self.stop_tail();
+        self.ctx.passwords.remove(self.name());
         self.state.live = None;
         self.state.started_at = None;
         self.ctx.ports.release(self.name());
