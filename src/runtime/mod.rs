@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod fake;
 pub mod process;
 pub mod procfs;
+pub mod slurm;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
