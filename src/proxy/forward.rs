@@ -1,7 +1,7 @@
 //! Forwarding one HTTP request to an instance and streaming the answer back, over
-//! keep-alive connections (or answering it from the static cache); and the header
-//! rules both forwarding and tunnels follow (RFC 9110's hop-by-hop headers,
-//! `X-Forwarded-*`).
+//! keep-alive connections (or answering it from the static cache), signed in to the
+//! instances that ask for a password (`sign_in`); and the header rules both
+//! forwarding and tunnels follow (RFC 9110's hop-by-hop headers, `X-Forwarded-*`).
 
 use std::net::SocketAddr;
 
@@ -12,34 +12,50 @@ use axum::response::Response;
 
 use super::backend::Backends;
 use super::bad_gateway;
+use super::sign_in::{Account, SendError, SignIns};
 use super::static_cache::StaticCache;
 use crate::endpoint::Endpoint;
 
-/// The keep-alive connections to the instances, and the cache of their static files.
-/// Cloning shares both.
+/// The keep-alive connections to the instances, the cache of their static files, and
+/// the sessions with the instances that ask for a password. Cloning shares them all.
 #[derive(Clone)]
 pub struct Forwarder {
     backends: Backends,
     cache: StaticCache,
+    sign_ins: SignIns,
 }
 
 impl Forwarder {
     /// A forwarder whose static cache holds at most `cache_bytes` (0: no cache).
     pub fn new(cache_bytes: usize) -> Self {
+        let backends = Backends::default();
         Self {
-            backends: Backends::default(),
+            sign_ins: SignIns::new(backends.clone()),
+            backends,
             cache: StaticCache::new(cache_bytes),
         }
     }
 
+    /// How many times devbox has signed in (or tried to) to instances that ask for a
+    /// password.
+    pub fn sign_in_attempts(&self) -> u64 {
+        self.sign_ins.attempts()
+    }
+
+    pub(super) fn sign_ins(&self) -> &SignIns {
+        &self.sign_ins
+    }
+
     /// Sends `request` to the instance of route `port` at `endpoint`, with `prefix`
-    /// stripped from its path.
+    /// stripped from its path; signed in as `account` when the instance asks for a
+    /// password.
     pub async fn forward(
         &self,
         port: u16,
         endpoint: &Endpoint,
         prefix: &str,
         request: Request,
+        account: Option<&Account<'_>>,
     ) -> Response {
         let (mut parts, body) = request.into_parts();
         prepare_request_headers(&mut parts, false);
@@ -51,11 +67,15 @@ impl Forwarder {
         if let Some(cached) = cache_key.as_ref().and_then(|key| self.cache.get(key)) {
             return cached;
         }
-        match self
-            .backends
-            .send(endpoint, Request::from_parts(parts, body))
-            .await
-        {
+        let sent = match account {
+            None => self
+                .backends
+                .send(endpoint, Request::from_parts(parts, body))
+                .await
+                .map_err(SendError::Backend),
+            Some(account) => self.sign_ins.send(account, endpoint, parts, body).await,
+        };
+        match sent {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
@@ -71,7 +91,10 @@ impl Forwarder {
                     None => response,
                 }
             }
-            Err(err) => bad_gateway(format!("instance on port {port} did not answer: {err}")),
+            Err(SendError::Backend(err)) => {
+                bad_gateway(format!("instance on port {port} did not answer: {err}"))
+            }
+            Err(err) => bad_gateway(err.to_string()),
         }
     }
 }

@@ -7,11 +7,13 @@
 //! keep-alive HTTP/1.1 connections (`backend`) to where each instance listens (its
 //! Unix socket or its port, [`crate::endpoint`]); code-server's build-addressed static files are
 //! also kept in a shared cache (`static_cache`); WebSocket upgrades become raw byte
-//! tunnels.
+//! tunnels. To an instance that asks for a password (one on another machine), the
+//! proxy sends every request signed in with a session of its own (`sign_in`).
 
 mod backend;
 mod forward;
 mod idle_page;
+mod sign_in;
 mod static_cache;
 mod tunnel;
 
@@ -103,7 +105,7 @@ pub async fn serve_ide_origin(
             port: Some(port),
             endpoint: Some(endpoint),
             ..
-        }) => forward(state, caller, port, &endpoint, "", request).await,
+        }) => forward(state, caller, name, port, &endpoint, "", request).await,
         Some(_) => {
             let page = state
                 .ide_origins
@@ -231,7 +233,7 @@ async fn serve_route(
             ..
         } => match &state.ide_origins {
             Some(ide) => ide.redirect(Some(&caller), &name, &rest_of(&request, prefix)),
-            None => forward(state, &caller, port, &endpoint, prefix, request).await,
+            None => forward(state, &caller, &name, port, &endpoint, prefix, request).await,
         },
         route => {
             let navigation = idle_page::is_navigation(request.method(), request.headers());
@@ -255,26 +257,34 @@ fn may_open(caller: Option<&Caller>, route: &Route) -> bool {
     caller.is_some_and(|caller| caller.may_use(route.owner.as_ref()))
 }
 
-/// Sends `caller`'s `request` for route `port` to its instance at `endpoint` (only the
-/// connection goes there; the route stays `port`). A tunnel ends when the caller's
-/// access is revoked.
+/// Sends `caller`'s `request` for server `name`'s route `port` to its instance at
+/// `endpoint` (only the connection goes there; the route stays `port`), signed in when
+/// the instance asks for a password. A tunnel ends when the caller's access is revoked.
 async fn forward(
     state: &ProxyState,
     caller: &Caller,
+    name: &str,
     port: u16,
     endpoint: &Endpoint,
     prefix: &str,
     request: Request,
 ) -> Response {
+    let account = state.passwords.get(name).map(|password| sign_in::Account {
+        server: name,
+        password,
+    });
     if tunnel::is_upgrade(&request) {
         let revoked = state.sessions.until_revoked(caller);
-        tunnel::upgrade(port, endpoint, prefix, request, revoked).await
+        let signs_in = account
+            .as_ref()
+            .map(|account| (account, state.forwarder.sign_ins()));
+        tunnel::upgrade(port, endpoint, prefix, request, revoked, signs_in).await
     } else {
         let began = std::time::Instant::now();
         let request = request.map(|body| counted(body, &METRICS.proxy.bytes_to_instance));
         let response = state
             .forwarder
-            .forward(port, endpoint, prefix, request)
+            .forward(port, endpoint, prefix, request, account.as_ref())
             .await;
         METRICS.proxy.answered(response.status(), began.elapsed());
         response.map(|body| counted(body, &METRICS.proxy.bytes_to_client))

@@ -8,14 +8,18 @@ use std::future::Future;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, header, request};
 use axum::response::Response;
 use http_body_util::Empty;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 
 use super::bad_gateway;
 use super::forward::{prepare_request_headers, retarget, strip_hop_by_hop};
+use super::sign_in::{
+    Account, SignInError, SignIns, SignedOut, copy_head, drop_session_cookies, signed_out,
+    with_session_cookie,
+};
 use crate::endpoint::Endpoint;
 
 /// Whether `request` asks to switch protocols.
@@ -30,14 +34,16 @@ pub fn is_upgrade(request: &Request) -> bool {
     connection_upgrade && request.headers().contains_key(header::UPGRADE)
 }
 
-/// Performs the handshake with the instance of route `port` at `endpoint` and, once
-/// both sides have switched, copies bytes both ways until either closes.
+/// Performs the handshake with the instance of route `port` at `endpoint` (signed in as
+/// `account` when it asks for a password) and, once both sides have switched, copies
+/// bytes both ways until either closes.
 pub async fn upgrade(
     port: u16,
     endpoint: &Endpoint,
     prefix: &str,
     mut request: Request,
     revoked: impl Future<Output = ()> + Send + 'static,
+    account: Option<(&Account<'_>, &SignIns)>,
 ) -> Response {
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
@@ -45,30 +51,15 @@ pub async fn upgrade(
     if let Err(message) = retarget(&mut parts, endpoint, prefix) {
         return bad_gateway(message);
     }
-    let stream = match endpoint.connect().await {
-        Ok(stream) => stream,
-        Err(err) => {
-            return bad_gateway(format!(
-                "instance on port {port} refused the connection: {err}"
-            ));
+    let answer = match account {
+        None => handshake(port, endpoint, parts).await,
+        Some((account, sign_ins)) => {
+            signed_in_handshake(port, endpoint, parts, account, sign_ins).await
         }
     };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-            Ok(pair) => pair,
-            Err(err) => return bad_gateway(format!("instance on port {port}: {err}")),
-        };
-    tokio::spawn(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            tracing::debug!(%err, port, "tunnel handshake connection");
-        }
-    });
-    let mut response = match sender
-        .send_request(Request::from_parts(parts, Empty::<Bytes>::new()))
-        .await
-    {
+    let mut response = match answer {
         Ok(response) => response,
-        Err(err) => return bad_gateway(format!("instance on port {port} did not answer: {err}")),
+        Err(refused) => return refused,
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused (e.g. code-server's origin check): pass its answer on as it is.
@@ -102,4 +93,73 @@ pub async fn upgrade(
     });
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Body::empty())
+}
+
+/// The instance's answer to the handshake `parts`, sent on a fresh connection that
+/// stays open for the upgrade; an error is the answer to give the client.
+async fn handshake(
+    port: u16,
+    endpoint: &Endpoint,
+    parts: request::Parts,
+) -> Result<hyper::Response<Incoming>, Response> {
+    let stream = endpoint.connect().await.map_err(|err| {
+        bad_gateway(format!(
+            "instance on port {port} refused the connection: {err}"
+        ))
+    })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| bad_gateway(format!("instance on port {port}: {err}")))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            tracing::debug!(%err, port, "tunnel handshake connection");
+        }
+    });
+    sender
+        .send_request(Request::from_parts(parts, Empty::<Bytes>::new()))
+        .await
+        .map_err(|err| bad_gateway(format!("instance on port {port} did not answer: {err}")))
+}
+
+/// [`handshake`] with devbox's session with `account`'s instance, signing in again once
+/// (and shaking hands again) when the instance answers as signed out. The answer
+/// carries no session cookie and is never a way to the instance's login page.
+async fn signed_in_handshake(
+    port: u16,
+    endpoint: &Endpoint,
+    mut parts: request::Parts,
+    account: &Account<'_>,
+    sign_ins: &SignIns,
+) -> Result<hyper::Response<Incoming>, Response> {
+    let failed = |err: SignInError| bad_gateway(err.to_string());
+    let session = sign_ins.session(account, endpoint).await.map_err(failed)?;
+    let path = parts.uri.path().to_owned();
+    let again = copy_head(&parts);
+    with_session_cookie(&mut parts.headers, session.cookie());
+    let mut response = handshake(port, endpoint, parts).await?;
+    drop_session_cookies(response.headers_mut());
+    let Some(mut signed_out_as) = signed_out(&path, response.status(), response.headers()) else {
+        return Ok(response);
+    };
+    if let Some(renewed) = sign_ins
+        .renew(account, endpoint, &session)
+        .await
+        .map_err(failed)?
+    {
+        let mut parts = again;
+        with_session_cookie(&mut parts.headers, renewed.cookie());
+        response = handshake(port, endpoint, parts).await?;
+        drop_session_cookies(response.headers_mut());
+        match signed_out(&path, response.status(), response.headers()) {
+            Some(again) => signed_out_as = again,
+            None => return Ok(response),
+        }
+    }
+    match signed_out_as {
+        // A 401 is no page to hide: it passes as it is.
+        SignedOut::Unauthorized => Ok(response),
+        SignedOut::LoginPage => Err(failed(SignInError::StillSignedOut {
+            server: account.server.to_owned(),
+        })),
+    }
 }
