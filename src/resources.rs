@@ -225,6 +225,11 @@ impl Cpus {
         })
     }
 
+    /// The number of cores, as given.
+    pub fn cores(self) -> f64 {
+        self.millis as f64 / 1000.0
+    }
+
     /// The CPU time allowed per [`CPU_PERIOD_US`], in microseconds.
     pub fn quota_us(self) -> u64 {
         self.millis * CPU_PERIOD_US / 1000

@@ -9,8 +9,10 @@ use crate::api::AppState;
 
 use crate::config::Config;
 use crate::controller::Controller;
-use crate::runtime::Runtime;
+use crate::runtime::backends::Backends;
 use crate::runtime::process::ProcessRuntime;
+use crate::runtime::slurm::{SlurmRuntime, SlurmSettings};
+use crate::runtime::{Backend, Runtime};
 
 /// How `devbox serve` writes its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,7 +99,7 @@ async fn serve(mut config: Config, bind: Option<IpAddr>) -> anyhow::Result<()> {
         None => None,
     };
     let header_read_timeout = config.server.header_read_timeout.get();
-    let runtime = ProcessRuntime::for_state_dir(&config.controller.state_dir);
+    let runtime = backends(&config);
     let cgroups_owner = runtime.clone();
     let controller = Controller::new(config, runtime).inspect_err(|_| {
         // Refused before any instance ran: devbox's parent cgroup goes again.
@@ -251,5 +253,23 @@ fn init_tracing(format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .init(),
+    }
+}
+
+/// The backends instances run on: local processes, and the config's Slurm cluster.
+fn backends(config: &Config) -> Backends {
+    let state_dir = &config.controller.state_dir;
+    let slurm = &config.runtime.slurm;
+    let settings = SlurmSettings {
+        partition: slurm.partition.clone(),
+        account: slurm.account.clone(),
+        sbatch_args: slurm.sbatch_args.clone(),
+        time_limit: slurm.time_limit.clone(),
+    };
+    Backends {
+        local: ProcessRuntime::for_state_dir(state_dir),
+        slurm: SlurmRuntime::new(settings, state_dir),
+        slurm_in_use: config.runtime.default == Backend::Slurm
+            || *slurm != crate::config::SlurmConfig::default(),
     }
 }

@@ -372,7 +372,7 @@ impl Runtime for FakeRuntime {
         killed
     }
 
-    fn limits_unenforced(&self) -> Option<&str> {
+    fn limits_unenforced(&self, _backend: crate::runtime::Backend) -> Option<&str> {
         None
     }
 

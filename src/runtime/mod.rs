@@ -1,9 +1,11 @@
-//! The runtime: how a server's process is started, stopped, observed and adopted.
+//! The runtime: how a server's instance is started, stopped, observed and adopted.
 //!
-//! The reconciler only talks to the [`Runtime`] trait, so a second backend (a
-//! Kubernetes Pod per server, say) can be added without touching it or the API. The one
-//! backend today, [`process::ProcessRuntime`], runs code-server as local processes.
+//! The reconciler only talks to the [`Runtime`] trait. Two backends implement it:
+//! [`process::ProcessRuntime`] runs code-server as local processes, and
+//! [`slurm::SlurmRuntime`] as Slurm jobs; [`backends::Backends`] hands each instance
+//! to the backend its spec names (`spec.runtime`) or its record is tagged with.
 
+pub mod backends;
 pub mod cgroup;
 #[cfg(test)]
 pub mod fake;
@@ -260,6 +262,8 @@ pub enum RuntimeError {
     Socket(#[from] EndpointError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Slurm(#[from] slurm::SlurmError),
 }
 
 fn spawn_hint(err: &std::io::Error) -> &'static str {
@@ -304,8 +308,9 @@ pub trait Runtime: Send + Sync + 'static {
         recorded: &HashSet<String>,
     ) -> impl Future<Output = Vec<String>> + Send;
 
-    /// Why resource limits cannot be enforced here; `None` when they are.
-    fn limits_unenforced(&self) -> Option<&str>;
+    /// Why resource limits cannot be enforced on instances of `backend`; `None` when
+    /// they are.
+    fn limits_unenforced(&self, backend: Backend) -> Option<&str>;
 
     /// What ended an instance that exited with `exit`, when the runtime knows more than
     /// the exit status: `out of memory (limit 2 GiB)` when the kernel killed it for

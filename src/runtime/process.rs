@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::cgroup::{self, CgroupError, Cgroups, InstanceCgroup};
-use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError, procfs};
+use super::{Backend, ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError, procfs};
 use crate::endpoint;
 use crate::status::{InstanceRecord, ProcessRecord};
 
@@ -241,7 +241,7 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    fn limits_unenforced(&self) -> Option<&str> {
+    fn limits_unenforced(&self, _backend: Backend) -> Option<&str> {
         self.unenforced.as_deref()
     }
 

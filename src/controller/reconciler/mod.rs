@@ -291,8 +291,9 @@ impl<R: Runtime> ServerTask<R> {
     /// What a running server's status says when its spec asks for limits this host
     /// cannot enforce (the server runs all the same).
     fn limits_note(&self) -> Option<String> {
-        let resources = self.state.applied.as_ref()?.resources;
-        let why = self.ctx.runtime.limits_unenforced()?;
+        let applied = self.state.applied.as_ref()?;
+        let why = self.ctx.runtime.limits_unenforced(applied.runtime)?;
+        let resources = applied.resources;
         limits_note(&resources, why)
     }
 

@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //!
+//! - [`backend`]: [`SlurmRuntime`], the [`crate::runtime::Runtime`] made of the rest.
 //! - [`client`]: [`Slurm`], the one handle the backend holds (its settings and the
 //!   per-call timeout), and running one tool.
 //! - [`error`]: [`SlurmError`], and how a tool's error text tells "cannot contact the
@@ -29,6 +30,7 @@
 //! [`SlurmError::Unreachable`] and [`SlurmError::Timeout`], means "state unknown": the
 //! caller keeps treating the job as running and never submits a second one for it.
 
+pub mod backend;
 pub mod client;
 pub mod control;
 pub mod error;
@@ -39,6 +41,7 @@ pub mod script;
 pub mod submit;
 pub mod usage;
 
+pub use backend::SlurmRuntime;
 pub use client::{DEFAULT_CALL_TIMEOUT, Slurm, SlurmSettings};
 pub use error::SlurmError;
 pub use job_id::JobId;
