@@ -1,6 +1,7 @@
 //! CPU and memory of running servers: read from each instance's cgroup when it has
 //! one (every process it ever forked, wherever it went), else summed over its process
-//! group.
+//! group; for a Slurm job, from `sstat` (memory is then the job's peak, MaxRSS, as
+//! Slurm keeps no other figure without an accounting database).
 //!
 //! A sampler task refreshes the numbers of running servers every few seconds (CPU %
 //! needs two samples apart in time): from the cgroup's counters, or with sysinfo;
@@ -17,13 +18,27 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use crate::runtime::cgroup::InstanceCgroup;
 use crate::runtime::procfs;
 
-/// A running server to sample: its process group, and its cgroup when it has one.
+/// A running server to sample.
 #[derive(Debug, Clone)]
 pub struct Sampled {
     pub name: String,
-    pub pgid: u32,
-    pub cgroup: Option<InstanceCgroup>,
+    pub source: Source,
 }
+
+/// Where a server's figures come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A local process group, and its cgroup when it has one.
+    Process {
+        pgid: u32,
+        cgroup: Option<InstanceCgroup>,
+    },
+    /// A Slurm job, by id.
+    SlurmJob(u64),
+}
+
+/// Slurm jobs are asked (one `sstat` each) every this many samples.
+const SLURM_EVERY: u32 = 5;
 
 /// The CPU time counter of a cgroup at the previous sample.
 type CpuMarks = HashMap<String, (u64, Instant)>;
@@ -95,6 +110,7 @@ impl UsageStore {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut marks = CpuMarks::new();
         let mut cpu_floors = CpuFloors::new();
+        let mut jobs_sampler = JobSampler::default();
         loop {
             tick.tick().await;
             let servers = running();
@@ -104,10 +120,21 @@ impl UsageStore {
                 self.replace(HashMap::new());
                 continue;
             }
-            let (in_cgroups, groups): (Vec<Sampled>, Vec<Sampled>) =
-                servers.into_iter().partition(|s| s.cgroup.is_some());
+            let (mut in_cgroups, mut groups, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
+            for server in servers {
+                match server.source {
+                    Source::Process {
+                        cgroup: Some(cgroup),
+                        ..
+                    } => in_cgroups.push((server.name, cgroup)),
+                    Source::Process { pgid, cgroup: None } => groups.push((server.name, pgid)),
+                    Source::SlurmJob(id) => jobs.push((server.name, id)),
+                }
+            }
             let mut usage = from_cgroups(&in_cgroups, &mut marks);
-            let groups: Vec<(String, u32)> = groups.into_iter().map(|s| (s.name, s.pgid)).collect();
+            if !jobs.is_empty() {
+                usage.extend(jobs_sampler.sample(&jobs).await);
+            }
             if !groups.is_empty() {
                 let mut sampled = sample(&mut system, &groups);
                 keep_cpu_rising(&mut sampled, &groups, &mut cpu_floors);
@@ -145,26 +172,29 @@ fn keep_cpu_rising(
 
 /// One sample of servers in cgroups: memory in use now, and CPU % since the previous
 /// sample of the same cgroup (`marks`; 0 at the first).
-fn from_cgroups(servers: &[Sampled], marks: &mut CpuMarks) -> HashMap<String, Usage> {
+fn from_cgroups(
+    servers: &[(String, InstanceCgroup)],
+    marks: &mut CpuMarks,
+) -> HashMap<String, Usage> {
     let now = Instant::now();
     let mut usage = HashMap::new();
     let mut seen = CpuMarks::new();
-    for server in servers {
-        let Some(read) = server.cgroup.as_ref().and_then(InstanceCgroup::usage) else {
+    for (name, cgroup) in servers {
+        let Some(read) = cgroup.usage() else {
             continue;
         };
-        let cpu_percent = match (read.cpu_ns, marks.get(&server.name)) {
+        let cpu_percent = match (read.cpu_ns, marks.get(name)) {
             (Some(cpu_ns), Some((before, at))) => {
                 cpu_percent(cpu_ns.saturating_sub(*before), now.duration_since(*at))
             }
             _ => 0.0,
         };
         if let Some(cpu_ns) = read.cpu_ns {
-            seen.insert(server.name.clone(), (cpu_ns, now));
+            seen.insert(name.clone(), (cpu_ns, now));
         }
         let memory_mb = read.memory_bytes as f64 / (1024.0 * 1024.0);
         usage.insert(
-            server.name.clone(),
+            name.clone(),
             Usage {
                 cpu_percent,
                 memory_mb: (memory_mb * 10.0).round() / 10.0,
@@ -175,6 +205,54 @@ fn from_cgroups(servers: &[Sampled], marks: &mut CpuMarks) -> HashMap<String, Us
     }
     *marks = seen;
     usage
+}
+
+/// The figures of Slurm jobs, asked every [`SLURM_EVERY`] samples and kept between.
+#[derive(Default)]
+struct JobSampler {
+    ticks: u32,
+    /// CPU seconds of each job at its previous answer.
+    marks: HashMap<u64, (f64, Instant)>,
+    latest: HashMap<u64, Usage>,
+}
+
+impl JobSampler {
+    async fn sample(&mut self, jobs: &[(String, u64)]) -> HashMap<String, Usage> {
+        if self.ticks.is_multiple_of(SLURM_EVERY) {
+            let slurm = crate::runtime::slurm::Slurm::new(Default::default());
+            for (_, id) in jobs {
+                let Ok(Some(read)) = slurm.usage(crate::runtime::slurm::JobId(*id)).await else {
+                    continue;
+                };
+                let now = Instant::now();
+                let cpu_percent = match self.marks.get(id) {
+                    Some((before, at)) => {
+                        let used = (read.cpu_seconds - before).max(0.0);
+                        cpu_percent((used * 1e9) as u64, now.duration_since(*at))
+                    }
+                    None => 0.0,
+                };
+                self.marks.insert(*id, (read.cpu_seconds, now));
+                let memory_mb = read.memory_bytes as f64 / (1024.0 * 1024.0);
+                self.latest.insert(
+                    *id,
+                    Usage {
+                        cpu_percent,
+                        memory_mb: (memory_mb * 10.0).round() / 10.0,
+                        cpu_seconds: read.cpu_seconds,
+                        memory_bytes: read.memory_bytes,
+                    },
+                );
+            }
+            let live: std::collections::HashSet<u64> = jobs.iter().map(|(_, id)| *id).collect();
+            self.marks.retain(|id, _| live.contains(id));
+            self.latest.retain(|id, _| live.contains(id));
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        jobs.iter()
+            .filter_map(|(name, id)| Some((name.clone(), *self.latest.get(id)?)))
+            .collect()
+    }
 }
 
 /// Percent of one core that `used` CPU time over `elapsed` is, to one decimal.

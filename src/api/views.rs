@@ -6,7 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::status::{ExtensionStatus, Phase, ServerStatus};
+use crate::status::{ExtensionStatus, InstanceRecord, Phase, ServerStatus};
 
 /// One server, as `GET /servers` lists it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -49,6 +49,18 @@ pub struct ServerView {
     /// Outcome of each extension install of the last start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extension_results: Vec<ExtensionStatus>,
+    /// The Slurm job serving it (`spec.runtime: slurm`): its id, and its node once it
+    /// runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<SlurmJobView>,
+}
+
+/// A server's Slurm job.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SlurmJobView {
+    pub id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl ServerView {
@@ -83,6 +95,13 @@ impl ServerView {
             template: status.template.clone(),
             next_retry_at: status.next_retry_at.clone(),
             extension_results: status.extension_results.clone(),
+            slurm_job: match &status.instance {
+                Some(InstanceRecord::Slurm(job)) => Some(SlurmJobView {
+                    id: job.job_id,
+                    node: job.node.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -34,7 +34,8 @@ use crate::provision::Extensions;
 use crate::provision::workspace::{GitMirrors, GitPolicy};
 use crate::runtime::Runtime;
 use crate::status::{Phase, StatusError, StatusStore};
-use crate::usage::{Sampled, UsageStore};
+use crate::status::InstanceRecord;
+use crate::usage::{Sampled, Source, UsageStore};
 use ports::PortAllocator;
 use scan::Desired;
 
@@ -234,11 +235,16 @@ impl<R: Runtime> Controller<R> {
             let statuses = self.ctx.statuses.clone();
             move || {
                 statuses.filter_map_all(|s| {
-                    let process = s.local_process()?;
+                    let source = match s.instance.as_ref()? {
+                        InstanceRecord::Local(process) => Source::Process {
+                            pgid: process.pgid,
+                            cgroup: process.cgroup.clone(),
+                        },
+                        InstanceRecord::Slurm(job) => Source::SlurmJob(job.job_id),
+                    };
                     Some(Sampled {
                         name: s.name.clone(),
-                        pgid: process.pgid,
-                        cgroup: process.cgroup.clone(),
+                        source,
                     })
                 })
             }
