@@ -34,6 +34,11 @@ log "code-server: $DEVBOX_CODE_SERVER"
 DEVBOX_PLAYWRIGHT_NODE_PATH=$(scripts/install-browser.sh | tail -n1)
 export DEVBOX_PLAYWRIGHT_NODE_PATH
 
+# A single-node Slurm on loopback (slurmctld, slurmd, munge), for the Slurm backend's
+# tests; left running afterwards (`scripts/slurm-dev.sh down` stops it).
+log "single-node Slurm"
+scripts/slurm-dev.sh up >/dev/null
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

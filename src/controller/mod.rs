@@ -33,8 +33,8 @@ use crate::logs::{LogHub, LogLimits};
 use crate::provision::Extensions;
 use crate::provision::workspace::{GitMirrors, GitPolicy};
 use crate::runtime::Runtime;
-use crate::status::{Phase, StatusError, StatusStore};
 use crate::status::InstanceRecord;
+use crate::status::{Phase, StatusError, StatusStore};
 use crate::usage::{Sampled, Source, UsageStore};
 use ports::PortAllocator;
 use scan::Desired;
@@ -130,6 +130,9 @@ impl<R: Runtime> Controller<R> {
         // Workspaces, user data and logs are their users' own: no other local user
         // reads them.
         crate::fsutil::private_dir(&state_dir).map_err(create_failed(&state_dir))?;
+        if let Some(shared) = &config.runtime.slurm.shared_dir {
+            crate::fsutil::private_dir(shared).map_err(create_failed(shared))?;
+        }
         let specs_dir = &config.controller.specs_dir;
         std::fs::create_dir_all(specs_dir).map_err(create_failed(specs_dir))?;
         match config.code_server.listen {

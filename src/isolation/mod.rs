@@ -79,6 +79,12 @@ pub fn prepare(config: &crate::config::Config) -> Result<Option<Accounts>, Isola
     check_searchable_by_others(state_dir)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     layout::fence_state_dir(state_dir)?;
+    if let Some(shared) = config.runtime.slurm.shared_dir.as_ref() {
+        // Where Slurm jobs keep their servers' files: laid out the same way.
+        crate::fsutil::private_dir(shared).map_err(IsolationError::io(shared))?;
+        check_searchable_by_others(shared)?;
+        layout::fence_state_dir(shared)?;
+    }
     tracing::info!(
         "each owner's instances run as a Unix user of their own (isolation.run_as: owner)"
     );

@@ -19,7 +19,7 @@ mod stop;
 pub(super) use recovery::sweep_unrecorded;
 pub(super) use start::{installer_settings, instance_owner};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use super::decide::{Action, Observed, RestartReason, Target, decide};
 use super::scan::Desired;
 use crate::logs::{Follower, Level, ServerIdent};
 use crate::provision::{ExtensionRef, WorkspaceSource};
-use crate::runtime::{Runtime, wait_exit};
+use crate::runtime::{Backend, Runtime, wait_exit};
 use crate::spec::{DesiredState, ServerSpec, id_for_name};
 use crate::status::{Phase, server_dir};
 use state::{Description, ServerState};
@@ -275,12 +275,12 @@ impl<R: Runtime> ServerTask<R> {
     /// A stopped spec and no instance: pending retries and halts end (the user has
     /// taken over) and the server is recorded as stopped.
     fn settle_stopped(&mut self, spec: &Arc<ServerSpec>) {
+        self.state.applied = Some(spec.clone());
         let workspace = self.workspace_path(spec);
         let state = &mut self.state;
         state.retry = None;
         state.halted_revision = None;
         state.failures = Default::default();
-        state.applied = Some(spec.clone());
         state.phase = Phase::Stopped;
         state.message = None;
         state.extensions = spec.extensions.iter().map(ExtensionRef::label).collect();
@@ -304,17 +304,35 @@ impl<R: Runtime> ServerTask<R> {
         }
     }
 
-    /// `<state_dir>/workspaces/<name>`: where managed workspaces live.
+    /// Where the instance's own files live: the state dir, or for a Slurm job the
+    /// config's `runtime.slurm.shared_dir` (mounted at the same path on every node).
+    fn data_root(&self) -> &Path {
+        let config = &self.ctx.config;
+        let on_slurm = self
+            .state
+            .applied
+            .as_ref()
+            .is_some_and(|spec| spec.runtime == Backend::Slurm);
+        match &config.runtime.slurm.shared_dir {
+            Some(shared) if on_slurm => shared,
+            _ => self.ctx.statuses.state_dir(),
+        }
+    }
+
+    /// `<data root>/servers/<name>`: the instance's user data, extensions, XDG
+    /// folders and log. (devbox's own files of the server, its status and events, stay
+    /// in [`ServerTask::dir`].)
+    fn instance_root(&self) -> PathBuf {
+        self.data_root().join("servers").join(self.name())
+    }
+
+    /// `<data root>/workspaces/<name>`: where managed workspaces live.
     fn workspace_dir(&self) -> PathBuf {
-        self.ctx
-            .statuses
-            .state_dir()
-            .join("workspaces")
-            .join(self.name())
+        self.data_root().join("workspaces").join(self.name())
     }
 
     fn log_file(&self) -> PathBuf {
-        self.dir.join("code-server.log")
+        self.instance_root().join("code-server.log")
     }
 
     fn start_tail(&mut self) {

@@ -13,7 +13,8 @@ use crate::spec::ServerSpec;
 impl<R: Runtime> ServerTask<R> {
     /// The folders of the server's own folder its instance writes in.
     pub(super) fn instance_dirs(&self) -> [PathBuf; 4] {
-        ["user-data", "extensions", "xdg-data", "xdg-config"].map(|name| self.dir.join(name))
+        let root = self.instance_root();
+        ["user-data", "extensions", "xdg-data", "xdg-config"].map(|name| root.join(name))
     }
 
     /// Everything the instance's user owns: [`Self::instance_dirs`] and a workspace
@@ -54,7 +55,7 @@ impl<R: Runtime> ServerTask<R> {
             return Ok(());
         };
         let dirs = self.owned_dirs(spec);
-        let server_dir = self.dir.clone();
+        let server_dir = self.instance_root();
         blocking(move || {
             layout::server_dir(&server_dir)?;
             for dir in &dirs {
@@ -67,7 +68,7 @@ impl<R: Runtime> ServerTask<R> {
 
     /// Folder `name` of the server's folder, with the rights devbox works in it with.
     pub(super) fn instance_dir(&self, name: &str) -> InstanceDir {
-        InstanceDir::new(self.dir.join(name), self.account.clone())
+        InstanceDir::new(self.instance_root().join(name), self.account.clone())
     }
 
     /// Where the instance's socket goes: the socket folder of its user, when it runs

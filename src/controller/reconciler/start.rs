@@ -396,11 +396,11 @@ impl<R: Runtime> ServerTask<R> {
         let mut env = vec![
             (
                 "XDG_DATA_HOME".to_owned(),
-                path_string(&self.dir.join("xdg-data")),
+                path_string(&self.instance_root().join("xdg-data")),
             ),
             (
                 "XDG_CONFIG_HOME".to_owned(),
-                path_string(&self.dir.join("xdg-config")),
+                path_string(&self.instance_root().join("xdg-config")),
             ),
         ];
         env.extend(code_server_env(&self.ctx.config));
@@ -451,9 +451,9 @@ impl<R: Runtime> ServerTask<R> {
             "--disable-telemetry".into(),
             "--disable-update-check".into(),
             "--user-data-dir".into(),
-            path_string(&self.dir.join("user-data")),
+            path_string(&self.instance_root().join("user-data")),
             "--extensions-dir".into(),
-            path_string(&self.dir.join("extensions")),
+            path_string(&self.instance_root().join("extensions")),
         ]);
         args.extend(code_server.extra_args.iter().cloned());
         args.push(path_string(workspace));

@@ -187,6 +187,10 @@ impl<R: Runtime> ServerTask<R> {
         self.ctx.ports.release(&name);
         self.ctx.logs.forget(&name);
         let mut doomed = vec![self.dir.clone()];
+        let instance_root = self.instance_root();
+        if instance_root != self.dir {
+            doomed.push(instance_root);
+        }
         if self.ctx.config.controller.purge_workspace_on_delete {
             doomed.push(self.workspace_dir());
         }
