@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::ServerTask;
 use crate::isolation::{Account, InstanceDir, IsolationError, handover, layout};
 use crate::provision::WorkspaceSource;
-use crate::runtime::Runtime;
+use crate::runtime::{Backend, Runtime};
 use crate::spec::ServerSpec;
 
 impl<R: Runtime> ServerTask<R> {
@@ -78,6 +78,30 @@ impl<R: Runtime> ServerTask<R> {
             return Ok(None);
         };
         layout::socket_dir(self.ctx.statuses.state_dir(), account).map(Some)
+    }
+
+    /// A Slurm job writes its log itself, as the instance's user (slurmstepd opens
+    /// it with the job's rights, where a local instance gets a descriptor devbox
+    /// opened): the file is given to that user. The folder it is in stays devbox's.
+    pub(super) async fn give_log_to_job(&self, backend: Backend) -> Result<(), String> {
+        let (Backend::Slurm, Some(account)) = (backend, self.account.clone()) else {
+            return Ok(());
+        };
+        let log = self.log_file();
+        blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&log)
+                .and_then(|file| {
+                    std::os::unix::fs::fchown(&file, Some(account.uid), Some(account.gid))
+                })
+                .map_err(IsolationError::io(&log))
+        })
+        .await
     }
 
     pub(super) fn run_as(&self) -> Option<Account> {

@@ -82,6 +82,9 @@ impl<R: Runtime> ServerTask<R> {
         self.state.message = Some("starting code-server".into());
         self.state.workspace_path = Some(workspace.clone());
         self.publish();
+        if let Err(err) = self.give_log_to_job(spec.runtime).await {
+            return self.fail(err, false);
+        }
         let plan = self.launch_plan(&spec, &endpoint, &workspace, auth.args);
         self.launch_log_offset = std::fs::metadata(&plan.log_file).map_or(0, |m| m.len());
         self.start_tail();
