@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{ExitInfo, Instance, LaunchPlan, Runtime, RuntimeError};
+use super::{ExitInfo, Instance, LaunchPlan, Placement, Runtime, RuntimeError};
 use crate::endpoint::Endpoint;
 use crate::health::{HealthClient, HealthError, Healthz};
 use crate::status::{InstanceRecord, ProcessRecord};
@@ -33,6 +33,9 @@ pub struct Behaviour {
     pub boot_time: Duration,
     /// What [`Runtime::exit_reason`] says of an exit of this server's instances.
     pub exit_reason: Option<String>,
+    /// Instances wait to be placed, for this reason, as a queued Slurm job does
+    /// (until [`FakeRuntime::place`] or [`FakeRuntime::never_place`]).
+    pub queued: Option<String>,
 }
 
 /// What a booted instance's `/healthz` says.
@@ -82,6 +85,8 @@ impl FakeInstance {
 struct Row {
     instance: FakeInstance,
     exited: watch::Sender<Option<ExitInfo>>,
+    /// Where a queued instance is (see [`Behaviour::queued`]).
+    placement: Option<watch::Sender<Placement>>,
 }
 
 impl Row {
@@ -100,7 +105,7 @@ struct Table {
     refused: HashMap<String, Vec<Instant>>,
     /// Tags passed to [`Runtime::clean_up`], in order.
     cleaned_up: Vec<String>,
-    /// Tags [`Runtime::kill_unrecorded`] ended.
+    /// Tags [`Runtime::sweep_unrecorded`] ended.
     killed_unrecorded: Vec<String>,
     pids_handed_out: u32,
 }
@@ -148,7 +153,7 @@ impl FakeRuntime {
     }
 
     /// An instance of `server` that an earlier devbox left running, as `record` says:
-    /// [`Runtime::adopt`] takes it over, and [`Runtime::kill_unrecorded`] ends it when no
+    /// [`Runtime::adopt`] takes it over, and [`Runtime::sweep_unrecorded`] ends it when no
     /// status records it.
     pub fn seed_live(&self, server: &str, record: ProcessRecord) {
         let (exited, _) = watch::channel(None);
@@ -166,7 +171,31 @@ impl FakeRuntime {
                 probes: 0,
             },
             exited,
+            placement: None,
         });
+    }
+
+    /// `server`'s queued instance runs from now on.
+    pub fn place(&self, server: &str) {
+        let mut table = self.table();
+        let row = table
+            .live_row(server)
+            .unwrap_or_else(|| panic!("no live instance of {server} to place"));
+        let record = InstanceRecord::Local(row.instance.record.clone());
+        if let Some(placement) = &row.placement {
+            placement.send_replace(Placement::Placed(record));
+        }
+    }
+
+    /// `server`'s queued instance can never run, for `reason`.
+    pub fn never_place(&self, server: &str, reason: &str) {
+        let mut table = self.table();
+        let row = table
+            .live_row(server)
+            .unwrap_or_else(|| panic!("no live instance of {server}"));
+        if let Some(placement) = &row.placement {
+            placement.send_replace(Placement::Impossible(reason.to_owned()));
+        }
     }
 
     /// Ends `server`'s live instance with `exit`, as a crash (or a clean exit) does.
@@ -245,7 +274,7 @@ impl FakeRuntime {
         self.table().cleaned_up.clone()
     }
 
-    /// Tags of the instances [`Runtime::kill_unrecorded`] ended.
+    /// Tags of the instances [`Runtime::sweep_unrecorded`] ended.
     pub fn killed_unrecorded(&self) -> Vec<String> {
         self.table().killed_unrecorded.clone()
     }
@@ -300,6 +329,13 @@ impl Runtime for FakeRuntime {
             cgroup: None,
         };
         let (exited, receiver) = watch::channel(None);
+        let (placement, placement_receiver) = match &behaviour.queued {
+            Some(reason) => {
+                let (sender, receiver) = watch::channel(Placement::Waiting(reason.clone()));
+                (Some(sender), Some(receiver))
+            }
+            None => (None, None),
+        };
         table.rows.push(Row {
             instance: FakeInstance {
                 server: plan.server.clone(),
@@ -314,11 +350,12 @@ impl Runtime for FakeRuntime {
                 probes: 0,
             },
             exited,
+            placement,
         });
         Ok(Instance {
             record: InstanceRecord::Local(record),
             exited: receiver,
-            placement: None,
+            placement: placement_receiver,
         })
     }
 

@@ -13,13 +13,15 @@
 //! One file per theme: `lifecycle` (start, stop, invalid specs, a runtime that refuses
 //! to start), `crashes` (backoff, crash loop, restart policies, start timeout),
 //! `interruptions` (edits, stops and deletes during a start), `health` (unhealthy
-//! restarts, idle culling), `adoption` (a devbox started again over a state dir).
+//! restarts, idle culling), `adoption` (a devbox started again over a state dir),
+//! `placement` (instances a backend places itself, as Slurm queues jobs).
 
 mod adoption;
 mod crashes;
 mod health;
 mod interruptions;
 mod lifecycle;
+mod placement;
 
 use std::collections::HashMap;
 use std::path::Path;
