@@ -1,11 +1,15 @@
-//! One server's reconciler task: owns that server's process and carries out what
-//! [`decide`] says, recording every step in the server's status and log.
+//! One server's reconciler task: owns that server's state ([`state::ServerState`],
+//! whose projection is the server's status) and its instance, and carries out what
+//! [`decide`](super::decide) says, recording every step in the state and the log.
 //!
-//! The task wakes when its desired state changes, its process exits, a scheduled
-//! retry is due, a health check is due, or devbox shuts down; each time it re-reads
-//! desired and observed state and acts on the difference. The actions live beside this
-//! file: `start` (provision, launch, wait for health), `stop` (stop, exits, failures,
-//! forgetting) and `health` (health checks and idle culling).
+//! The task wakes when its desired state changes, its instance exits or is placed, a
+//! scheduled retry is due, a health check is due, or devbox shuts down; each time it
+//! re-reads desired and observed state and acts on the difference. The actions live
+//! beside this file: `recovery` (adopting what an earlier devbox left, and the sweep at
+//! devbox's start), `start` (provision, launch, wait for health), `placement` (an
+//! instance a backend places itself), `password` (an instance that must ask for one),
+//! `stop` (stop, exits, failures, forgetting), `health` (health checks and idle
+//! culling) and `run_as` (an owner's Unix user).
 
 mod health;
 mod password;
