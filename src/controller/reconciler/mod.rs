@@ -1,4 +1,4 @@
-//! One server's reconciler task: owns that server's state ([`state::ServerState`],
+//! One server's reconciler task: owns that server's state (`state::ServerState`,
 //! whose projection is the server's status) and its instance, and carries out what
 //! [`decide`](super::decide) says, recording every step in the state and the log.
 //!
