@@ -140,6 +140,13 @@ impl SlurmRuntime {
         }
     }
 
+    /// The job named `name`, if the controller has one (after a submit whose answer
+    /// was lost).
+    async fn find_submitted(&self, name: &str) -> Option<JobId> {
+        let jobs = self.slurm.jobs_named_with_prefix(name).await.ok()?;
+        jobs.into_iter().find(|job| job.name == name).map(|job| job.id)
+    }
+
     fn remember_ending(&self, tag: &str, id: JobId, state: &JobState) {
         let text = format!("Slurm ended job {}: {}", id.0, state.describe());
         self.endings
@@ -209,7 +216,13 @@ impl Runtime for SlurmRuntime {
             cpus: plan.resources.cpus.map(|c| c.cores()),
             uid_gid: plan.run_as.as_ref().map(|a| (a.uid, a.gid)),
         };
-        let id = self.slurm.submit(&request).await?;
+        let id = match self.slurm.submit(&request).await {
+            Ok(id) => id,
+            // The controller may have taken the job before it stopped answering: a job
+            // of this very name is this start's, and must not be left to run unseen.
+            Err(err) if err.state_unknown() => self.find_submitted(&request.name).await.ok_or(err)?,
+            Err(err) => return Err(err.into()),
+        };
         let record = SlurmJobRecord {
             job_id: id.0,
             tag,
