@@ -113,3 +113,60 @@ async fn a_stop_while_the_instance_boots_stops_it() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(h.fake.starts("ned"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_edit_while_the_workspace_is_prepared_starts_the_edit() {
+    let mut h = Harness::new().await;
+    // An archive nobody writes: reading it blocks, so the workspace step stays under
+    // way until the test lets it go.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("lesson.zip");
+    nix::unistd::mkfifo(&archive, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Should the start never give way, the reader is let go after a while in real
+    // time (the paused clock stands still while it blocks), and the test fails on
+    // what it finds instead of hanging.
+    let watchdog = archive.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = open_writer(&watchdog);
+    });
+    h.apply(
+        "lia",
+        &format!("state: running\nworkspace: {{zip: {}}}", archive.display()),
+    );
+    h.wait_for("lia", "provisioning", |s| s.phase == Phase::Provisioning)
+        .await;
+    h.apply("lia", "state: running\nenv: {VERSION: two}");
+    h.wait_until("the start to give way", || {
+        h.has_event("lia", "start interrupted")
+    })
+    .await;
+    // The abandoned reader gets an empty archive and ends.
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&archive)
+            .unwrap(),
+    );
+    let running = h
+        .wait_for("lia", "running the edit", |s| s.phase == Phase::Running)
+        .await;
+    let started = h.fake.started("lia");
+    assert_eq!(
+        started.len(),
+        1,
+        "the first start never launched: {started:#?}"
+    );
+    assert_eq!(env_of(&started[0], "VERSION").as_deref(), Some("two"));
+    assert_eq!(running.local_process(), Some(&started[0].record));
+    assert_eq!((running.restarts, running.consecutive_crashes), (0, 0));
+}
+
+/// Opens a FIFO's writing end without waiting for a reader.
+fn open_writer(fifo: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(fifo)
+}

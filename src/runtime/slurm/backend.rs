@@ -144,7 +144,9 @@ impl SlurmRuntime {
     /// was lost).
     async fn find_submitted(&self, name: &str) -> Option<JobId> {
         let jobs = self.slurm.jobs_named_with_prefix(name).await.ok()?;
-        jobs.into_iter().find(|job| job.name == name).map(|job| job.id)
+        jobs.into_iter()
+            .find(|job| job.name == name)
+            .map(|job| job.id)
     }
 
     fn remember_ending(&self, tag: &str, id: JobId, state: &JobState) {
@@ -220,7 +222,9 @@ impl Runtime for SlurmRuntime {
             Ok(id) => id,
             // The controller may have taken the job before it stopped answering: a job
             // of this very name is this start's, and must not be left to run unseen.
-            Err(err) if err.state_unknown() => self.find_submitted(&request.name).await.ok_or(err)?,
+            Err(err) if err.state_unknown() => {
+                self.find_submitted(&request.name).await.ok_or(err)?
+            }
             Err(err) => return Err(err.into()),
         };
         let record = SlurmJobRecord {
