@@ -32,7 +32,9 @@
 //! time went comes from the timestamps of devbox's own events per server (`provisioning
 //! on port`, `user settings written` right after the clone, the last `extension …`,
 //! `started`): start call → provisioning, the git clone, the extensions, and code-server's
-//! launch until devbox saw it healthy (p50 / max). Then every seat is deleted (all
+//! launch until devbox saw it healthy (p50 / max); for a Slurm job, that launch is split
+//! at `running as Slurm job …` (the job said where it listens: `sbatch`, the queue, the
+//! job's start and code-server's boot lie before it). Then every seat is deleted (all
 //! `DELETE` calls at once) and the teardown timed. A second round (`--rounds 2`) runs on
 //! the same devbox, so whatever it keeps between rounds (a cache) is warm.
 //!
@@ -49,9 +51,27 @@
 //! The target: 30 servers ready in ≤ 20 s on a 2-core machine. Nothing here
 //! fails on a timing; a seat that never gets healthy is reported, not hidden.
 //!
-//! Run: `cargo bench --bench workshop` (or `-- --servers 5 --rounds 2`;
-//! `WORKSHOP_LOG=FILE` appends devbox's log lines of each round to FILE). Needs
-//! code-server (`scripts/install-code-server.sh`, or `DEVBOX_CODE_SERVER`). About a
+//! `--runtime slurm` runs the same flow twice, first with devbox's local processes,
+//! then with every server a Slurm job (a devbox of its own whose config says
+//! `runtime: {default: slurm, slurm: {partition: P}}`, P being the partition
+//! `scripts/slurm-dev.sh up` prints, run first: a single-node cluster on loopback), and
+//! prints the two side by side: a summary of create → healthy (p50 / p95 / max) for a
+//! burst and for one seat alone, then every figure above per runtime and round. Each
+//! Slurm job gets `controller.default_resources: {memory: 512MiB, cpus: 1}` as its
+//! allocation (without `--mem` a job takes the node's whole memory, and one CPU is
+//! Slurm's smallest); the run prints how many such jobs the partition holds at once
+//! (its CPUs × its `OverSubscribe=FORCE:n`), and seats beyond that wait in the queue:
+//! their wait is part of the figures, and the reasons Slurm gave are counted. A Slurm
+//! seat is probed on the `host:port` its status file records once its job has said
+//! where it listens (on this one-node cluster, the host is this machine). The default
+//! burst there is 8 seats (the dev partition's 2 CPUs × FORCE:4), both runtimes alike.
+//! After the bursts, `--singles K` (default 3) seats are started one at a time, each
+//! alone on the machine (warm cache): the latency of one start without contention.
+//!
+//! Run: `cargo bench --bench workshop` (or `-- --servers 5 --rounds 2`, `-- --runtime
+//! slurm --rounds 2`; `WORKSHOP_LOG=FILE` appends devbox's log lines of each round to
+//! FILE). Needs code-server (`scripts/install-code-server.sh`, or `DEVBOX_CODE_SERVER`),
+//! and for `--runtime slurm` root (slurm-dev.sh installs and starts the cluster). About a
 //! minute and a half with the extension cache (the bare floor included); without one,
 //! 30 seats took 2.5 minutes here.
 
@@ -133,19 +153,136 @@ const EXTENSIONS: [ExtensionFixture; 3] = [
     },
 ];
 
+/// Where a flow's servers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuntimeKind {
+    Local,
+    Slurm,
+}
+
+impl RuntimeKind {
+    fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Local => "local",
+            RuntimeKind::Slurm => "slurm",
+        }
+    }
+}
+
+/// What each Slurm job is given: under `CR_Core_Memory` a job without `--mem` takes
+/// the node's whole memory, and one CPU is the least a job gets.
+const SLURM_RESOURCES: &str = "{memory: 512MiB, cpus: 1}";
+/// The seats of a burst on Slurm unless `--servers` says: what the dev partition holds
+/// at once (2 CPUs × `OverSubscribe=FORCE:4`, one CPU per job).
+const SLURM_BURST: u64 = 8;
+
+/// One runtime's rounds and single starts.
+struct Flow {
+    runtime: RuntimeKind,
+    rounds: Vec<RoundResult>,
+    singles: Vec<RoundResult>,
+}
+
 fn main() {
-    let servers = common::arg_number("--servers", 30).max(1) as usize;
+    let runtimes = match common::arg_text("--runtime").as_deref() {
+        None | Some("local") => vec![RuntimeKind::Local],
+        Some("slurm") => vec![RuntimeKind::Local, RuntimeKind::Slurm],
+        Some(other) => panic!("--runtime wants `local` or `slurm`, not `{other}`"),
+    };
+    let on_slurm = runtimes.contains(&RuntimeKind::Slurm);
+    let default_servers = if on_slurm { SLURM_BURST } else { 30 };
+    let servers = common::arg_number("--servers", default_servers).max(1) as usize;
     let rounds = common::arg_number("--rounds", 1).max(1) as usize;
+    let singles = common::arg_number("--singles", 3) as usize;
     let code_server = common::code_server();
     println!(
-        "workshop: {servers} servers from one template, {rounds} round(s), {}",
+        "workshop: {servers} servers from one template, {rounds} round(s), {singles} single start(s), on {}; {}",
+        runtimes
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(" then "),
         code_server.display()
     );
     println!("load average: {}", common::load_average());
+    let partition = on_slurm.then(|| {
+        let partition = slurm_up();
+        describe_partition(&partition, servers);
+        partition
+    });
 
-    let (root, http_port) =
-        common::Devbox::prepare(&format!("{}{TEMPLATE_CONFIG}", common::INSTANCE_CONFIG));
-    let fixture = Fixture::build(root.path(), &code_server);
+    let mut baseline = None;
+    let mut flows = Vec::new();
+    for runtime in runtimes {
+        let mut config = format!("{}{TEMPLATE_CONFIG}", common::INSTANCE_CONFIG);
+        if let (RuntimeKind::Slurm, Some(partition)) = (runtime, &partition) {
+            config += &format!(
+                "runtime:\n  default: slurm\n  slurm:\n    partition: {partition}\ncontroller:\n  default_resources: {SLURM_RESOURCES}\n"
+            );
+        }
+        let (root, http_port) = common::Devbox::prepare(&config);
+        let fixture = Fixture::build(root.path(), &code_server);
+        if baseline.is_none() {
+            baseline = Some(measure_baseline(
+                &code_server,
+                &fixture,
+                root.path(),
+                servers,
+            ));
+        }
+
+        println!("-- {} --", runtime.name());
+        // Dropped after the devbox (declared first): cancels any job it left behind.
+        let jobs = SlurmJobs::default();
+        let devbox = ServingDevbox::start(root, http_port, &fixture.wrapper, "info,devbox=debug");
+        let mut flow = Flow {
+            runtime,
+            rounds: Vec::new(),
+            singles: Vec::new(),
+        };
+        for round in 1..=rounds {
+            let label = format!("round {round}");
+            let prefix = format!("w{round}-seat");
+            flow.rounds.push(run_round(
+                &devbox,
+                runtime,
+                &label,
+                &prefix,
+                servers,
+                &fixture.runs_file,
+                &jobs,
+            ));
+        }
+        for single in 1..=singles {
+            let label = format!("one seat alone ({single})");
+            let prefix = format!("one{single}-seat");
+            flow.singles.push(run_round(
+                &devbox,
+                runtime,
+                &label,
+                &prefix,
+                1,
+                &fixture.runs_file,
+                &jobs,
+            ));
+        }
+        drop(devbox);
+        drop(jobs);
+        flows.push(flow);
+    }
+    let (install_cost, floor) = baseline.expect("at least one flow");
+    report(servers, &flows, install_cost, floor);
+    println!("load average: {}", common::load_average());
+}
+
+/// The fixture's sizes, one install of each `.vsix` by hand, and the bare floor of
+/// `servers` code-servers: printed once, for every flow.
+fn measure_baseline(
+    code_server: &Path,
+    fixture: &Fixture,
+    root: &Path,
+    servers: usize,
+) -> (Duration, Duration) {
     println!(
         "template repository: {} files, {:.1} MB; extensions: {}",
         fixture.repo_files,
@@ -163,7 +300,7 @@ fn main() {
             .join(", ")
     );
 
-    let installs = bare_installs(&code_server, &fixture.vsix, &root.path().join("bare"));
+    let installs = bare_installs(code_server, &fixture.vsix, &root.join("bare"));
     let install_cost = installs.iter().sum::<Duration>() / installs.len() as u32;
     println!(
         "bare `code-server --install-extension`, one run each: {} (mean {})",
@@ -177,20 +314,74 @@ fn main() {
         secs(install_cost)
     );
 
-    let floor = bare_floor(&code_server, servers, &root.path().join("bare-floor"));
+    let floor = bare_floor(code_server, servers, &root.join("bare-floor"));
     println!(
         "bare floor: {servers} bare code-servers (empty folder, no extensions) started at once, all answering /healthz after {}",
         secs(floor)
     );
+    (install_cost, floor)
+}
 
-    let devbox = ServingDevbox::start(root, http_port, &fixture.wrapper, "info,devbox=debug");
-    let mut results = Vec::new();
-    for round in 1..=rounds {
-        results.push(run_round(&devbox, round, servers, &fixture.runs_file));
-    }
-    drop(devbox);
-    report(servers, &results, install_cost, floor);
-    println!("load average: {}", common::load_average());
+/// Brings the dev cluster up (`scripts/slurm-dev.sh up`, idempotent) and gives the
+/// partition it prints last.
+fn slurm_up() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-dev.sh");
+    let out = Command::new(&script)
+        .arg("up")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} up failed ({}):\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .expect("slurm-dev.sh up prints the partition last")
+        .to_owned()
+}
+
+/// Prints how many one-CPU jobs `partition` runs at once (its CPUs × the jobs a CPU
+/// may hold, `OverSubscribe=FORCE:n`), and how many of `servers` will wait.
+fn describe_partition(partition: &str, servers: usize) {
+    let shown = Command::new("scontrol")
+        .args(["show", "partition", partition])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let field = |name: &str| {
+        shown
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_owned)
+    };
+    let cpus: Option<usize> = field("TotalCPUs").and_then(|v| v.parse().ok());
+    let oversubscribe = field("OverSubscribe").unwrap_or_else(|| "?".into());
+    let per_cpu = match oversubscribe.split_once(':') {
+        Some(("FORCE" | "YES", n)) => n.parse().ok(),
+        _ if oversubscribe == "NO" || oversubscribe == "EXCLUSIVE" => Some(1),
+        _ => None,
+    };
+    let Some((cpus, per_cpu)) = cpus.zip(per_cpu) else {
+        println!("Slurm partition {partition}: OverSubscribe={oversubscribe} (capacity unknown)");
+        return;
+    };
+    let capacity = cpus * per_cpu;
+    let waiting = servers.saturating_sub(capacity);
+    println!(
+        "Slurm partition {partition}: {cpus} CPUs, OverSubscribe={oversubscribe}: {capacity} jobs of {SLURM_RESOURCES} at once{}",
+        if waiting > 0 {
+            format!("; {waiting} of the {servers} seats stay queued while the others run")
+        } else {
+            format!("; the {servers} seats fit")
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -200,8 +391,11 @@ fn main() {
 struct Seat {
     id: String,
     slug: String,
-    /// Where its instance listens (devbox's default, `listen: socket`).
-    direct: Direct,
+    /// Its status file, where a Slurm seat's job id and address show up.
+    status_file: PathBuf,
+    /// Where a local instance listens (devbox's default, `listen: socket`); `None` for
+    /// a Slurm job, which says where once it runs.
+    socket: Option<Direct>,
 }
 
 /// What one `POST /servers/{id}/start` did.
@@ -235,8 +429,12 @@ struct Steps {
     settings: Option<f64>,
     /// The last `extension …` event.
     extensions: Option<f64>,
-    /// `started: pid …`: devbox saw the instance healthy.
+    /// `running as Slurm job …`: the job said where it listens (Slurm only).
+    placed: Option<f64>,
+    /// `started: …`: devbox saw the instance healthy.
     started: Option<f64>,
+    /// The reasons Slurm gave while the job waited (`queued (Resources)`).
+    queue_reasons: HashSet<String>,
 }
 
 /// Per-server durations of the steps of a start, from devbox's log.
@@ -250,6 +448,12 @@ struct Phases {
     extensions: Vec<Duration>,
     /// User settings written (code-server is launched right after) → started.
     launch: Vec<Duration>,
+    /// User settings written → the job said where it listens (Slurm: `sbatch`, the
+    /// queue, the job's start, code-server's boot until it prints its port).
+    placement: Vec<Duration>,
+    /// The job said where it listens → started (`/healthz` answered, extensions in
+    /// place).
+    after_placement: Vec<Duration>,
 }
 
 #[derive(Default)]
@@ -291,9 +495,12 @@ fn agent(timeout: Duration) -> ureq::Agent {
 
 fn run_round(
     devbox: &ServingDevbox,
-    round: usize,
+    runtime: RuntimeKind,
+    label: &str,
+    seat_prefix: &str,
     servers: usize,
     runs_file: &Path,
+    jobs: &SlurmJobs,
 ) -> RoundResult {
     let api = agent(Duration::from_secs(30));
     // Start calls wait for the instance (up to devbox's request timeout, 5 minutes).
@@ -302,11 +509,11 @@ fn run_round(
     let runs_before = count_lines(runs_file);
     let cpu_before = common::cpu_time(devbox.pid());
 
-    print!("round {round}: creating {servers} servers…");
+    print!("{label}: creating {servers} server(s)…");
     let _ = std::io::stdout().flush();
     let began = Instant::now();
     let seats: Vec<Seat> = (1..=servers)
-        .map(|i| create_seat(&api, devbox, &format!("w{round}-seat-{i:02}")))
+        .map(|i| create_seat(&api, devbox, &format!("{seat_prefix}-{i:02}"), runtime))
         .collect();
     let creates = began.elapsed();
     print!(" {}; starting all…", secs(creates));
@@ -316,7 +523,7 @@ fn run_round(
     let (base, pid) = (devbox.url(""), devbox.pid());
     let answered = AtomicUsize::new(0);
     let (starts, (healthy, rss_peak)) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(|| watch_ready(&seats, began, &answered, pid));
+        let watcher = scope.spawn(|| watch_ready(&seats, began, &answered, pid, jobs));
         let calls: Vec<_> = seats
             .iter()
             .map(|seat| {
@@ -393,7 +600,12 @@ fn run_round(
     }
 }
 
-fn create_seat(api: &ureq::Agent, devbox: &ServingDevbox, name: &str) -> Seat {
+fn create_seat(
+    api: &ureq::Agent,
+    devbox: &ServingDevbox,
+    name: &str,
+    runtime: RuntimeKind,
+) -> Seat {
     let url = devbox.url("/servers/create-from-template");
     let mut response = api
         .post(&url)
@@ -404,9 +616,11 @@ fn create_seat(api: &ureq::Agent, devbox: &ServingDevbox, name: &str) -> Seat {
     assert_eq!(status, 201, "create {name}: {body}");
     let view: Value = serde_json::from_str(&body).expect("create answers JSON");
     let slug = view["slug"].as_str().unwrap_or(name).to_owned();
+    let socket = devbox.path(&format!("state/sockets/{slug}.sock"));
     Seat {
         id: view["id"].as_str().expect("id").to_owned(),
-        direct: Direct::Unix(devbox.path(&format!("state/sockets/{slug}.sock"))),
+        status_file: devbox.path(&format!("state/servers/{slug}/status.json")),
+        socket: (runtime == RuntimeKind::Local).then_some(Direct::Unix(socket)),
         slug,
     }
 }
@@ -436,19 +650,25 @@ fn start_seat(api: &ureq::Agent, base: &str, seat: &Seat) -> StartCall {
 }
 
 /// Probes every seat's `/healthz` until all answer 200 (or the round gives up); gives
-/// when each first did, and the highest RSS of devbox seen meanwhile.
+/// when each first did, and the highest RSS of devbox seen meanwhile. A Slurm seat is
+/// probed once its status file says where its job listens; its job id goes to `jobs`.
 fn watch_ready(
     seats: &[Seat],
     began: Instant,
     answered: &AtomicUsize,
     devbox_pid: u32,
+    jobs: &SlurmJobs,
 ) -> (Vec<Option<Instant>>, f64) {
     let mut healthy: Vec<Option<Instant>> = vec![None; seats.len()];
+    let mut reach: Vec<Option<Direct>> = seats.iter().map(|s| s.socket.clone()).collect();
     let mut rss_peak: f64 = 0.0;
     let mut all_answered_at = None;
     loop {
-        for (seat, healthy) in seats.iter().zip(healthy.iter_mut()) {
-            if healthy.is_none() && seat.direct.healthz().is_some() {
+        for ((seat, healthy), reach) in seats.iter().zip(healthy.iter_mut()).zip(&mut reach) {
+            if reach.is_none() {
+                *reach = job_address(&seat.status_file, jobs);
+            }
+            if healthy.is_none() && reach.as_ref().is_some_and(|d| d.healthz().is_some()) {
                 *healthy = Some(Instant::now());
             }
         }
@@ -465,6 +685,60 @@ fn watch_ready(
         std::thread::sleep(POLL);
     }
     (healthy, rss_peak)
+}
+
+/// Where the Slurm job of the status file at `path` listens, once it has said so: on
+/// the dev cluster's one node (this machine) its port on loopback (the job binds every
+/// address). The job's id, once recorded, goes to `jobs`.
+fn job_address(path: &Path, jobs: &SlurmJobs) -> Option<Direct> {
+    let status: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let instance = &status["instance"];
+    if instance["backend"] != "slurm" {
+        return None;
+    }
+    jobs.saw(instance["job_id"].as_u64()?);
+    let port = instance["address"][1].as_u64()?;
+    Some(Direct::Tcp(u16::try_from(port).ok()?))
+}
+
+/// The Slurm jobs the bench saw: any still queued or running when this is dropped
+/// (devbox was killed, or did not stop them) are cancelled, so that none outlives the
+/// run.
+#[derive(Default)]
+struct SlurmJobs(std::sync::Mutex<std::collections::BTreeSet<u64>>);
+
+impl SlurmJobs {
+    fn saw(&self, id: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+    }
+}
+
+impl Drop for SlurmJobs {
+    fn drop(&mut self) {
+        let ids = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        if ids.is_empty() {
+            return;
+        }
+        let listed = Command::new("squeue")
+            .args(["-h", "-o", "%i", "-j"])
+            .arg(ids.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
+            .output();
+        let left: Vec<String> = listed
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !left.is_empty() {
+            eprintln!(
+                "Slurm jobs left after devbox stopped: {}; cancelling them",
+                left.join(" ")
+            );
+            let _ = Command::new("scancel").args(&left).status();
+        }
+    }
 }
 
 /// The `extension_results` states of every seat (counted), and the first error.
@@ -532,8 +806,15 @@ fn read_log(devbox: &ServingDevbox) -> LogCounts {
             steps.provisioning = steps.provisioning.or(at);
         } else if message == "user settings written" {
             steps.settings = steps.settings.or(at);
-        } else if message.starts_with("started: pid") {
+        } else if message.starts_with("started: ") {
             steps.started = steps.started.or(at);
+        } else if message.starts_with("running as ") {
+            steps.placed = steps.placed.or(at);
+        } else if let Some(reason) = message
+            .strip_prefix("waiting for the cluster: queued (")
+            .and_then(|rest| rest.strip_suffix(')'))
+        {
+            steps.queue_reasons.insert(reason.to_owned());
         } else if let Some(event) = message
             .strip_prefix("extension ")
             // Not a debug line of structured fields (`extension extension=… outcome=…`).
@@ -590,6 +871,8 @@ fn phases(seats: &[Seat], starts: &[StartCall], log: &LogCounts) -> Phases {
             (&mut phases.workspace, steps.provisioning, steps.settings),
             (&mut phases.extensions, steps.settings, steps.extensions),
             (&mut phases.launch, steps.settings, steps.started),
+            (&mut phases.placement, steps.settings, steps.placed),
+            (&mut phases.after_placement, steps.placed, steps.started),
         ];
         for (samples, from, to) in pairs {
             samples.extend(span(from, to));
@@ -609,10 +892,20 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn report(servers: usize, results: &[RoundResult], install_cost: Duration, floor: Duration) {
+fn report(servers: usize, flows: &[Flow], install_cost: Duration, floor: Duration) {
+    summary(servers, flows);
+    // One column per runtime and round, then the single starts of each runtime.
+    let mut columns: Vec<(String, &RoundResult)> = Vec::new();
+    for flow in flows {
+        let runtime = flow.runtime.name();
+        for (i, round) in flow.rounds.iter().enumerate() {
+            columns.push((format!("{runtime}, round {}", i + 1), round));
+        }
+    }
+    let results: Vec<&RoundResult> = columns.iter().map(|(_, r)| *r).collect();
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |label: &str, cell: &dyn Fn(&RoundResult) -> String| {
-        rows.push((label.to_owned(), results.iter().map(cell).collect()));
+        rows.push((label.to_owned(), results.iter().map(|r| cell(r)).collect()));
     };
     let p = |samples: &[Duration], q: f64| {
         if samples.is_empty() {
@@ -678,6 +971,15 @@ fn report(servers: usize, results: &[RoundResult], install_cost: Duration, floor
     row("  code-server launch → running", &|r| {
         median_max(&r.phases.launch)
     });
+    row("    of which sbatch → job says host:port", &|r| {
+        median_max(&r.phases.placement)
+    });
+    row("    then → running (/healthz, extensions)", &|r| {
+        median_max(&r.phases.after_placement)
+    });
+    row("seats that waited in the queue, by reason", &|r| {
+        queue_reasons(r)
+    });
     row("start call answered, p50", &|r| {
         let took: Vec<Duration> = r.starts.iter().map(|s| s.took).collect();
         p(&took, 50.0)
@@ -734,8 +1036,9 @@ fn report(servers: usize, results: &[RoundResult], install_cost: Duration, floor
         .chain([9])
         .max()
         .unwrap_or(9);
-    let header: String = (1..=results.len())
-        .map(|i| format!("  {:>cell_width$}", format!("round {i}")))
+    let header: String = columns
+        .iter()
+        .map(|(label, _)| format!("  {label:>cell_width$}"))
         .collect();
     println!("{:<width$}{header}   ({servers} servers)", "");
     for (label, cells) in &rows {
@@ -758,11 +1061,10 @@ fn report(servers: usize, results: &[RoundResult], install_cost: Duration, floor
         secs(install_cost),
         (install_cost * without as u32).as_secs_f64()
     );
-    for (i, r) in results.iter().enumerate() {
+    for (label, r) in &columns {
         let avoided = without.saturating_sub(r.installer_runs);
         println!(
-            "round {}: {avoided} installer runs avoided × {} ≈ {:.0} s of installer time saved",
-            i + 1,
+            "{label}: {avoided} installer runs avoided × {} ≈ {:.0} s of installer time saved",
             secs(install_cost),
             (install_cost * avoided as u32).as_secs_f64()
         );
@@ -785,6 +1087,128 @@ fn report(servers: usize, results: &[RoundResult], install_cost: Duration, floor
             println!("  first cache line: {sample}");
         }
     }
+}
+
+/// The table the README quotes: create → healthy (and start call → healthy) as p50 /
+/// p95 / max, for a burst and for one seat alone, one column per runtime.
+fn summary(servers: usize, flows: &[Flow]) {
+    let three = |samples: &[Duration]| {
+        if samples.is_empty() {
+            return "-".to_owned();
+        }
+        format!(
+            "{:.2} / {:.2} / {:.2} s",
+            percentile(samples, 50.0).as_secs_f64(),
+            percentile(samples, 95.0).as_secs_f64(),
+            percentile(samples, 100.0).as_secs_f64()
+        )
+    };
+    let never = |results: &[&RoundResult]| -> usize { results.iter().map(|r| r.never_ready).sum() };
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let rounds = flows.iter().map(|f| f.rounds.len()).max().unwrap_or(0);
+    for round in 0..rounds {
+        let cache = if round == 0 {
+            "cold cache"
+        } else {
+            "warm cache"
+        };
+        let picked: Vec<Option<&RoundResult>> = flows.iter().map(|f| f.rounds.get(round)).collect();
+        let cells = |samples: &dyn Fn(&RoundResult) -> &[Duration]| -> Vec<String> {
+            picked
+                .iter()
+                .map(|r| match r {
+                    Some(r) if r.never_ready > 0 => {
+                        format!("{} ({} never ready)", three(samples(r)), r.never_ready)
+                    }
+                    Some(r) => three(samples(r)),
+                    None => "-".to_owned(),
+                })
+                .collect()
+        };
+        rows.push((
+            format!(
+                "burst of {servers}, round {} ({cache}): first create → healthy",
+                round + 1
+            ),
+            cells(&|r| &r.ready),
+        ));
+        rows.push((
+            "  its own start call → healthy".to_owned(),
+            cells(&|r| &r.start_to_ready),
+        ));
+    }
+    let singles = flows.iter().map(|f| f.singles.len()).max().unwrap_or(0);
+    if singles > 0 {
+        let gather = |pick: &dyn Fn(&RoundResult) -> &[Duration]| -> Vec<String> {
+            flows
+                .iter()
+                .map(|f| {
+                    let samples: Vec<Duration> = f
+                        .singles
+                        .iter()
+                        .flat_map(|r| pick(r).iter().copied())
+                        .collect();
+                    let results: Vec<&RoundResult> = f.singles.iter().collect();
+                    match never(&results) {
+                        0 => three(&samples),
+                        n => format!("{} ({n} never ready)", three(&samples)),
+                    }
+                })
+                .collect()
+        };
+        rows.push((
+            format!("one seat alone ({singles} in turn, warm cache): create → healthy"),
+            gather(&|r| &r.ready),
+        ));
+        rows.push((
+            "  its start call → healthy".to_owned(),
+            gather(&|r| &r.start_to_ready),
+        ));
+    }
+
+    println!();
+    let width = rows
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let cell_width = rows
+        .iter()
+        .flat_map(|(_, cells)| cells.iter().map(|c| c.chars().count()))
+        .chain([24])
+        .max()
+        .unwrap_or(24);
+    let header: String = flows
+        .iter()
+        .map(|f| format!("  {:>cell_width$}", f.runtime.name()))
+        .collect();
+    println!("{:<width$}{header}   (p50 / p95 / max)", "");
+    for (label, cells) in &rows {
+        let cells: String = cells
+            .iter()
+            .map(|c| format!("  {c:>cell_width$}"))
+            .collect();
+        println!("{label:<width$}{cells}");
+    }
+}
+
+/// How many seats of the round waited in Slurm's queue for each reason it gave
+/// (`None`: queued, about to be scheduled).
+fn queue_reasons(round: &RoundResult) -> String {
+    let mut seats: BTreeMap<&str, usize> = BTreeMap::new();
+    for steps in round.log.steps.values() {
+        for reason in &steps.queue_reasons {
+            *seats.entry(reason.as_str()).or_default() += 1;
+        }
+    }
+    if seats.is_empty() {
+        return "-".to_owned();
+    }
+    seats
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Starts `n` bare code-servers at once (as devbox would start them, each with an empty
