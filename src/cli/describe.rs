@@ -184,12 +184,20 @@ pub fn local(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
         conditions.push(ready(status.phase, status.message.as_deref()));
         let effective = resolved.map(|r| r.resources).unwrap_or_default();
         if status.phase == Phase::Running && !effective.is_empty() {
-            let enforced = status.local_process().is_some_and(|p| p.cgroup.is_some());
+            let (enforced, how) = match &status.instance {
+                Some(crate::status::InstanceRecord::Slurm(_)) => {
+                    (true, "they are the Slurm job's allocation")
+                }
+                Some(crate::status::InstanceRecord::Local(p)) if p.cgroup.is_some() => {
+                    (true, "the instance runs in a cgroup of its own")
+                }
+                _ => (false, ""),
+            };
             conditions.push((
                 "LimitsEnforced",
                 enforced,
                 if enforced {
-                    "the instance runs in a cgroup of its own".into()
+                    how.into()
                 } else {
                     status.message.clone().unwrap_or_default()
                 },
