@@ -8,15 +8,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::DirectReply;
+use common::slurm::{http_get, partition, processes_with};
 use devbox::runtime::slurm::{
     JobId, JobInfo, JobRequest, JobScript, JobState, NamedJob, Slurm, SlurmError, SlurmSettings,
     job_script, reported_endpoint,
@@ -26,23 +23,6 @@ const MIB: u64 = 1024 * 1024;
 
 /// One test at a time (see the module's doc).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The partition of the dev cluster, brought up once for all tests of this file.
-fn partition() -> &'static str {
-    static PARTITION: OnceLock<String> = OnceLock::new();
-    PARTITION.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-dev.sh");
-        let out = Command::new(&script).arg("up").output().unwrap();
-        assert!(
-            out.status.success(),
-            "{} up failed:\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        stdout.lines().last().unwrap().trim().to_owned()
-    })
-}
 
 fn slurm() -> Slurm {
     Slurm::new(SlurmSettings {
@@ -166,21 +146,6 @@ fn hostname() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// Pids of the live processes whose command line holds `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(marker)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .filter(|pid| !is_zombie(*pid))
-        .collect()
-}
-
 fn proc_stat_fields(pid: u32) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(") ")
@@ -188,40 +153,9 @@ fn proc_stat_fields(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn is_zombie(pid: u32) -> bool {
-    proc_stat_fields(pid)
-        .first()
-        .is_none_or(|state| state == "Z")
-}
-
 /// The session a process belongs to.
 fn session_of(pid: u32) -> Option<u32> {
     proc_stat_fields(pid).get(3)?.parse().ok()
-}
-
-/// `GET path` at `host:port` over HTTP/1.0 (the host as the job reported it, where
-/// `common::Direct` speaks to loopback only); `None` when nothing answers.
-fn http_get(host: &str, port: u16, path: &str) -> Option<DirectReply> {
-    let mut stream = TcpStream::connect((host, port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n").ok()?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).ok()?;
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    Some(DirectReply {
-        status,
-        headers,
-        body: body.as_bytes().to_vec(),
-    })
 }
 
 /// The node's memory in MiB (`RealMemory=` of `scontrol show node localhost -o`).

@@ -167,6 +167,8 @@ impl<R: Runtime> Controller<R> {
                 ports.claim(&status.name, port);
             }
         }
+        let passwords = InstancePasswords::default();
+        reconciler::recall_recorded_passwords(&statuses, &passwords);
         let scan_cache = scan::ScanCache::with_running(statuses.filter_map_all(|status| {
             status.instance.as_ref()?;
             Some((status.port?, status.name.clone()))
@@ -198,7 +200,7 @@ impl<R: Runtime> Controller<R> {
             runtime,
             statuses,
             accounts,
-            passwords: InstancePasswords::default(),
+            passwords,
             usage: UsageStore::default(),
             ports,
             health: HealthClient::default(),

@@ -20,6 +20,8 @@ mod direct;
 pub mod pki;
 pub mod procs;
 pub mod seats;
+#[allow(dead_code)]
+pub mod slurm;
 pub mod users;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]

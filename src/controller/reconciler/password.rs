@@ -88,11 +88,16 @@ impl<R: Runtime> ServerTask<R> {
 
     /// The password of an instance an earlier devbox started, from devbox's copy.
     pub(super) fn recall_password(&self, record: &InstanceRecord) {
-        let password = match record {
-            InstanceRecord::Local(_) => None,
-            InstanceRecord::Slurm(_) => read_password(&self.dir.join(PASSWORD_FILE)),
-        };
-        self.publish_password(record, password);
+        self.publish_password(record, recorded_password(&self.dir, record));
+    }
+}
+
+/// devbox's copy of the password of `record`, an instance of the server whose folder
+/// is `dir`; `None` for an instance that runs without one.
+pub(super) fn recorded_password(dir: &Path, record: &InstanceRecord) -> Option<Secret> {
+    match record {
+        InstanceRecord::Local(_) => None,
+        InstanceRecord::Slurm(_) => read_password(&dir.join(PASSWORD_FILE)),
     }
 }
 

@@ -10,18 +10,22 @@
 //!   was away; the restart policy then applies as to any stopped server.
 //!
 //! The ports of recorded instances are claimed by the controller before the API
-//! serves (see `Controller::new`), so that no new spec is given one meanwhile.
+//! serves (see `Controller::new`), so that no new spec is given one meanwhile; the
+//! passwords of recorded instances that ask for one are handed to the proxy then too
+//! ([`recall_recorded_passwords`]).
 
 use std::collections::HashSet;
 
 use tokio::time::Instant;
 
 use super::ServerTask;
+use super::password::recorded_password;
 use super::state::Live;
+use crate::instance_auth::{InstancePassword, InstancePasswords};
 use crate::logs::Level;
 use crate::metrics::METRICS;
 use crate::runtime::Runtime;
-use crate::status::{Phase, StatusStore};
+use crate::status::{Phase, StatusStore, server_dir};
 
 /// Ends the instances of this devbox (its state dir) that no status records.
 pub(in crate::controller) async fn sweep_unrecorded<R: Runtime>(
@@ -35,6 +39,31 @@ pub(in crate::controller) async fn sweep_unrecorded<R: Runtime>(
     let owner = super::instance_owner(statuses.state_dir());
     for tag in runtime.sweep_unrecorded(&owner, &recorded).await {
         tracing::warn!(instance = %tag, "killed an instance no status recorded (devbox had died while starting it)");
+    }
+}
+
+/// Hands the proxy the passwords of the recorded instances that ask for one, from
+/// devbox's copies. Called before the API serves: the proxy forwards to a recorded
+/// instance from its first request, before that server's task has adopted it, and
+/// without the password it would pass code-server's login page on to the browser.
+pub(in crate::controller) fn recall_recorded_passwords(
+    statuses: &StatusStore,
+    passwords: &InstancePasswords,
+) {
+    for status in statuses.list() {
+        let Some(record) = &status.instance else {
+            continue;
+        };
+        let dir = server_dir(statuses.state_dir(), &status.name);
+        if let Some(password) = recorded_password(&dir, record) {
+            passwords.set(
+                &status.name,
+                InstancePassword {
+                    instance: record.tag().to_owned(),
+                    password,
+                },
+            );
+        }
     }
 }
 
@@ -71,6 +100,7 @@ impl<R: Runtime> ServerTask<R> {
                 );
             }
             None => {
+                self.ctx.passwords.remove(self.name());
                 self.ctx.runtime.clean_up(&recorded.record).await;
                 self.ctx.ports.release(self.name());
                 self.state.started_at = None;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Setup, spec};
 use crate::runtime::ExitInfo;
-use crate::status::{InstanceRecord, Phase, ProcessRecord, ServerStatus};
+use crate::status::{InstanceRecord, Phase, ProcessRecord, ServerStatus, SlurmJobRecord};
 
 const PORT: u16 = 8042;
 
@@ -185,4 +185,33 @@ async fn the_port_of_a_recorded_instance_that_ended_is_free_for_others() {
         .await;
     assert_eq!(other.phase, Phase::Running, "{:?}", other.message);
     assert_eq!(h.ctx.ports.owner(PORT).as_deref(), Some("bea"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_password_of_a_recorded_job_is_the_proxys_before_any_task_runs() {
+    let setup = Setup::new();
+    let spec = spec(&setup.config, "job", "state: running");
+    let mut status = ServerStatus::new("job", spec.id, &spec.display_name);
+    status.phase = Phase::Running;
+    status.port = Some(PORT);
+    status.instance = Some(InstanceRecord::Slurm(SlurmJobRecord {
+        job_id: 17,
+        tag: "earlier-job".into(),
+        node: Some("n1".into()),
+        address: Some(("n1".into(), 41234)),
+    }));
+    let setup = setup.recorded(&status);
+    let dir = crate::status::server_dir(setup.state_dir(), "job");
+    std::fs::write(dir.join("instance-password"), "s3cret-of-the-job\n").unwrap();
+    let h = setup.start().await;
+
+    // The proxy serves from the start, before the task adopts the job: it must be
+    // able to sign in from its first request.
+    let password = h
+        .ctx
+        .passwords
+        .get("job")
+        .expect("the recorded job's password");
+    assert_eq!(password.instance, "earlier-job");
+    assert_eq!(password.password.expose(), "s3cret-of-the-job");
 }
