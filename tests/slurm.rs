@@ -365,6 +365,9 @@ fn a_slurm_spec_runs_as_a_job_served_through_devbox_and_closed_to_direct_visitor
         devbox.context()
     );
     assert_eq!(job.node, "localhost", "{job:?}");
+    let listed = devbox.server("ide").expect("listed");
+    assert_eq!(listed["slurm_job"]["id"], job.id, "the API shows the job: {listed}");
+    assert_eq!(listed["slurm_job"]["node"], "localhost", "{listed}");
     let allocation = Command::new("squeue")
         .args(["-h", "-j", &job.id.to_string(), "-o", "%m %C"])
         .output()
@@ -642,9 +645,10 @@ fn a_slurmctld_restart_leaves_the_server_running() {
 #[test]
 fn a_spec_asking_for_more_than_the_node_has_fails_with_slurms_reason() {
     let _serial = one_at_a_time();
-    // No retry within the test: each failure is looked at as it is left.
+    // Such a server is not retried until its spec changes (each retry would submit,
+    // and be refused, again): a short backoff shows that nothing is submitted again.
     let devbox =
-        SlurmDevbox::start_with("controller:\n  restart_backoff: {initial: 10m, max: 10m}\n");
+        SlurmDevbox::start_with("controller:\n  restart_backoff: {initial: 1s, max: 1s}\n");
     devbox.write_spec(
         "bigmem",
         "  runtime: slurm\n  state: running\n  resources: {memory: 1TiB}\n",
@@ -665,7 +669,7 @@ fn a_spec_asking_for_more_than_the_node_has_fails_with_slurms_reason() {
     let message = bigcpu["message"].as_str().unwrap_or_default();
     let job: u64 = message
         .strip_prefix("Slurm cannot ever run job ")
-        .and_then(|rest| rest.strip_suffix(": PartitionConfig"))
+        .and_then(|rest| rest.strip_suffix(": PartitionConfig; tried again when the spec changes"))
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("the message names the job and Slurm's reason: {bigcpu}"));
     devbox.assert_over(job, "the job that can never run");
@@ -678,6 +682,13 @@ fn a_spec_asking_for_more_than_the_node_has_fails_with_slurms_reason() {
         );
     }
     assert_eq!(devbox.live_jobs(), [], "no job left\n{}", devbox.context());
+    // Seconds past many backoffs: neither was submitted again.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let bigcpu_now = devbox.status("bigcpu").expect("a status");
+    assert_eq!(bigcpu_now["phase"], "failed", "{bigcpu_now}");
+    assert_eq!(bigcpu_now["restarts"], 0, "not retried: {bigcpu_now}");
+    let bigmem_now = devbox.status("bigmem").expect("a status");
+    assert_eq!(bigmem_now["restarts"], 0, "not retried: {bigmem_now}");
 }
 
 #[test]

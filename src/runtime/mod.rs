@@ -266,6 +266,14 @@ pub enum RuntimeError {
     Slurm(#[from] slurm::SlurmError),
 }
 
+impl RuntimeError {
+    /// Whether the same start would fail the same way: the backend refused what the
+    /// spec asks (Slurm: more memory than any node has).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, RuntimeError::Slurm(slurm::SlurmError::Refused { .. }))
+    }
+}
+
 fn spawn_hint(err: &std::io::Error) -> &'static str {
     if err.kind() == std::io::ErrorKind::NotFound {
         " (set code_server.binary in the config or DEVBOX_CODE_SERVER; scripts/install-code-server.sh installs one)"

@@ -90,6 +90,10 @@ impl<R: Runtime> ServerTask<R> {
         self.start_tail();
         let instance = match self.ctx.runtime.start(&plan).await {
             Ok(instance) => instance,
+            Err(err) if err.is_permanent() => {
+                self.stop_tail();
+                return self.give_up(err.to_string());
+            }
             Err(err) => {
                 self.stop_tail();
                 return self.fail(err.to_string(), false);
@@ -143,7 +147,7 @@ impl<R: Runtime> ServerTask<R> {
             StartOutcome::Exited(exit) => self.on_exit(exit, "during start ").await,
             StartOutcome::Impossible(reason) => {
                 self.stop("cannot run", None).await;
-                self.fail(reason, false);
+                self.give_up(reason);
             }
             StartOutcome::TimedOut => {
                 self.stop("start timed out", None).await;

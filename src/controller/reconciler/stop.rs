@@ -65,6 +65,12 @@ impl<R: Runtime> ServerTask<R> {
         // Asked first: the clean-up forgets the instance (its cgroup).
         let cause = self.ctx.runtime.exit_reason(&record, exit);
         let prefix = super::start::cause_prefix(cause.as_deref());
+        // What ended it: the backend's cause alone when the exit itself says nothing
+        // more (a Slurm job that was cancelled, timed out, lost its node).
+        let ended = match (&cause, exit) {
+            (Some(cause), ExitInfo::Unknown) => cause.clone(),
+            _ => format!("{prefix}code-server exited {when}({exit})"),
+        };
         // Children may still hold the port for a few seconds after the launcher died.
         self.ctx.runtime.clean_up(&record).await;
         if decide::recovered(healthy_for) {
@@ -77,7 +83,10 @@ impl<R: Runtime> ServerTask<R> {
         }
         self.event(
             Level::Warn,
-            format!("{prefix}{} exited ({exit})", record.describe()),
+            match (&cause, exit) {
+                (Some(cause), ExitInfo::Unknown) => cause.clone(),
+                _ => format!("{prefix}{} exited ({exit})", record.describe()),
+            },
         );
         let policy = self
             .state
@@ -87,10 +96,7 @@ impl<R: Runtime> ServerTask<R> {
         match decide::after_exit(policy, exit) {
             AfterExit::Restart(reason) => {
                 count_restart(reason);
-                let reason = format!(
-                    "{prefix}code-server exited {when}({exit}){}",
-                    self.crash_lines()
-                );
+                let reason = format!("{ended}{}", self.crash_lines());
                 self.fail(reason, true);
             }
             AfterExit::Halt(phase) => {
@@ -157,7 +163,28 @@ impl<R: Runtime> ServerTask<R> {
             Level::Warn
         };
         let first_line = reason.lines().next().unwrap_or_default();
+        let first_line = first_line.trim_end_matches("; last output:");
         self.event(level, format!("{first_line}; retry in {delay_text}"));
+    }
+
+    /// The backend can never run the applied spec as it is (it refused it, or can never
+    /// place it): the server shows `failed` and stays down until its spec changes, where
+    /// a retry would only ask again (and, on Slurm, leave a failed job behind each time).
+    pub(super) fn give_up(&mut self, reason: String) {
+        self.ctx.ports.release(self.name());
+        let state = &mut self.state;
+        state.halted_revision = state.applied.as_ref().map(|s| s.revision.clone());
+        state.retry = None;
+        state.live = None;
+        state.started_at = None;
+        state.port = state.pinned_port();
+        state.phase = Phase::Failed;
+        state.message = Some(format!("{reason}; tried again when the spec changes"));
+        self.publish();
+        self.event(
+            Level::Error,
+            format!("{reason}; not tried again until the spec changes"),
+        );
     }
 
     /// The last lines code-server printed, for failure reasons.

@@ -1,6 +1,6 @@
 //! Instances a backend places itself (a queued Slurm job): the server shows why it
-//! waits and is not probed meanwhile, runs once placed, fails at once when it can never
-//! be placed, and a delete while it waits leaves nothing behind.
+//! waits and is not probed meanwhile, runs once placed, fails at once and stays down
+//! until its spec changes when it can never be placed, and a delete while it waits leaves nothing behind.
 
 use std::time::Duration;
 
@@ -49,14 +49,20 @@ async fn an_instance_that_can_never_be_placed_fails_at_once() {
         .await;
     assert_eq!(
         failed.message.as_deref(),
-        Some("Slurm cannot ever run job 7: PartitionConfig")
-    );
-    assert!(
-        failed.next_retry_at.is_some(),
-        "tried again later: {failed:?}"
+        Some("Slurm cannot ever run job 7: PartitionConfig; tried again when the spec changes")
     );
     assert!(h.fake.live("qib").is_empty(), "withdrawn");
     assert_eq!(h.fake.stops("qib"), 1);
+    // Asking again would be refused again: it stays down, however long, until an edit.
+    assert_eq!(failed.next_retry_at, None);
+    assert!(failed.halted_revision.is_some());
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(h.fake.starts("qib"), 1);
+    h.fake.behave("qib", |b| b.queued = None);
+    h.apply("qib", "state: running\nresources: {memory: 1GiB}");
+    h.wait_for("qib", "running the edit", |s| s.phase == Phase::Running)
+        .await;
+    assert_eq!(h.fake.starts("qib"), 2);
 }
 
 #[tokio::test(start_paused = true)]
