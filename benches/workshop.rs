@@ -1024,30 +1024,8 @@ fn report(servers: usize, flows: &[Flow], install_cost: Duration, floor: Duratio
     row("devbox CPU, create → all healthy", &|r| secs(r.cpu));
     row("teardown (every DELETE at once)", &|r| secs(r.teardown));
 
-    println!();
-    let width = rows
-        .iter()
-        .map(|(l, _)| l.chars().count())
-        .max()
-        .unwrap_or(0);
-    let cell_width = rows
-        .iter()
-        .flat_map(|(_, cells)| cells.iter().map(|c| c.chars().count()))
-        .chain([9])
-        .max()
-        .unwrap_or(9);
-    let header: String = columns
-        .iter()
-        .map(|(label, _)| format!("  {label:>cell_width$}"))
-        .collect();
-    println!("{:<width$}{header}   ({servers} servers)", "");
-    for (label, cells) in &rows {
-        let cells: String = cells
-            .iter()
-            .map(|c| format!("  {c:>cell_width$}"))
-            .collect();
-        println!("{label:<width$}{cells}");
-    }
+    let headers: Vec<String> = columns.iter().map(|(label, _)| label.to_string()).collect();
+    print_table(&rows, &headers, 9, &format!("({servers} servers)"));
 
     println!();
     println!(
@@ -1166,6 +1144,13 @@ fn summary(servers: usize, flows: &[Flow]) {
         ));
     }
 
+    let headers: Vec<String> = flows.iter().map(|f| f.runtime.name().to_owned()).collect();
+    print_table(&rows, &headers, 24, "(p50 / p95 / max)");
+}
+
+/// Prints labelled rows of cells under `headers`, each column at least `min_cell` wide,
+/// with `note` after the header line.
+fn print_table(rows: &[(String, Vec<String>)], headers: &[String], min_cell: usize, note: &str) {
     println!();
     let width = rows
         .iter()
@@ -1175,15 +1160,15 @@ fn summary(servers: usize, flows: &[Flow]) {
     let cell_width = rows
         .iter()
         .flat_map(|(_, cells)| cells.iter().map(|c| c.chars().count()))
-        .chain([24])
+        .chain([min_cell])
         .max()
-        .unwrap_or(24);
-    let header: String = flows
+        .unwrap_or(min_cell);
+    let header: String = headers
         .iter()
-        .map(|f| format!("  {:>cell_width$}", f.runtime.name()))
+        .map(|label| format!("  {label:>cell_width$}"))
         .collect();
-    println!("{:<width$}{header}   (p50 / p95 / max)", "");
-    for (label, cells) in &rows {
+    println!("{:<width$}{header}   {note}", "");
+    for (label, cells) in rows {
         let cells: String = cells
             .iter()
             .map(|c| format!("  {c:>cell_width$}"))

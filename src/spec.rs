@@ -573,6 +573,21 @@ fn short_digest(bytes: &[u8]) -> String {
     crate::digest::sha256_hex(bytes, 12)
 }
 
+/// Spec files for tests of modules that read the specs directory.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    /// Writes `<dir>/<name>.yaml`: a spec named `name` whose `spec:` section is `body`
+    /// (lines indented by two spaces).
+    pub(crate) fn write_spec(dir: &Path, name: &str, body: &str) {
+        let text = format!(
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}"
+        );
+        std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,12 +132,7 @@ impl FilePins {
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, name: &str, body: &str) {
-        let text = format!(
-            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}"
-        );
-        std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
-    }
+    use crate::spec::testing::write_spec as write;
 
     const RANGE: PortRange = PortRange {
         start: 8010,

@@ -366,7 +366,10 @@ fn a_slurm_spec_runs_as_a_job_served_through_devbox_and_closed_to_direct_visitor
     );
     assert_eq!(job.node, "localhost", "{job:?}");
     let listed = devbox.server("ide").expect("listed");
-    assert_eq!(listed["slurm_job"]["id"], job.id, "the API shows the job: {listed}");
+    assert_eq!(
+        listed["slurm_job"]["id"], job.id,
+        "the API shows the job: {listed}"
+    );
     assert_eq!(listed["slurm_job"]["node"], "localhost", "{listed}");
     let allocation = Command::new("squeue")
         .args(["-h", "-j", &job.id.to_string(), "-o", "%m %C"])

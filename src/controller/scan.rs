@@ -360,12 +360,7 @@ pub fn port_conflicts<'a, K: Ord>(
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, name: &str, body: &str) {
-        let text = format!(
-            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: {name}\nspec:\n{body}"
-        );
-        std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
-    }
+    use crate::spec::testing::write_spec as write;
 
     #[test]
     fn spec_files_are_regular_or_linked_yaml_files() {

@@ -70,6 +70,22 @@ pub struct FakeInstance {
 }
 
 impl FakeInstance {
+    /// A live, healthy instance of `server`, started now.
+    fn new(server: &str, record: ProcessRecord, plan: Option<LaunchPlan>) -> Self {
+        Self {
+            server: server.to_owned(),
+            record,
+            plan,
+            started_at: Instant::now(),
+            ended_at: None,
+            exit: None,
+            stopped: false,
+            adopted: false,
+            health: Health::Alive,
+            probes: 0,
+        }
+    }
+
     pub fn is_live(&self) -> bool {
         self.exit.is_none()
     }
@@ -158,18 +174,7 @@ impl FakeRuntime {
     pub fn seed_live(&self, server: &str, record: ProcessRecord) {
         let (exited, _) = watch::channel(None);
         self.table().rows.push(Row {
-            instance: FakeInstance {
-                server: server.to_owned(),
-                record,
-                plan: None,
-                started_at: Instant::now(),
-                ended_at: None,
-                exit: None,
-                stopped: false,
-                adopted: false,
-                health: Health::Alive,
-                probes: 0,
-            },
+            instance: FakeInstance::new(server, record, None),
             exited,
             placement: None,
         });
@@ -337,18 +342,7 @@ impl Runtime for FakeRuntime {
             None => (None, None),
         };
         table.rows.push(Row {
-            instance: FakeInstance {
-                server: plan.server.clone(),
-                record: record.clone(),
-                plan: Some(plan.clone()),
-                started_at: Instant::now(),
-                ended_at: None,
-                exit: None,
-                stopped: false,
-                adopted: false,
-                health: Health::Alive,
-                probes: 0,
-            },
+            instance: FakeInstance::new(&plan.server, record.clone(), Some(plan.clone())),
             exited,
             placement,
         });
