@@ -6,7 +6,7 @@
 //! adopts, and the proxy gets it through [`crate::instance_auth::InstancePasswords`].
 //! Local instances listen where only devbox connects and run without one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::ServerTask;
 use crate::config::Secret;
@@ -110,7 +110,7 @@ fn auth_args(mode: &str, config_file: &Path) -> Vec<String> {
     ]
 }
 
-fn read_password(path: &PathBuf) -> Option<Secret> {
+fn read_password(path: &Path) -> Option<Secret> {
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
         Ok(_) => None,
