@@ -525,7 +525,7 @@ fn an_edit_restarts_the_server_as_a_new_job() {
 }
 
 #[test]
-fn a_devbox_killed_and_started_again_adopts_the_same_job() {
+fn a_devbox_killed_and_started_again_adopts_the_same_job_and_cancels_unrecorded_ones() {
     let _serial = one_at_a_time();
     let mut devbox = SlurmDevbox::start();
     devbox.write_spec("ide", SPEC);
@@ -538,7 +538,31 @@ fn a_devbox_killed_and_started_again_adopts_the_same_job() {
         Some("RUNNING"),
         "the job outlives devbox"
     );
+    // A job of this devbox that no status records, as one killed between `sbatch` and
+    // writing the status leaves behind.
+    let orphan_name = format!("{}ide.0123456789abcdef0123456789abcdef", devbox.prefix());
+    let submitted = Command::new("sbatch")
+        .args(["--parsable", "--mem=50M", "--job-name", &orphan_name])
+        .args(["--partition", partition(), "--wrap", "sleep 1000"])
+        .output()
+        .expect("sbatch");
+    let orphan: u64 = String::from_utf8_lossy(&submitted.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("sbatch's answer: {submitted:?}"));
     devbox.restart();
+    devbox.wait("the unrecorded job to be cancelled", || {
+        job_state(orphan).is_none_or(|s| !is_live(&s)).then_some(())
+    });
+    assert!(
+        devbox
+            .log()
+            .contains("killed an instance no status recorded"),
+        "{}",
+        devbox.context()
+    );
     let adopted = devbox.wait_job("ide", None);
     assert_eq!(
         adopted.id,
