@@ -156,16 +156,9 @@ impl<R: Runtime> Controller<R> {
             config.server.code_server_port_range,
             config.code_server.listen,
         ));
-        // Ports of processes recorded before a restart stay with them. Claimed here, not
-        // only when each server's task adopts its process: the API serves (and the
-        // spec writer picks free ports) before the first scan, and tasks of other
-        // servers start in parallel with adoption, so a port claimed later could be
-        // handed out twice meanwhile.
-        for status in statuses.list() {
-            if let (Some(port), Some(_)) = (status.port, &status.instance) {
-                ports.claim(&status.name, port);
-            }
-        }
+        // What an earlier devbox left running keeps its ports and passwords (see
+        // `reconciler::recovery`).
+        reconciler::claim_recorded_ports(&statuses, &ports);
         let passwords = InstancePasswords::default();
         reconciler::recall_recorded_passwords(&statuses, &passwords);
         let scan_cache = scan::ScanCache::with_running(statuses.filter_map_all(|status| {

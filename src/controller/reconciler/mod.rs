@@ -20,7 +20,7 @@ mod start;
 mod state;
 mod stop;
 
-pub(super) use recovery::{recall_recorded_passwords, sweep_unrecorded};
+pub(super) use recovery::{claim_recorded_ports, recall_recorded_passwords, sweep_unrecorded};
 pub(super) use start::{installer_settings, instance_owner};
 
 use std::path::{Path, PathBuf};

@@ -9,10 +9,10 @@
 //!   instance, same port, no restart), or cleaned up after when it ended while devbox
 //!   was away; the restart policy then applies as to any stopped server.
 //!
-//! The ports of recorded instances are claimed by the controller before the API
-//! serves (see `Controller::new`), so that no new spec is given one meanwhile; the
-//! passwords of recorded instances that ask for one are handed to the proxy then too
-//! ([`recall_recorded_passwords`]).
+//! - Before the API serves (from `Controller::new`), the recorded instances keep their
+//!   ports ([`claim_recorded_ports`]), so that no new spec is given one meanwhile, and
+//!   the proxy gets the passwords of those that ask for one
+//!   ([`recall_recorded_passwords`]).
 
 use std::collections::HashSet;
 
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::ServerTask;
 use super::password::recorded_password;
 use super::state::Live;
+use crate::controller::ports::PortAllocator;
 use crate::instance_auth::{InstancePassword, InstancePasswords};
 use crate::logs::Level;
 use crate::metrics::METRICS;
@@ -39,6 +40,18 @@ pub(in crate::controller) async fn sweep_unrecorded<R: Runtime>(
     let owner = super::instance_owner(statuses.state_dir());
     for tag in runtime.sweep_unrecorded(&owner, &recorded).await {
         tracing::warn!(instance = %tag, "killed an instance no status recorded (devbox had died while starting it)");
+    }
+}
+
+/// Keeps the ports of recorded instances with their servers. Claimed before the API
+/// serves, not only when each server's task adopts its instance: the spec writer picks
+/// free ports from the first request on, and tasks of other servers start while
+/// adoption runs, so a port claimed later could be handed out twice meanwhile.
+pub(in crate::controller) fn claim_recorded_ports(statuses: &StatusStore, ports: &PortAllocator) {
+    for status in statuses.list() {
+        if let (Some(port), Some(_)) = (status.port, &status.instance) {
+            ports.claim(&status.name, port);
+        }
     }
 }
 
