@@ -113,17 +113,17 @@ impl SlurmDevbox {
 
     /// With `extra` YAML appended to the config (top-level keys other than `runtime`).
     fn start_with(extra: &str) -> Self {
+        Self::start_opts(extra, Options::default(), |_| {})
+    }
+
+    /// With `extra` YAML appended to the config, other options and a preparation of the
+    /// test's root as [`Devbox::start_opts`] takes them.
+    fn start_opts(extra: &str, options: Options, prepare: impl FnOnce(&Path)) -> Self {
         let config = format!(
             "runtime:\n  slurm:\n    partition: {}\n{extra}",
             partition()
         );
-        let devbox = Devbox::start_opts(
-            Options {
-                config,
-                ..Options::default()
-            },
-            |_| {},
-        );
+        let devbox = Devbox::start_opts(Options { config, ..options }, prepare);
         let prefix = job_prefix(&devbox.state());
         SlurmDevbox {
             devbox,
@@ -803,4 +803,60 @@ fn a_browser_renders_the_workbench_of_a_slurm_job() {
         artifacts.join("slurm-ide.png").is_file(),
         "the script saved its screenshot"
     );
+}
+
+#[test]
+fn an_owners_job_runs_under_the_owners_user_and_writes_its_own_log() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _serial = one_at_a_time();
+    let code_server = common::users::runnable_by_others(&common::code_server(), 2);
+    let devbox = SlurmDevbox::start_opts(
+        "isolation:\n  run_as: owner\n",
+        Options {
+            code_server: Some(code_server),
+            ..Options::default()
+        },
+        // The state dir is in the test's root: the owner's user passes through it.
+        |root| std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).unwrap(),
+    );
+    devbox.write_spec_text(
+        "mine.yaml",
+        &format!(
+            "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: mine\n  owner: slurm-ann\nspec:\n{SPEC}"
+        ),
+    );
+    let job = devbox.wait_job("mine", None);
+    let user = "devbox-slurm-ann";
+    let (uid, _) = common::users::ids_of(user);
+    let queued_as = Command::new("squeue")
+        .args(["-h", "-j", &job.id.to_string(), "-o", "%u"])
+        .output()
+        .expect("squeue");
+    assert_eq!(
+        String::from_utf8_lossy(&queued_as.stdout).trim(),
+        user,
+        "the job is the owner's user's\n{}",
+        devbox.context()
+    );
+    let pids = job_pids(job.id);
+    assert!(
+        !pids.is_empty(),
+        "the job's processes: {}",
+        devbox.context()
+    );
+    for (pid, _, _) in &pids {
+        let owner = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+        if let Ok(owner) = owner {
+            assert_eq!(owner, uid, "process {pid} of the job runs as {user}");
+        }
+    }
+    let log = devbox.state().join("servers/mine/code-server.log");
+    let log_meta = std::fs::metadata(&log).expect("the job's log");
+    assert_eq!(
+        log_meta.uid(),
+        uid,
+        "the log is the owner's user's, who writes it"
+    );
+    assert!(log_meta.len() > 0, "the job wrote its output there");
+    devbox.assert_workbench(job.port, "an owner's job");
 }
