@@ -27,7 +27,7 @@ use crate::diagnostic::Diagnostic;
 use crate::fsutil;
 use crate::identity::Caller;
 use crate::spec::{self, DevServer, ServerSpec};
-use crate::spec_ports::{Holder, PinIndex};
+use crate::spec_ports::{FilePins, Holder, PinIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecFileError {
@@ -139,6 +139,16 @@ impl SpecFiles {
             history: Arc::new(Mutex::new(History::default())),
             held: None,
         }
+    }
+
+    /// Runs `take` with the ports the files pin as they are on disk now, under the edit
+    /// lock: a port the controller gives a server whose spec pins none is taken while no
+    /// file can be written, so it is never one a file written a moment ago pins (before
+    /// the controller's scan has read that file). Blocking.
+    pub fn with_current_pins<T>(&self, take: impl FnOnce(&FilePins) -> T) -> std::io::Result<T> {
+        let mut index = self.lock();
+        let pins = index.read(&self.dir)?;
+        Ok(take(&pins))
     }
 
     /// These files, written beside a controller whose servers hold `held`: no new pin
@@ -485,6 +495,30 @@ mod tests {
             .unwrap()
             .spec
             .port
+    }
+
+    /// The race the chaos test caught: a file written a moment before the controller's
+    /// next scan pins a port the controller's allocator does not know is pinned; a
+    /// server whose spec pins none, started in that moment, must not be given it.
+    #[test]
+    fn a_port_for_a_spec_without_one_is_never_one_a_new_file_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, ports) = files_with_ports(dir.path());
+        let created = files
+            .create(&server("fresh"), Quota::default(), NewPort::PickFree)
+            .unwrap();
+        assert_eq!(created.port, Some(RANGE.start));
+        // The allocator has not heard of the file (no scan since): alone, it would give
+        // that port away.
+        let name = "unpinned";
+        let given = files
+            .with_current_pins(|pins| {
+                ports.reserve(name, None, None, &|port| pins.pinned_by_other(port, name))
+            })
+            .unwrap()
+            .unwrap();
+        assert_ne!(given, RANGE.start, "the new file's port was given away");
+        assert_eq!(given, RANGE.start + 1);
     }
 
     #[test]

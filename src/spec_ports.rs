@@ -111,6 +111,13 @@ impl FilePins {
             .map(|server| Holder::Server(server.clone()))
     }
 
+    /// Whether a file of a server other than `name` pins `port`.
+    pub fn pinned_by_other(&self, port: u16, name: &str) -> bool {
+        self.0
+            .get(&port)
+            .is_some_and(|names| names.iter().any(|pinner| pinner != name))
+    }
+
     /// The first port of `range` free for a new spec of server `name`: no file pins it,
     /// no other server holds it, and (`probe`, with `listen: tcp`) nothing listens on it.
     pub fn first_free(

@@ -87,7 +87,7 @@ impl AppState {
             statuses: ctx.statuses.clone(),
             logs: ctx.logs.clone(),
             usage: ctx.usage.clone(),
-            specs: SpecFiles::new(ctx.config.clone()).with_held_ports(ctx.ports.held_view()),
+            specs: ctx.spec_files.clone(),
             health: ctx.health.clone(),
             rescan: ctx.rescan.clone(),
             sessions: Sessions::new(ctx.config.auth.session_ttl.get()),

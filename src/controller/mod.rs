@@ -79,6 +79,9 @@ pub struct Context<R> {
     pub extensions: Extensions,
     /// Local mirrors of the repositories workspaces are cloned from.
     pub git_mirrors: Arc<GitMirrors>,
+    /// The spec writer (the API's); the ports a server whose spec pins none is given
+    /// are taken under its lock.
+    pub spec_files: crate::spec_files::SpecFiles,
     /// Passwords of the instances that need one (on another machine), for the proxy.
     pub passwords: InstancePasswords,
     /// The Unix users of owners' instances, with `isolation.run_as: owner`.
@@ -166,6 +169,9 @@ impl<R: Runtime> Controller<R> {
             Some((status.port?, status.name.clone()))
         }));
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let config = Arc::new(config);
+        let spec_files =
+            crate::spec_files::SpecFiles::new(config.clone()).with_held_ports(ports.held_view());
         let ctx = Context {
             logs: LogHub::new(LogLimits {
                 lines: config.controller.log_buffer_lines,
@@ -188,7 +194,8 @@ impl<R: Runtime> Controller<R> {
                     allow_local_hosts: config.ui.workspace.allow_local_git_hosts,
                 },
             )),
-            config: Arc::new(config),
+            config,
+            spec_files,
             runtime,
             statuses,
             accounts,

@@ -94,12 +94,14 @@ impl PortAllocator {
     /// Gives `name` a port to start on: `pinned` when its spec names one, else
     /// `preferred` (the port it had before) when still free, else the first free one in
     /// the range. Ports other servers hold, and (unless pinned) ports other spec files
-    /// pin, are never given.
+    /// pin, as the last scan read them or as `pinned_elsewhere` says of the files now,
+    /// are never given.
     pub fn reserve(
         &self,
         name: &str,
         pinned: Option<u16>,
         preferred: Option<u16>,
+        pinned_elsewhere: &dyn Fn(u16) -> bool,
     ) -> Result<u16, PortError> {
         let mut ports = self.lock();
         let port = match pinned {
@@ -116,8 +118,12 @@ impl PortAllocator {
                 port
             }
             None => {
-                let usable =
-                    |p: u16| self.range.contains(p) && ports.free_for(p, name) && self.bindable(p);
+                let usable = |p: u16| {
+                    self.range.contains(p)
+                        && ports.free_for(p, name)
+                        && !pinned_elsewhere(p)
+                        && self.bindable(p)
+                };
                 preferred
                     .filter(|p| usable(*p))
                     .or_else(|| (self.range.start..=self.range.end).find(|p| usable(*p)))
@@ -192,11 +198,11 @@ mod tests {
     fn distinct_ports_preferred_reuse_and_release() {
         let range = free_range(3);
         let ports = PortAllocator::new(range, ListenMode::Tcp);
-        let a = ports.reserve("a", None, None).unwrap();
-        let b = ports.reserve("b", None, None).unwrap();
+        let a = ports.reserve("a", None, None, &|_| false).unwrap();
+        let b = ports.reserve("b", None, None, &|_| false).unwrap();
         assert_ne!(a, b);
         assert_eq!(
-            ports.reserve("a", None, Some(a)).unwrap(),
+            ports.reserve("a", None, Some(a), &|_| false).unwrap(),
             a,
             "a gets its old port back"
         );
@@ -204,7 +210,7 @@ mod tests {
         ports.release("b");
         assert_eq!(ports.owner(b), None);
         assert_eq!(
-            ports.reserve("c", None, None).unwrap(),
+            ports.reserve("c", None, None, &|_| false).unwrap(),
             b,
             "a released port is reused"
         );
@@ -216,16 +222,20 @@ mod tests {
         let ports = PortAllocator::new(range, ListenMode::Socket);
         ports.set_file_pins(BTreeMap::from([(range.start, "pinner".to_owned())]));
         assert_eq!(
-            ports.reserve("a", None, Some(range.start)).unwrap(),
+            ports
+                .reserve("a", None, Some(range.start), &|_| false)
+                .unwrap(),
             range.end,
             "a's old port is pinned by another file now"
         );
         assert!(
-            ports.reserve("b", None, None).is_err(),
+            ports.reserve("b", None, None, &|_| false).is_err(),
             "the only other port is pinned"
         );
         assert_eq!(
-            ports.reserve("pinner", Some(range.start), None).unwrap(),
+            ports
+                .reserve("pinner", Some(range.start), None, &|_| false)
+                .unwrap(),
             range.start
         );
     }
@@ -235,10 +245,13 @@ mod tests {
         let range = free_range(1);
         let ports = PortAllocator::new(range, ListenMode::Socket);
         ports.set_file_pins(BTreeMap::from([(range.start, "gone".to_owned())]));
-        assert!(ports.reserve("a", None, None).is_err());
+        assert!(ports.reserve("a", None, None, &|_| false).is_err());
         // The file that pinned it was deleted (or no longer pins it): the next scan says so.
         ports.set_file_pins(BTreeMap::new());
-        assert_eq!(ports.reserve("a", None, None).unwrap(), range.start);
+        assert_eq!(
+            ports.reserve("a", None, None, &|_| false).unwrap(),
+            range.start
+        );
     }
 
     #[test]
@@ -252,7 +265,10 @@ mod tests {
             held.snapshot(),
             BTreeMap::from([(range.start, "adopted".to_owned())])
         );
-        assert_eq!(ports.reserve("b", None, None).unwrap(), range.end);
+        assert_eq!(
+            ports.reserve("b", None, None, &|_| false).unwrap(),
+            range.end
+        );
         ports.release("adopted");
         assert_eq!(
             held.snapshot(),
@@ -265,20 +281,23 @@ mod tests {
         let range = free_range(2);
         let _foreign = TcpListener::bind((Ipv4Addr::LOCALHOST, range.start)).unwrap();
         let ports = PortAllocator::new(range, ListenMode::Tcp);
-        assert_eq!(ports.reserve("a", None, None).unwrap(), range.end);
         assert_eq!(
-            ports.reserve("b", Some(range.start), None),
+            ports.reserve("a", None, None, &|_| false).unwrap(),
+            range.end
+        );
+        assert_eq!(
+            ports.reserve("b", Some(range.start), None, &|_| false),
             Err(PortError::InUse { port: range.start })
         );
         assert_eq!(
-            ports.reserve("b", Some(range.end), None),
+            ports.reserve("b", Some(range.end), None, &|_| false),
             Err(PortError::Taken {
                 port: range.end,
                 owner: "a".into()
             })
         );
         assert_eq!(
-            ports.reserve("c", None, None),
+            ports.reserve("c", None, None, &|_| false),
             Err(PortError::Exhausted {
                 start: range.start,
                 end: range.end
@@ -291,6 +310,9 @@ mod tests {
         let range = free_range(1);
         let _foreign = TcpListener::bind((Ipv4Addr::LOCALHOST, range.start)).unwrap();
         let ports = PortAllocator::new(range, ListenMode::Socket);
-        assert_eq!(ports.reserve("a", None, None).unwrap(), range.start);
+        assert_eq!(
+            ports.reserve("a", None, None, &|_| false).unwrap(),
+            range.start
+        );
     }
 }

@@ -180,11 +180,7 @@ impl<R: Runtime> ServerTask<R> {
     async fn reserve_port(&self, spec: &ServerSpec) -> Result<u16, PortError> {
         let deadline = Instant::now() + OWN_PORT_GRACE;
         loop {
-            match self
-                .ctx
-                .ports
-                .reserve(self.name(), spec.port, self.last_port)
-            {
+            match self.try_reserve_port(spec).await {
                 Err(PortError::InUse { port })
                     if Some(port) == self.last_port && Instant::now() < deadline =>
                 {
@@ -192,6 +188,30 @@ impl<R: Runtime> ServerTask<R> {
                 }
                 result => return result,
             }
+        }
+    }
+
+    /// One try: the spec's own port, or (a spec that pins none) one that no spec file
+    /// pins, taken under the spec writer's lock (see `SpecFiles::with_current_pins`).
+    async fn try_reserve_port(&self, spec: &ServerSpec) -> Result<u16, PortError> {
+        let (name, last) = (self.name().to_owned(), self.last_port);
+        if spec.port.is_some() {
+            return self.ctx.ports.reserve(&name, spec.port, last, &|_| false);
+        }
+        let (files, ports) = (self.ctx.spec_files.clone(), self.ctx.ports.clone());
+        let taken = tokio::task::spawn_blocking(move || {
+            files.with_current_pins(|pins| {
+                ports.reserve(&name, None, last, &|port| pins.pinned_by_other(port, &name))
+            })
+        })
+        .await;
+        match taken {
+            Ok(Ok(result)) => result,
+            // The files cannot be read now: the last scan's view of them decides.
+            _ => self
+                .ctx
+                .ports
+                .reserve(self.name(), None, self.last_port, &|_| false),
         }
     }
 
