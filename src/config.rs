@@ -292,8 +292,31 @@ pub struct TemplateItem {
     /// Repository cloned as the workspace; empty for none.
     #[serde(default)]
     pub github_url: String,
+    /// Branch, tag or commit of `github_url` to check out; the remote's default branch
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_ref: Option<String>,
     #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub icon_links: Vec<IconLink>,
+    /// Servers of this template kept provisioned, running and unclaimed, so that
+    /// `create-from-template` hands one out at once (see [`crate::pool`]).
+    #[serde(default)]
+    pub prebuilt: u32,
+    /// Changes of `prebuilt` ahead of a class: the entry whose `cron` fired last sets
+    /// the pool's size (`prebuilt` holds until one has fired).
+    #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
+    pub prebuilt_schedule: Vec<PoolScale>,
+}
+
+/// One entry of a template's `prebuilt_schedule`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolScale {
+    /// When the size changes: five cron fields (minute hour day-of-month month
+    /// day-of-week) in the host's local time, e.g. `30 8 * * MON-FRI`.
+    pub cron: String,
+    /// The pool's size from then on.
+    pub count: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -416,6 +439,9 @@ pub struct ControllerSettings {
     /// Limits of every instance whose spec leaves them out (`spec.resources` has the
     /// same shape); none by default: unlimited.
     pub default_resources: Resources,
+    /// Pool servers (templates' `prebuilt`) being provisioned at once, all pools
+    /// together; servers users start come first and take from the same number.
+    pub prebuilt_parallelism: usize,
 }
 
 impl Default for ControllerSettings {
@@ -438,6 +464,7 @@ impl Default for ControllerSettings {
             cache_retention: HumanDuration::from_secs(30 * 24 * 60 * 60),
             start_on_visit: false,
             default_resources: Resources::default(),
+            prebuilt_parallelism: 2,
         }
     }
 }
@@ -760,6 +787,7 @@ impl Config {
             }
         }
         let mut tab_names = BTreeSet::new();
+        let mut pool_names = BTreeMap::new();
         for (t, tab) in self.packaged_assets.tabs.iter().enumerate() {
             if !tab_names.insert(&tab.name) {
                 problems.push((
@@ -789,7 +817,38 @@ impl Config {
                 {
                     problems.push((format!("{at}.github_url"), message));
                 }
+                if let Some(reference) = &item.github_ref
+                    && !crate::spec::is_valid_git_reference(reference)
+                {
+                    problems.push((
+                        format!("{at}.github_ref"),
+                        "not a valid git reference".into(),
+                    ));
+                }
+                for (e, entry) in item.prebuilt_schedule.iter().enumerate() {
+                    if let Err(message) = crate::pool::schedule::parse(&entry.cron) {
+                        problems.push((format!("{at}.prebuilt_schedule[{e}].cron"), message));
+                    }
+                }
+                if item.prebuilt > 0 || !item.prebuilt_schedule.is_empty() {
+                    let pool = crate::pool::members::pool_name(&item.name);
+                    if let Some(other) = pool_names.insert(pool.clone(), &item.name) {
+                        problems.push((
+                            format!("{at}.name"),
+                            format!(
+                                "its pool `{pool}` is also the pool of template `{other}`: \
+                                 rename one of them"
+                            ),
+                        ));
+                    }
+                }
             }
+        }
+        if self.controller.prebuilt_parallelism == 0 {
+            problems.push((
+                "controller.prebuilt_parallelism".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.code_server.extension_install_concurrency == 0 {
             problems.push((

@@ -17,6 +17,8 @@
 //!   this one module).
 //! - [`diagnostic`]: one located problem in a file, worded the same everywhere.
 //! - [`controller`]: watches `specs/`, scans it, and runs one reconciler task per server.
+//! - [`pool`]: templates' pools of prebuilt servers, kept full by a task of the
+//!   controller and claimed by `create-from-template`.
 //! - [`runtime`]: starting, stopping, observing and adopting instances, behind a trait,
 //!   per backend ([`runtime::Backend`]): local processes, each in a cgroup of its own
 //!   where the host allows ([`runtime::cgroup`]), or Slurm jobs.
@@ -59,6 +61,7 @@ pub mod instance_auth;
 pub mod isolation;
 pub mod logs;
 pub mod metrics;
+pub mod pool;
 pub mod provision;
 pub mod proxy;
 pub mod resources;

@@ -47,6 +47,7 @@ pub struct Metrics {
     pub provisioning: ProvisioningMetrics,
     pub proxy: ProxyMetrics,
     pub log_streams: LogStreamMetrics,
+    pub pools: PoolMetrics,
     servers: IntGaugeVec,
     server_cpu: CounterVec,
     server_memory: IntGaugeVec,
@@ -119,6 +120,44 @@ impl LogStreamMetrics {
     /// Counts a stream client as connected until the returned guard drops.
     pub fn client_connected(&'static self) -> Open {
         Open::count_in(&self.clients)
+    }
+}
+
+/// The pools of prebuilt servers, by template.
+pub struct PoolMetrics {
+    size: IntGaugeVec,
+    ready: IntGaugeVec,
+    claims: IntCounterVec,
+    fallbacks: IntCounterVec,
+    refill_seconds: HistogramVec,
+}
+
+impl PoolMetrics {
+    /// A pool's size now, and its members ready to be claimed.
+    pub fn set(&self, template: &str, size: u32, ready: usize) {
+        self.size
+            .with_label_values(&[template])
+            .set(i64::from(size));
+        self.ready
+            .with_label_values(&[template])
+            .set(i64::try_from(ready).unwrap_or(i64::MAX));
+    }
+
+    /// A create from `template` was handed a pool member.
+    pub fn claimed(&self, template: &str) {
+        self.claims.with_label_values(&[template]).inc();
+    }
+
+    /// A create from `template` found no member ready and made a server afresh.
+    pub fn fell_back(&self, template: &str) {
+        self.fallbacks.with_label_values(&[template]).inc();
+    }
+
+    /// A member of `template`'s pool became ready, `took` after it was written.
+    pub fn refilled(&self, template: &str, took: Duration) {
+        self.refill_seconds
+            .with_label_values(&[template])
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -252,6 +291,47 @@ impl Metrics {
                 "Log lines slow stream clients missed.",
             ),
         };
+        let pools = PoolMetrics {
+            size: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "pool_size",
+                        "Servers each template's pool keeps ready, unclaimed.",
+                    ),
+                    &["template"],
+                ),
+            ),
+            ready: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "pool_ready",
+                        "Pool servers running and healthy, ready to be claimed.",
+                    ),
+                    &["template"],
+                ),
+            ),
+            claims: counter_vec(
+                r,
+                "pool_claims_total",
+                "Creates from a template that were handed a ready pool server.",
+                &["template"],
+            ),
+            fallbacks: counter_vec(
+                r,
+                "pool_fallbacks_total",
+                "Creates from a template with a pool that found no server ready and made one afresh.",
+                &["template"],
+            ),
+            refill_seconds: histogram_vec(
+                r,
+                "pool_refill_seconds",
+                "From a pool server's spec being written to the server answering healthy.",
+                &["template"],
+                &SLOW_BUCKETS,
+            ),
+        };
         let servers = register(
             r,
             IntGaugeVec::new(Opts::new("servers", "Servers by phase."), &["phase"]),
@@ -283,6 +363,7 @@ impl Metrics {
             provisioning,
             proxy,
             log_streams,
+            pools,
             servers,
             server_cpu,
             server_memory,

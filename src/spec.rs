@@ -211,6 +211,8 @@ pub struct ServerSpec {
     pub owner: Option<UserName>,
     /// The name of the template item it was made from (`spec.template.name`).
     pub template: Option<String>,
+    /// The template whose pool it waits in, unclaimed ([`POOL_LABEL`]).
+    pub pool: Option<String>,
     pub file: PathBuf,
     pub state: DesiredState,
     pub port: Option<u16>,
@@ -238,6 +240,15 @@ pub fn is_valid_name(name: &str) -> bool {
     name.len() <= 63
         && first.is_ascii_alphanumeric()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The label of a pool server's spec, naming the template whose pool it waits in
+/// (see [`crate::pool`]); a claim removes it.
+pub const POOL_LABEL: &str = "devbox/pool";
+
+/// Whether `reference` may be handed to git as a branch, tag or commit (never an option).
+pub fn is_valid_git_reference(reference: &str) -> bool {
+    !reference.is_empty() && !reference.starts_with('-')
 }
 
 /// The id a server gets when its spec names none.
@@ -314,7 +325,8 @@ pub fn resolve(
         match config.template(&template.tab, &template.name) {
             Some(item) => {
                 groups.extend(item.extensions_groups.iter().map(String::as_str));
-                template_git = Some(item.github_url.clone()).filter(|u| !u.is_empty());
+                template_git = Some((item.github_url.clone(), item.github_ref.clone()))
+                    .filter(|(url, _)| !url.is_empty());
             }
             None => problems.push((
                 "spec.template".into(),
@@ -392,7 +404,7 @@ pub fn resolve(
             if git
                 .reference
                 .as_deref()
-                .is_some_and(|r| r.starts_with('-') || r.is_empty())
+                .is_some_and(|r| !is_valid_git_reference(r))
             {
                 problems.push((
                     "spec.workspace.git.ref".into(),
@@ -419,10 +431,7 @@ pub fn resolve(
             },
             _,
         ) => WorkspaceSource::Path(absolute_from(spec_dir, &path)),
-        (_, Some(url)) => WorkspaceSource::Git {
-            url,
-            reference: None,
-        },
+        (_, Some((url, reference))) => WorkspaceSource::Git { url, reference },
         (_, None) => WorkspaceSource::Empty,
     };
 
@@ -469,6 +478,7 @@ pub fn resolve(
         id: meta.id.unwrap_or_else(|| id_for_name(&meta.name)),
         owner,
         template: spec.template.as_ref().map(|t| t.name.clone()),
+        pool: meta.labels.get(POOL_LABEL).cloned(),
         file: file.to_owned(),
         state: spec.state,
         port: spec.port,
@@ -486,7 +496,11 @@ pub fn resolve(
         hash: String::new(),
         revision: String::new(),
     };
-    resolved.hash = restart_hash(&resolved, meta.annotations.get(RESTARTED_AT_ANNOTATION));
+    resolved.hash = restart_hash(
+        &resolved,
+        meta.annotations.get(RESTARTED_AT_ANNOTATION),
+        config.isolation.per_owner(),
+    );
     resolved.revision = short_digest(format!("{resolved:?}{:?}", meta.annotations).as_bytes());
     Ok(resolved)
 }
@@ -529,7 +543,7 @@ fn absolute_from(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
-fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
+fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>, per_owner: bool) -> String {
     // Everything that changes what runs, in a stable textual form (serde_json keeps map
     // order for BTreeMap and for serde_json::Map without `preserve_order`).
     let mut material = serde_json::json!({
@@ -545,6 +559,11 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>) -> String {
     // them.
     if !spec.resources.is_empty() {
         material["resources"] = serde_json::json!(spec.resources.to_string());
+    }
+    // A pool server runs as nobody's user (the admin's); once claimed, with each
+    // owner's instances under their own user, it must start again as its owner's.
+    if per_owner && spec.pool.is_some() {
+        material["unclaimed"] = serde_json::json!(true);
     }
     // Likewise only off the default backend.
     if spec.runtime != Backend::Local {

@@ -213,12 +213,7 @@ impl SpecFiles {
         if count >= max {
             return Err(CreateError::Full { max, count });
         }
-        if let Some((owner, max)) = quota.limited {
-            let count = self.owned_by(&owner);
-            if count >= max {
-                return Err(CreateError::OwnerFull { owner, max, count });
-            }
-        }
+        self.check_quota(&quota)?;
         let mut server = server.clone();
         self.settle_port(&mut pins, &mut server, None, port)?;
         let (resolved, text) = self.prepare(&server)?;
@@ -263,7 +258,51 @@ impl SpecFiles {
         }
         let pinned_before = server.spec.port;
         edit(&mut server);
-        self.settle_port(&mut pins, &mut server, pinned_before, NewPort::AsGiven)?;
+        self.write_edit(&mut pins, path, pinned_before, server)
+    }
+
+    /// Hands server `name` to a new owner: if its spec, under the lock, passes
+    /// `may_claim` and the new owner may have one more server (`quota`), `edit` is
+    /// applied and written. `None`: the spec is gone or did not pass, and nothing was
+    /// written. Two claims of one server never both succeed.
+    pub fn claim(
+        &self,
+        name: &str,
+        quota: &Quota,
+        may_claim: impl FnOnce(&DevServer) -> bool,
+        edit: impl FnOnce(&mut DevServer),
+    ) -> Result<Option<ServerSpec>, CreateError> {
+        let mut pins = self.lock();
+        let path = self.path(name);
+        let mut server = match read(&path, name) {
+            Ok(server) => server,
+            Err(SpecFileError::NotFound(_) | SpecFileError::Invalid(_)) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        if !may_claim(&server) {
+            return Ok(None);
+        }
+        self.check_quota(quota)?;
+        let pinned_before = server.spec.port;
+        edit(&mut server);
+        Ok(Some(self.write_edit(
+            &mut pins,
+            path,
+            pinned_before,
+            server,
+        )?))
+    }
+
+    /// Writes `server`, edited from the file at `path` that pinned `pinned_before`,
+    /// under the edit lock (whose pin index is `pins`).
+    fn write_edit(
+        &self,
+        pins: &mut PinIndex,
+        path: PathBuf,
+        pinned_before: Option<u16>,
+        mut server: DevServer,
+    ) -> Result<ServerSpec, SpecFileError> {
+        self.settle_port(pins, &mut server, pinned_before, NewPort::AsGiven)?;
         let text = render(&server, &path)?;
         let resolved =
             spec::resolve(&path, &text, &server, &self.config).map_err(SpecFileError::Invalid)?;
@@ -271,6 +310,27 @@ impl SpecFiles {
             .map_err(|source| SpecFileError::Io { path, source })?;
         self.record(&resolved);
         Ok(resolved)
+    }
+
+    /// Removes server `name`'s spec file if, under the lock, it passes `may_delete`.
+    /// Whether it was removed.
+    pub fn delete_where(
+        &self,
+        name: &str,
+        may_delete: impl FnOnce(&DevServer) -> bool,
+    ) -> Result<bool, SpecFileError> {
+        let _guard = self.lock();
+        let path = self.path(name);
+        match read(&path, name) {
+            Ok(server) if may_delete(&server) => {}
+            Ok(_) | Err(SpecFileError::NotFound(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(SpecFileError::Io { path, source }),
+        }
     }
 
     /// Reads server `name`'s spec.
@@ -289,6 +349,21 @@ impl SpecFiles {
             }
             Err(source) => Err(SpecFileError::Io { path, source }),
         }
+    }
+
+    /// Whether the user `quota` limits may own one more server (under the lock).
+    fn check_quota(&self, quota: &Quota) -> Result<(), CreateError> {
+        if let Some((owner, max)) = &quota.limited {
+            let count = self.owned_by(owner);
+            if count >= *max {
+                return Err(CreateError::OwnerFull {
+                    owner: owner.clone(),
+                    max: *max,
+                    count,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// How many spec files name `owner` as theirs (files that cannot be read count

@@ -42,8 +42,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use devbox::config::{
-    Backoff, Config, DEFAULT_CONFIG_YAML, ExtensionGroup, IconLink, PortRange, TemplateItem,
-    TemplateTab,
+    Backoff, Config, DEFAULT_CONFIG_YAML, ExtensionGroup, IconLink, PoolScale, PortRange,
+    TemplateItem, TemplateTab,
 };
 use devbox::diagnostic::{self, Diagnostic};
 use devbox::duration::HumanDuration;
@@ -1192,18 +1192,31 @@ fn arbitrary_config() -> impl Strategy<Value = Config> {
         vec(nasty_string(), 0..3),
         nasty_string(),
         vec((nasty_string(), nasty_string()), 0..2),
+        (
+            proptest::option::of(nasty_string()),
+            0u32..3,
+            vec((nasty_string(), 0u32..3), 0..2),
+        ),
     )
         .prop_map(
-            |(name, extensions_groups, github_url, icons)| TemplateItem {
-                name,
-                description: String::new(),
-                extensions_groups,
-                thumbnail_url: String::new(),
-                github_url,
-                icon_links: icons
-                    .into_iter()
-                    .map(|(lucide_icon, url)| IconLink { lucide_icon, url })
-                    .collect(),
+            |(name, extensions_groups, github_url, icons, (github_ref, prebuilt, schedule))| {
+                TemplateItem {
+                    name,
+                    description: String::new(),
+                    extensions_groups,
+                    thumbnail_url: String::new(),
+                    github_url,
+                    github_ref,
+                    icon_links: icons
+                        .into_iter()
+                        .map(|(lucide_icon, url)| IconLink { lucide_icon, url })
+                        .collect(),
+                    prebuilt,
+                    prebuilt_schedule: schedule
+                        .into_iter()
+                        .map(|(cron, count)| PoolScale { cron, count })
+                        .collect(),
+                }
             },
         );
     let tab =

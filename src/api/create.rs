@@ -23,6 +23,8 @@ use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
 use crate::http::ApiError;
 use crate::identity::Caller;
+use crate::metrics::METRICS;
+use crate::pool::{self, Pool, claim::Claimant};
 use crate::spec::{
     ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };
@@ -113,7 +115,9 @@ pub async fn create_with_workspace(
     Ok(Created(view))
 }
 
-/// Creates a stopped server from a template of the config (its groups and repository).
+/// Creates a server from a template of the config (its groups and repository): a
+/// ready server of the template's pool, claimed and running, when there is one (see
+/// [`crate::pool`]); else a stopped server made afresh.
 pub async fn create_from_template(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,14 +136,70 @@ pub async fn create_from_template(
     }
     let spec = DevServerSpec {
         template: Some(TemplateRef {
-            tab: body.tab_name,
-            name: body.template_id,
+            tab: body.tab_name.clone(),
+            name: body.template_id.clone(),
         }),
         ..stopped_spec()
     };
+    let Some(pool) = state.pools.get(&body.tab_name, &body.template_id) else {
+        return create_server(&state, &caller, name, spec)
+            .await
+            .map(Created);
+    };
+    if let Some(view) = claim_from_pool(&state, &caller, pool, &name, &spec).await? {
+        METRICS.pools.claimed(&pool.template.name);
+        return Ok(Created(view));
+    }
+    METRICS.pools.fell_back(&pool.template.name);
     create_server(&state, &caller, name, spec)
         .await
         .map(Created)
+}
+
+/// Hands the caller a ready server of `pool` as theirs, named `name`: what
+/// [`create_server`] would make of `spec`, but running. `None`: none was ready.
+async fn claim_from_pool(
+    state: &AppState,
+    caller: &Caller,
+    pool: &Pool,
+    name: &ServerName,
+    spec: &DevServerSpec,
+) -> Result<Option<ServerView>, ApiError> {
+    let fresh = new_server(name, spec.clone());
+    // The same checks and the same answer for a taken name as a server made afresh.
+    check_new(state, caller, &fresh)?;
+    let claimant = Claimant {
+        owner: caller.owner().map(|owner| owner.to_string()),
+        display_name: name.display.clone(),
+        id: Uuid::new_v4(),
+    };
+    let quota = Quota::for_caller(caller, &state.config);
+    let (specs, statuses, candidates) = (state.specs.clone(), state.statuses.clone(), pool.clone());
+    let claimed = tokio::task::spawn_blocking(move || {
+        pool::claim::claim(&specs, &statuses, &candidates, &quota, &claimant)
+    })
+    .await
+    .map_err(|err| ApiError::Internal(err.to_string()))??;
+    let Some(claimed) = claimed else {
+        return Ok(None);
+    };
+    state.rescan.notify_one();
+    let revision = claimed.revision.clone();
+    let status = wait::converge(
+        state,
+        &claimed.name,
+        "to be handed over",
+        |status| match status {
+            Some(status) if wait::observed(state, status, &revision) => {
+                Verdict::Done(status.clone())
+            }
+            _ => Verdict::Wait,
+        },
+    )
+    .await?;
+    tracing::info!(server = %claimed.name, name = %name.display, template = %pool.template.name,
+        "pool server claimed");
+    Ok(Some(ServerView::new(&status, state)))
 }
 
 /// Creates a stopped server with nothing but a name (multi-step creation, step 1).
@@ -189,27 +249,8 @@ async fn create_server(
     name: ServerName,
     spec: DevServerSpec,
 ) -> Result<ServerView, ApiError> {
-    if state.specs.path(&name.slug).exists() {
-        return Err(ApiError::Conflict(format!(
-            "a server named `{}` already exists",
-            name.slug
-        )));
-    }
-    let mut server = DevServer {
-        api_version: ApiVersion::V1,
-        kind: Kind::DevServer,
-        metadata: Metadata {
-            name: name.slug.clone(),
-            display_name: Some(name.display.clone()),
-            id: Some(Uuid::new_v4()),
-            owner: None,
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec,
-    };
-    let own_upload = state.upload_path(&name.slug);
-    access::check_create(caller, &server, &own_upload)?;
+    let mut server = new_server(&name, spec);
+    check_new(state, caller, &server)?;
     server.metadata.owner = caller.owner().map(|owner| owner.to_string());
     let specs = state.specs.clone();
     let quota = Quota::for_caller(caller, &state.config);
@@ -225,6 +266,35 @@ async fn create_server(
     })
     .await?;
     Ok(ServerView::new(&status, state))
+}
+
+/// The spec of a new server named `name`, nobody's yet.
+fn new_server(name: &ServerName, spec: DevServerSpec) -> DevServer {
+    DevServer {
+        api_version: ApiVersion::V1,
+        kind: Kind::DevServer,
+        metadata: Metadata {
+            name: name.slug.clone(),
+            display_name: Some(name.display.clone()),
+            id: Some(Uuid::new_v4()),
+            owner: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+        },
+        spec,
+    }
+}
+
+/// Whether the caller may create `server`: its name is free, and it asks for nothing
+/// the caller may not set.
+fn check_new(state: &AppState, caller: &Caller, server: &DevServer) -> Result<(), ApiError> {
+    let slug = &server.metadata.name;
+    if state.specs.path(slug).exists() {
+        return Err(ApiError::Conflict(format!(
+            "a server named `{slug}` already exists"
+        )));
+    }
+    access::check_create(caller, server, &state.upload_path(slug))
 }
 
 impl From<CreateError> for ApiError {

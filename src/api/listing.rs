@@ -26,14 +26,16 @@ struct Listing {
     body: Bytes,
 }
 
+/// The two lists: without the unclaimed pool servers (`[0]`) and with them (`[1]`).
 #[derive(Default)]
 pub struct ListingCache {
-    latest: Mutex<Option<Listing>>,
+    latest: [Mutex<Option<Listing>>; 2],
 }
 
 impl ListingCache {
-    /// The list of every server, as JSON; built again only when its inputs changed.
-    pub fn get(&self, state: &AppState) -> JsonBytes<Vec<ServerView>> {
+    /// The list of every server (unclaimed pool servers only with `include_pool`), as
+    /// JSON; built again only when its inputs changed.
+    pub fn get(&self, state: &AppState, include_pool: bool) -> JsonBytes<Vec<ServerView>> {
         // Read before building: a change during the build then misses the next lookup
         // instead of hiding behind an up-to-date key.
         let tick = SystemTime::now()
@@ -46,7 +48,9 @@ impl ListingCache {
             usage: state.usage.generation(),
             uptime_tick: None,
         };
-        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut latest = self.latest[usize::from(include_pool)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(listing) = latest.as_ref() {
             let wanted = Inputs {
                 uptime_tick: listing.inputs.uptime_tick.map(|_| tick),
@@ -56,7 +60,9 @@ impl ListingCache {
                 return JsonBytes::new(listing.body.clone());
             }
         }
-        let views = state.statuses.map_all(|s| ServerView::new(s, state));
+        let views = state.statuses.filter_map_all(|s| {
+            (include_pool || s.pool.is_none()).then(|| ServerView::new(s, state))
+        });
         if views.iter().any(|v| v.uptime.is_some()) {
             inputs.uptime_tick = Some(tick);
         }

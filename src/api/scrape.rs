@@ -32,6 +32,11 @@ async fn metrics(
             "only admins (or server.metrics_token) may read the metrics".into(),
         ));
     }
+    for figures in state.pools.figures(&state.statuses) {
+        METRICS
+            .pools
+            .set(&figures.pool.template.name, figures.size, figures.ready);
+    }
     let statuses = state.statuses.list();
     let usage = state.usage.all();
     let servers = statuses.iter().map(|status| ServerFigures {

@@ -43,6 +43,9 @@ pub struct ServerView {
     /// The template item it was made from, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The template whose pool it waits in, unclaimed (`GET /servers?include_pool=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// When a failed server is tried again (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_retry_at: Option<String>,
@@ -93,6 +96,7 @@ impl ServerView {
             slug: status.name.clone(),
             owner: status.owner.as_ref().map(ToString::to_string),
             template: status.template.clone(),
+            pool: status.pool.clone(),
             next_retry_at: status.next_retry_at.clone(),
             extension_results: status.extension_results.clone(),
             slurm_job: match &status.instance {

@@ -86,6 +86,8 @@ pub struct Context<R> {
     pub passwords: InstancePasswords,
     /// The Unix users of owners' instances, with `isolation.run_as: owner`.
     pub accounts: Option<Arc<Accounts>>,
+    /// The templates' pools of prebuilt servers (see [`crate::pool`]).
+    pub pools: Arc<crate::pool::Pools>,
     /// Wakes the controller to rescan at once: devbox itself changed a spec file (the API
     /// writes them whole, atomically) or freed a port another spec wants. Changes made
     /// by others come through the file watcher and are debounced.
@@ -194,6 +196,7 @@ impl<R: Runtime> Controller<R> {
                     allow_local_hosts: config.ui.workspace.allow_local_git_hosts,
                 },
             )),
+            pools: Arc::new(crate::pool::Pools::of_config(&config)),
             config,
             spec_files,
             runtime,
@@ -235,6 +238,17 @@ impl<R: Runtime> Controller<R> {
         // Before any instance starts (see `reconciler::recovery`).
         reconciler::sweep_unrecorded(&self.ctx.runtime, &self.ctx.statuses).await;
         tokio::spawn(housekeeping::run(self.ctx.clone()));
+        tokio::spawn(
+            crate::pool::keeper::Keeper {
+                pools: self.ctx.pools.clone(),
+                specs: self.ctx.spec_files.clone(),
+                statuses: self.ctx.statuses.clone(),
+                rescan: self.ctx.rescan.clone(),
+                max_servers: self.ctx.config.controller.max_servers,
+                parallelism: self.ctx.config.controller.prebuilt_parallelism,
+            }
+            .run(self.ctx.shutdown.clone()),
+        );
         tokio::spawn(self.ctx.usage.clone().run(METRICS_INTERVAL, {
             let statuses = self.ctx.statuses.clone();
             move || {

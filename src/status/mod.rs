@@ -131,6 +131,9 @@ pub struct ServerStatus {
     /// The template item it was made from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The template whose pool it waits in, unclaimed (see [`crate::pool`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     pub phase: Phase,
     /// Why the server is in this phase (failure reason, current provisioning step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,6 +195,7 @@ impl ServerStatus {
             display_name: display_name.to_owned(),
             owner: None,
             template: None,
+            pool: None,
             phase: Phase::Pending,
             message: None,
             port: None,

@@ -83,6 +83,7 @@ impl<R: Runtime> ServerTask<R> {
                         display_name: name.clone(),
                         owner: None,
                         template: None,
+                        pool: None,
                     },
                 };
                 ServerState::new(&name, description)

@@ -25,6 +25,8 @@ pub(super) struct Description {
     pub owner: Option<UserName>,
     /// The template it was made from (`spec.template.name`).
     pub template: Option<String>,
+    /// The template whose pool it waits in, unclaimed.
+    pub pool: Option<String>,
 }
 
 impl Description {
@@ -34,6 +36,7 @@ impl Description {
             display_name: spec.display_name.clone(),
             owner: spec.owner.clone(),
             template: spec.template.clone(),
+            pool: spec.pool.clone(),
         }
     }
 }
@@ -169,6 +172,7 @@ impl ServerState {
                 display_name: status.display_name.clone(),
                 owner: status.owner.clone(),
                 template: status.template.clone(),
+                pool: status.pool.clone(),
             },
             phase: status.phase,
             message: status.message.clone(),
@@ -227,6 +231,7 @@ impl ServerState {
         let mut status = ServerStatus::new(&self.name, description.id, &description.display_name);
         status.owner.clone_from(&description.owner);
         status.template.clone_from(&description.template);
+        status.pool.clone_from(&description.pool);
         status.phase = self.phase;
         status.message.clone_from(&self.message);
         status.port = self.port;

@@ -1,0 +1,206 @@
+//! The pool keeper: a task of the controller that keeps every pool at its size. Each
+//! round it reads the pool members' spec files and their servers' phases, asks
+//! [`super::plan`] what to do, and writes or removes spec files through the spec
+//! writer; the controller then starts and stops them like any server. It wakes when a
+//! status changes, and every few seconds for the schedules.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::members::{is_current_member, new_member};
+use super::plan::{self, Member, MemberState, Plan, Room, Wanted};
+use super::{Pools, schedule};
+use crate::metrics::METRICS;
+use crate::spec::{DevServer, POOL_LABEL};
+use crate::spec_files::{CreateError, NewPort, Quota, SpecFileError, SpecFiles};
+use crate::status::{Phase, StatusStore};
+
+/// Rounds without a status change: the schedules' resolution.
+const ROUND_INTERVAL: Duration = Duration::from_secs(5);
+/// Least time between rounds: a burst of status changes makes one round.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// What the keeper works with.
+pub struct Keeper {
+    pub pools: Arc<Pools>,
+    pub specs: SpecFiles,
+    pub statuses: StatusStore,
+    /// Wakes the controller after a spec file was written or removed.
+    pub rescan: Arc<Notify>,
+    pub max_servers: usize,
+    pub parallelism: usize,
+}
+
+/// A spec file of a pool member, as read for one round.
+struct MemberFile {
+    name: String,
+    template: String,
+    current: bool,
+}
+
+impl Keeper {
+    /// Keeps the pools until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if self.pools.is_empty() {
+            return;
+        }
+        let mut changes = self.statuses.subscribe();
+        // When each member the keeper made was written, until it is first ready.
+        let mut made: HashMap<String, (String, Instant)> = HashMap::new();
+        loop {
+            self.round(&mut made).await;
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(ROUND_INTERVAL) => {}
+            }
+            tokio::time::sleep(SETTLE).await;
+        }
+    }
+
+    async fn round(&self, made: &mut HashMap<String, (String, Instant)>) {
+        let specs = self.specs.clone();
+        let pools = self.pools.clone();
+        let Ok((files, members)) =
+            tokio::task::spawn_blocking(move || read_members(&specs, &pools)).await
+        else {
+            return;
+        };
+        let state_of = |name: &str| match self.statuses.get(name) {
+            Some(status) if status.phase == Phase::Running => MemberState::Ready,
+            Some(status) if matches!(status.phase, Phase::Failed | Phase::Stopped) => {
+                MemberState::Down
+            }
+            _ => MemberState::Coming,
+        };
+        let now = chrono::Local::now();
+        let sizes: Vec<u32> = self
+            .pools
+            .iter()
+            .map(|pool| schedule::size_at(&pool.sizing, &now))
+            .collect();
+        let wanted: Vec<Wanted<'_>> = self
+            .pools
+            .iter()
+            .zip(&sizes)
+            .map(|(pool, size)| Wanted {
+                template: &pool.template.name,
+                pool: &pool.name,
+                size: *size,
+            })
+            .collect();
+        let planned_members: Vec<Member<'_>> = members
+            .iter()
+            .map(|m| Member {
+                name: &m.name,
+                template: &m.template,
+                current: m.current,
+                state: state_of(&m.name),
+            })
+            .collect();
+        Self::time_refills(&planned_members, made);
+        let users_starting = self
+            .statuses
+            .filter_map_all(|s| {
+                (s.pool.is_none() && matches!(s.phase, Phase::Provisioning | Phase::Starting))
+                    .then_some(())
+            })
+            .len();
+        let room = Room {
+            files: files.len(),
+            max_servers: self.max_servers,
+            users_starting,
+            parallelism: self.parallelism,
+        };
+        let plan = plan::plan(&wanted, &planned_members, &files, room);
+        if plan == Plan::default() {
+            return;
+        }
+        let started = Instant::now();
+        let specs = self.specs.clone();
+        let pools = self.pools.clone();
+        let outcome = tokio::task::spawn_blocking(move || carry_out(&specs, &pools, plan)).await;
+        if let Ok(created) = outcome {
+            for (template, name) in created {
+                made.insert(name, (template, started));
+            }
+        }
+        self.rescan.notify_one();
+    }
+
+    /// Times the members the keeper made that became ready.
+    fn time_refills(members: &[Member<'_>], made: &mut HashMap<String, (String, Instant)>) {
+        made.retain(|name, (template, since)| {
+            let member = members.iter().find(|m| m.name == name);
+            match member.map(|m| m.state) {
+                Some(MemberState::Ready) => {
+                    METRICS.pools.refilled(template, since.elapsed());
+                    false
+                }
+                Some(_) => true,
+                // Claimed (or removed) before it was seen ready: not a refill to time.
+                None => false,
+            }
+        });
+    }
+}
+
+/// The names of all spec files, and the pool members among them.
+fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<MemberFile>) {
+    let files: BTreeSet<String> = specs.names().into_iter().collect();
+    let members = files
+        .iter()
+        .filter(|name| name.starts_with("pool-"))
+        .filter_map(|name| {
+            let server = specs.read(name).ok()?;
+            let template = server.metadata.labels.get(POOL_LABEL)?.clone();
+            let current = pools.iter().any(|pool| is_current_member(&server, pool));
+            Some(MemberFile {
+                name: name.clone(),
+                template,
+                current,
+            })
+        })
+        .collect();
+    (files, members)
+}
+
+/// Removes and writes what `plan` says; the (template, name) of the members written.
+fn carry_out(specs: &SpecFiles, pools: &Pools, plan: Plan) -> Vec<(String, String)> {
+    for name in &plan.remove {
+        // Only while it is still unclaimed: a claim may have come first.
+        let unclaimed = |server: &DevServer| server.metadata.labels.contains_key(POOL_LABEL);
+        match specs.delete_where(name, unclaimed) {
+            Ok(true) => tracing::info!(server = %name, "pool server removed"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(server = %name, %err, "cannot remove a pool server"),
+        }
+    }
+    let mut created = Vec::new();
+    for (template, name) in plan.create {
+        let Some(pool) = pools.iter().find(|pool| pool.template.name == template) else {
+            continue;
+        };
+        match specs.create(
+            &new_member(pool, &name),
+            Quota::default(),
+            NewPort::PickFree,
+        ) {
+            Ok(_) => {
+                tracing::info!(server = %name, template = %template, "pool server added");
+                created.push((template, name));
+            }
+            // Someone else's file now, or the cap reached: the next round plans again.
+            Err(CreateError::File(SpecFileError::Exists(_)) | CreateError::Full { .. }) => {}
+            Err(err) => {
+                tracing::warn!(server = %name, %err, "cannot add a pool server");
+                break;
+            }
+        }
+    }
+    created
+}
