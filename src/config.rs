@@ -942,6 +942,25 @@ mod tests {
     }
 
     #[test]
+    fn pools_with_bad_schedules_or_one_name_are_refused_by_field() {
+        let text = "packaged_assets:\n  tabs:\n    - name: A\n      items:\n        \
+                    - {name: Rust Class, prebuilt: 2, github_ref: -x, \
+                    prebuilt_schedule: [{cron: '0 8 * *', count: 3}]}\n    - name: B\n      \
+                    items:\n        - {name: rust class, prebuilt: 1}\n";
+        let problems = Config::parse(Path::new("devbox.yaml"), text).expect_err("refused");
+        let said = crate::diagnostic::join(&problems);
+        for needle in [
+            "packaged_assets.tabs[0].items[0].prebuilt_schedule[0].cron",
+            "five fields",
+            "packaged_assets.tabs[0].items[0].github_ref",
+            "packaged_assets.tabs[1].items[0].name",
+            "pool `pool-rust-class`",
+        ] {
+            assert!(said.contains(needle), "{needle} in {said}");
+        }
+    }
+
+    #[test]
     fn run_as_owner_refuses_tcp_instances_and_root_users() {
         let text =
             "isolation:\n  run_as: owner\n  users: {ada: root}\ncode_server:\n  listen: tcp\n";

@@ -243,7 +243,7 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// The label of a pool server's spec, naming the template whose pool it waits in
-/// (see [`crate::pool`]); a claim removes it.
+/// (see [`crate::pool`]); a claim removes it. It counts only on a spec without an owner.
 pub const POOL_LABEL: &str = "devbox/pool";
 
 /// Whether `reference` may be handed to git as a branch, tag or commit (never an option).
@@ -478,7 +478,12 @@ pub fn resolve(
         id: meta.id.unwrap_or_else(|| id_for_name(&meta.name)),
         owner,
         template: spec.template.as_ref().map(|t| t.name.clone()),
-        pool: meta.labels.get(POOL_LABEL).cloned(),
+        // A server with an owner is someone's, whatever its labels say.
+        pool: meta
+            .labels
+            .get(POOL_LABEL)
+            .filter(|_| meta.owner.is_none())
+            .cloned(),
         file: file.to_owned(),
         state: spec.state,
         port: spec.port,

@@ -95,10 +95,16 @@ pub struct Quota {
 
 impl Quota {
     pub fn for_caller(caller: &Caller, config: &Config) -> Self {
+        match caller.owner() {
+            Some(user) => Self::limited(user.as_str(), config.auth.max_servers_per_user),
+            None => Self::default(),
+        }
+    }
+
+    /// `owner` may own at most `max` servers.
+    pub fn limited(owner: &str, max: usize) -> Self {
         Self {
-            limited: caller
-                .owner()
-                .map(|user| (user.to_string(), config.auth.max_servers_per_user)),
+            limited: Some((owner.to_owned(), max)),
         }
     }
 }

@@ -424,3 +424,119 @@ fn devbox_not_root_refuses_run_as_owner_and_says_why() {
         "no server was started"
     );
 }
+
+/// A template's pool servers run as the admin's user while they wait; the one a
+/// participant claims starts again as the participant's own user (a claim never leaves
+/// a participant's IDE running as a user other servers share), and one a seat link is
+/// made for leaves the pool for its seat's user in the same way.
+#[test]
+fn a_claimed_pool_server_runs_as_its_owners_user() {
+    const TOKEN: &str = "iso-pool-T0ken";
+    let code_server = runnable_by_others(&code_server(), 2);
+    let devbox = Devbox::start_opts(
+        Options {
+            code_server: Some(code_server),
+            config: format!(
+                "isolation:\n  run_as: owner\nserver:\n  api_token: {TOKEN}\n\
+                 packaged_assets:\n  tabs:\n    - name: Class\n      items:\n        \
+                 - {{name: Lab, extensions_groups: [tools], prebuilt: 2}}\n"
+            ),
+            ..Options::default()
+        },
+        |root| {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        },
+    );
+    // A participant, signed in through the seat link of a server of their own.
+    devbox.write_spec_text("carol-ws.yaml", &owned_spec("carol-ws", "iso-carol", ""));
+    let (path, _) = common::seats::seat_link(&devbox, TOKEN, "carol-ws");
+    let carol = common::seats::open_seat(&devbox, &path, "carol-ws");
+    let bearer = format!("Bearer {TOKEN}");
+    let admin_get = |path: &str| {
+        devbox
+            .call("GET", path, &[("Authorization", bearer.as_str())], None)
+            .json()
+    };
+    let ready_members = || -> Option<Vec<serde_json::Value>> {
+        let members: Vec<_> = admin_get("/servers?include_pool=true")
+            .as_array()?
+            .iter()
+            .filter(|s| s["pool"] == "Lab" && s["status"] == "running")
+            .cloned()
+            .collect();
+        (members.len() == 2).then_some(members)
+    };
+    let members = wait_for(
+        &format!("two ready pool servers\n{}", devbox.log_tail()),
+        STARTUP * 2,
+        ready_members,
+    );
+    let admins_user = ids_of("devbox");
+    for member in &members {
+        let pid = member["pid"].as_u64().expect("pid") as u32;
+        assert_eq!(
+            uid_of(pid),
+            admins_user.0,
+            "a waiting pool server: {member}"
+        );
+    }
+
+    let reply = carol.call(
+        "POST",
+        "/servers/create-from-template",
+        Some(&serde_json::json!({"name": "carol lab", "template_id": "Lab", "tab_name": "Class"})),
+    );
+    assert_eq!(reply.status, 201, "{reply}");
+    let seat = reply.json();
+    assert_eq!(seat["status"], "running", "{seat}");
+    assert_eq!(seat["owner"], "iso-carol");
+    let slug = seat["slug"].as_str().expect("slug");
+    let before = members
+        .iter()
+        .find(|m| m["slug"] == slug)
+        .expect("a member was claimed");
+    let old_pid = before["pid"].as_u64().expect("pid") as u32;
+    let new_pid = seat["pid"].as_u64().expect("pid") as u32;
+    let carols_user = ids_of("devbox-iso-carol");
+    assert_eq!(
+        uid_of(new_pid),
+        carols_user.0,
+        "the claimed IDE is carol's user's"
+    );
+    assert!(
+        !common::pid_alive(old_pid),
+        "the admin user's instance is gone"
+    );
+    let workspace = devbox.state().join("workspaces").join(slug);
+    assert_eq!(
+        std::fs::metadata(&workspace).expect("workspace").uid(),
+        carols_user.0,
+        "her workspace is hers"
+    );
+    let own = carol.call("GET", &format!("/vscode/{}/healthz", seat["port"]), None);
+    assert_eq!(own.status, 200, "{own}");
+
+    // A seat link for the other (refilled pool aside) takes it out of the pool too.
+    let other = members
+        .iter()
+        .find(|m| m["slug"] != slug)
+        .expect("the other member");
+    let other_slug = other["slug"].as_str().expect("slug");
+    let (_, answer) = common::seats::seat_link(&devbox, TOKEN, other_slug);
+    let seat_user = answer["owner"].as_str().expect("owner").to_owned();
+    let seated = wait_for(
+        &format!(
+            "{other_slug} to run as its seat's user\n{}",
+            devbox.log_tail()
+        ),
+        STARTUP,
+        || {
+            let view = admin_get(&format!("/servers/{other_slug}"));
+            let pid = view["pid"].as_u64()? as u32;
+            let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+            (view["status"] == "running" && view.get("pool").is_none() && uid != admins_user.0)
+                .then_some(pid)
+        },
+    );
+    assert_eq!(uid_of(seated), ids_of(&format!("devbox-{seat_user}")).0);
+}

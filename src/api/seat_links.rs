@@ -2,7 +2,8 @@
 //! per server that signs its participant in (see [`crate::seats`]), and revoking it.
 //!
 //! A server without an owner gets one first, `seat-<name>`, written into its spec: the
-//! link signs in as the owner, so a seat is always someone's.
+//! link signs in as the owner, so a seat is always someone's. A template's pool server
+//! given a seat link this way leaves the pool (it is claimed by its seat).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -66,6 +67,8 @@ pub async fn create(
         let name = owner.to_string();
         let spec = state
             .edit(&status.name, move |server| {
+                // An unclaimed pool server is claimed by its seat: out of the pool.
+                crate::pool::members::release(server);
                 server.metadata.owner.get_or_insert(name);
             })
             .await?;

@@ -6,8 +6,8 @@
 use uuid::Uuid;
 
 use super::Pool;
-use super::members::{FINGERPRINT_ANNOTATION, is_current_member};
-use crate::spec::{POOL_LABEL, ServerSpec};
+use super::members::{is_current_member, release};
+use crate::spec::ServerSpec;
 use crate::spec_files::{CreateError, Quota, SpecFiles};
 use crate::status::{Phase, StatusStore};
 
@@ -46,8 +46,7 @@ pub fn claim(
                 metadata.owner.clone_from(&claimant.owner);
                 metadata.display_name = Some(claimant.display_name.clone());
                 metadata.id = Some(claimant.id);
-                metadata.labels.remove(POOL_LABEL);
-                metadata.annotations.remove(FINGERPRINT_ANNOTATION);
+                release(server);
             },
         )?;
         if claimed.is_some() {
@@ -55,4 +54,189 @@ pub fn claim(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::identity::UserName;
+    use crate::pool::Pools;
+    use crate::pool::members::{member_name, new_member};
+    use crate::spec::{DevServer, POOL_LABEL};
+    use crate::spec_files::NewPort;
+    use crate::status::ServerStatus;
+
+    /// Spec files and statuses in a temporary folder, with the embedded config's
+    /// `Python Starter` template keeping a pool.
+    struct Setup {
+        _dir: tempfile::TempDir,
+        specs: SpecFiles,
+        statuses: StatusStore,
+        pools: Pools,
+    }
+
+    impl Setup {
+        fn new(max_servers_per_user: usize) -> Self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut config = Config::embedded_default();
+            config.controller.specs_dir = dir.path().join("specs");
+            std::fs::create_dir_all(&config.controller.specs_dir).expect("specs dir");
+            config.auth.max_servers_per_user = max_servers_per_user;
+            for tab in &mut config.packaged_assets.tabs {
+                for item in &mut tab.items {
+                    item.prebuilt = 3;
+                }
+            }
+            let pools = Pools::of_config(&config);
+            let statuses = StatusStore::open(&dir.path().join("state")).expect("statuses");
+            Self {
+                specs: SpecFiles::new(Arc::new(config)),
+                statuses,
+                pools,
+                _dir: dir,
+            }
+        }
+
+        fn pool(&self) -> &Pool {
+            self.pools
+                .get("Starters", "Python Starter")
+                .expect("the starter's pool")
+        }
+
+        /// Writes member `n` of the pool and reports it as `phase`.
+        fn member(&self, n: u32, phase: Phase) -> String {
+            self.write_member(
+                new_member(self.pool(), &member_name(&self.pool().name, n)),
+                phase,
+            )
+        }
+
+        fn write_member(&self, server: DevServer, phase: Phase) -> String {
+            let name = server.metadata.name.clone();
+            let spec = self
+                .specs
+                .create(&server, Quota::default(), NewPort::PickFree)
+                .expect("member written");
+            let mut status = ServerStatus::new(&name, spec.id, &spec.display_name);
+            status.pool = spec.pool.clone();
+            status.phase = phase;
+            self.statuses.put(status);
+            name
+        }
+
+        fn claim(&self, owner: Option<&str>, quota: &Quota) -> Option<ServerSpec> {
+            let claimant = Claimant {
+                owner: owner.map(str::to_owned),
+                display_name: "Ada's seat".into(),
+                id: Uuid::new_v4(),
+            };
+            claim(&self.specs, &self.statuses, self.pool(), quota, &claimant).expect("claim")
+        }
+    }
+
+    fn admin() -> Quota {
+        Quota::default()
+    }
+
+    #[test]
+    fn a_claim_takes_a_ready_member_out_of_the_pool_as_the_claimants() {
+        let setup = Setup::new(2);
+        setup.member(1, Phase::Starting);
+        let ready = setup.member(2, Phase::Running);
+        let claimed = setup.claim(Some("ada"), &admin()).expect("a ready member");
+        assert_eq!(
+            claimed.name, ready,
+            "the running one, never the starting one"
+        );
+        assert_eq!(claimed.owner, UserName::parse("ada").ok());
+        assert_eq!(claimed.display_name, "Ada's seat");
+        assert_eq!(claimed.pool, None);
+        let file = setup.specs.read(&ready).expect("spec");
+        assert!(!file.metadata.labels.contains_key(POOL_LABEL));
+        assert!(
+            file.metadata.annotations.is_empty(),
+            "{:?}",
+            file.metadata.annotations
+        );
+        // The status still says running and unclaimed until the controller acts on the
+        // file: the file decides, and it is nobody's member any more.
+        assert_eq!(setup.claim(Some("bob"), &admin()), None);
+    }
+
+    #[test]
+    fn racing_claims_hand_each_member_out_once() {
+        let setup = Setup::new(2);
+        for n in 1..=3 {
+            setup.member(n, Phase::Running);
+        }
+        let claimed: Vec<Option<ServerSpec>> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|i| {
+                    let setup = &setup;
+                    scope.spawn(move || setup.claim(Some(&format!("user{i}")), &admin()))
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|racer| racer.join().expect("no panic"))
+                .collect()
+        });
+        let names: BTreeSet<String> = claimed.iter().flatten().map(|s| s.name.clone()).collect();
+        assert_eq!(claimed.iter().flatten().count(), 3, "{claimed:?}");
+        assert_eq!(names.len(), 3, "no member twice: {names:?}");
+        for spec in claimed.iter().flatten() {
+            let file = setup.specs.read(&spec.name).expect("spec");
+            assert_eq!(
+                file.metadata.owner,
+                spec.owner.as_ref().map(|o| o.to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn a_user_at_their_limit_claims_nothing_and_the_member_stays_ready() {
+        let setup = Setup::new(1);
+        let member = setup.member(1, Phase::Running);
+        let own = crate::pool::members::new_member(setup.pool(), "adas-own");
+        let mut own = own;
+        own.metadata.owner = Some("ada".into());
+        own.metadata.labels.clear();
+        setup.write_member(own, Phase::Stopped);
+        let before = std::fs::read_to_string(setup.specs.path(&member)).expect("spec");
+        let quota = Quota::limited("ada", 1);
+        let err = claim(
+            &setup.specs,
+            &setup.statuses,
+            setup.pool(),
+            &quota,
+            &Claimant {
+                owner: Some("ada".into()),
+                display_name: "second".into(),
+                id: Uuid::new_v4(),
+            },
+        )
+        .expect_err("over the limit");
+        assert!(matches!(err, CreateError::OwnerFull { .. }), "{err}");
+        let after = std::fs::read_to_string(setup.specs.path(&member)).expect("spec");
+        assert_eq!(before, after, "the member is untouched");
+    }
+
+    #[test]
+    fn members_of_an_older_template_or_given_an_owner_are_not_claimed() {
+        let setup = Setup::new(2);
+        let mut old = new_member(setup.pool(), "pool-python-starter-1");
+        old.metadata.annotations.insert(
+            crate::pool::members::FINGERPRINT_ANNOTATION.into(),
+            "older".into(),
+        );
+        setup.write_member(old, Phase::Running);
+        let mut seated = new_member(setup.pool(), "pool-python-starter-2");
+        seated.metadata.owner = Some("seat-pool-python-starter-2".into());
+        setup.write_member(seated, Phase::Running);
+        assert_eq!(setup.claim(None, &admin()), None);
+    }
 }

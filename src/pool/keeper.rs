@@ -11,11 +11,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::members::{is_current_member, new_member};
+use super::members::{is_current_member, new_member, unclaimed_in};
 use super::plan::{self, Member, MemberState, Plan, Room, Wanted};
 use super::{Pools, schedule};
 use crate::metrics::METRICS;
-use crate::spec::{DevServer, POOL_LABEL};
 use crate::spec_files::{CreateError, NewPort, Quota, SpecFileError, SpecFiles};
 use crate::status::{Phase, StatusStore};
 
@@ -157,7 +156,7 @@ fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<Memb
         .filter(|name| name.starts_with("pool-"))
         .filter_map(|name| {
             let server = specs.read(name).ok()?;
-            let template = server.metadata.labels.get(POOL_LABEL)?.clone();
+            let template = unclaimed_in(&server)?.to_owned();
             let current = pools.iter().any(|pool| is_current_member(&server, pool));
             Some(MemberFile {
                 name: name.clone(),
@@ -173,8 +172,7 @@ fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<Memb
 fn carry_out(specs: &SpecFiles, pools: &Pools, plan: Plan) -> Vec<(String, String)> {
     for name in &plan.remove {
         // Only while it is still unclaimed: a claim may have come first.
-        let unclaimed = |server: &DevServer| server.metadata.labels.contains_key(POOL_LABEL);
-        match specs.delete_where(name, unclaimed) {
+        match specs.delete_where(name, |server| unclaimed_in(server).is_some()) {
             Ok(true) => tracing::info!(server = %name, "pool server removed"),
             Ok(false) => {}
             Err(err) => tracing::warn!(server = %name, %err, "cannot remove a pool server"),

@@ -101,12 +101,29 @@ fn server(name: &str, template: &TemplateRef, annotations: BTreeMap<String, Stri
     }
 }
 
-/// Whether `server` (a spec file's content) is an unclaimed member of `pool` made from
-/// the template as it is now.
+/// The template whose pool `server` (a spec file's content) waits in, unclaimed: it
+/// has the pool label and no owner.
+pub fn unclaimed_in(server: &DevServer) -> Option<&str> {
+    let metadata = &server.metadata;
+    metadata
+        .labels
+        .get(POOL_LABEL)
+        .filter(|_| metadata.owner.is_none())
+        .map(String::as_str)
+}
+
+/// Whether `server` is an unclaimed member of `pool` made from the template as it is
+/// now.
 pub fn is_current_member(server: &DevServer, pool: &Pool) -> bool {
-    server.metadata.labels.get(POOL_LABEL) == Some(&pool.template.name)
+    unclaimed_in(server) == Some(pool.template.name.as_str())
         && server.spec.template.as_ref() == Some(&pool.template)
         && server.metadata.annotations.get(FINGERPRINT_ANNOTATION) == Some(&pool.fingerprint)
+}
+
+/// Takes `server` out of its pool: what a claim writes besides the new owner.
+pub fn release(server: &mut DevServer) {
+    server.metadata.labels.remove(POOL_LABEL);
+    server.metadata.annotations.remove(FINGERPRINT_ANNOTATION);
 }
 
 #[cfg(test)]
