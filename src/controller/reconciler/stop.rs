@@ -218,7 +218,10 @@ impl<R: Runtime> ServerTask<R> {
         if instance_root != self.dir {
             doomed.push(instance_root);
         }
-        if self.ctx.config.controller.purge_workspace_on_delete {
+        // An unclaimed pool server's workspace is nobody's, and a later member of that
+        // name must start from the template as it is then.
+        let pool_member = self.state.description.pool.is_some();
+        if self.ctx.config.controller.purge_workspace_on_delete || pool_member {
             doomed.push(self.workspace_dir());
         }
         let statuses = self.ctx.statuses.clone();

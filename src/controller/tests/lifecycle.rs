@@ -1,6 +1,7 @@
 //! A server's ordinary life: started from its spec, stopped by it, and a runtime that
 //! refuses to start it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Harness, between};
@@ -232,4 +233,36 @@ async fn a_spec_that_was_never_valid_starts_nothing() {
     h.apply("dot", "state: running");
     h.wait_for("dot", "running once valid", |s| s.phase == Phase::Running)
         .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_pool_server_leaves_no_workspace_and_anyone_elses_stays() {
+    let mut h = Harness::new().await;
+    let mut member = (*h.spec("pool-lab-1", "state: running")).clone();
+    member.pool = Some("Lab".into());
+    h.send(
+        "pool-lab-1",
+        crate::controller::scan::Desired::Spec(Arc::new(member)),
+    );
+    h.apply("alice", "state: running");
+    let mut workspaces = Vec::new();
+    for name in ["pool-lab-1", "alice"] {
+        let status = h
+            .wait_for(name, "running", |s| s.phase == Phase::Running)
+            .await;
+        assert_eq!(status.pool.is_some(), name == "pool-lab-1");
+        workspaces.push(status.workspace_path.clone().expect("a workspace"));
+    }
+    for name in ["pool-lab-1", "alice"] {
+        h.delete(name);
+        h.wait_until(&format!("{name} forgotten"), || h.task_ended(name))
+            .await;
+    }
+    // A later member of that name starts from the template as it is then, not from
+    // what an earlier member cloned.
+    assert!(!workspaces[0].exists(), "{}", workspaces[0].display());
+    assert!(
+        workspaces[1].is_dir(),
+        "controller.purge_workspace_on_delete is off"
+    );
 }
