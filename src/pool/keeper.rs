@@ -202,3 +202,183 @@ fn carry_out(specs: &SpecFiles, pools: &Pools, plan: Plan) -> Vec<(String, Strin
     }
     created
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, PoolScale, TemplateItem};
+    use crate::spec::POOL_LABEL;
+    use crate::status::ServerStatus;
+
+    /// A keeper over spec files and statuses in a temporary folder, for the embedded
+    /// config's `Python Starter` template as `template` makes it.
+    struct Setup {
+        root: tempfile::TempDir,
+        keeper: Keeper,
+        made: HashMap<String, (String, Instant)>,
+    }
+
+    impl Setup {
+        fn new(template: impl FnOnce(&mut TemplateItem)) -> Self {
+            let root = tempfile::tempdir().expect("temp dir");
+            let keeper = keeper(root.path(), template);
+            Self {
+                root,
+                keeper,
+                made: HashMap::new(),
+            }
+        }
+
+        /// devbox starts again on the same folders, with the template edited.
+        fn restart(&mut self, template: impl FnOnce(&mut TemplateItem)) {
+            self.keeper = keeper(self.root.path(), template);
+            self.made.clear();
+        }
+
+        async fn round(&mut self) {
+            self.keeper.round(&mut self.made).await;
+        }
+
+        /// Spec files there are.
+        fn files(&self) -> Vec<String> {
+            let mut names = self.keeper.specs.names();
+            names.sort();
+            names
+        }
+
+        /// The controller reports `name` (whose spec file exists) in `phase`.
+        fn report(&self, name: &str, phase: Phase) {
+            let spec = self.keeper.specs.read(name).expect("spec");
+            let mut status = ServerStatus::new(name, spec.metadata.id.unwrap_or_default(), name);
+            status.pool = crate::pool::members::unclaimed_in(&spec).map(str::to_owned);
+            status.phase = phase;
+            self.keeper.statuses.put(status);
+        }
+    }
+
+    fn keeper(root: &std::path::Path, template: impl FnOnce(&mut TemplateItem)) -> Keeper {
+        let mut config = Config::embedded_default();
+        config.controller.specs_dir = root.join("specs");
+        std::fs::create_dir_all(&config.controller.specs_dir).expect("specs dir");
+        let item = config
+            .packaged_assets
+            .tabs
+            .iter_mut()
+            .flat_map(|tab| tab.items.iter_mut())
+            .find(|item| item.name == "Python Starter")
+            .expect("the embedded config's starter template");
+        template(item);
+        Keeper {
+            pools: Arc::new(Pools::of_config(&config)),
+            statuses: StatusStore::open(&root.join("state")).expect("statuses"),
+            rescan: Arc::new(Notify::new()),
+            max_servers: config.controller.max_servers,
+            parallelism: config.controller.prebuilt_parallelism,
+            specs: SpecFiles::new(Arc::new(config)),
+        }
+    }
+
+    fn prebuilt(n: u32) -> impl FnOnce(&mut TemplateItem) {
+        move |item| item.prebuilt = n
+    }
+
+    #[tokio::test]
+    async fn a_pool_fills_two_at_a_time_and_stops_at_its_size() {
+        let mut setup = Setup::new(prebuilt(3));
+        setup.round().await;
+        assert_eq!(
+            setup.files(),
+            ["pool-python-starter-1", "pool-python-starter-2"]
+        );
+        setup.round().await;
+        assert_eq!(setup.files().len(), 2, "both are still on their way");
+        setup.report("pool-python-starter-1", Phase::Running);
+        setup.round().await;
+        assert_eq!(setup.files().len(), 3);
+        for name in setup.files() {
+            setup.report(&name, Phase::Running);
+        }
+        setup.round().await;
+        assert_eq!(setup.files().len(), 3, "full");
+        let member = setup
+            .keeper
+            .specs
+            .read("pool-python-starter-3")
+            .expect("spec");
+        assert_eq!(
+            member.metadata.labels.get(POOL_LABEL).map(String::as_str),
+            Some("Python Starter")
+        );
+        assert_eq!(member.spec.state, crate::spec::DesiredState::Running);
+        assert!(member.spec.port.is_some(), "a port of its own, pinned");
+    }
+
+    #[tokio::test]
+    async fn users_starting_servers_hold_the_refill_back() {
+        let mut setup = Setup::new(prebuilt(3));
+        for user in ["ada", "bob"] {
+            let mut status = ServerStatus::new(user, uuid::Uuid::new_v4(), user);
+            status.phase = Phase::Provisioning;
+            setup.keeper.statuses.put(status);
+        }
+        setup.round().await;
+        assert!(setup.files().is_empty(), "{:?}", setup.files());
+    }
+
+    #[tokio::test]
+    async fn a_schedule_that_has_fired_sets_the_size() {
+        let mut setup = Setup::new(|item| {
+            item.prebuilt = 2;
+            // Fired a minute ago at the latest, whatever the time now.
+            item.prebuilt_schedule = vec![PoolScale {
+                cron: "* * * * *".into(),
+                count: 0,
+            }];
+        });
+        setup.round().await;
+        assert!(setup.files().is_empty(), "{:?}", setup.files());
+    }
+
+    #[tokio::test]
+    async fn members_of_an_edited_template_are_replaced_and_claimed_ones_kept() {
+        let mut setup = Setup::new(prebuilt(2));
+        setup.round().await;
+        for name in setup.files() {
+            setup.report(&name, Phase::Running);
+        }
+        setup
+            .keeper
+            .specs
+            .update("pool-python-starter-1", |server| {
+                server.metadata.owner = Some("ada".into());
+                crate::pool::members::release(server);
+            })
+            .expect("claimed");
+        setup.restart(|item| {
+            item.prebuilt = 2;
+            item.extensions_groups.push("jupyter".into());
+        });
+        setup.round().await;
+        let files = setup.files();
+        assert_eq!(
+            files,
+            [
+                "pool-python-starter-1",
+                "pool-python-starter-3",
+                "pool-python-starter-4"
+            ],
+            "the claimed one stays, the old member goes, two new ones come"
+        );
+        let new = setup
+            .keeper
+            .specs
+            .read("pool-python-starter-3")
+            .expect("spec");
+        let pool = setup
+            .keeper
+            .pools
+            .get("Starters", "Python Starter")
+            .expect("pool");
+        assert!(is_current_member(&new, pool));
+    }
+}
