@@ -5,6 +5,7 @@
 //! status changes, and every few seconds for the schedules.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,8 +65,12 @@ impl Keeper {
     async fn round(&self, made: &mut HashMap<String, (String, Instant)>) {
         let specs = self.specs.clone();
         let pools = self.pools.clone();
-        let Ok((files, members)) =
-            tokio::task::spawn_blocking(move || read_members(&specs, &pools)).await
+        let state_dir = self.statuses.state_dir().to_owned();
+        let Ok((files, members, leftovers)) = tokio::task::spawn_blocking(move || {
+            let (files, members) = read_members(&specs, &pools);
+            (files, members, leftover_data(&state_dir))
+        })
+        .await
         else {
             return;
         };
@@ -115,7 +120,11 @@ impl Keeper {
             users_starting,
             parallelism: self.parallelism,
         };
-        let plan = plan::plan(&wanted, &planned_members, &files, room);
+        // A new member never takes a name whose data is still there: it would start
+        // in that folder's workspace (a deleted server's work, or an older template's
+        // clone), which provisioning keeps as it is.
+        let taken: BTreeSet<String> = files.union(&leftovers).cloned().collect();
+        let plan = plan::plan(&wanted, &planned_members, &taken, room);
         if plan == Plan::default() {
             return;
         }
@@ -166,6 +175,19 @@ fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<Memb
         })
         .collect();
     (files, members)
+}
+
+/// The names of the `pool-…` servers that have data left in `state_dir`: a workspace
+/// folder (kept when a server is deleted, unless the config purges it) or a server
+/// folder (until the controller has forgotten the server).
+fn leftover_data(state_dir: &Path) -> BTreeSet<String> {
+    ["workspaces", "servers"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(state_dir.join(dir)).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.starts_with("pool-"))
+        .collect()
 }
 
 /// Removes and writes what `plan` says; the (template, name) of the members written.
@@ -380,5 +402,20 @@ mod tests {
             .get("Starters", "Python Starter")
             .expect("pool");
         assert!(is_current_member(&new, pool));
+    }
+
+    #[test]
+    fn names_with_a_workspace_or_a_server_folder_left_are_taken() {
+        let state = tempfile::tempdir().expect("temp dir");
+        for dir in [
+            "workspaces/pool-rust-1",
+            "servers/pool-rust-2",
+            "workspaces/alice",
+        ] {
+            std::fs::create_dir_all(state.path().join(dir)).expect("mkdir");
+        }
+        let taken: Vec<String> = leftover_data(state.path()).into_iter().collect();
+        assert_eq!(taken, ["pool-rust-1", "pool-rust-2"]);
+        assert!(leftover_data(&state.path().join("missing")).is_empty());
     }
 }

@@ -58,8 +58,8 @@ pub struct Plan {
 }
 
 /// The next step towards every pool having its size in members made from the current
-/// config. `taken` holds every spec file's name (new members get the lowest free
-/// number).
+/// config. `taken` holds the names a new member may not have: every spec file's, and
+/// those whose data is left on disk (new members get the lowest free number).
 pub fn plan(
     wanted: &[Wanted<'_>],
     members: &[Member<'_>],
