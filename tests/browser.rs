@@ -22,6 +22,16 @@
 //!   certificate's key (and nothing else), then logs in on the dashboard (a `Secure`
 //!   session cookie), opens an IDE through the proxy whose WebSocket is `wss://`,
 //!   streams logs over `wss://`, and opens a seat link in a second context.
+//! - `pool.mjs`: a template whose pool keeps two prebuilt servers, on a devbox behind a
+//!   single sign-on proxy (the script's, naming user `ada` on devbox's trusted-header
+//!   socket): the template's card says "ready: 2 of 2" (and one whose member cannot
+//!   come up "ready: 0 of 1", "1 starting"), a server created from it through
+//!   the dialog is in the list running at once, the card counts one fewer ready and then
+//!   two again once the pool has refilled, and the claimed server's IDE shows the
+//!   template repository's file. Screenshots in the light and the dark theme. The test
+//!   sets up the template and waits for the pool to be full, runs the script, and checks
+//!   what the run leaves behind: one server, `ada`'s, made of a former pool member, and
+//!   a full pool of two other members.
 //!
 //! The tests take turns: each runs a Chromium and code-server instances, and two at
 //! once on a small machine would make every step's timeout a matter of luck.
@@ -559,4 +569,221 @@ fn dashboard_ide_and_seat_link_work_over_https_in_a_real_browser() {
     for name in TLS_SCREENSHOTS {
         png_size(&artifacts.join(name));
     }
+}
+
+/// The admin token of the pool test's devbox (the script is `ada`, through the proxy).
+const POOL_TOKEN: &str = "pool-admin-T0ken";
+const POOL_USER: &str = "ada";
+const POOL_TAB: &str = "Workshops";
+const POOL_TEMPLATE: &str = "Rust Class";
+const POOL_SIZE: u64 = 2;
+/// A template whose repository is not there: its pool's one member never comes up.
+const POOL_STUCK: &str = "Rust Week 2";
+/// What `ada` names the server she creates from the template.
+const POOL_SERVER: &str = "Ada Seat";
+/// The file of the template's repository that the claimed IDE's explorer must show.
+const POOL_FILE: &str = "WEEK-1-NOTES.md";
+const POOL_SCREENSHOTS: [&str; 10] = [
+    "pool-ready-light.png",
+    "pool-ready-dark.png",
+    "pool-dialog-stuck.png",
+    "pool-dialog.png",
+    "pool-claimed-light.png",
+    "pool-claimed-dark.png",
+    "pool-refilled-light.png",
+    "pool-refilled-dark.png",
+    "pool-narrow.png",
+    "pool-ide.png",
+];
+
+/// A call to the pool test's devbox as its admin (the bearer token): the JSON answer.
+fn as_pool_admin(devbox: &Devbox, path: &str) -> Value {
+    let bearer = format!("Bearer {POOL_TOKEN}");
+    let reply = devbox.call("GET", path, &[("Authorization", bearer.as_str())], None);
+    assert_eq!(reply.status, 200, "GET {path}: {reply}");
+    reply.json()
+}
+
+/// `GET /pools`' entry for `template`: (size, ready, coming).
+fn pool_figures(devbox: &Devbox, template: &str) -> (u64, u64, u64) {
+    let pools = as_pool_admin(devbox, "/pools")["data"].clone();
+    let pool = pools
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["template"] == template).cloned())
+        .unwrap_or_else(|| panic!("no pool of {template} in {pools}"));
+    let figure = |name: &str| {
+        pool[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} in {pool}"))
+    };
+    (figure("size"), figure("ready"), figure("coming"))
+}
+
+/// Waits until `template`'s pool shows `figures` (size, ready, coming).
+fn wait_pool(devbox: &Devbox, template: &str, figures: (u64, u64, u64)) {
+    wait_for(
+        &format!(
+            "the pool of {template} to be {figures:?}\n{}",
+            devbox.log_tail()
+        ),
+        common::STARTUP * 2,
+        || (pool_figures(devbox, template) == figures).then_some(()),
+    );
+}
+
+/// The servers `GET /servers?include_pool=true` lists to the admin.
+fn all_servers(devbox: &Devbox) -> Vec<Value> {
+    as_pool_admin(devbox, "/servers?include_pool=true")
+        .as_array()
+        .expect("a list")
+        .clone()
+}
+
+#[test]
+fn dashboard_shows_a_templates_pool_and_hands_out_a_running_server_in_a_real_browser() {
+    let _browser = one_browser_at_a_time();
+    playwright_node_path();
+    let artifacts = artifacts_dir("pool");
+    let devbox = Devbox::start_opts(
+        Options {
+            config: format!(
+                r#"
+server:
+  api_token: "{POOL_TOKEN}"
+auth:
+  trusted_header:
+    name: X-Forwarded-User
+    socket: "{{root}}/proxy.sock"
+ui:
+  workspace:
+    allow_local_git_hosts: true
+packaged_assets:
+  tabs:
+    - name: {POOL_TAB}
+      items:
+        - name: {POOL_TEMPLATE}
+          description: Week 1 of the Rust class
+          extensions_groups: [tools]
+          github_url: "file://{{root}}/class-repo"
+          prebuilt: {POOL_SIZE}
+        - name: {POOL_STUCK}
+          description: Not published yet
+          github_url: "file://{{root}}/week-2-repo"
+          prebuilt: 1
+"#
+            ),
+            ..Options::default()
+        },
+        |root| {
+            git_repo(
+                &root.join("class-repo"),
+                &[(POOL_FILE, "# Week 1\n\nOwnership and borrowing.\n")],
+            );
+            // The config names the repository and the socket by absolute paths.
+            let config = root.join("config.yaml");
+            let text = std::fs::read_to_string(&config).expect("config");
+            std::fs::write(&config, text.replace("{root}", &root.display().to_string()))
+                .expect("config");
+        },
+    );
+    wait_pool(&devbox, POOL_TEMPLATE, (POOL_SIZE, POOL_SIZE, 0));
+    wait_pool(&devbox, POOL_STUCK, (1, 0, 1));
+    for server in all_servers(&devbox) {
+        if server["pool"] == POOL_STUCK {
+            println!(
+                "{POOL_STUCK}'s member {}: phase {}, {}",
+                server["slug"], server["phase"], server["message"]
+            );
+        }
+    }
+    let members: Vec<String> = all_servers(&devbox)
+        .iter()
+        .filter(|server| server["pool"] == POOL_TEMPLATE)
+        .filter_map(|server| server["slug"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(members.len(), 2, "{members:?}");
+
+    let begin = Instant::now();
+    let run = run_script(
+        "pool.mjs",
+        &[
+            devbox.path("proxy.sock").into(),
+            POOL_USER.into(),
+            POOL_TAB.into(),
+            POOL_TEMPLATE.into(),
+            POOL_SIZE.to_string().into(),
+            POOL_STUCK.into(),
+            POOL_SERVER.into(),
+            POOL_FILE.into(),
+            artifacts.clone().into(),
+        ],
+        || {},
+    );
+    assert_passed("pool.mjs", &run, begin.elapsed(), &devbox, &artifacts);
+    for name in POOL_SCREENSHOTS {
+        png_size(&artifacts.join(name));
+    }
+    let slug = run
+        .1
+        .lines()
+        .find_map(|line| line.strip_prefix("claimed "))
+        .expect("the script names the server it claimed")
+        .to_owned();
+
+    // Exactly one server has left the pools: ada's, the one the script claimed, a
+    // member of the pool before, running, made from the template.
+    let servers = all_servers(&devbox);
+    let (claimed, pool): (Vec<&Value>, Vec<&Value>) =
+        servers.iter().partition(|server| server["pool"].is_null());
+    assert_eq!(claimed.len(), 1, "one server is claimed: {servers:#?}");
+    let seat = claimed[0];
+    assert_eq!(seat["slug"], slug.as_str(), "{seat}");
+    assert!(members.contains(&slug), "{slug} was one of {members:?}");
+    assert_eq!(seat["name"], POOL_SERVER, "{seat}");
+    assert_eq!(seat["owner"], POOL_USER, "{seat}");
+    assert_eq!(seat["status"], "running", "{seat}");
+    assert_eq!(seat["template"], POOL_TEMPLATE, "{seat}");
+    let spec = std::fs::read_to_string(devbox.specs().join(format!("{slug}.yaml"))).expect("spec");
+    assert!(spec.contains(&format!("owner: {POOL_USER}")), "{spec}");
+    assert!(!spec.contains("devbox/pool"), "{spec}");
+    assert!(
+        devbox
+            .state()
+            .join("workspaces")
+            .join(&slug)
+            .join(POOL_FILE)
+            .is_file(),
+        "the claimed server's workspace holds the template's repository"
+    );
+
+    // The pool is full again, of two other servers, nobody's; the stuck one still has
+    // its one member, and ada's visit took nothing from it.
+    let members_of = |template: &str| -> Vec<&str> {
+        pool.iter()
+            .filter(|server| server["pool"] == template)
+            .filter_map(|server| server["slug"].as_str())
+            .collect()
+    };
+    let refilled = members_of(POOL_TEMPLATE);
+    assert_eq!(refilled.len(), 2, "{servers:#?}");
+    assert!(!refilled.contains(&slug.as_str()), "{refilled:?}");
+    assert_eq!(members_of(POOL_STUCK).len(), 1, "{servers:#?}");
+    assert_eq!(pool.len(), 3, "no other server: {servers:#?}");
+    for server in &pool {
+        assert!(server["owner"].is_null(), "{server}");
+    }
+    assert_eq!(
+        pool_figures(&devbox, POOL_TEMPLATE),
+        (POOL_SIZE, POOL_SIZE, 0)
+    );
+    assert_eq!(pool_figures(&devbox, POOL_STUCK), (1, 0, 1));
+    let mut specs = list_dir(&devbox.specs());
+    specs.sort();
+    let mut expected: Vec<String> = servers
+        .iter()
+        .filter_map(|server| server["slug"].as_str())
+        .map(|slug| format!("{slug}.yaml"))
+        .collect();
+    expected.sort();
+    assert_eq!(specs, expected, "no spec file besides the four servers'");
 }

@@ -2,10 +2,10 @@
  * devbox dashboard: all behaviour of the web UI (ui/index.html is the skeleton,
  * ui/style.css the looks). It talks only to devbox's REST API and WebSocket log
  * streams on the same origin: lists servers live, creates them (blank, git, zip or from
- * a template), starts/stops/restarts/deletes them, streams their logs, logs in with the
- * API token on 401 (the token goes to devbox once, for an HttpOnly session cookie; the
- * page never keeps it), and follows the system's dark or light scheme until the user
- * picks one.
+ * a template), starts/stops/restarts/deletes them, streams their logs, shows how many
+ * prebuilt servers each template's pool holds ready, logs in with the API token on 401
+ * (the token goes to devbox once, for an HttpOnly session cookie; the page never keeps
+ * it), and follows the system's dark or light scheme until the user picks one.
  *
  * Stable selectors (for browser tests):
  *   #create-form                          the create form
@@ -28,6 +28,10 @@
  *   #servers-empty                        the "no servers" placeholder
  *   #template-tabs [data-tab="<tab>"]     template tabs
  *   #template-items [data-template="<item>"] button[data-action=use-template]
+ *     [data-field=pool]                   the template's pool of prebuilt servers (hidden
+ *                                         without one; data-ready, data-size, data-coming;
+ *                                         text "ready: <ready> of <size>", then
+ *                                         "<coming> starting" while members come up)
  *   #template-dialog input[name=name], #template-create, #template-error
  *   #confirm-dialog, #confirm-yes, #confirm-no       delete confirmation
  *   #token-dialog input[name=token], #token-save, #token-reason   API token login
@@ -97,6 +101,8 @@ const state = {
   templateTabs: [],
   selectedTab: '',
   templateTarget: null, // { tab, item } while the template dialog is open
+  pools: new Map(), // poolKey(tab, template) -> { template, tab, size, ready, coming } (GET /pools)
+  poolsSeq: 0,
   brokenThumbs: new Set(), // thumbnail URLs that failed to load
   themeChoice: 'system', // 'dark' or 'light' once the user picks one
 };
@@ -431,6 +437,7 @@ const groupName = (id) => state.config.extension_groups?.[id]?.name || id;
 async function refreshServers() {
   clearTimeout(state.refreshTimer);
   const seq = ++state.refreshSeq;
+  refreshPools(); // the templates' pools change with the servers: same rhythm
   try {
     const servers = await api('servers');
     if (seq > state.renderedSeq) {
@@ -1041,16 +1048,21 @@ async function submitCreate(event) {
   }
 }
 
-/** After any create: announce, refresh, highlight the new row, and start it if asked. */
+/**
+ * After any create: announce, refresh, highlight the new row, and start it if asked.
+ * A server handed out by a template's pool comes running: nothing to start.
+ */
 async function createdServer(view, startNow) {
   clearError('action');
-  toast(`Created “${view.name}”${view.port ? ` on port ${view.port}` : ''}`);
+  const running = view.status === 'running';
+  const port = view.port ? ` on port ${view.port}` : '';
+  toast(running ? `“${view.name}” is ready: a prebuilt server, running${port}` : `Created “${view.name}”${port}`);
   await refreshServers();
   const row = state.rows.get(view.slug);
   if (!row) return;
   row.body.classList.add('flash');
   setTimeout(() => row.body.classList.remove('flash'), 2000);
-  if (startNow) runAction(view.slug, 'start');
+  if (startNow && !running) runAction(view.slug, 'start');
 }
 
 function setFormError(selector, message) {
@@ -1106,6 +1118,7 @@ function renderTemplates() {
     return;
   }
   container.replaceChildren(...items.map((item) => templateCard(tab, item)));
+  updatePoolLines();
 }
 
 function templateCard(tab, item) {
@@ -1120,11 +1133,22 @@ function templateCard(tab, item) {
         ? h('p', { class: 'repo small muted', title: item.github_url, text: `repo: ${shortUrl(item.github_url)}` })
         : null,
       templateLinks(item.icon_links || []),
-      h('div', { class: 'form-actions' },
+      h('div', { class: 'template-foot' },
+        poolLine(),
         h('button', {
           type: 'button', class: 'primary', 'data-action': 'use-template', text: 'Use template',
           onclick: () => openTemplateDialog(tab, item),
         }))));
+}
+
+/** The (empty, hidden) line of a card that shows its pool; updatePoolLines fills it. */
+function poolLine() {
+  return h('p', { class: 'pool small', 'data-field': 'pool', hidden: true },
+    h('span', { class: 'visually-hidden', text: 'Prebuilt servers: ' }),
+    h('span', { class: 'pool-ready' }),
+    h('span', { class: 'pool-coming', hidden: true },
+      h('span', { class: 'visually-hidden', text: ', ' }),
+      h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('span', { class: 'pool-coming-text' })));
 }
 
 /** The thumbnail, or a lettered placeholder (also when the image cannot load offline). */
@@ -1147,13 +1171,70 @@ function templateLinks(links) {
   })));
 }
 
+// ---------------------------------------------------------------------------
+// Pools of prebuilt servers (GET /pools): "ready: 3 of 3" on their templates' cards
+
+/** A pool's key: templates are named within their tab. */
+const poolKey = (tab, template) => `${tab}\n${template}`;
+
+const poolOf = (tab, item) => state.pools.get(poolKey(tab?.name ?? '', item?.name ?? ''));
+
+/**
+ * Fetches every template's pool and shows it. Quiet on failure: the figures are a
+ * hint, the server list reports a lost connection, and a 401 has already asked for a
+ * token. While devbox cannot be reached the last figures stay; any other refusal (an
+ * older devbox without pools answers 404) shows no pool lines.
+ */
+async function refreshPools() {
+  const seq = ++state.poolsSeq;
+  let pools = [];
+  try {
+    const answer = await api('pools');
+    pools = Array.isArray(answer?.data) ? answer.data : [];
+  } catch (err) {
+    if (err.status === 0) return;
+  }
+  if (seq !== state.poolsSeq) return; // a later refresh answered first
+  state.pools = new Map(pools.map((pool) => [poolKey(pool.tab, pool.template), pool]));
+  updatePoolLines();
+  updateTemplateDialogInfo();
+}
+
+/** Updates the pool line of each shown card in place (no card is rebuilt: focus stays). */
+function updatePoolLines() {
+  const tab = state.templateTabs.find((t) => t.name === state.selectedTab);
+  for (const card of $$('#template-items [data-template]')) {
+    const line = $('[data-field=pool]', card);
+    if (line) showPool(line, poolOf(tab, { name: card.dataset.template }));
+  }
+}
+
+/** "ready: 2 of 3", then "1 starting" while members are on their way up. */
+function showPool(line, pool) {
+  setHidden(line, !pool);
+  if (!pool) return;
+  const { ready = 0, size = 0, coming = 0 } = pool;
+  Object.assign(line.dataset, { ready, size, coming, state: poolState(pool) });
+  setText($('.pool-ready', line), `ready: ${ready} of ${size}`);
+  setHidden($('.pool-coming', line), !coming);
+  setText($('.pool-coming-text', line), `${coming} starting`);
+  line.title = `${ready} prebuilt server${ready === 1 ? '' : 's'} of this template ready to hand out at once`
+    + ` (the pool keeps ${size})${coming ? `; ${coming} on the way` : ''}`;
+}
+
+/** Colours the line: green with a server to hand out, amber while one comes, else grey. */
+function poolState({ ready = 0, coming = 0 }) {
+  if (ready > 0) return 'ready';
+  return coming > 0 ? 'filling' : 'empty';
+}
+
 const initials = (name) => name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('');
 const shortUrl = (url) => url.replace(/^[a-z]+:\/\//i, '').replace(/\.git$/, '');
 
 function openTemplateDialog(tab, item) {
   state.templateTarget = { tab, item };
   setText($('#template-dialog-name'), item.name);
-  setText($('#template-dialog-info'), templateSummary(item));
+  setText($('#template-dialog-info'), templateSummary(tab, item));
   setFormError('#template-error', '');
   const input = $('#template-server-name');
   input.value = suggestName(item.name);
@@ -1161,11 +1242,22 @@ function openTemplateDialog(tab, item) {
   input.select();
 }
 
-function templateSummary(item) {
+/** What the new server is made of, and whether it comes running (from the pool) or stopped. */
+function templateSummary(tab, item) {
   const groups = (item.extensions_groups || []).map(groupName);
   const parts = [groups.length ? `Extension groups: ${groups.join(', ')}.` : 'No extension groups.'];
   parts.push(item.github_url ? `Workspace: ${shortUrl(item.github_url)}.` : 'Workspace: empty.');
-  return `${parts.join(' ')} The server is created stopped.`;
+  const pool = poolOf(tab, item);
+  if (pool?.ready > 0) parts.push('A prebuilt server is ready: you get it running, at once.');
+  else if (pool) parts.push('No prebuilt server is ready right now: the server is created stopped.');
+  else parts.push('The server is created stopped.');
+  return parts.join(' ');
+}
+
+/** Keeps the open template dialog's summary in step with its pool. */
+function updateTemplateDialogInfo() {
+  const { tab, item } = state.templateTarget || {};
+  if (item && $('#template-dialog').open) setText($('#template-dialog-info'), templateSummary(tab, item));
 }
 
 /** The template's name, numbered if a server of that name exists. */
