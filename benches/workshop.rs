@@ -81,19 +81,24 @@
 //!   claim got, and its IDE answers `/vscode/<port>/healthz` 200 through devbox on the
 //!   first try right after (each failure is printed);
 //! - the refill: from the last claim's answer to ready N of N again;
-//! - claims under load: the claimed IDEs (N − 1 of them, `--pages K` fewer, or as many
-//!   as the memory available holds at 400 MiB a page) open at once in headless Chromium
+//! - claims under load: claimed IDEs open at once in headless Chromium
 //!   (`tests/browser/bench_load.mjs`: playwright-core from `DEVBOX_PLAYWRIGHT_NODE_PATH`,
 //!   `/usr/bin/chromium`, a browser context per page, each waiting for
-//!   `.monaco-workbench` and then for its explorer to show `README.md`); 2 s after they
-//!   are sent, and every 2 s after that, one more claim is timed (`--loaded-claims C`,
-//!   default 3), with the workbenches shown by then and how busy the CPUs were during it.
-//!   How long the pages took is printed too.
+//!   `.monaco-workbench` and then for its explorer to show `README.md`), and one more
+//!   claim is timed at each of four moments of that load: 2 s in (the pages fetch the
+//!   workbench), at the first workbench shown, at half of them, at the last (each IDE
+//!   connection starts its extension host then); with the workbenches shown by then and
+//!   how busy the CPUs were during the claim. The pages are the other N − 1 claimants'
+//!   IDEs, at most 5 per CPU (29 pages on 2 CPUs took 90 s to the workbench, p50, and
+//!   some got none in 4 minutes), or `--pages K`; fewer if the memory available then
+//!   holds fewer at 400 MiB a page. The run prints how many and why, and how long the
+//!   pages took.
 //!
 //! After the tables above comes one more: per-seat latency, p50 / p90 / p99 / max, of
 //! the local rounds (first create → healthy, and own start call → healthy), of one seat
 //! started alone, of the N claims (request → 201 running, and the `/healthz` after it),
-//! and of the claims under load; then the claims' p50 and p99 against the issue's
+//! and of the claims under load; then every claim's latency, fastest first (how far the
+//! claims of a class wait on each other), the claims' p50 and p99 against the issue's
 //! targets (p50 ≤ 100 ms, p99 ≤ 250 ms; printed as met or missed, never failing the
 //! run), the loaded claims beside the unloaded p50, the fill and the refill (with the
 //! mean of `devbox_pool_refill_seconds`, spec written → ready, over the fill's and the
@@ -248,8 +253,8 @@ fn main() {
     );
     if let Some(pool) = &pool {
         println!(
-            "then a pool of {} prebuilt seats of the same template (local processes): fill, {} claims at once, refill, {} claim(s) while up to {} IDEs load in Chromium",
-            pool.size, pool.size, pool.loaded_claims, pool.pages
+            "then a pool of {} prebuilt seats of the same template (local processes): fill, {} claims at once, refill, claims while {} IDEs load in Chromium ({})",
+            pool.size, pool.size, pool.pages, pool.pages_why
         );
     }
     println!("load average: {}", common::load_average());
@@ -1303,9 +1308,12 @@ const POOLS_POLL: Duration = Duration::from_millis(50);
 const PAGE_MIB: u64 = 400;
 /// Memory left to everything else while the Chromium load runs.
 const RESERVE_MIB: u64 = 3 * 1024;
-/// From the start of the Chromium load to the first claim under load, and between
-/// claims: the pages are fetching the workbench and starting extension hosts then.
-const LOADED_CLAIM_GAP: Duration = Duration::from_secs(2);
+/// From the start of the Chromium load to the first claim under load: the pages are
+/// fetching the workbench then.
+const LOADED_CLAIM_DELAY: Duration = Duration::from_secs(2);
+/// Pages of the Chromium load per CPU unless `--pages` says: with 29 pages on 2 CPUs
+/// the workbenches took 90 s (p50) and some pages none within 4 minutes.
+const PAGES_PER_CPU: usize = 5;
 /// Longest the Chromium load may run (its script gives up a little earlier).
 const LOAD_LIMIT: Duration = Duration::from_secs(6 * 60);
 /// Longest the refill histogram may lag `GET /pools`.
@@ -1313,15 +1321,16 @@ const METRIC_WAIT: Duration = Duration::from_secs(10);
 /// A file of the template's repository, which each loaded IDE's explorer shows.
 const LOAD_FILE: &str = "README.md";
 
-/// What `--prebuilt N` (with `--parallelism P`, `--pages K`, `--loaded-claims C`) asks for.
+/// What `--prebuilt N` (with `--parallelism P`, `--pages K`) asks for.
 struct PoolOptions {
     size: usize,
     /// `controller.prebuilt_parallelism`; devbox's default when `None`.
     parallelism: Option<u64>,
-    /// Chromium pages to load while claiming (at most N − 1 and what memory allows).
+    /// Chromium pages to load while claiming (at most N − 1; fewer if the memory
+    /// available when the load starts holds fewer).
     pages: usize,
-    /// Claims timed while the pages load.
-    loaded_claims: usize,
+    /// Why that many.
+    pages_why: String,
 }
 
 impl PoolOptions {
@@ -1330,13 +1339,27 @@ impl PoolOptions {
         if size == 0 {
             return None;
         }
-        let others = size.saturating_sub(1) as u64;
+        let others = size - 1;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (pages, pages_why) = match common::arg_text("--pages") {
+            Some(_) => {
+                let pages = (common::arg_number("--pages", 0) as usize).min(others);
+                (pages, format!("--pages {pages}"))
+            }
+            None if others > PAGES_PER_CPU * cpus => (
+                PAGES_PER_CPU * cpus,
+                format!(
+                    "not the other {others} claimants': {PAGES_PER_CPU} per CPU on {cpus} CPUs"
+                ),
+            ),
+            None => (others, format!("the other {others} claimants")),
+        };
         Some(Self {
             size,
             parallelism: common::arg_text("--parallelism")
                 .map(|_| common::arg_number("--parallelism", 0).max(1)),
-            pages: (common::arg_number("--pages", others) as usize).min(size.saturating_sub(1)),
-            loaded_claims: common::arg_number("--loaded-claims", 3).max(1) as usize,
+            pages,
+            pages_why,
         })
     }
 
@@ -1370,6 +1393,8 @@ struct Claim {
 /// A claim timed while the Chromium pages loaded.
 struct LoadedClaim {
     claim: Claim,
+    /// Which [`Moment`] of the load it was sent at.
+    moment: String,
     /// Since the load began.
     at: Duration,
     /// Workbenches shown by then.
@@ -1669,23 +1694,63 @@ fn playwright() -> Result<PathBuf, String> {
     }
 }
 
-/// How many pages the load opens: `asked`, unless the memory available now holds
-/// fewer; and why.
-fn feasible_pages(asked: usize) -> (usize, String) {
+/// How many pages the load opens: `asked` (for the reason `why`), unless the memory
+/// available now holds fewer; and why.
+fn feasible_pages(asked: usize, why: &str) -> (usize, String) {
     let available = common::mem_available_mib();
     let fit = (available.saturating_sub(RESERVE_MIB) / PAGE_MIB) as usize;
     if fit < asked {
         (
             fit,
-            format!("{asked} asked; {available} MiB available holds {fit} at {PAGE_MIB} MiB each"),
+            format!("{why}; then {available} MiB available holds {fit} at {PAGE_MIB} MiB a page"),
         )
     } else {
-        (asked, format!("{asked} asked, {available} MiB available"))
+        (asked, format!("{why}; {available} MiB available"))
+    }
+}
+
+/// A moment of the Chromium load at which a claim is timed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Moment {
+    /// This long after the pages were sent to their IDEs (fetching the workbench).
+    After(Duration),
+    /// Once this many pages have shown the workbench (or failed): their IDE connections
+    /// are starting extension hosts and reading workspaces.
+    Shown(usize),
+}
+
+impl Moment {
+    /// The moments of a load of `pages`: early, at the first workbench, at half of
+    /// them, and at the last (each once).
+    fn of_load(pages: usize) -> Vec<Moment> {
+        let mut moments = vec![Moment::After(LOADED_CLAIM_DELAY)];
+        for shown in [1, pages.div_ceil(2), pages] {
+            if shown > 0 && !moments.contains(&Moment::Shown(shown)) {
+                moments.push(Moment::Shown(shown));
+            }
+        }
+        moments
+    }
+
+    fn reached(self, elapsed: Duration, shown: usize) -> bool {
+        match self {
+            Moment::After(delay) => elapsed >= delay,
+            Moment::Shown(n) => shown >= n,
+        }
+    }
+
+    fn describe(self, pages: usize) -> String {
+        match self {
+            Moment::After(delay) => format!("{} s in", delay.as_secs()),
+            Moment::Shown(1) => "at the first workbench".to_owned(),
+            Moment::Shown(n) if n == pages => "at the last workbench".to_owned(),
+            Moment::Shown(n) => format!("at workbench {n} of {pages}"),
+        }
     }
 }
 
 /// Opens the IDEs on `ports` (through devbox) in headless Chromium at once and, while
-/// they load, times `options.loaded_claims` claims, [`LOADED_CLAIM_GAP`] apart.
+/// they load, times a claim at each [`Moment::of_load`].
 fn claims_under_load(
     api: &ureq::Agent,
     devbox: &ServingDevbox,
@@ -1702,15 +1767,17 @@ fn claims_under_load(
             };
         }
     };
-    let (pages, limit) = feasible_pages(options.pages.min(ports.len()));
+    let (pages, limit) = feasible_pages(options.pages.min(ports.len()), &options.pages_why);
     let mut load = Load {
         pages,
         limit,
         ..Load::default()
     };
+    let moments = Moment::of_load(pages);
     print!(
-        "claims under load: {pages} IDE(s) loading in Chromium ({}), {} claim(s)…",
-        load.limit, options.loaded_claims
+        "claims under load: {pages} IDE(s) loading in Chromium ({}), a claim at each of {} moments…",
+        load.limit,
+        moments.len()
     );
     let _ = std::io::stdout().flush();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/bench_load.mjs");
@@ -1732,69 +1799,67 @@ fn claims_under_load(
 
     let base = devbox.url("");
     let mut started: Option<(Instant, (u64, u64))> = None;
-    let mut workbenches = 0;
-    let mut done = false;
+    let mut next = moments.iter().copied().peekable();
+    let (mut done, mut ended) = (false, false);
     let launched = Instant::now();
-    while !done && launched.elapsed() < LOAD_LIMIT {
-        // The next claim is due LOADED_CLAIM_GAP after the last (or the load's start).
-        let due = started.map(|(at, _)| at + LOADED_CLAIM_GAP * (load.claims.len() as u32 + 1));
-        if let Some(due) = due.filter(|_| load.claims.len() < options.loaded_claims)
-            && Instant::now() >= due
+    while !done && !ended && launched.elapsed() < LOAD_LIMIT {
+        let shown = load.workbench.len() + load.failures.len();
+        if let Some((since, _)) = started
+            && let Some(moment) = next.next_if(|m| m.reached(since.elapsed(), shown))
         {
-            let at = started.map_or(Duration::ZERO, |(at, _)| at.elapsed());
+            let at = since.elapsed();
             let before = common::cpu_ticks();
             let claim = claim(api, &base, &format!("loaded-{:02}", load.claims.len() + 1));
             let busy = common::busy_share(before, common::cpu_ticks());
             load.claims.push(LoadedClaim {
                 claim,
+                moment: moment.describe(pages),
                 at,
-                workbenches,
+                workbenches: load.workbench.len(),
                 busy,
             });
             continue;
         }
-        let wait = due.map_or(Duration::from_millis(200), |due| {
-            due.saturating_duration_since(Instant::now())
-        });
-        let line = match lines.recv_timeout(wait.max(Duration::from_millis(1))) {
+        let line = match lines.recv_timeout(POOLS_POLL) {
             Ok(line) => line,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                ended = true;
+                continue;
+            }
         };
         let words: Vec<&str> = line.splitn(3, ' ').collect();
-        let ms = |w: Option<&&str>| {
-            w.and_then(|w| w.parse::<u64>().ok())
-                .map(Duration::from_millis)
-        };
+        let ms = |w: &str| w.parse::<u64>().ok().map(Duration::from_millis);
         match words.as_slice() {
             ["navigating", ..] => started = Some((Instant::now(), common::cpu_ticks())),
-            ["workbench", _, t] => {
-                workbenches += 1;
-                load.workbench.extend(ms(Some(t)));
-            }
-            ["explorer", _, t] => load.explorer.extend(ms(Some(t))),
+            ["workbench", _, t] => load.workbench.extend(ms(t)),
+            ["explorer", _, t] => load.explorer.extend(ms(t)),
             ["failed", page, why] => load.failures.push(format!("page {page}: {why}")),
             ["done"] => done = true,
             _ => {}
         }
     }
-    // Claims still due when the load ended early are left out: they would be unloaded.
+    // Moments the load never reached get no claim: it would not be under load.
     if let Some((at, ticks)) = started {
         load.took = at.elapsed();
         load.busy = common::busy_share(ticks, common::cpu_ticks());
     }
     let exited = browser.exited();
     browser.stop(Duration::from_secs(10));
-    load.error = match (started, done, exited) {
-        (None, _, status) => Some(format!(
+    load.error = match (started, done, ended) {
+        (None, _, _) => Some(format!(
             "the browser load never started (node: {})",
-            status.map_or("still running".into(), |s| s.to_string())
+            exited.map_or("still running".into(), |s| s.to_string())
         )),
-        (_, false, _) => Some(format!(
+        (_, true, _) => None,
+        (_, false, true) => Some(format!(
+            "bench_load.mjs ended before every page was done ({})",
+            exited.map_or("still running".into(), |s| s.to_string())
+        )),
+        (_, false, false) => Some(format!(
             "the load did not finish within {}",
             secs(LOAD_LIMIT)
         )),
-        _ => None,
     };
     match &load.error {
         Some(why) => println!(" {why}"),
@@ -1955,10 +2020,9 @@ fn pool_report(pool: &PoolRun, local: &Flow) {
     let loaded_failed = pool.load.claims.len() - loaded.len();
     rows.push((
         format!(
-            "claim while {} IDEs load in Chromium ({}, one every {} s)",
+            "claim while {} IDEs load in Chromium ({} moments)",
             pool.load.pages,
-            pool.load.claims.len(),
-            LOADED_CLAIM_GAP.as_secs()
+            pool.load.claims.len()
         ),
         with_missing(four(&loaded), loaded_failed, "failed"),
     ));
@@ -1998,6 +2062,16 @@ fn pool_report(pool: &PoolRun, local: &Flow) {
             common::millis(max)
         );
     }
+    let mut sorted = took.clone();
+    sorted.sort();
+    println!(
+        "each claim, fastest first (ms): {}",
+        sorted
+            .iter()
+            .map(|d| format!("{:.0}", common::millis(*d)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "claims failed (not 201, not running, handed out twice, or the IDE not answering /vscode/<port>/healthz at once): {failed} of {}",
         pool.claims.len()
@@ -2007,33 +2081,28 @@ fn pool_report(pool: &PoolRun, local: &Flow) {
     }
     if !pool.load.claims.is_empty() {
         let unloaded = (!took.is_empty()).then(|| percentile(&took, 50.0));
-        let each: Vec<String> = pool
-            .load
-            .claims
-            .iter()
-            .map(|l| {
-                format!(
-                    "{} at {:.1} s into the load ({} of {} workbenches up, CPUs {} busy){}",
-                    short(l.claim.took),
-                    l.at.as_secs_f64(),
-                    l.workbenches,
-                    pool.load.pages,
-                    l.busy.map_or("?".into(), |b| format!("{:.0} %", b * 100.0)),
-                    if l.claim.problem.is_some() {
-                        ", failed"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .collect();
         println!(
-            "claim under load ({} IDEs loading in Chromium; {}): {}; vs {} unloaded p50",
+            "claims under load, {} IDEs loading in Chromium ({}), vs {} unloaded p50:",
             pool.load.pages,
             pool.load.limit,
-            each.join("; "),
             unloaded.map_or("-".into(), short)
         );
+        for l in &pool.load.claims {
+            println!(
+                "  {:<24}{:>8}{}: {:.1} s into the load, {} of {} workbenches shown, CPUs {} busy during the claim",
+                l.moment,
+                short(l.claim.took),
+                if l.claim.problem.is_some() {
+                    " (failed)"
+                } else {
+                    ""
+                },
+                l.at.as_secs_f64(),
+                l.workbenches,
+                pool.load.pages,
+                l.busy.map_or("?".into(), |b| format!("{:.0} %", b * 100.0)),
+            );
+        }
     }
     if let Some(error) = &pool.load.error {
         println!("  the Chromium load: {error}");
