@@ -71,7 +71,7 @@
 //! `--prebuilt N` compares a seat by claim with a seat by start in one run. The local
 //! flow runs first as above, with N seats and two rounds (cold, then warm cache) unless
 //! `--servers` / `--rounds` say otherwise; then a devbox of its own runs (release build,
-//! log level `info`, local processes) whose template, the same one, has `prebuilt: N`
+//! log level `info` unless `WORKSHOP_POOL_LOG` gives another filter, local processes) whose template, the same one, has `prebuilt: N`
 //! (`controller.prebuilt_parallelism` is devbox's default, or `--parallelism P`; the run
 //! prints which). It prints, in order:
 //! - the initial fill: from starting devbox to `GET /pools` saying ready N of N;
@@ -1401,6 +1401,8 @@ struct LoadedClaim {
     workbenches: usize,
     /// Share of the machine's CPUs busy during the claim.
     busy: Option<f64>,
+    /// How long devbox's threads waited for a CPU during the claim, all together.
+    devbox_waited: Duration,
 }
 
 #[derive(Default)]
@@ -1462,7 +1464,8 @@ fn run_pool(options: &PoolOptions, code_server: &Path) -> PoolRun {
     let began = Instant::now();
     // `info`: devbox's debug log has a line per proxied request, which the browser
     // load would multiply.
-    let devbox = ServingDevbox::start(root, http_port, &fixture.wrapper, "info");
+    let log_filter = std::env::var("WORKSHOP_POOL_LOG").unwrap_or_else(|_| "info".into());
+    let devbox = ServingDevbox::start(root, http_port, &fixture.wrapper, &log_filter);
     let devbox_up = began.elapsed();
     let fill = wait_pool(&api, &devbox, size, began);
     match fill {
@@ -1808,7 +1811,7 @@ fn claims_under_load(
             && let Some(moment) = next.next_if(|m| m.reached(since.elapsed(), shown))
         {
             let at = since.elapsed();
-            let before = common::cpu_ticks();
+            let (before, waited_before) = (common::cpu_ticks(), common::cpu_wait(devbox.pid()));
             let claim = claim(api, &base, &format!("loaded-{:02}", load.claims.len() + 1));
             let busy = common::busy_share(before, common::cpu_ticks());
             load.claims.push(LoadedClaim {
@@ -1817,6 +1820,7 @@ fn claims_under_load(
                 at,
                 workbenches: load.workbench.len(),
                 busy,
+                devbox_waited: common::cpu_wait(devbox.pid()).saturating_sub(waited_before),
             });
             continue;
         }
@@ -2089,7 +2093,7 @@ fn pool_report(pool: &PoolRun, local: &Flow) {
         );
         for l in &pool.load.claims {
             println!(
-                "  {:<24}{:>8}{}: {:.1} s into the load, {} of {} workbenches shown, CPUs {} busy during the claim",
+                "  {:<24}{:>8}{}: {:.1} s into the load, {} of {} workbenches shown; during the claim the CPUs were {} busy and devbox's threads waited {} for one",
                 l.moment,
                 short(l.claim.took),
                 if l.claim.problem.is_some() {
@@ -2101,6 +2105,7 @@ fn pool_report(pool: &PoolRun, local: &Flow) {
                 l.workbenches,
                 pool.load.pages,
                 l.busy.map_or("?".into(), |b| format!("{:.0} %", b * 100.0)),
+                short(l.devbox_waited),
             );
         }
     }

@@ -502,6 +502,21 @@ pub fn busy_share(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
     (total > 0).then(|| after.0.saturating_sub(before.0) as f64 / total as f64)
 }
 
+/// How long the threads of process `pid` have waited, runnable, for a CPU so far (the
+/// second field of each `/proc/<pid>/task/<tid>/schedstat`; a thread that has exited
+/// takes its share with it).
+pub fn cpu_wait(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
 /// Memory the kernel could give new processes without swapping (`MemAvailable`), in MiB.
 pub fn mem_available_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
