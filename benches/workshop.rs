@@ -71,9 +71,9 @@
 //! `--prebuilt N` compares a seat by claim with a seat by start in one run. The local
 //! flow runs first as above, with N seats and two rounds (cold, then warm cache) unless
 //! `--servers` / `--rounds` say otherwise; then a devbox of its own runs (release build,
-//! log level `info` unless `WORKSHOP_POOL_LOG` gives another filter, local processes) whose template, the same one, has `prebuilt: N`
-//! (`controller.prebuilt_parallelism` is devbox's default, or `--parallelism P`; the run
-//! prints which). It prints, in order:
+//! local processes, log filter `info` unless `WORKSHOP_POOL_LOG` gives another) whose
+//! template, the same one, has `prebuilt: N` (`controller.prebuilt_parallelism` is
+//! devbox's default, or `--parallelism P`; the run prints which). It prints, in order:
 //! - the initial fill: from starting devbox to `GET /pools` saying ready N of N;
 //! - N claims at once (`POST /servers/create-from-template`, one thread each, released
 //!   together, as a class arriving), each timed from request to answer; a claim counts as
@@ -87,8 +87,9 @@
 //!   `.monaco-workbench` and then for its explorer to show `README.md`), and one more
 //!   claim is timed at each of four moments of that load: 2 s in (the pages fetch the
 //!   workbench), at the first workbench shown, at half of them, at the last (each IDE
-//!   connection starts its extension host then); with the workbenches shown by then and
-//!   how busy the CPUs were during the claim. The pages are the other N − 1 claimants'
+//!   connection starts its extension host then); with the workbenches shown by then, how
+//!   busy the CPUs were during the claim, and how long devbox's threads waited for a CPU
+//!   meanwhile (their run-queue wait, summed over threads, so it may exceed the claim). The pages are the other N − 1 claimants'
 //!   IDEs, at most 5 per CPU (29 pages on 2 CPUs took 90 s to the workbench, p50, and
 //!   some got none in 4 minutes), or `--pages K`; fewer if the memory available then
 //!   holds fewer at 400 MiB a page. The run prints how many and why, and how long the
