@@ -68,12 +68,53 @@
 //! After the bursts, `--singles K` (default 3) seats are started one at a time, each
 //! alone on the machine (warm cache): the latency of one start without contention.
 //!
+//! `--prebuilt N` compares a seat by claim with a seat by start in one run. The local
+//! flow runs first as above, with N seats and two rounds (cold, then warm cache) unless
+//! `--servers` / `--rounds` say otherwise; then a devbox of its own runs (release build,
+//! local processes, log filter `info` unless `WORKSHOP_POOL_LOG` gives another) whose
+//! template, the same one, has `prebuilt: N` (`controller.prebuilt_parallelism` is
+//! devbox's default, or `--parallelism P`; the run prints which). It prints, in order:
+//! - the initial fill: from starting devbox to `GET /pools` saying ready N of N;
+//! - N claims at once (`POST /servers/create-from-template`, one thread each, released
+//!   together, as a class arriving), each timed from request to answer; a claim counts as
+//!   failed unless it answers 201 with `status: running`, hands out a seat no other
+//!   claim got, and its IDE answers `/vscode/<port>/healthz` 200 through devbox on the
+//!   first try right after (each failure is printed);
+//! - the refill: from the last claim's answer to ready N of N again;
+//! - claims under load: claimed IDEs open at once in headless Chromium
+//!   (`tests/browser/bench_load.mjs`: playwright-core from `DEVBOX_PLAYWRIGHT_NODE_PATH`,
+//!   `/usr/bin/chromium`, a browser context per page, each waiting for
+//!   `.monaco-workbench` and then for its explorer to show `README.md`), and one more
+//!   claim is timed at each of four moments of that load: 2 s in (the pages fetch the
+//!   workbench), at the first workbench shown, at half of them, at the last (each IDE
+//!   connection starts its extension host then); with the workbenches shown by then, how
+//!   busy the CPUs were during the claim, and how long devbox's threads waited for a CPU
+//!   meanwhile (their run-queue wait, summed over threads, so it may exceed the claim). The pages are the other N − 1 claimants'
+//!   IDEs, at most 5 per CPU (29 pages on 2 CPUs took 90 s to the workbench, p50, and
+//!   some got none in 4 minutes), or `--pages K`; fewer if the memory available then
+//!   holds fewer at 400 MiB a page. The run prints how many and why, and how long the
+//!   pages took.
+//!
+//! After the tables above comes one more: per-seat latency, p50 / p90 / p99 / max, of
+//! the local rounds (first create → healthy, and own start call → healthy), of one seat
+//! started alone, of the N claims (request → 201 running, and the `/healthz` after it),
+//! and of the claims under load; then every claim's latency, fastest first (how far the
+//! claims of a class wait on each other), the claims' p50 and p99 against the issue's
+//! targets (p50 ≤ 100 ms, p99 ≤ 250 ms; printed as met or missed, never failing the
+//! run), the loaded claims beside the unloaded p50, the fill and the refill (with the
+//! mean of `devbox_pool_refill_seconds`, spec written → ready, over the fill's and the
+//! refill's members), and the claim and fallback counters.
+//!
 //! Run: `cargo bench --bench workshop` (or `-- --servers 5 --rounds 2`, `-- --runtime
-//! slurm --rounds 2`; `WORKSHOP_LOG=FILE` appends devbox's log lines of each round to
-//! FILE). Needs code-server (`scripts/install-code-server.sh`, or `DEVBOX_CODE_SERVER`),
-//! and for `--runtime slurm` root (slurm-dev.sh installs and starts the cluster). About a
-//! minute and a half with the extension cache (the bare floor included); without one,
-//! 30 seats took 2.5 minutes here.
+//! slurm --rounds 2`, `-- --prebuilt 30`; `WORKSHOP_LOG=FILE` appends devbox's log lines
+//! of each round, and of the pool's devbox, to FILE). Build once with `cargo bench
+//! --bench workshop --no-run` (release, `lto = "fat"`: minutes the first time). Needs
+//! code-server (`scripts/install-code-server.sh`, or `DEVBOX_CODE_SERVER`), for
+//! `--runtime slurm` root (slurm-dev.sh installs and starts the cluster), and for the
+//! claims under load Node.js, playwright-core and Chromium (`scripts/install-browser.sh`;
+//! without them that step is skipped and says why). About a minute and a half with the
+//! extension cache (the bare floor included); without one, 30 seats took 2.5 minutes
+//! here.
 
 mod common;
 
@@ -190,9 +231,16 @@ fn main() {
         Some(other) => panic!("--runtime wants `local` or `slurm`, not `{other}`"),
     };
     let on_slurm = runtimes.contains(&RuntimeKind::Slurm);
-    let default_servers = if on_slurm { SLURM_BURST } else { 30 };
+    let pool = PoolOptions::from_args();
+    // With a pool, the bursts start as many seats as the pool holds, cold and warm.
+    let default_servers = match &pool {
+        Some(pool) => pool.size as u64,
+        None if on_slurm => SLURM_BURST,
+        None => 30,
+    };
     let servers = common::arg_number("--servers", default_servers).max(1) as usize;
-    let rounds = common::arg_number("--rounds", 1).max(1) as usize;
+    let default_rounds = if pool.is_some() { 2 } else { 1 };
+    let rounds = common::arg_number("--rounds", default_rounds).max(1) as usize;
     let singles = common::arg_number("--singles", 3) as usize;
     let code_server = common::code_server();
     println!(
@@ -204,6 +252,12 @@ fn main() {
             .join(" then "),
         code_server.display()
     );
+    if let Some(pool) = &pool {
+        println!(
+            "then a pool of {} prebuilt seats of the same template (local processes): fill, {} claims at once, refill, claims while {} IDEs load in Chromium ({})",
+            pool.size, pool.size, pool.pages, pool.pages_why
+        );
+    }
     println!("load average: {}", common::load_average());
     let partition = on_slurm.then(|| {
         let partition = slurm_up();
@@ -270,8 +324,12 @@ fn main() {
         drop(jobs);
         flows.push(flow);
     }
+    let pooled = pool.map(|options| run_pool(&options, &code_server));
     let (install_cost, floor) = baseline.expect("at least one flow");
     report(servers, &flows, install_cost, floor);
+    if let Some(pooled) = &pooled {
+        pool_report(pooled, &flows[0]);
+    }
     println!("load average: {}", common::load_average());
 }
 
@@ -1237,6 +1295,893 @@ fn truncate(text: &str, max: usize) -> String {
         short.push('…');
     }
     short
+}
+
+// ---------------------------------------------------------------------------------
+// The pool (`--prebuilt N`)
+
+/// Longest a pool may take to fill (or refill) before the bench says so and goes on.
+const FILL_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// How often `GET /pools` is read while a pool fills.
+const POOLS_POLL: Duration = Duration::from_millis(50);
+/// Memory one page of the Chromium load is reckoned to cost: its renderer, and the
+/// extension host its IDE connection starts in code-server.
+const PAGE_MIB: u64 = 400;
+/// Memory left to everything else while the Chromium load runs.
+const RESERVE_MIB: u64 = 3 * 1024;
+/// From the start of the Chromium load to the first claim under load: the pages are
+/// fetching the workbench then.
+const LOADED_CLAIM_DELAY: Duration = Duration::from_secs(2);
+/// Pages of the Chromium load per CPU unless `--pages` says: with 29 pages on 2 CPUs
+/// the workbenches took 90 s (p50) and some pages none within 4 minutes.
+const PAGES_PER_CPU: usize = 5;
+/// Longest the Chromium load may run (its script gives up a little earlier).
+const LOAD_LIMIT: Duration = Duration::from_secs(6 * 60);
+/// Longest the refill histogram may lag `GET /pools`.
+const METRIC_WAIT: Duration = Duration::from_secs(10);
+/// A file of the template's repository, which each loaded IDE's explorer shows.
+const LOAD_FILE: &str = "README.md";
+
+/// What `--prebuilt N` (with `--parallelism P`, `--pages K`) asks for.
+struct PoolOptions {
+    size: usize,
+    /// `controller.prebuilt_parallelism`; devbox's default when `None`.
+    parallelism: Option<u64>,
+    /// Chromium pages to load while claiming (at most N − 1; fewer if the memory
+    /// available when the load starts holds fewer).
+    pages: usize,
+    /// Why that many.
+    pages_why: String,
+}
+
+impl PoolOptions {
+    fn from_args() -> Option<Self> {
+        let size = common::arg_number("--prebuilt", 0) as usize;
+        if size == 0 {
+            return None;
+        }
+        let others = size - 1;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (pages, pages_why) = match common::arg_text("--pages") {
+            Some(_) => {
+                let pages = (common::arg_number("--pages", 0) as usize).min(others);
+                (pages, format!("--pages {pages}"))
+            }
+            None if others > PAGES_PER_CPU * cpus => (
+                PAGES_PER_CPU * cpus,
+                format!(
+                    "not the other {others} claimants': {PAGES_PER_CPU} per CPU on {cpus} CPUs"
+                ),
+            ),
+            None => (others, format!("the other {others} claimants")),
+        };
+        Some(Self {
+            size,
+            parallelism: common::arg_text("--parallelism")
+                .map(|_| common::arg_number("--parallelism", 0).max(1)),
+            pages,
+            pages_why,
+        })
+    }
+
+    /// `controller.prebuilt_parallelism` as the run has it, and where it came from.
+    fn parallelism_text(&self) -> String {
+        match self.parallelism {
+            Some(p) => format!("prebuilt_parallelism {p}, from --parallelism"),
+            None => format!(
+                "prebuilt_parallelism {}, devbox's default",
+                devbox::config::ControllerSettings::default().prebuilt_parallelism
+            ),
+        }
+    }
+}
+
+/// One `POST /servers/create-from-template` answered by a claim (or not).
+struct Claim {
+    /// Request sent → answer read.
+    took: Duration,
+    answered: Instant,
+    slug: Option<String>,
+    port: Option<u16>,
+    /// `GET /vscode/<port>/healthz` through devbox right after the answer, when it
+    /// answered 200.
+    healthz: Option<Duration>,
+    /// What was wrong: not 201, not `running`, a seat handed out twice, the IDE not
+    /// answering at once.
+    problem: Option<String>,
+}
+
+/// A claim timed while the Chromium pages loaded.
+struct LoadedClaim {
+    claim: Claim,
+    /// Which [`Moment`] of the load it was sent at.
+    moment: String,
+    /// Since the load began.
+    at: Duration,
+    /// Workbenches shown by then.
+    workbenches: usize,
+    /// Share of the machine's CPUs busy during the claim.
+    busy: Option<f64>,
+    /// How long devbox's threads waited for a CPU during the claim, all together.
+    devbox_waited: Duration,
+}
+
+#[derive(Default)]
+struct Load {
+    /// Pages loaded, and why not N − 1.
+    pages: usize,
+    limit: String,
+    claims: Vec<LoadedClaim>,
+    /// Per page, since the load began.
+    workbench: Vec<Duration>,
+    explorer: Vec<Duration>,
+    failures: Vec<String>,
+    /// Share of the machine's CPUs busy from the load's start to its end.
+    busy: Option<f64>,
+    /// The load's whole length.
+    took: Duration,
+    /// Why there was no load, or how its script ended badly.
+    error: Option<String>,
+}
+
+struct PoolRun {
+    size: usize,
+    parallelism: String,
+    /// devbox started → `/health` answered.
+    devbox_up: Duration,
+    /// devbox started → `GET /pools` says ready N of N.
+    fill: Option<Duration>,
+    claims: Vec<Claim>,
+    /// The last claim answered → ready N of N again.
+    refill: Option<Duration>,
+    /// `devbox_pool_refill_seconds`: (count, sum).
+    refill_metric: Option<(f64, f64)>,
+    claims_total: f64,
+    fallbacks_total: f64,
+    load: Load,
+    rss: f64,
+}
+
+/// The pool flow: a devbox of its own whose template keeps `size` seats prebuilt; the
+/// initial fill, a class claiming at once, the refill, and claims under a browser load.
+fn run_pool(options: &PoolOptions, code_server: &Path) -> PoolRun {
+    let mut config = format!(
+        "{}{TEMPLATE_CONFIG}          prebuilt: {}\n",
+        common::INSTANCE_CONFIG,
+        options.size
+    );
+    if let Some(parallelism) = options.parallelism {
+        config += &format!("controller:\n  prebuilt_parallelism: {parallelism}\n");
+    }
+    let (root, http_port) = common::Devbox::prepare(&config);
+    let fixture = Fixture::build(root.path(), code_server);
+    let size = options.size;
+    let parallelism = options.parallelism_text();
+    println!("-- pool of {size} --");
+    let api = agent(Duration::from_secs(60));
+
+    print!("pool of {size} ({parallelism}): starting devbox, filling…");
+    let _ = std::io::stdout().flush();
+    let began = Instant::now();
+    // `info`: devbox's debug log has a line per proxied request, which the browser
+    // load would multiply.
+    let log_filter = std::env::var("WORKSHOP_POOL_LOG").unwrap_or_else(|_| "info".into());
+    let devbox = ServingDevbox::start(root, http_port, &fixture.wrapper, &log_filter);
+    let devbox_up = began.elapsed();
+    let fill = wait_pool(&api, &devbox, size, began);
+    match fill {
+        Some(fill) => println!(" {size} of {size} ready after {}", secs(fill)),
+        None => println!(" not full after {}", secs(FILL_LIMIT)),
+    }
+
+    print!("claiming {size} at once…");
+    let _ = std::io::stdout().flush();
+    let claims = claim_at_once(&api, &devbox, "class", size);
+    let failed = claims.iter().filter(|c| c.problem.is_some()).count();
+    let wall = claims.iter().map(|c| c.took).max().unwrap_or_default();
+    println!(
+        " all answered after {}; {} of {size} running with their IDE answering /vscode/<port>/healthz at once",
+        secs(wall),
+        size - failed
+    );
+    for claim in claims.iter().filter(|c| c.problem.is_some()) {
+        println!(
+            "  claim failed: {}",
+            truncate(claim.problem.as_deref().unwrap_or(""), 300)
+        );
+    }
+
+    print!("refilling…");
+    let _ = std::io::stdout().flush();
+    let last = claims
+        .iter()
+        .map(|c| c.answered)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let refill = wait_pool(&api, &devbox, size, last);
+    match refill {
+        Some(refill) => println!(
+            " {size} of {size} ready again {} after the last claim",
+            secs(refill)
+        ),
+        None => println!(" not full again after {}", secs(FILL_LIMIT)),
+    }
+
+    let ports: Vec<u16> = claims
+        .iter()
+        .filter(|c| c.problem.is_none())
+        .filter_map(|c| c.port)
+        .collect();
+    let refill_metric = refill_histogram(&api, &devbox, 2 * size);
+    let load = claims_under_load(&api, &devbox, &ports, options);
+
+    let metrics = read_metrics(&api, &devbox);
+    // A counter of a template is written once it counted something.
+    let counter = |name: &str| metric_value(&metrics, name).unwrap_or(0.0);
+    let rss = common::rss_mib(devbox.pid());
+    // Drained, so that `WORKSHOP_LOG` gets the pool's log too.
+    let _ = read_log(&devbox);
+    print!("stopping devbox and its servers…");
+    let _ = std::io::stdout().flush();
+    let stopping = Instant::now();
+    drop(devbox);
+    println!(" {}", secs(stopping.elapsed()));
+    PoolRun {
+        size,
+        parallelism,
+        devbox_up,
+        fill,
+        claims,
+        refill,
+        refill_metric,
+        claims_total: counter("devbox_pool_claims_total"),
+        fallbacks_total: counter("devbox_pool_fallbacks_total"),
+        load,
+        rss,
+    }
+}
+
+/// Polls `GET /pools` until the template's pool is ready `size` of `size`; gives the
+/// time since `since`, or `None` after [`FILL_LIMIT`].
+fn wait_pool(
+    api: &ureq::Agent,
+    devbox: &ServingDevbox,
+    size: usize,
+    since: Instant,
+) -> Option<Duration> {
+    let url = devbox.url("/pools");
+    loop {
+        let entry = api
+            .get(&url)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+            .and_then(|body| {
+                body["data"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["template"] == TEMPLATE)
+                    .cloned()
+            });
+        if let Some(entry) = &entry
+            && entry["ready"] == size
+            && entry["size"] == size
+        {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > FILL_LIMIT {
+            println!(
+                "\n  GET /pools gives {}",
+                entry.map_or("no pool of the template".into(), |e| e.to_string())
+            );
+            return None;
+        }
+        std::thread::sleep(POOLS_POLL);
+    }
+}
+
+/// `n` claims sent at one moment (one thread each, released together), as a class
+/// arriving; each checked as [`claim`] does, and no seat handed out twice.
+fn claim_at_once(api: &ureq::Agent, devbox: &ServingDevbox, prefix: &str, n: usize) -> Vec<Claim> {
+    let base = devbox.url("");
+    let barrier = std::sync::Barrier::new(n);
+    let mut claims: Vec<Claim> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (1..=n)
+            .map(|i| {
+                let (base, barrier) = (base.as_str(), &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    claim(api, base, &format!("{prefix}-{i:02}"))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("claim thread"))
+            .collect()
+    });
+    let mut seen = HashSet::new();
+    for claim in &mut claims {
+        if let Some(slug) = &claim.slug
+            && !seen.insert(slug.clone())
+            && claim.problem.is_none()
+        {
+            claim.problem = Some(format!("{slug} was handed out twice"));
+        }
+    }
+    claims
+}
+
+/// One `POST /servers/create-from-template` named `name`, timed from request to answer;
+/// a claim is right when it answers 201 with a `running` pool server whose IDE answers
+/// `/vscode/<port>/healthz` through devbox on the first try, right after.
+fn claim(api: &ureq::Agent, base: &str, name: &str) -> Claim {
+    let url = format!("{base}/servers/create-from-template");
+    let sent = Instant::now();
+    let answer = api
+        .post(&url)
+        .send_json(json!({"name": name, "template_id": TEMPLATE, "tab_name": TAB}))
+        .map(|mut r| {
+            let status = r.status().as_u16();
+            (status, r.body_mut().read_to_string().unwrap_or_default())
+        });
+    let answered = Instant::now();
+    let mut claim = Claim {
+        took: answered - sent,
+        answered,
+        slug: None,
+        port: None,
+        healthz: None,
+        problem: None,
+    };
+    let (status, body) = match answer {
+        Ok(answer) => answer,
+        Err(err) => {
+            claim.problem = Some(format!("{name}: POST {url}: {err}"));
+            return claim;
+        }
+    };
+    let view: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    claim.slug = view["slug"].as_str().map(str::to_owned);
+    claim.port = view["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+    let problem = if status != 201 {
+        Some(format!("answered {status}: {body}"))
+    } else if view["status"] != "running" {
+        Some(format!(
+            "answered 201 with status {} (not a pool server): {body}",
+            view["status"]
+        ))
+    } else if let Some(port) = claim.port {
+        let healthz = format!("{base}/vscode/{port}/healthz");
+        let asked = Instant::now();
+        match api.get(&healthz).call() {
+            Ok(r) if r.status() == 200 => {
+                claim.healthz = Some(asked.elapsed());
+                None
+            }
+            Ok(r) => Some(format!(
+                "{} of {:?}: GET {healthz}: {}",
+                name,
+                claim.slug,
+                r.status()
+            )),
+            Err(err) => Some(format!(
+                "{} of {:?}: GET {healthz}: {err}",
+                name, claim.slug
+            )),
+        }
+    } else {
+        Some(format!("answered 201 without a port: {body}"))
+    };
+    claim.problem = problem.map(|p| format!("{name}: {p}"));
+    claim
+}
+
+/// The `node_modules` holding playwright-core (`DEVBOX_PLAYWRIGHT_NODE_PATH`, else the
+/// worktree's `.tools/playwright/node_modules`), and Chromium; why not when missing.
+fn playwright() -> Result<PathBuf, String> {
+    let path = std::env::var_os("DEVBOX_PLAYWRIGHT_NODE_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/playwright/node_modules")
+        });
+    let chromium = Path::new("/usr/bin/chromium");
+    if path.join("playwright-core").is_dir() && chromium.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no playwright-core in {} or no {} (run scripts/install-browser.sh)",
+            path.display(),
+            chromium.display()
+        ))
+    }
+}
+
+/// How many pages the load opens: `asked` (for the reason `why`), unless the memory
+/// available now holds fewer; and why.
+fn feasible_pages(asked: usize, why: &str) -> (usize, String) {
+    let available = common::mem_available_mib();
+    let fit = (available.saturating_sub(RESERVE_MIB) / PAGE_MIB) as usize;
+    if fit < asked {
+        (
+            fit,
+            format!("{why}; then {available} MiB available holds {fit} at {PAGE_MIB} MiB a page"),
+        )
+    } else {
+        (asked, format!("{why}; {available} MiB available"))
+    }
+}
+
+/// A moment of the Chromium load at which a claim is timed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Moment {
+    /// This long after the pages were sent to their IDEs (fetching the workbench).
+    After(Duration),
+    /// Once this many pages have shown the workbench (or failed): their IDE connections
+    /// are starting extension hosts and reading workspaces.
+    Shown(usize),
+}
+
+impl Moment {
+    /// The moments of a load of `pages`: early, at the first workbench, at half of
+    /// them, and at the last (each once).
+    fn of_load(pages: usize) -> Vec<Moment> {
+        let mut moments = vec![Moment::After(LOADED_CLAIM_DELAY)];
+        for shown in [1, pages.div_ceil(2), pages] {
+            if shown > 0 && !moments.contains(&Moment::Shown(shown)) {
+                moments.push(Moment::Shown(shown));
+            }
+        }
+        moments
+    }
+
+    fn reached(self, elapsed: Duration, shown: usize) -> bool {
+        match self {
+            Moment::After(delay) => elapsed >= delay,
+            Moment::Shown(n) => shown >= n,
+        }
+    }
+
+    fn describe(self, pages: usize) -> String {
+        match self {
+            Moment::After(delay) => format!("{} s in", delay.as_secs()),
+            Moment::Shown(1) => "at the first workbench".to_owned(),
+            Moment::Shown(n) if n == pages => "at the last workbench".to_owned(),
+            Moment::Shown(n) => format!("at workbench {n} of {pages}"),
+        }
+    }
+}
+
+/// Opens the IDEs on `ports` (through devbox) in headless Chromium at once and, while
+/// they load, times a claim at each [`Moment::of_load`].
+fn claims_under_load(
+    api: &ureq::Agent,
+    devbox: &ServingDevbox,
+    ports: &[u16],
+    options: &PoolOptions,
+) -> Load {
+    let node_path = match playwright() {
+        Ok(path) => path,
+        Err(why) => {
+            println!("claims under load: skipped, {why}");
+            return Load {
+                error: Some(why),
+                ..Load::default()
+            };
+        }
+    };
+    let (pages, limit) = feasible_pages(options.pages.min(ports.len()), &options.pages_why);
+    let mut load = Load {
+        pages,
+        limit,
+        ..Load::default()
+    };
+    let moments = Moment::of_load(pages);
+    print!(
+        "claims under load: {pages} IDE(s) loading in Chromium ({}), a claim at each of {} moments…",
+        load.limit,
+        moments.len()
+    );
+    let _ = std::io::stdout().flush();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/bench_load.mjs");
+    let mut command = Command::new("node");
+    command
+        .arg(&script)
+        .arg(LOAD_FILE)
+        .args(
+            ports[..pages]
+                .iter()
+                .map(|p| devbox.url(&format!("/vscode/{p}/"))),
+        )
+        .env("NODE_PATH", node_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut browser = GroupGuard::spawn("node bench_load.mjs", &mut command);
+    let lines = read_lines(browser.take_stdout().expect("piped stdout"));
+
+    let base = devbox.url("");
+    let mut started: Option<(Instant, (u64, u64))> = None;
+    let mut next = moments.iter().copied().peekable();
+    let (mut done, mut ended) = (false, false);
+    let launched = Instant::now();
+    while !done && !ended && launched.elapsed() < LOAD_LIMIT {
+        let shown = load.workbench.len() + load.failures.len();
+        if let Some((since, _)) = started
+            && let Some(moment) = next.next_if(|m| m.reached(since.elapsed(), shown))
+        {
+            let at = since.elapsed();
+            let (before, waited_before) = (common::cpu_ticks(), common::cpu_wait(devbox.pid()));
+            let claim = claim(api, &base, &format!("loaded-{:02}", load.claims.len() + 1));
+            let busy = common::busy_share(before, common::cpu_ticks());
+            load.claims.push(LoadedClaim {
+                claim,
+                moment: moment.describe(pages),
+                at,
+                workbenches: load.workbench.len(),
+                busy,
+                devbox_waited: common::cpu_wait(devbox.pid()).saturating_sub(waited_before),
+            });
+            continue;
+        }
+        let line = match lines.recv_timeout(POOLS_POLL) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                ended = true;
+                continue;
+            }
+        };
+        let words: Vec<&str> = line.splitn(3, ' ').collect();
+        let ms = |w: &str| w.parse::<u64>().ok().map(Duration::from_millis);
+        match words.as_slice() {
+            ["navigating", ..] => started = Some((Instant::now(), common::cpu_ticks())),
+            ["workbench", _, t] => load.workbench.extend(ms(t)),
+            ["explorer", _, t] => load.explorer.extend(ms(t)),
+            ["failed", page, why] => load.failures.push(format!("page {page}: {why}")),
+            ["done"] => done = true,
+            _ => {}
+        }
+    }
+    // Moments the load never reached get no claim: it would not be under load.
+    if let Some((at, ticks)) = started {
+        load.took = at.elapsed();
+        load.busy = common::busy_share(ticks, common::cpu_ticks());
+    }
+    let exited = browser.exited();
+    browser.stop(Duration::from_secs(10));
+    load.error = match (started, done, ended) {
+        (None, _, _) => Some(format!(
+            "the browser load never started (node: {})",
+            exited.map_or("still running".into(), |s| s.to_string())
+        )),
+        (_, true, _) => None,
+        (_, false, true) => Some(format!(
+            "bench_load.mjs ended before every page was done ({})",
+            exited.map_or("still running".into(), |s| s.to_string())
+        )),
+        (_, false, false) => Some(format!(
+            "the load did not finish within {}",
+            secs(LOAD_LIMIT)
+        )),
+    };
+    match &load.error {
+        Some(why) => println!(" {why}"),
+        None => println!(
+            " {} of {pages} workbenches after {}",
+            load.workbench.len(),
+            secs(load.took)
+        ),
+    }
+    for failure in &load.failures {
+        println!("  {}", truncate(failure, 300));
+    }
+    for loaded in &load.claims {
+        if let Some(problem) = &loaded.claim.problem {
+            println!("  claim failed: {}", truncate(problem, 300));
+        }
+    }
+    load
+}
+
+/// The lines `from` writes, as they come.
+fn read_lines(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `devbox_pool_refill_seconds` (count, sum) once it has counted `members` (the
+/// keeper times a member at its first round that sees it ready, a moment after
+/// `GET /pools` does), or as it is after [`METRIC_WAIT`].
+fn refill_histogram(
+    api: &ureq::Agent,
+    devbox: &ServingDevbox,
+    members: usize,
+) -> Option<(f64, f64)> {
+    let since = Instant::now();
+    loop {
+        let metrics = read_metrics(api, devbox);
+        let metric = |name: &str| metric_value(&metrics, name);
+        let histogram = metric("devbox_pool_refill_seconds_count")
+            .zip(metric("devbox_pool_refill_seconds_sum"));
+        if histogram.is_some_and(|(count, _)| count >= members as f64)
+            || since.elapsed() > METRIC_WAIT
+        {
+            return histogram;
+        }
+        std::thread::sleep(POOLS_POLL);
+    }
+}
+
+fn read_metrics(api: &ureq::Agent, devbox: &ServingDevbox) -> String {
+    api.get(&devbox.url("/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default()
+}
+
+/// The value of metric `name` for the bench's template in Prometheus text `metrics`.
+fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    let label = format!("template=\"{TEMPLATE}\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(&label))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// A duration in ms below 10 s, else in seconds.
+fn short(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{:.0} ms", common::millis(d))
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// "Seat by claim" beside "seat by start": one table of per-seat latencies (p50 / p90 /
+/// p99 / max) of the local flow's rounds and single starts and of the pool's claims,
+/// then the claims against the targets, the fill and the refill.
+fn pool_report(pool: &PoolRun, local: &Flow) {
+    let four = |samples: &[Duration]| -> Vec<String> {
+        if samples.is_empty() {
+            return vec!["-".to_owned(); 4];
+        }
+        [50.0, 90.0, 99.0, 100.0]
+            .iter()
+            .map(|q| short(percentile(samples, *q)))
+            .collect()
+    };
+    let with_missing = |mut cells: Vec<String>, missing: usize, what: &str| {
+        if missing > 0
+            && let Some(last) = cells.last_mut()
+        {
+            *last = format!("{last} ({missing} {what})");
+        }
+        cells
+    };
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, round) in local.rounds.iter().enumerate() {
+        let cache = if i == 0 { "cold cache" } else { "warm cache" };
+        let seats = round.ready.len() + round.never_ready;
+        rows.push((
+            format!(
+                "start {seats} at once, round {} ({cache}): first create → healthy",
+                i + 1
+            ),
+            with_missing(four(&round.ready), round.never_ready, "never ready"),
+        ));
+        rows.push((
+            "  its own start call → healthy".to_owned(),
+            with_missing(
+                four(&round.start_to_ready),
+                round.never_ready,
+                "never ready",
+            ),
+        ));
+    }
+    if !local.singles.is_empty() {
+        let ready: Vec<Duration> = local.singles.iter().flat_map(|r| r.ready.clone()).collect();
+        let never: usize = local.singles.iter().map(|r| r.never_ready).sum();
+        rows.push((
+            format!(
+                "one seat alone ({} in turn, warm cache): create → healthy",
+                local.singles.len()
+            ),
+            with_missing(four(&ready), never, "never ready"),
+        ));
+    }
+    let good: Vec<&Claim> = pool.claims.iter().filter(|c| c.problem.is_none()).collect();
+    let failed = pool.claims.len() - good.len();
+    let took: Vec<Duration> = good.iter().map(|c| c.took).collect();
+    rows.push((
+        format!(
+            "claim {} at once from the pool: request → 201 running",
+            pool.size
+        ),
+        with_missing(four(&took), failed, "failed"),
+    ));
+    let healthz: Vec<Duration> = good.iter().filter_map(|c| c.healthz).collect();
+    rows.push((
+        "  then /vscode/<port>/healthz through devbox".to_owned(),
+        four(&healthz),
+    ));
+    let loaded: Vec<Duration> = pool
+        .load
+        .claims
+        .iter()
+        .filter(|l| l.claim.problem.is_none())
+        .map(|l| l.claim.took)
+        .collect();
+    let loaded_failed = pool.load.claims.len() - loaded.len();
+    rows.push((
+        format!(
+            "claim while {} IDEs load in Chromium ({} moments)",
+            pool.load.pages,
+            pool.load.claims.len()
+        ),
+        with_missing(four(&loaded), loaded_failed, "failed"),
+    ));
+    let headers: Vec<String> = ["p50", "p90", "p99", "max"].map(String::from).to_vec();
+    print_table(
+        &rows,
+        &headers,
+        9,
+        "(per seat: seat by start vs seat by claim)",
+    );
+
+    println!();
+    let target = |d: Duration, ms: u64| {
+        if d <= Duration::from_millis(ms) {
+            "met"
+        } else {
+            "missed"
+        }
+    };
+    if took.is_empty() {
+        println!("claim latency: no claim succeeded");
+    } else {
+        let (p50, p90, p99, max) = (
+            percentile(&took, 50.0),
+            percentile(&took, 90.0),
+            percentile(&took, 99.0),
+            percentile(&took, 100.0),
+        );
+        println!(
+            "claim latency, {} at once: p50 {:.0} ms (issue's target ≤ 100 ms: {}), p90 {:.0} ms, p99 {:.0} ms (target ≤ 250 ms: {}), max {:.0} ms",
+            pool.claims.len(),
+            common::millis(p50),
+            target(p50, 100),
+            common::millis(p90),
+            common::millis(p99),
+            target(p99, 250),
+            common::millis(max)
+        );
+    }
+    let mut sorted = took.clone();
+    sorted.sort();
+    println!(
+        "each claim, fastest first (ms): {}",
+        sorted
+            .iter()
+            .map(|d| format!("{:.0}", common::millis(*d)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "claims failed (not 201, not running, handed out twice, or the IDE not answering /vscode/<port>/healthz at once): {failed} of {}",
+        pool.claims.len()
+    );
+    for claim in pool.claims.iter().filter_map(|c| c.problem.as_deref()) {
+        println!("  {}", truncate(claim, 300));
+    }
+    if !pool.load.claims.is_empty() {
+        let unloaded = (!took.is_empty()).then(|| percentile(&took, 50.0));
+        println!(
+            "claims under load, {} IDEs loading in Chromium ({}), vs {} unloaded p50:",
+            pool.load.pages,
+            pool.load.limit,
+            unloaded.map_or("-".into(), short)
+        );
+        for l in &pool.load.claims {
+            println!(
+                "  {:<24}{:>8}{}: {:.1} s into the load, {} of {} workbenches shown; during the claim the CPUs were {} busy and devbox's threads waited {} for one",
+                l.moment,
+                short(l.claim.took),
+                if l.claim.problem.is_some() {
+                    " (failed)"
+                } else {
+                    ""
+                },
+                l.at.as_secs_f64(),
+                l.workbenches,
+                pool.load.pages,
+                l.busy.map_or("?".into(), |b| format!("{:.0} %", b * 100.0)),
+                short(l.devbox_waited),
+            );
+        }
+    }
+    if let Some(error) = &pool.load.error {
+        println!("  the Chromium load: {error}");
+    }
+    if pool.load.pages > 0 {
+        let median_max = |samples: &[Duration]| {
+            if samples.is_empty() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{} / {}",
+                    secs(percentile(samples, 50.0)),
+                    secs(percentile(samples, 100.0))
+                )
+            }
+        };
+        println!(
+            "  the Chromium load: {} of {} pages showed the workbench (p50 / max {}), {} their explorer (p50 / max {}), {} failed; {} long, CPUs {} busy",
+            pool.load.workbench.len(),
+            pool.load.pages,
+            median_max(&pool.load.workbench),
+            pool.load.explorer.len(),
+            median_max(&pool.load.explorer),
+            pool.load.failures.len(),
+            secs(pool.load.took),
+            pool.load
+                .busy
+                .map_or("?".into(), |b| format!("{:.0} %", b * 100.0))
+        );
+    }
+    match pool.fill {
+        Some(fill) => println!(
+            "pool fill: {} of {} ready {} after devbox started (it answered after {}; {}): {:.1} seats per minute",
+            pool.size,
+            pool.size,
+            secs(fill),
+            secs(pool.devbox_up),
+            pool.parallelism,
+            pool.size as f64 * 60.0 / fill.as_secs_f64()
+        ),
+        None => println!("pool fill: not full within {}", secs(FILL_LIMIT)),
+    }
+    let refill_metric = pool.refill_metric.map_or(String::new(), |(count, sum)| {
+        if count > 0.0 {
+            format!(
+                "; devbox_pool_refill_seconds: {count:.0} of the fill's and the refill's {} members timed (the keeper leaves out one claimed before its round saw it ready), mean {:.1} s from spec written to ready",
+                2 * pool.size,
+                sum / count
+            )
+        } else {
+            String::new()
+        }
+    });
+    match pool.refill {
+        Some(refill) => println!(
+            "refill after the class: {} of {} ready again {} after the last claim{refill_metric}",
+            pool.size,
+            pool.size,
+            secs(refill)
+        ),
+        None => println!(
+            "refill after the class: not full again within {}",
+            secs(FILL_LIMIT)
+        ),
+    }
+    println!(
+        "devbox_pool_claims_total {:.0}, devbox_pool_fallbacks_total {:.0}; devbox RSS at the end {:.1} MiB ({} seats claimed, the pool's {} beside them)",
+        pool.claims_total,
+        pool.fallbacks_total,
+        pool.rss,
+        pool.claims.len() + pool.load.claims.len(),
+        pool.size
+    );
 }
 
 // ---------------------------------------------------------------------------------

@@ -384,6 +384,11 @@ impl GroupGuard {
         self.child.id()
     }
 
+    /// The leader's standard output, when it was spawned with `Stdio::piped()` (once).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// Whether the leader has exited (and so was reaped).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -467,6 +472,60 @@ pub fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The machine's CPU time so far, all CPUs together, as `/proc/stat` counts it (in
+/// clock ticks): (busy, total). Two readings give how busy the machine was between them
+/// ([`busy_share`]).
+pub fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait (the 4th and 5th fields) are the time no task ran.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// The share (0–1) of all CPUs' time that was busy between two [`cpu_ticks`]
+/// readings; `None` when no tick passed between them.
+pub fn busy_share(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.saturating_sub(before.1);
+    (total > 0).then(|| after.0.saturating_sub(before.0) as f64 / total as f64)
+}
+
+/// How long the threads of process `pid` have waited, runnable, for a CPU so far (the
+/// second field of each `/proc/<pid>/task/<tid>/schedstat`; a thread that has exited
+/// takes its share with it).
+pub fn cpu_wait(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// Memory the kernel could give new processes without swapping (`MemAvailable`), in MiB.
+pub fn mem_available_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// Seconds since the Unix epoch of `time`.
