@@ -604,8 +604,8 @@ fn as_pool_admin(devbox: &Devbox, path: &str) -> Value {
     reply.json()
 }
 
-/// `GET /pools`' entry for `template`: (size, ready, coming).
-fn pool_figures(devbox: &Devbox, template: &str) -> (u64, u64, u64) {
+/// `GET /pools`' entry for `template`: (size, ready, coming, down).
+fn pool_figures(devbox: &Devbox, template: &str) -> (u64, u64, u64, u64) {
     let pools = as_pool_admin(devbox, "/pools")["data"].clone();
     let pool = pools
         .as_array()
@@ -616,11 +616,16 @@ fn pool_figures(devbox: &Devbox, template: &str) -> (u64, u64, u64) {
             .as_u64()
             .unwrap_or_else(|| panic!("{name} in {pool}"))
     };
-    (figure("size"), figure("ready"), figure("coming"))
+    (
+        figure("size"),
+        figure("ready"),
+        figure("coming"),
+        figure("down"),
+    )
 }
 
-/// Waits until `template`'s pool shows `figures` (size, ready, coming).
-fn wait_pool(devbox: &Devbox, template: &str, figures: (u64, u64, u64)) {
+/// Waits until `template`'s pool shows `figures` (size, ready, coming, down).
+fn wait_pool(devbox: &Devbox, template: &str, figures: (u64, u64, u64, u64)) {
     wait_for(
         &format!(
             "the pool of {template} to be {figures:?}\n{}",
@@ -686,8 +691,8 @@ packaged_assets:
                 .expect("config");
         },
     );
-    wait_pool(&devbox, POOL_TEMPLATE, (POOL_SIZE, POOL_SIZE, 0));
-    wait_pool(&devbox, POOL_STUCK, (1, 0, 1));
+    wait_pool(&devbox, POOL_TEMPLATE, (POOL_SIZE, POOL_SIZE, 0, 0));
+    wait_pool(&devbox, POOL_STUCK, (1, 0, 0, 1));
     for server in all_servers(&devbox) {
         if server["pool"] == POOL_STUCK {
             println!(
@@ -774,9 +779,9 @@ packaged_assets:
     }
     assert_eq!(
         pool_figures(&devbox, POOL_TEMPLATE),
-        (POOL_SIZE, POOL_SIZE, 0)
+        (POOL_SIZE, POOL_SIZE, 0, 0)
     );
-    assert_eq!(pool_figures(&devbox, POOL_STUCK), (1, 0, 1));
+    assert_eq!(pool_figures(&devbox, POOL_STUCK), (1, 0, 0, 1));
     let mut specs = list_dir(&devbox.specs());
     specs.sort();
     let mut expected: Vec<String> = servers

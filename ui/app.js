@@ -29,7 +29,7 @@
  *   #template-tabs [data-tab="<tab>"]     template tabs
  *   #template-items [data-template="<item>"] button[data-action=use-template]
  *     [data-field=pool]                   the template's pool of prebuilt servers (hidden
- *                                         without one; data-ready, data-size, data-coming;
+ *                                         without one; data-ready, data-size, data-coming, data-down;
  *                                         text "ready: <ready> of <size>", then
  *                                         "<coming> starting" while members come up)
  *   #template-dialog input[name=name], #template-create, #template-error
@@ -1148,7 +1148,9 @@ function poolLine() {
     h('span', { class: 'pool-ready' }),
     h('span', { class: 'pool-coming', hidden: true },
       h('span', { class: 'visually-hidden', text: ', ' }),
-      h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('span', { class: 'pool-coming-text' })));
+      h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('span', { class: 'pool-coming-text' })),
+    h('span', { class: 'pool-down', hidden: true },
+      h('span', { class: 'visually-hidden', text: ', ' }), h('span', { class: 'pool-down-text' })));
 }
 
 /** The thumbnail, or a lettered placeholder (also when the image cannot load offline). */
@@ -1209,23 +1211,29 @@ function updatePoolLines() {
   }
 }
 
-/** "ready: 2 of 3", then "1 starting" while members are on their way up. */
+/** "ready: 2 of 3", then "1 starting" while members are on their way up, and "1 failing"
+ * while members are down (failed and retried, or stopped). */
 function showPool(line, pool) {
   setHidden(line, !pool);
   if (!pool) return;
-  const { ready = 0, size = 0, coming = 0 } = pool;
-  Object.assign(line.dataset, { ready, size, coming, state: poolState(pool) });
+  const { ready = 0, size = 0, coming = 0, down = 0 } = pool;
+  Object.assign(line.dataset, { ready, size, coming, down, state: poolState(pool) });
   setText($('.pool-ready', line), `ready: ${ready} of ${size}`);
   setHidden($('.pool-coming', line), !coming);
   setText($('.pool-coming-text', line), `${coming} starting`);
+  setHidden($('.pool-down', line), !down);
+  setText($('.pool-down-text', line), `${down} failing`);
   line.title = `${ready} prebuilt server${ready === 1 ? '' : 's'} of this template ready to hand out at once`
-    + ` (the pool keeps ${size})${coming ? `; ${coming} on the way` : ''}`;
+    + ` (the pool keeps ${size})${coming ? `; ${coming} on the way` : ''}`
+    + `${down ? `; ${down} down (see the admin's server list with pool servers)` : ''}`;
 }
 
-/** Colours the line: green with a server to hand out, amber while one comes, else grey. */
-function poolState({ ready = 0, coming = 0 }) {
+/** Colours the line: green with a server to hand out, amber while one comes, red when
+ * the only others are down, else grey. */
+function poolState({ ready = 0, coming = 0, down = 0 }) {
   if (ready > 0) return 'ready';
-  return coming > 0 ? 'filling' : 'empty';
+  if (coming > 0) return 'filling';
+  return down > 0 ? 'down' : 'empty';
 }
 
 const initials = (name) => name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('');

@@ -1,5 +1,5 @@
 //! `GET /pools`: each template's pool of prebuilt servers, as the dashboard shows it
-//! ("ready: 3 of 3").
+//! ("ready: 3 of 3"), with how many are on their way and how many are down.
 
 use axum::Json;
 use axum::extract::State;
@@ -19,8 +19,10 @@ pub struct PoolView {
     pub size: u32,
     /// Running and healthy, ready to be claimed.
     pub ready: usize,
-    /// Being provisioned or started, or down and retried.
+    /// Being provisioned or started.
     pub coming: usize,
+    /// Failed (and tried again after a delay: see the server's `message`) or stopped.
+    pub down: usize,
 }
 
 /// Every template's pool.
@@ -35,6 +37,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Envelope<Vec<PoolView>>
             size: figures.size,
             ready: figures.ready,
             coming: figures.coming,
+            down: figures.down,
         })
         .collect();
     Json(Envelope::new(None, views))

@@ -7,10 +7,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
 use super::members::{is_current_member, new_member, unclaimed_in};
 use super::plan::{self, Member, MemberState, Plan, Room, Wanted};
@@ -50,7 +49,7 @@ impl Keeper {
         }
         let mut changes = self.statuses.subscribe();
         // When each member the keeper made was written, until it is first ready.
-        let mut made: HashMap<String, (String, Instant)> = HashMap::new();
+        let mut made: HashMap<String, (String, SystemTime)> = HashMap::new();
         loop {
             self.round(&mut made).await;
             tokio::select! {
@@ -62,7 +61,7 @@ impl Keeper {
         }
     }
 
-    async fn round(&self, made: &mut HashMap<String, (String, Instant)>) {
+    async fn round(&self, made: &mut HashMap<String, (String, SystemTime)>) {
         let specs = self.specs.clone();
         let pools = self.pools.clone();
         let state_dir = self.statuses.state_dir().to_owned();
@@ -106,7 +105,7 @@ impl Keeper {
                 state: state_of(&m.name),
             })
             .collect();
-        Self::time_refills(&planned_members, made);
+        self.time_refills(made);
         let users_starting = self
             .statuses
             .filter_map_all(|s| {
@@ -128,7 +127,7 @@ impl Keeper {
         if plan == Plan::default() {
             return;
         }
-        let started = Instant::now();
+        let started = SystemTime::now();
         let specs = self.specs.clone();
         let pools = self.pools.clone();
         let outcome = tokio::task::spawn_blocking(move || carry_out(&specs, &pools, plan)).await;
@@ -140,18 +139,26 @@ impl Keeper {
         self.rescan.notify_one();
     }
 
-    /// Times the members the keeper made that became ready.
-    fn time_refills(members: &[Member<'_>], made: &mut HashMap<String, (String, Instant)>) {
-        made.retain(|name, (template, since)| {
-            let member = members.iter().find(|m| m.name == name);
-            match member.map(|m| m.state) {
-                Some(MemberState::Ready) => {
-                    METRICS.pools.refilled(template, since.elapsed());
+    /// Times the members the keeper made that became ready: from their spec written to
+    /// their status's `started_at` (also when one was claimed before a round saw it
+    /// ready).
+    fn time_refills(&self, made: &mut HashMap<String, (String, SystemTime)>) {
+        made.retain(|name, (template, written)| {
+            let Some(status) = self.statuses.get(name) else {
+                // Not picked up yet: wait; gone for good: nothing to time.
+                return self.specs.path(name).exists();
+            };
+            let healthy = status
+                .started_at
+                .as_deref()
+                .and_then(|at| humantime::parse_rfc3339(at).ok())
+                .and_then(|at| at.duration_since(*written).ok());
+            match healthy {
+                Some(took) => {
+                    METRICS.pools.refilled(template, took);
                     false
                 }
-                Some(_) => true,
-                // Claimed (or removed) before it was seen ready: not a refill to time.
-                None => false,
+                None => true,
             }
         });
     }
@@ -237,7 +244,7 @@ mod tests {
     struct Setup {
         root: tempfile::TempDir,
         keeper: Keeper,
-        made: HashMap<String, (String, Instant)>,
+        made: HashMap<String, (String, SystemTime)>,
     }
 
     impl Setup {

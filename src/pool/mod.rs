@@ -120,18 +120,41 @@ impl Pools {
         self.pools
             .iter()
             .map(|pool| {
-                let phases = statuses.filter_map_all(|s| {
-                    (s.pool.as_deref() == Some(pool.template.name.as_str())).then_some(s.phase)
+                let members = statuses.filter_map_all(|s| {
+                    (s.pool.as_deref() == Some(pool.template.name.as_str()))
+                        .then(|| MemberHealth::of(s.phase, s.consecutive_crashes))
                 });
-                let ready = phases.iter().filter(|p| **p == Phase::Running).count();
+                let count = |health| members.iter().filter(|m| **m == health).count();
                 Figures {
                     pool,
                     size: schedule::size_at(&pool.sizing, &now),
-                    ready,
-                    coming: phases.len() - ready,
+                    ready: count(MemberHealth::Ready),
+                    coming: count(MemberHealth::Coming),
+                    down: count(MemberHealth::Down),
                 }
             })
             .collect()
+    }
+}
+
+/// How an unclaimed member is doing, as the pools' figures count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberHealth {
+    Ready,
+    Coming,
+    Down,
+}
+
+impl MemberHealth {
+    /// A member retried after failures counts as down until it runs, so that a pool
+    /// whose template cannot come up says so rather than "starting" forever.
+    fn of(phase: Phase, failures_in_a_row: u32) -> Self {
+        match phase {
+            Phase::Running => Self::Ready,
+            Phase::Failed | Phase::Stopped => Self::Down,
+            _ if failures_in_a_row > 0 => Self::Down,
+            _ => Self::Coming,
+        }
     }
 }
 
@@ -143,6 +166,8 @@ pub struct Figures<'a> {
     pub size: u32,
     /// Unclaimed members running and healthy.
     pub ready: usize,
-    /// Unclaimed members on their way up, or down and retried.
+    /// Unclaimed members on their way up.
     pub coming: usize,
+    /// Unclaimed members that failed (and are retried) or were stopped.
+    pub down: usize,
 }

@@ -13,7 +13,7 @@
  * and has them all ready when the script starts; the pool of STUCK_TEMPLATE keeps one
  * server, which cannot come up. It:
  *   opens the dashboard as USER and sees the template's card say "ready: SIZE of SIZE",
- *   STUCK_TEMPLATE's "ready: 0 of 1" and "1 starting" (and no server in the list: the
+ *   STUCK_TEMPLATE's "ready: 0 of 1" and "1 failing" (and no server in the list: the
  *   pools' are not USER's); screenshots it in the light and the dark theme; sees
  *   STUCK_TEMPLATE's dialog say that no prebuilt server is ready (the server would come
  *   stopped); creates SERVER_NAME from the template through its dialog, which
@@ -142,16 +142,20 @@ async function bothThemes(name) {
 /** What a card's pool line says, its figures and its text. */
 async function poolShown(name = template) {
   const line = poolLine(name);
-  const [ready, poolSize, coming, text] = await Promise.all([
+  const [ready, poolSize, coming, down, text] = await Promise.all([
     line.getAttribute('data-ready'), line.getAttribute('data-size'), line.getAttribute('data-coming'),
-    line.innerText(),
+    line.getAttribute('data-down'), line.innerText(),
   ]);
-  return { ready: Number(ready), size: Number(poolSize), coming: Number(coming), text: text.replace(/\s+/g, ' ').trim() };
+  return {
+    ready: Number(ready), size: Number(poolSize), coming: Number(coming), down: Number(down),
+    text: text.replace(/\s+/g, ' ').trim(),
+  };
 }
 
 /**
  * Waits until the pool line of `name`'s card says `ready: <ready> of <poolSize>`; its
- * figures and its text agree, and it says "<n> starting" exactly when n > 0 come up.
+ * figures and its text agree, and it says "<n> starting" exactly when n > 0 come up and
+ * "<n> failing" exactly when n > 0 are down.
  */
 async function waitPoolReady(ready, timeout, name = template, poolSize = size) {
   await poolLine(name).and(dashboard.locator(`[data-ready="${ready}"][data-size="${poolSize}"]`)).waitFor({ timeout });
@@ -162,6 +166,10 @@ async function waitPoolReady(ready, timeout, name = template, poolSize = size) {
   const hint = shown.text.match(/(\d+) starting/);
   if (Number(hint?.[1] ?? 0) !== shown.coming) {
     throw new Error(`${shown.coming} members come up but the line says "${shown.text}"`);
+  }
+  const failing = shown.text.match(/(\d+) failing/);
+  if (Number(failing?.[1] ?? 0) !== shown.down) {
+    throw new Error(`${shown.down} members are down but the line says "${shown.text}"`);
   }
   return shown;
 }
@@ -233,7 +241,7 @@ try {
     console.log(`  pool line: "${shown.text}"`);
     // A pool whose member cannot come up (its repository is not there yet) says so.
     const none = await waitPoolReady(0, STEP_TIMEOUT, stuck, 1);
-    if (none.coming !== 1) throw new Error(`the stuck pool's line says "${none.text}"`);
+    if (none.down !== 1 || none.coming !== 0) throw new Error(`the stuck pool's line says "${none.text}"`);
     console.log(`  ${stuck}: "${none.text}"`);
     // The pool's servers run, but they are nobody's yet: not in the list.
     await dashboard.locator('#servers-empty').waitFor({ state: 'visible' });
