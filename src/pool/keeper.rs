@@ -5,7 +5,7 @@
 //! status changes, and every few seconds for the schedules.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +32,8 @@ pub struct Keeper {
     pub rescan: Arc<Notify>,
     pub max_servers: usize,
     pub parallelism: usize,
+    /// Where servers keep their data: the state dir, and `runtime.slurm.shared_dir`.
+    pub data_roots: Vec<PathBuf>,
 }
 
 /// A spec file of a pool member, as read for one round.
@@ -64,10 +66,10 @@ impl Keeper {
     async fn round(&self, made: &mut HashMap<String, (String, SystemTime)>) {
         let specs = self.specs.clone();
         let pools = self.pools.clone();
-        let state_dir = self.statuses.state_dir().to_owned();
+        let data_roots = self.data_roots.clone();
         let Ok((files, members, leftovers)) = tokio::task::spawn_blocking(move || {
             let (files, members) = read_members(&specs, &pools);
-            (files, members, leftover_data(&state_dir))
+            (files, members, leftover_data(&data_roots))
         })
         .await
         else {
@@ -184,13 +186,14 @@ fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<Memb
     (files, members)
 }
 
-/// The names of the `pool-…` servers that have data left in `state_dir`: a workspace
-/// folder (kept when a server is deleted, unless the config purges it) or a server
-/// folder (until the controller has forgotten the server).
-fn leftover_data(state_dir: &Path) -> BTreeSet<String> {
-    ["workspaces", "servers"]
+/// The names of the `pool-…` servers that have data left in one of `data_roots`: a
+/// workspace folder (kept when a server is deleted, unless the config purges it) or a
+/// server folder (until the controller has forgotten the server).
+fn leftover_data(data_roots: &[PathBuf]) -> BTreeSet<String> {
+    data_roots
         .iter()
-        .filter_map(|dir| std::fs::read_dir(state_dir.join(dir)).ok())
+        .flat_map(|root| ["workspaces", "servers"].map(|dir| root.join(dir)))
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
         .flat_map(|entries| entries.flatten())
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|name| name.starts_with("pool-"))
@@ -303,6 +306,7 @@ mod tests {
             rescan: Arc::new(Notify::new()),
             max_servers: config.controller.max_servers,
             parallelism: config.controller.prebuilt_parallelism,
+            data_roots: vec![root.join("state")],
             specs: SpecFiles::new(Arc::new(config)),
         }
     }
@@ -421,8 +425,11 @@ mod tests {
         ] {
             std::fs::create_dir_all(state.path().join(dir)).expect("mkdir");
         }
-        let taken: Vec<String> = leftover_data(state.path()).into_iter().collect();
-        assert_eq!(taken, ["pool-rust-1", "pool-rust-2"]);
-        assert!(leftover_data(&state.path().join("missing")).is_empty());
+        let shared = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(shared.path().join("workspaces/pool-rust-3")).expect("mkdir");
+        let roots = [state.path().to_owned(), shared.path().to_owned()];
+        let taken: Vec<String> = leftover_data(&roots).into_iter().collect();
+        assert_eq!(taken, ["pool-rust-1", "pool-rust-2", "pool-rust-3"]);
+        assert!(leftover_data(&[state.path().join("missing")]).is_empty());
     }
 }
