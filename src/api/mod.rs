@@ -208,7 +208,7 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
         .api_route(
             "/servers/create-from-template",
             post_with(create::create_from_template, |o| {
-                o.summary("Create a stopped server from a template")
+                o.summary("Create a server from a template: a ready pool server, running, when the template keeps a pool; else a stopped one")
                     .with(signed_in(
                         "createServerFromTemplate",
                         Group::Servers,
