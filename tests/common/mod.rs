@@ -22,6 +22,7 @@ pub mod procs;
 pub mod seats;
 #[allow(dead_code)]
 pub mod slurm;
+pub mod trusted_proxy;
 pub mod users;
 // Not every bench or test binary starts code-server.
 #[allow(unused_imports)]
