@@ -844,6 +844,37 @@ impl Config {
                 }
             }
         }
+        // The most servers the pools may ever keep at once (each at its largest size).
+        let pooled: u64 = self
+            .packaged_assets
+            .tabs
+            .iter()
+            .flat_map(|tab| &tab.items)
+            .map(|item| {
+                let scheduled = item.prebuilt_schedule.iter().map(|entry| entry.count);
+                u64::from(scheduled.chain([item.prebuilt]).max().unwrap_or(0))
+            })
+            .sum();
+        let ports = u64::from(range.end.saturating_sub(range.start)) + 1;
+        if pooled > ports {
+            problems.push((
+                "packaged_assets".into(),
+                format!(
+                    "the templates' pools (prebuilt, prebuilt_schedule) keep up to {pooled} \
+                     servers, more than code_server_port_range has ports ({ports})"
+                ),
+            ));
+        }
+        if pooled > self.controller.max_servers as u64 {
+            problems.push((
+                "packaged_assets".into(),
+                format!(
+                    "the templates' pools (prebuilt, prebuilt_schedule) keep up to {pooled} \
+                     servers, more than controller.max_servers ({})",
+                    self.controller.max_servers
+                ),
+            ));
+        }
         if self.controller.prebuilt_parallelism == 0 {
             problems.push((
                 "controller.prebuilt_parallelism".into(),
@@ -949,6 +980,19 @@ mod tests {
                     items:\n        - {name: rust class, prebuilt: 1}\n";
         let problems = Config::parse(Path::new("devbox.yaml"), text).expect_err("refused");
         let said = crate::diagnostic::join(&problems);
+        let too_many = "controller: {max_servers: 50}\npackaged_assets:\n  tabs:\n    - name: A\n      \
+                        items:\n        - {name: Big, prebuilt: 2, prebuilt_schedule: \
+                        [{cron: '0 8 * * *', count: 95}]}\n";
+        let refused = Config::parse(Path::new("devbox.yaml"), too_many).expect_err("refused");
+        let refused = crate::diagnostic::join(&refused);
+        assert!(
+            refused.contains("up to 95 servers, more than code_server_port_range has ports (91)"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("more than controller.max_servers (50)"),
+            "{refused}"
+        );
         for needle in [
             "packaged_assets.tabs[0].items[0].prebuilt_schedule[0].cron",
             "five fields",
