@@ -118,6 +118,13 @@ pub fn local(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
             .map(|t| format!("{} (tab {})", t.name, t.tab)),
     );
     fields.add_some(
+        "Pool",
+        resolved
+            .and_then(|r| r.pool.clone())
+            .or_else(|| status.and_then(|s| s.pool.clone()))
+            .map(|template| format!("{template} (unclaimed)")),
+    );
+    fields.add_some(
         "Labels",
         meta.map(|m| pairs(&m.labels)).filter(|l| !l.is_empty()),
     );
@@ -342,6 +349,10 @@ pub fn remote(remote: &Remote, name: &str) -> anyhow::Result<ExitCode> {
         text("owner").unwrap_or_else(|| "- (the admin's)".into()),
     );
     fields.add_some("Template", text("template"));
+    fields.add_some(
+        "Pool",
+        text("pool").map(|template| format!("{template} (unclaimed)")),
+    );
     let phase = text("phase").unwrap_or_default();
     fields.add(
         "Status",
