@@ -565,10 +565,12 @@ fn restart_hash(spec: &ServerSpec, restarted_at: Option<&String>, per_owner: boo
     if !spec.resources.is_empty() {
         material["resources"] = serde_json::json!(spec.resources.to_string());
     }
-    // A pool server runs as nobody's user (the admin's); once claimed, with each
-    // owner's instances under their own user, it must start again as its owner's.
-    if per_owner && spec.pool.is_some() {
-        material["unclaimed"] = serde_json::json!(true);
+    // With each owner's instances under their own user, the owner is who it runs as:
+    // a server given to someone (a claimed pool server, a seat link for an unowned
+    // one) starts again as its new owner's user. Only when set, so that the admin's
+    // servers keep the hash they had.
+    if per_owner && let Some(owner) = &spec.owner {
+        material["run_as"] = serde_json::json!(owner.as_str());
     }
     // Likewise only off the default backend.
     if spec.runtime != Backend::Local {
@@ -731,6 +733,34 @@ mod tests {
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
         assert_ne!(a.revision, b.revision, "any change is a new revision");
+    }
+
+    #[test]
+    fn with_owners_under_their_own_users_a_new_owner_restarts_the_server() {
+        let owned = |owner: Option<&str>, cfg: &Config| {
+            let meta = owner.map_or(String::new(), |o| format!("  owner: {o}\n"));
+            let text = format!(
+                "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: a\n{meta}spec:\n  state: running\n"
+            );
+            load(Path::new("a.yaml"), &text, cfg).expect("valid")
+        };
+        let shared = config();
+        let mut isolated = config();
+        isolated.isolation.run_as = crate::config::RunAs::Owner;
+        // Everyone's instances as devbox's user: an owner is only who may open it.
+        assert_eq!(owned(None, &shared).hash, owned(Some("ada"), &shared).hash);
+        // Each owner's under their own: given to ada, it must run as ada's user.
+        let admins = owned(None, &isolated);
+        assert_eq!(
+            admins.hash,
+            owned(None, &shared).hash,
+            "the admin's keep their hash"
+        );
+        assert_ne!(admins.hash, owned(Some("ada"), &isolated).hash);
+        assert_ne!(
+            owned(Some("ada"), &isolated).hash,
+            owned(Some("bob"), &isolated).hash
+        );
     }
 
     #[test]

@@ -539,4 +539,38 @@ fn a_claimed_pool_server_runs_as_its_owners_user() {
         },
     );
     assert_eq!(uid_of(seated), ids_of(&format!("devbox-{seat_user}")).0);
+
+    // Any unowned server given to a seat in this way starts again as the seat's user:
+    // the admin's user runs every unowned instance, and a participant's IDE must not.
+    devbox.write_spec_text(
+        "open-lab.yaml",
+        "apiVersion: devbox/v1\nkind: DevServer\nmetadata:\n  name: open-lab\nspec:\n  state: running\n",
+    );
+    let admins_pid = wait_for(
+        &format!("open-lab to run\n{}", devbox.log_tail()),
+        STARTUP,
+        || {
+            let view = admin_get("/servers/open-lab");
+            (view["status"] == "running")
+                .then(|| view["pid"].as_u64())
+                .flatten()
+        },
+    ) as u32;
+    assert_eq!(uid_of(admins_pid), admins_user.0);
+    let (_, answer) = common::seats::seat_link(&devbox, TOKEN, "open-lab");
+    assert_eq!(answer["owner"], "seat-open-lab");
+    let seats_pid = wait_for(
+        &format!("open-lab to run as its seat's user\n{}", devbox.log_tail()),
+        STARTUP,
+        || {
+            let view = admin_get("/servers/open-lab");
+            let pid = view["pid"].as_u64()? as u32;
+            (view["status"] == "running" && pid != admins_pid).then_some(pid)
+        },
+    );
+    assert_eq!(uid_of(seats_pid), ids_of("devbox-seat-open-lab").0);
+    assert!(
+        !common::pid_alive(admins_pid),
+        "nothing of it runs as the admin's user"
+    );
 }
