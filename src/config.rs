@@ -302,8 +302,9 @@ pub struct TemplateItem {
     /// `create-from-template` hands one out at once (see [`crate::pool`]).
     #[serde(default)]
     pub prebuilt: u32,
-    /// Changes of `prebuilt` ahead of a class: the entry whose `cron` fired last sets
-    /// the pool's size (`prebuilt` holds until one has fired).
+    /// The pool's size over the week, ahead of a class: the entry whose `cron` fired
+    /// last sets it. A cron expression repeats, so some entry has always fired: with a
+    /// schedule, `prebuilt` is not used.
     #[serde(default, deserialize_with = "crate::yaml::null_as_default")]
     pub prebuilt_schedule: Vec<PoolScale>,
 }

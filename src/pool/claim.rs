@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Pool;
 use super::members::{is_current_member, release};
 use crate::spec::ServerSpec;
-use crate::spec_files::{CreateError, Quota, SpecFiles};
+use crate::spec_files::{CreateError, Quota, SpecFileError, SpecFiles};
 use crate::status::{Phase, StatusStore};
 
 /// Whose server a claimed member becomes.
@@ -48,9 +48,19 @@ pub fn claim(
                 metadata.id = Some(claimant.id);
                 release(server);
             },
-        )?;
-        if claimed.is_some() {
-            return Ok(claimed);
+        );
+        match claimed {
+            Ok(Some(spec)) => return Ok(Some(spec)),
+            Ok(None) => {}
+            // A member the config no longer accepts (the keeper replaces it): the next.
+            Err(CreateError::File(
+                err @ (SpecFileError::Invalid(_)
+                | SpecFileError::PortPinned { .. }
+                | SpecFileError::PortHeld { .. }),
+            )) => {
+                tracing::warn!(server = %name, %err, "a pool server cannot be handed out");
+            }
+            Err(err) => return Err(err),
         }
     }
     Ok(None)
@@ -223,6 +233,26 @@ mod tests {
         assert!(matches!(err, CreateError::OwnerFull { .. }), "{err}");
         let after = std::fs::read_to_string(setup.specs.path(&member)).expect("spec");
         assert_eq!(before, after, "the member is untouched");
+    }
+
+    #[test]
+    fn a_member_the_config_no_longer_accepts_is_passed_over() {
+        let setup = Setup::new(2);
+        let broken = setup.member(1, Phase::Running);
+        let good = setup.member(2, Phase::Running);
+        // The port range changed under it: its pinned port is outside.
+        let path = setup.specs.path(&broken);
+        let text = std::fs::read_to_string(&path).expect("spec");
+        let port = setup
+            .specs
+            .read(&broken)
+            .expect("spec")
+            .spec
+            .port
+            .expect("a port");
+        std::fs::write(&path, text.replace(&format!("port: {port}"), "port: 1")).expect("edit");
+        let claimed = setup.claim(None, &admin()).expect("the good one");
+        assert_eq!(claimed.name, good);
     }
 
     #[test]

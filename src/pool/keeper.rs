@@ -15,6 +15,7 @@ use super::members::{is_current_member, new_member, unclaimed_in};
 use super::plan::{self, Member, MemberState, Plan, Room, Wanted};
 use super::{Pools, schedule};
 use crate::metrics::METRICS;
+use crate::spec::DesiredState;
 use crate::spec_files::{CreateError, NewPort, Quota, SpecFileError, SpecFiles};
 use crate::status::{Phase, StatusStore};
 
@@ -40,15 +41,16 @@ pub struct Keeper {
 struct MemberFile {
     name: String,
     template: String,
+    /// Made from the template as the config has it now, and valid against the config.
     current: bool,
+    /// Its spec asks for it to run (an admin may have stopped it).
+    wants_running: bool,
 }
 
 impl Keeper {
     /// Keeps the pools until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if self.pools.is_empty() {
-            return;
-        }
+        // Also without any pool: members of pools the config no longer has are removed.
         let mut changes = self.statuses.subscribe();
         // When each member the keeper made was written, until it is first ready.
         let mut made: HashMap<String, (String, SystemTime)> = HashMap::new();
@@ -75,12 +77,24 @@ impl Keeper {
         else {
             return;
         };
-        let state_of = |name: &str| match self.statuses.get(name) {
-            Some(status) if status.phase == Phase::Running => MemberState::Ready,
-            Some(status) if matches!(status.phase, Phase::Failed | Phase::Stopped) => {
-                MemberState::Down
+        let state_of = |member: &MemberFile| {
+            let status = self.statuses.get(&member.name);
+            match status {
+                _ if !member.wants_running => MemberState::Dead,
+                // Kept down until its spec changes: it exited as its restart policy
+                // allows, or the controller gave up on it.
+                Some(status)
+                    if status.halted_revision.is_some()
+                        || (status.phase == Phase::Failed && status.next_retry_at.is_none()) =>
+                {
+                    MemberState::Dead
+                }
+                Some(status) if status.phase == Phase::Running => MemberState::Ready,
+                Some(status) if matches!(status.phase, Phase::Failed | Phase::Stopped) => {
+                    MemberState::Down
+                }
+                _ => MemberState::Coming,
             }
-            _ => MemberState::Coming,
         };
         let now = chrono::Local::now();
         let sizes: Vec<u32> = self
@@ -104,7 +118,7 @@ impl Keeper {
                 name: &m.name,
                 template: &m.template,
                 current: m.current,
-                state: state_of(&m.name),
+                state: state_of(m),
             })
             .collect();
         self.time_refills(made);
@@ -175,11 +189,15 @@ fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<Memb
         .filter_map(|name| {
             let server = specs.read(name).ok()?;
             let template = unclaimed_in(&server)?.to_owned();
-            let current = pools.iter().any(|pool| is_current_member(&server, pool));
+            // One the config no longer accepts (its port outside a changed range) would
+            // fail every claim: it is replaced like one of an older template.
+            let current = pools.iter().any(|pool| is_current_member(&server, pool))
+                && specs.check(&server).is_ok();
             Some(MemberFile {
                 name: name.clone(),
                 template,
                 current,
+                wants_running: server.spec.state == DesiredState::Running,
             })
         })
         .collect();
@@ -413,6 +431,42 @@ mod tests {
             .get("Starters", "Python Starter")
             .expect("pool");
         assert!(is_current_member(&new, pool));
+    }
+
+    #[tokio::test]
+    async fn a_template_without_a_pool_any_more_loses_its_members() {
+        let mut setup = Setup::new(prebuilt(2));
+        setup.round().await;
+        assert_eq!(setup.files().len(), 2);
+        setup.restart(prebuilt(0));
+        assert!(setup.keeper.pools.is_empty());
+        setup.round().await;
+        assert!(setup.files().is_empty(), "{:?}", setup.files());
+    }
+
+    #[tokio::test]
+    async fn members_down_for_good_or_stopped_are_replaced() {
+        let mut setup = Setup::new(prebuilt(2));
+        setup.round().await;
+        // One exited and stays down (its restart policy), one an admin stopped.
+        let mut halted = ServerStatus::new("pool-python-starter-1", uuid::Uuid::new_v4(), "x");
+        halted.pool = Some("Python Starter".into());
+        halted.phase = Phase::Stopped;
+        halted.halted_revision = Some("r1".into());
+        setup.keeper.statuses.put(halted);
+        setup
+            .keeper
+            .specs
+            .update("pool-python-starter-2", |server| {
+                server.spec.state = crate::spec::DesiredState::Stopped;
+            })
+            .expect("stopped");
+        setup.round().await;
+        assert_eq!(
+            setup.files(),
+            ["pool-python-starter-3", "pool-python-starter-4"],
+            "both replaced"
+        );
     }
 
     #[test]

@@ -113,9 +113,10 @@ pub fn unclaimed_in(server: &DevServer) -> Option<&str> {
 }
 
 /// Whether `server` is an unclaimed member of `pool` made from the template as it is
-/// now.
+/// now, asked to run.
 pub fn is_current_member(server: &DevServer, pool: &Pool) -> bool {
-    unclaimed_in(server) == Some(pool.template.name.as_str())
+    server.spec.state == DesiredState::Running
+        && unclaimed_in(server) == Some(pool.template.name.as_str())
         && server.spec.template.as_ref() == Some(&pool.template)
         && server.metadata.annotations.get(FINGERPRINT_ANNOTATION) == Some(&pool.fingerprint)
 }

@@ -35,6 +35,8 @@ pub enum MemberState {
     Coming,
     /// Down: failed, or waiting for a retry. It keeps its place but not a start slot.
     Down,
+    /// Down for good (stopped, given up on, halted after an exit): it is replaced.
+    Dead,
 }
 
 /// What else limits the keeper.
@@ -71,8 +73,9 @@ pub fn plan(
     for member in members {
         let pool = wanted.iter().find(|w| w.template == member.template);
         match pool {
-            Some(_) if member.current => kept.push(member),
-            // From an older config, or of a template that has no pool any more.
+            Some(_) if member.current && member.state != MemberState::Dead => kept.push(member),
+            // From an older config, of a template that has no pool any more, or down
+            // for good.
             _ => plan.remove.push(member.name.to_owned()),
         }
     }
@@ -251,6 +254,23 @@ mod tests {
         assert_ne!(
             plan.create[0].1, "pool-python-starter-1",
             "a new file, not the old name"
+        );
+    }
+
+    #[test]
+    fn a_member_down_for_good_is_replaced() {
+        let members = [
+            member("pool-python-starter-1", MemberState::Dead),
+            member("pool-python-starter-2", MemberState::Ready),
+        ];
+        let plan = plan(&[wanted(2)], &members, &names(&members), ROOMY);
+        assert_eq!(plan.remove, ["pool-python-starter-1"]);
+        assert_eq!(
+            plan.create,
+            [(
+                "Python Starter".to_owned(),
+                "pool-python-starter-3".to_owned()
+            )]
         );
     }
 

@@ -1,6 +1,7 @@
-//! A pool's size at a given time: `prebuilt`, until an entry of `prebuilt_schedule`
-//! fires; from then on the `count` of the entry that fired last. Cron expressions are
-//! POSIX's five fields, in the host's local time.
+//! A pool's size at a given time: the `count` of the `prebuilt_schedule` entry that
+//! fired last, or `prebuilt` without a schedule (a cron expression repeats: one of a
+//! schedule's entries has always fired). Cron expressions are POSIX's five fields, in
+//! the host's local time.
 
 use std::str::FromStr;
 
