@@ -72,6 +72,14 @@ pub async fn create(
                 server.metadata.owner.get_or_insert(name);
             })
             .await?;
+        // Given to someone else since the status was read (a pool server claimed in
+        // that moment): a link for them is not what was asked for.
+        if spec.owner.as_ref() != Some(&owner) {
+            return Err(ApiError::Conflict(format!(
+                "`{}` was just given to someone else; ask for a link again",
+                status.name
+            )));
+        }
         // The link opens the IDE as soon as it is handed out: the proxy must know the
         // owner by then.
         wait::converge(
