@@ -31,7 +31,8 @@
  *     [data-field=pool]                   the template's pool of prebuilt servers (hidden
  *                                         without one; data-ready, data-size, data-coming, data-down;
  *                                         text "ready: <ready> of <size>", then
- *                                         "<coming> starting" while members come up)
+ *                                         "<coming> starting" while members come up,
+ *                                         "<down> failing" while members are down)
  *   #template-dialog input[name=name], #template-create, #template-error
  *   #confirm-dialog, #confirm-yes, #confirm-no       delete confirmation
  *   #token-dialog input[name=token], #token-save, #token-reason   API token login
@@ -101,7 +102,7 @@ const state = {
   templateTabs: [],
   selectedTab: '',
   templateTarget: null, // { tab, item } while the template dialog is open
-  pools: new Map(), // poolKey(tab, template) -> { template, tab, size, ready, coming } (GET /pools)
+  pools: new Map(), // poolKey(tab, template) -> { template, tab, size, ready, coming, down } (GET /pools)
   poolsSeq: 0,
   brokenThumbs: new Set(), // thumbnail URLs that failed to load
   themeChoice: 'system', // 'dark' or 'light' once the user picks one
@@ -1225,7 +1226,7 @@ function showPool(line, pool) {
   setText($('.pool-down-text', line), `${down} failing`);
   line.title = `${ready} prebuilt server${ready === 1 ? '' : 's'} of this template ready to hand out at once`
     + ` (the pool keeps ${size})${coming ? `; ${coming} on the way` : ''}`
-    + `${down ? `; ${down} down (see the admin's server list with pool servers)` : ''}`;
+    + `${down ? `; ${down} down, being retried or replaced` : ''}`;
 }
 
 /** Colours the line: green with a server to hand out, amber while one comes, red when
