@@ -827,8 +827,9 @@ impl Config {
                     ));
                 }
                 for (e, entry) in item.prebuilt_schedule.iter().enumerate() {
-                    if let Err(message) = crate::pool::schedule::parse(&entry.cron) {
-                        problems.push((format!("{at}.prebuilt_schedule[{e}].cron"), message));
+                    if let Err(err) = crate::pool::schedule::parse(&entry.cron) {
+                        problems
+                            .push((format!("{at}.prebuilt_schedule[{e}].cron"), err.to_string()));
                     }
                 }
                 if item.prebuilt > 0 || !item.prebuilt_schedule.is_empty() {

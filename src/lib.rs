@@ -29,6 +29,7 @@
 //!   directories over.
 //! - [`provision`]: workspace (git, zip, folder), user settings and extensions.
 //! - [`status`]: observed status per server, persisted atomically in the state dir.
+//! - [`data_dirs`]: where servers keep their data, and which names still have some.
 //! - [`logs`]: per-server log files and in-memory rings; controller events.
 //! - [`endpoint`]: where an instance listens (a private Unix socket, a loopback port,
 //!   or a port on a cluster node) and connecting to it; [`instance_auth`]: the
@@ -47,6 +48,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod data_dirs;
 pub mod diagnostic;
 pub mod digest;
 pub mod duration;

@@ -245,6 +245,28 @@ pub fn is_valid_name(name: &str) -> bool {
 /// The label of a pool server's spec, naming the template whose pool it waits in
 /// (see [`crate::pool`]); a claim removes it. It counts only on a spec without an owner.
 pub const POOL_LABEL: &str = "devbox/pool";
+/// The annotation of a pool server's spec holding what its template made it of
+/// ([`crate::pool::members::fingerprint`]); a claim removes it.
+pub const POOL_FINGERPRINT_ANNOTATION: &str = "devbox/pool-template";
+/// How every pool server's name starts.
+pub const POOL_NAME_PREFIX: &str = "pool-";
+
+impl Metadata {
+    /// The template whose pool this server waits in, unclaimed: a `pool-…` name, the
+    /// pool's label and fingerprint, and no owner (a server with an owner is someone's,
+    /// whatever its labels say). Only such a server is hidden from lists and has its
+    /// workspace purged when deleted, so a copy of a member's file with another name is
+    /// an ordinary server.
+    pub fn unclaimed_pool(&self) -> Option<&str> {
+        let member = self.owner.is_none()
+            && self.name.starts_with(POOL_NAME_PREFIX)
+            && self.annotations.contains_key(POOL_FINGERPRINT_ANNOTATION);
+        self.labels
+            .get(POOL_LABEL)
+            .filter(|_| member)
+            .map(String::as_str)
+    }
+}
 
 /// Whether `reference` may be handed to git as a branch, tag or commit (never an option).
 pub fn is_valid_git_reference(reference: &str) -> bool {
@@ -478,12 +500,7 @@ pub fn resolve(
         id: meta.id.unwrap_or_else(|| id_for_name(&meta.name)),
         owner,
         template: spec.template.as_ref().map(|t| t.name.clone()),
-        // A server with an owner is someone's, whatever its labels say.
-        pool: meta
-            .labels
-            .get(POOL_LABEL)
-            .filter(|_| meta.owner.is_none())
-            .cloned(),
+        pool: meta.unclaimed_pool().map(str::to_owned),
         file: file.to_owned(),
         state: spec.state,
         port: spec.port,

@@ -958,6 +958,33 @@ fn a_deleted_servers_workspace_never_goes_to_the_next_claimant() {
         Client::user(&devbox, &socket, "alice").call("DELETE", &format!("/servers/{id}"), None);
     assert_eq!(deleted.status, 200, "{deleted}");
 
+    // Nor does a server bob names after hers, by create or by spec: refused, nothing
+    // written, her files where they were.
+    let bob = Client::user(&devbox, &socket, "bob");
+    let by_create = bob.call("POST", "/servers", Some(&json!({"name": slug})));
+    let spec = json!({"apiVersion": "devbox/v1", "kind": "DevServer",
+        "metadata": {"name": slug}, "spec": {}});
+    let by_spec = bob.call("PUT", &format!("/specs/{slug}"), Some(&spec));
+    for reply in [by_create, by_spec] {
+        assert_eq!(reply.status, 409, "{reply}");
+        assert!(
+            reply.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("still kept")),
+            "{reply}"
+        );
+    }
+    assert!(!devbox.specs().join(format!("{slug}.yaml")).exists());
+    let notes = devbox
+        .state()
+        .join("workspaces")
+        .join(slug)
+        .join("alice-notes.md");
+    assert_eq!(
+        std::fs::read_to_string(notes).ok().as_deref(),
+        Some("alice's own work\n")
+    );
+
     // Two claims later, each claimant's workspace is the template's, nobody else's.
     for user in ["bob", "carol"] {
         wait_client_pool_ready(&boss, 1);

@@ -44,6 +44,24 @@ pub fn admin_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Checks the name of a server a user is about to create: no data of an earlier server
+/// of that name may be left (a deleted server's kept workspace, say), as the new server
+/// would start in it and hand its files to someone who may not be whose they were.
+/// `has_data`: whether the name's data is there. Admins may reuse any name.
+pub fn check_new_name(
+    caller: &Caller,
+    name: &str,
+    has_data: impl FnOnce(&str) -> bool,
+) -> Result<(), ApiError> {
+    if caller.is_admin() || !has_data(name) {
+        return Ok(());
+    }
+    Err(ApiError::Conflict(format!(
+        "the files of an earlier server named `{name}` are still kept (its workspace): \
+         choose another name, or ask an admin to remove them"
+    )))
+}
+
 /// Checks a server a user is about to create or replace (before its owner is set):
 /// only what the config offers, nothing that reaches into the host. The one zip a
 /// user's workspace may name is `own_upload`, where devbox keeps what they uploaded.
@@ -124,6 +142,18 @@ mod tests {
             Err(ApiError::Forbidden(message)) => Some(message),
             Err(other) => panic!("not a 403: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_admins_reuse_a_name_whose_files_are_kept() {
+        let user = Caller::User(UserName::parse("ada").unwrap());
+        let kept = |name: &str| name == "pool-python-1";
+        assert!(matches!(
+            check_new_name(&user, "pool-python-1", kept),
+            Err(ApiError::Conflict(message)) if message.contains("`pool-python-1`")
+        ));
+        assert!(check_new_name(&user, "web", kept).is_ok());
+        assert!(check_new_name(&Caller::Admin, "pool-python-1", kept).is_ok());
     }
 
     #[test]

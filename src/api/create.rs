@@ -21,6 +21,7 @@ use super::upload;
 use super::views::ServerView;
 use super::wait::{self, Verdict};
 use crate::config::SettingsMap;
+use crate::data_dirs::DataRoots;
 use crate::http::ApiError;
 use crate::identity::Caller;
 use crate::metrics::METRICS;
@@ -29,6 +30,7 @@ use crate::spec::{
     ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata, TemplateRef,
 };
 use crate::spec_files::{CreateError, NewPort, Quota};
+use crate::status::Phase;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateServer {
@@ -157,7 +159,8 @@ pub async fn create_from_template(
 }
 
 /// Hands the caller a ready server of `pool` as theirs, named `name`: what
-/// [`create_server`] would make of `spec`, but running. `None`: none was ready.
+/// [`create_server`] would make of `spec`, but running (once it runs as its owner's
+/// user, under `isolation.run_as: owner`). `None`: none was ready.
 async fn claim_from_pool(
     state: &AppState,
     caller: &Caller,
@@ -190,10 +193,19 @@ async fn claim_from_pool(
         &claimed.name,
         "to be handed over",
         |status| match status {
-            Some(status) if wait::observed(state, status, &revision) => {
+            // Settled: running (under `isolation.run_as: owner`, again as its owner's
+            // user), or down if that restart failed; the server is the caller's either way.
+            Some(status)
+                if wait::observed(state, status, &revision)
+                    && !matches!(
+                        status.phase,
+                        Phase::Pending | Phase::Provisioning | Phase::Starting | Phase::Stopping
+                    ) =>
+            {
                 Verdict::Done(status.clone())
             }
-            _ => Verdict::Wait,
+            Some(_) => Verdict::Wait,
+            None => Verdict::Failed(format!("`{}` was deleted meanwhile", claimed.name)),
         },
     )
     .await?;
@@ -294,6 +306,9 @@ fn check_new(state: &AppState, caller: &Caller, server: &DevServer) -> Result<()
             "a server named `{slug}` already exists"
         )));
     }
+    access::check_new_name(caller, slug, |name| {
+        DataRoots::of(&state.config).hold_data_of(name)
+    })?;
     access::check_create(caller, server, &state.upload_path(slug))
 }
 

@@ -171,7 +171,7 @@ fn routes(upload_limit: usize) -> ApiRouter<AppState> {
         .api_route(
             "/pools",
             get_with(pools::list, |o| {
-                o.summary("Each template's pool of ready servers: size, ready, coming")
+                o.summary("Each template's pool of ready servers: size, ready, coming, down")
                     .with(signed_in("listPools", Group::Templates, &[]))
             }),
         )

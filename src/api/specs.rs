@@ -15,6 +15,7 @@ use super::access;
 use super::extract::JsonBody;
 use super::views::{Envelope, ServerView};
 use super::wait::{self, Verdict};
+use crate::data_dirs::DataRoots;
 use crate::http::ApiError;
 use crate::identity::{Caller, UserName};
 use crate::spec::DevServer;
@@ -74,6 +75,11 @@ pub async fn apply(
     // A user writes only their own servers' specs, and only what they may create.
     let own_upload = state.upload_path(&name);
     access::check_create(&caller, &server, &own_upload)?;
+    if !state.specs.path(&name).exists() {
+        access::check_new_name(&caller, &name, |name| {
+            DataRoots::of(&state.config).hold_data_of(name)
+        })?;
+    }
     if let Caller::User(user) = &caller {
         server.metadata.owner = Some(user.to_string());
     }

@@ -128,11 +128,7 @@ pub async fn clone_workspace(
 ) -> Result<Json<Envelope<WorkspaceData>>, ApiError> {
     let status = state.find(&caller, &id)?;
     let mut form = upload::read(&state, multipart).await?;
-    let workspace_dir = state
-        .statuses
-        .state_dir()
-        .join("workspaces")
-        .join(&status.name);
+    let workspace_dir = crate::data_dirs::workspace_dir(state.statuses.state_dir(), &status.name);
     if std::fs::read_dir(&workspace_dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(ApiError::Conflict(format!(
             "the workspace of `{}` already holds files; it is never replaced",

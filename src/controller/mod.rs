@@ -246,9 +246,7 @@ impl<R: Runtime> Controller<R> {
                 rescan: self.ctx.rescan.clone(),
                 max_servers: self.ctx.config.controller.max_servers,
                 parallelism: self.ctx.config.controller.prebuilt_parallelism,
-                data_roots: std::iter::once(self.ctx.statuses.state_dir().to_owned())
-                    .chain(self.ctx.config.runtime.slurm.shared_dir.clone())
-                    .collect(),
+                data_roots: crate::data_dirs::DataRoots::of(&self.ctx.config),
             }
             .run(self.ctx.shutdown.clone()),
         );

@@ -1,7 +1,9 @@
 //! Claiming: a ready member of a template's pool becomes the caller's server (its
 //! owner, display name and id, no pool label) in one atomic write of its spec file,
 //! under the spec writer's lock, so that no member is handed out twice. Its instance
-//! keeps running: nothing that restarts it changes.
+//! keeps running (nothing that restarts it changes), except under
+//! `isolation.run_as: owner`, where the new owner is such a change: it starts again as
+//! the owner's user.
 
 use uuid::Uuid;
 
@@ -260,7 +262,7 @@ mod tests {
         let setup = Setup::new(2);
         let mut old = new_member(setup.pool(), "pool-python-starter-1");
         old.metadata.annotations.insert(
-            crate::pool::members::FINGERPRINT_ANNOTATION.into(),
+            crate::spec::POOL_FINGERPRINT_ANNOTATION.into(),
             "older".into(),
         );
         setup.write_member(old, Phase::Running);

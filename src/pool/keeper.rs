@@ -5,17 +5,17 @@
 //! status changes, and every few seconds for the schedules.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
-use super::members::{is_current_member, new_member, unclaimed_in};
+use super::members::{is_current_member, new_member};
 use super::plan::{self, Member, MemberState, Plan, Room, Wanted};
 use super::{Pools, schedule};
+use crate::data_dirs::DataRoots;
 use crate::metrics::METRICS;
-use crate::spec::DesiredState;
+use crate::spec::{DesiredState, POOL_NAME_PREFIX};
 use crate::spec_files::{CreateError, NewPort, Quota, SpecFileError, SpecFiles};
 use crate::status::{Phase, StatusStore};
 
@@ -34,7 +34,7 @@ pub struct Keeper {
     pub max_servers: usize,
     pub parallelism: usize,
     /// Where servers keep their data: the state dir, and `runtime.slurm.shared_dir`.
-    pub data_roots: Vec<PathBuf>,
+    pub data_roots: DataRoots,
 }
 
 /// A spec file of a pool member, as read for one round.
@@ -71,30 +71,11 @@ impl Keeper {
         let data_roots = self.data_roots.clone();
         let Ok((files, members, leftovers)) = tokio::task::spawn_blocking(move || {
             let (files, members) = read_members(&specs, &pools);
-            (files, members, leftover_data(&data_roots))
+            (files, members, data_roots.names_with_data(POOL_NAME_PREFIX))
         })
         .await
         else {
             return;
-        };
-        let state_of = |member: &MemberFile| {
-            let status = self.statuses.get(&member.name);
-            match status {
-                _ if !member.wants_running => MemberState::Dead,
-                // Kept down until its spec changes: it exited as its restart policy
-                // allows, or the controller gave up on it.
-                Some(status)
-                    if status.halted_revision.is_some()
-                        || (status.phase == Phase::Failed && status.next_retry_at.is_none()) =>
-                {
-                    MemberState::Dead
-                }
-                Some(status) if status.phase == Phase::Running => MemberState::Ready,
-                Some(status) if matches!(status.phase, Phase::Failed | Phase::Stopped) => {
-                    MemberState::Down
-                }
-                _ => MemberState::Coming,
-            }
         };
         let now = chrono::Local::now();
         let sizes: Vec<u32> = self
@@ -118,7 +99,7 @@ impl Keeper {
                 name: &m.name,
                 template: &m.template,
                 current: m.current,
-                state: state_of(m),
+                state: MemberState::of(self.statuses.get(&m.name).as_ref(), m.wants_running),
             })
             .collect();
         self.time_refills(made);
@@ -185,10 +166,10 @@ fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<Memb
     let files: BTreeSet<String> = specs.names().into_iter().collect();
     let members = files
         .iter()
-        .filter(|name| name.starts_with("pool-"))
+        .filter(|name| name.starts_with(POOL_NAME_PREFIX))
         .filter_map(|name| {
             let server = specs.read(name).ok()?;
-            let template = unclaimed_in(&server)?.to_owned();
+            let template = server.metadata.unclaimed_pool()?.to_owned();
             // One the config no longer accepts (its port outside a changed range) would
             // fail every claim: it is replaced like one of an older template.
             let current = pools.iter().any(|pool| is_current_member(&server, pool))
@@ -204,25 +185,11 @@ fn read_members(specs: &SpecFiles, pools: &Pools) -> (BTreeSet<String>, Vec<Memb
     (files, members)
 }
 
-/// The names of the `pool-…` servers that have data left in one of `data_roots`: a
-/// workspace folder (kept when a server is deleted, unless the config purges it) or a
-/// server folder (until the controller has forgotten the server).
-fn leftover_data(data_roots: &[PathBuf]) -> BTreeSet<String> {
-    data_roots
-        .iter()
-        .flat_map(|root| ["workspaces", "servers"].map(|dir| root.join(dir)))
-        .filter_map(|dir| std::fs::read_dir(dir).ok())
-        .flat_map(|entries| entries.flatten())
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| name.starts_with("pool-"))
-        .collect()
-}
-
 /// Removes and writes what `plan` says; the (template, name) of the members written.
 fn carry_out(specs: &SpecFiles, pools: &Pools, plan: Plan) -> Vec<(String, String)> {
     for name in &plan.remove {
         // Only while it is still unclaimed: a claim may have come first.
-        match specs.delete_where(name, |server| unclaimed_in(server).is_some()) {
+        match specs.delete_where(name, |server| server.metadata.unclaimed_pool().is_some()) {
             Ok(true) => tracing::info!(server = %name, "pool server removed"),
             Ok(false) => {}
             Err(err) => tracing::warn!(server = %name, %err, "cannot remove a pool server"),
@@ -300,7 +267,7 @@ mod tests {
         fn report(&self, name: &str, phase: Phase) {
             let spec = self.keeper.specs.read(name).expect("spec");
             let mut status = ServerStatus::new(name, spec.metadata.id.unwrap_or_default(), name);
-            status.pool = crate::pool::members::unclaimed_in(&spec).map(str::to_owned);
+            status.pool = spec.metadata.unclaimed_pool().map(str::to_owned);
             status.phase = phase;
             self.keeper.statuses.put(status);
         }
@@ -324,7 +291,7 @@ mod tests {
             rescan: Arc::new(Notify::new()),
             max_servers: config.controller.max_servers,
             parallelism: config.controller.prebuilt_parallelism,
-            data_roots: vec![root.join("state")],
+            data_roots: DataRoots::new(vec![root.join("state")]),
             specs: SpecFiles::new(Arc::new(config)),
         }
     }
@@ -467,23 +434,5 @@ mod tests {
             ["pool-python-starter-3", "pool-python-starter-4"],
             "both replaced"
         );
-    }
-
-    #[test]
-    fn names_with_a_workspace_or_a_server_folder_left_are_taken() {
-        let state = tempfile::tempdir().expect("temp dir");
-        for dir in [
-            "workspaces/pool-rust-1",
-            "servers/pool-rust-2",
-            "workspaces/alice",
-        ] {
-            std::fs::create_dir_all(state.path().join(dir)).expect("mkdir");
-        }
-        let shared = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(shared.path().join("workspaces/pool-rust-3")).expect("mkdir");
-        let roots = [state.path().to_owned(), shared.path().to_owned()];
-        let taken: Vec<String> = leftover_data(&roots).into_iter().collect();
-        assert_eq!(taken, ["pool-rust-1", "pool-rust-2", "pool-rust-3"]);
-        assert!(leftover_data(&[state.path().join("missing")]).is_empty());
     }
 }

@@ -8,10 +8,7 @@ use uuid::Uuid;
 use super::Pool;
 use crate::config::{Config, SettingsMap};
 use crate::spec::{self, ApiVersion, DesiredState, DevServer, DevServerSpec, Kind, Metadata};
-use crate::spec::{POOL_LABEL, TemplateRef};
-
-/// The annotation of a member's spec holding its pool's [`fingerprint`] when it was made.
-pub const FINGERPRINT_ANNOTATION: &str = "devbox/pool-template";
+use crate::spec::{POOL_FINGERPRINT_ANNOTATION, POOL_LABEL, POOL_NAME_PREFIX, TemplateRef};
 
 /// Longest pool name: a member's name (`<pool>-<n>`, n of up to five digits) stays a
 /// valid server name (63 characters).
@@ -20,7 +17,7 @@ const MAX_POOL_NAME: usize = 57;
 /// `pool-` and the template's name in lower case, every run of other characters than
 /// letters and digits as one `-`.
 pub fn pool_name(template: &str) -> String {
-    let mut name = String::from("pool-");
+    let mut name = String::from(POOL_NAME_PREFIX);
     for c in template.chars() {
         if c.is_ascii_alphanumeric() {
             name.push(c.to_ascii_lowercase());
@@ -42,28 +39,33 @@ pub fn member_name(pool: &str, n: u32) -> String {
     format!("{pool}-{n}")
 }
 
+/// Why a template cannot have a pool: a server made from it would not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("a server made from the template is not valid: {}", problems.join("; "))]
+pub struct UnfitTemplate {
+    pub problems: Vec<String>,
+}
+
 /// What a server of `template` is made of (groups, extensions, settings, repository
 /// and ref, limits, backend): the restart hash of a spec made from it alone. An edit of
 /// the template (or of a group it uses) gives another.
-pub fn fingerprint(config: &Config, template: &TemplateRef) -> Result<String, String> {
+pub fn fingerprint(config: &Config, template: &TemplateRef) -> Result<String, UnfitTemplate> {
     let name = "pool-fingerprint";
     let server = server(name, template, BTreeMap::new());
     let file = config.controller.specs_dir.join(format!("{name}.yaml"));
     spec::resolve(&file, "", &server, config)
         .map(|resolved| resolved.hash)
-        .map_err(|problems| {
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
+        .map_err(|problems| UnfitTemplate {
+            problems: problems.iter().map(ToString::to_string).collect(),
         })
 }
 
 /// The spec of member `name` of `pool`: the template, running, no owner, labelled.
 pub fn new_member(pool: &Pool, name: &str) -> DevServer {
-    let annotations =
-        BTreeMap::from([(FINGERPRINT_ANNOTATION.to_owned(), pool.fingerprint.clone())]);
+    let annotations = BTreeMap::from([(
+        POOL_FINGERPRINT_ANNOTATION.to_owned(),
+        pool.fingerprint.clone(),
+    )]);
     let mut server = server(name, &pool.template, annotations);
     server
         .metadata
@@ -101,30 +103,22 @@ fn server(name: &str, template: &TemplateRef, annotations: BTreeMap<String, Stri
     }
 }
 
-/// The template whose pool `server` (a spec file's content) waits in, unclaimed: it
-/// has the pool label and no owner.
-pub fn unclaimed_in(server: &DevServer) -> Option<&str> {
-    let metadata = &server.metadata;
-    metadata
-        .labels
-        .get(POOL_LABEL)
-        .filter(|_| metadata.owner.is_none())
-        .map(String::as_str)
-}
-
 /// Whether `server` is an unclaimed member of `pool` made from the template as it is
 /// now, asked to run.
 pub fn is_current_member(server: &DevServer, pool: &Pool) -> bool {
     server.spec.state == DesiredState::Running
-        && unclaimed_in(server) == Some(pool.template.name.as_str())
+        && server.metadata.unclaimed_pool() == Some(pool.template.name.as_str())
         && server.spec.template.as_ref() == Some(&pool.template)
-        && server.metadata.annotations.get(FINGERPRINT_ANNOTATION) == Some(&pool.fingerprint)
+        && server.metadata.annotations.get(POOL_FINGERPRINT_ANNOTATION) == Some(&pool.fingerprint)
 }
 
 /// Takes `server` out of its pool: what a claim writes besides the new owner.
 pub fn release(server: &mut DevServer) {
     server.metadata.labels.remove(POOL_LABEL);
-    server.metadata.annotations.remove(FINGERPRINT_ANNOTATION);
+    server
+        .metadata
+        .annotations
+        .remove(POOL_FINGERPRINT_ANNOTATION);
 }
 
 #[cfg(test)]

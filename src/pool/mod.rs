@@ -23,7 +23,8 @@ pub mod schedule;
 
 use crate::config::{Config, TemplateItem};
 use crate::spec::TemplateRef;
-use crate::status::{Phase, StatusStore};
+use crate::status::StatusStore;
+use plan::MemberState;
 
 /// One template's pool, as the config defines it.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,39 +123,21 @@ impl Pools {
             .map(|pool| {
                 let members = statuses.filter_map_all(|s| {
                     (s.pool.as_deref() == Some(pool.template.name.as_str()))
-                        .then(|| MemberHealth::of(s.phase, s.consecutive_crashes))
+                        // Its spec is not read here: one asked to stop shows as down
+                        // until the keeper replaces it.
+                        .then(|| MemberState::of(Some(s), true))
                 });
-                let count = |health| members.iter().filter(|m| **m == health).count();
+                let count =
+                    |wanted: &[MemberState]| members.iter().filter(|m| wanted.contains(m)).count();
                 Figures {
                     pool,
                     size: schedule::size_at(&pool.sizing, &now),
-                    ready: count(MemberHealth::Ready),
-                    coming: count(MemberHealth::Coming),
-                    down: count(MemberHealth::Down),
+                    ready: count(&[MemberState::Ready]),
+                    coming: count(&[MemberState::Coming]),
+                    down: count(&[MemberState::Down, MemberState::Dead]),
                 }
             })
             .collect()
-    }
-}
-
-/// How an unclaimed member is doing, as the pools' figures count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MemberHealth {
-    Ready,
-    Coming,
-    Down,
-}
-
-impl MemberHealth {
-    /// A member retried after failures counts as down until it runs, so that a pool
-    /// whose template cannot come up says so rather than "starting" forever.
-    fn of(phase: Phase, failures_in_a_row: u32) -> Self {
-        match phase {
-            Phase::Running => Self::Ready,
-            Phase::Failed | Phase::Stopped => Self::Down,
-            _ if failures_in_a_row > 0 => Self::Down,
-            _ => Self::Coming,
-        }
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::members::member_name;
+use crate::status::{Phase, ServerStatus};
 
 /// A pool as the plan sees it.
 #[derive(Debug, Clone)]
@@ -33,10 +34,46 @@ pub enum MemberState {
     Ready,
     /// Being provisioned or started (or not picked up by the controller yet).
     Coming,
-    /// Down: failed, or waiting for a retry. It keeps its place but not a start slot.
+    /// Down: failed and waiting for a retry, started again after failures, or on its
+    /// way down. It keeps its place but not a start slot.
     Down,
-    /// Down for good (stopped, given up on, halted after an exit): it is replaced.
+    /// Down for good (stopped, given up on, halted after an exit, never valid): it is
+    /// replaced.
     Dead,
+}
+
+impl MemberState {
+    /// The state of a member whose server's status is `status` (`None`: not picked
+    /// up by the controller yet) and whose spec asks it to run or not.
+    pub fn of(status: Option<&ServerStatus>, wants_running: bool) -> Self {
+        let Some(status) = status else {
+            return if wants_running {
+                Self::Coming
+            } else {
+                Self::Dead
+            };
+        };
+        // Kept down until its spec changes: it exited as its restart policy allows,
+        // or the controller gave up on it.
+        let given_up = status.halted_revision.is_some()
+            || (status.phase == Phase::Failed && status.next_retry_at.is_none());
+        if !wants_running || given_up {
+            return Self::Dead;
+        }
+        match status.phase {
+            Phase::Running => Self::Ready,
+            Phase::Invalid => Self::Dead,
+            Phase::Failed | Phase::Stopped | Phase::Stopping => Self::Down,
+            // Retried after failures: down until it runs, so that a pool whose
+            // template cannot come up says so rather than "starting" for ever.
+            Phase::Pending | Phase::Provisioning | Phase::Starting
+                if status.consecutive_crashes > 0 =>
+            {
+                Self::Down
+            }
+            Phase::Pending | Phase::Provisioning | Phase::Starting => Self::Coming,
+        }
+    }
 }
 
 /// What else limits the keeper.
@@ -272,6 +309,92 @@ mod tests {
                 "pool-python-starter-3".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn a_members_state_follows_its_status_and_its_spec() {
+        let status = |phase: Phase, edit: fn(&mut ServerStatus)| {
+            let mut status = ServerStatus::new("pool-python-starter-1", uuid::Uuid::nil(), "x");
+            status.phase = phase;
+            edit(&mut status);
+            status
+        };
+        let plain = |_: &mut ServerStatus| {};
+        let crashed = |s: &mut ServerStatus| s.consecutive_crashes = 2;
+        let retried = |s: &mut ServerStatus| {
+            s.consecutive_crashes = 2;
+            s.next_retry_at = Some("2026-12-06T10:00:00Z".into());
+        };
+        let halted = |s: &mut ServerStatus| s.halted_revision = Some("r1".into());
+        let cases = [
+            (None, true, MemberState::Coming),
+            (None, false, MemberState::Dead),
+            (
+                Some(status(Phase::Running, plain)),
+                true,
+                MemberState::Ready,
+            ),
+            (
+                Some(status(Phase::Running, plain)),
+                false,
+                MemberState::Dead,
+            ),
+            (
+                Some(status(Phase::Pending, plain)),
+                true,
+                MemberState::Coming,
+            ),
+            (
+                Some(status(Phase::Provisioning, plain)),
+                true,
+                MemberState::Coming,
+            ),
+            (
+                Some(status(Phase::Starting, plain)),
+                true,
+                MemberState::Coming,
+            ),
+            (
+                Some(status(Phase::Starting, crashed)),
+                true,
+                MemberState::Down,
+            ),
+            (
+                Some(status(Phase::Failed, retried)),
+                true,
+                MemberState::Down,
+            ),
+            (
+                Some(status(Phase::Failed, crashed)),
+                true,
+                MemberState::Dead,
+            ),
+            (
+                Some(status(Phase::Stopped, halted)),
+                true,
+                MemberState::Dead,
+            ),
+            (Some(status(Phase::Stopped, plain)), true, MemberState::Down),
+            (
+                Some(status(Phase::Stopping, plain)),
+                true,
+                MemberState::Down,
+            ),
+            (Some(status(Phase::Invalid, plain)), true, MemberState::Dead),
+        ];
+        for (status, wants_running, expected) in cases {
+            assert_eq!(
+                MemberState::of(status.as_ref(), wants_running),
+                expected,
+                "{:?} (wants running: {wants_running})",
+                status.map(|s| (
+                    s.phase,
+                    s.consecutive_crashes,
+                    s.next_retry_at,
+                    s.halted_revision
+                ))
+            );
+        }
     }
 
     #[test]

@@ -10,15 +10,30 @@ use croner::Cron;
 
 use super::Sizing;
 
-/// A schedule entry's `cron`, or why it is not one.
-pub fn parse(expression: &str) -> Result<Cron, String> {
+/// Why a schedule entry's `cron` is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "`{0}` is not a cron expression of five fields (minute hour day-of-month month \
+         day-of-week)"
+    )]
+    FieldCount(String),
+    #[error("`{expression}`: {source}")]
+    Invalid {
+        expression: String,
+        source: croner::errors::CronError,
+    },
+}
+
+/// A schedule entry's `cron`.
+pub fn parse(expression: &str) -> Result<Cron, ScheduleError> {
     if expression.split_whitespace().count() != 5 {
-        return Err(format!(
-            "`{expression}` is not a cron expression of five fields (minute hour \
-             day-of-month month day-of-week)"
-        ));
+        return Err(ScheduleError::FieldCount(expression.to_owned()));
     }
-    Cron::from_str(expression).map_err(|err| format!("`{expression}`: {err}"))
+    Cron::from_str(expression).map_err(|source| ScheduleError::Invalid {
+        expression: expression.to_owned(),
+        source,
+    })
 }
 
 /// The pool's size at `now`.
@@ -87,7 +102,7 @@ mod tests {
             "often",
         ] {
             let err = parse(bad).expect_err(bad);
-            assert!(err.contains(bad), "{err}");
+            assert!(err.to_string().contains(bad), "{err}");
         }
         assert!(parse("*/15 8-17 * * MON-FRI").is_ok());
     }

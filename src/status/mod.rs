@@ -508,7 +508,7 @@ impl StatusStore {
 
 /// `<state_dir>/servers/<name>`: a server's data, logs and status.
 pub fn server_dir(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("servers").join(name)
+    crate::data_dirs::instance_root(state_dir, name)
 }
 
 fn status_path(state_dir: &Path, name: &str) -> PathBuf {

@@ -265,7 +265,7 @@ try {
     await card().locator('button[data-action=use-template]').click();
     await dashboard.locator('#template-dialog[open]').waitFor();
     const info = (await dashboard.locator('#template-dialog-info').innerText()).trim();
-    if (!info.includes('prebuilt server is ready')) throw new Error(`the dialog says "${info}"`);
+    if (!info.includes('A prebuilt server is ready')) throw new Error(`the dialog says "${info}"`);
     await dashboard.locator('#template-dialog input[name=name]').fill(serverName);
     await shot(dashboard, 'pool-dialog.png');
     // The status each row of the list first shows, whenever it shows up.

@@ -33,6 +33,7 @@ use tracing::Instrument;
 use super::Context;
 use super::decide::{Action, Observed, RestartReason, Target, decide};
 use super::scan::Desired;
+use crate::data_dirs;
 use crate::logs::{Follower, Level, ServerIdent};
 use crate::provision::{ExtensionRef, WorkspaceSource};
 use crate::runtime::{Backend, Runtime, wait_exit};
@@ -328,12 +329,12 @@ impl<R: Runtime> ServerTask<R> {
     /// folders and log. (devbox's own files of the server, its status and events, stay
     /// in [`ServerTask::dir`].)
     fn instance_root(&self) -> PathBuf {
-        self.data_root().join("servers").join(self.name())
+        data_dirs::instance_root(self.data_root(), self.name())
     }
 
     /// `<data root>/workspaces/<name>`: where managed workspaces live.
     fn workspace_dir(&self) -> PathBuf {
-        self.data_root().join("workspaces").join(self.name())
+        data_dirs::workspace_dir(self.data_root(), self.name())
     }
 
     fn log_file(&self) -> PathBuf {
