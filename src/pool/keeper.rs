@@ -69,13 +69,17 @@ impl Keeper {
         let specs = self.specs.clone();
         let pools = self.pools.clone();
         let data_roots = self.data_roots.clone();
-        let Ok((files, members, leftovers)) = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             let (files, members) = read_members(&specs, &pools);
             (files, members, data_roots.names_with_data(POOL_NAME_PREFIX))
         })
-        .await
-        else {
-            return;
+        .await;
+        let (files, members, leftovers) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(%err, "pool keeper: reading the pool members failed");
+                return;
+            }
         };
         let now = chrono::Local::now();
         let sizes: Vec<u32> = self
@@ -128,10 +132,13 @@ impl Keeper {
         let specs = self.specs.clone();
         let pools = self.pools.clone();
         let outcome = tokio::task::spawn_blocking(move || carry_out(&specs, &pools, plan)).await;
-        if let Ok(created) = outcome {
-            for (template, name) in created {
-                made.insert(name, (template, started));
+        match outcome {
+            Ok(created) => {
+                for (template, name) in created {
+                    made.insert(name, (template, started));
+                }
             }
+            Err(err) => tracing::error!(%err, "pool keeper: writing the plan failed"),
         }
         self.rescan.notify_one();
     }
