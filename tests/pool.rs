@@ -21,6 +21,8 @@ const TAB: &str = "Workshops";
 use common::trusted_proxy::{HEADER, via_proxy};
 /// The admin's name in the tests where users sign in (`auth.admins`).
 const BOSS: &str = "boss";
+/// The admin token of a devbox the CLI talks to.
+const SEAT_TOKEN: &str = "pool-test-admin-token-0123456789";
 
 /// A devbox whose template `Rust Class` (a git workspace, the `tools` group) keeps
 /// `size` servers ready.
@@ -924,6 +926,44 @@ fn users_claim_only_for_themselves_and_never_see_the_pool() {
     assert_ne!(bobs["slug"], seat["slug"]);
     assert_eq!(bob.servers("").len(), 1);
     assert_eq!(alice.servers("").len(), 1);
+}
+
+#[test]
+fn seat_links_for_a_template_hand_out_its_ready_pool_servers() {
+    let (devbox, socket) = devbox_with_users(
+        2,
+        "week-1",
+        2,
+        &format!("server:\n  api_token: \"{SEAT_TOKEN}\"\n"),
+    );
+    let boss = Client::user(&devbox, &socket, BOSS);
+    wait_client_pool_ready(&boss, 2);
+    let output = devbox
+        .command()
+        .args(["seat-links", "--template", TEMPLATE, "-o", "json"])
+        .output()
+        .expect("devbox seat-links");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let links: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let seated: BTreeSet<&str> = links
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|link| link["server"].as_str())
+        .collect();
+    let pool_now = members(&boss);
+    assert_eq!(seated.len(), 2, "{links}");
+    assert!(seated.iter().all(|s| s.starts_with("pool-")), "{links}");
+    // Each linked server is its seat's now, out of the pool, and the pool refills.
+    for link in links.as_array().expect("array") {
+        let name = link["server"].as_str().expect("server");
+        assert_eq!(link["owner"], format!("seat-{name}"), "{link}");
+        assert!(!pool_now.contains_key(name), "{name} is still in the pool");
+    }
+    let refilled = wait_client_pool_ready(&boss, 2);
+    assert_eq!(refilled["ready"], 2, "{refilled}");
+    assert!(members(&boss).keys().all(|m| !seated.contains(m.as_str())));
 }
 
 #[test]

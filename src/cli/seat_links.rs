@@ -1,4 +1,5 @@
-//! `devbox seat-links`: one seat link per server (or per server of a template), asked
+//! `devbox seat-links`: one seat link per server (or per server of a template, ready
+//! pool servers included), asked
 //! of the running devbox, printed for an instructor to hand out: a table to read, CSV
 //! for a mail merge or a spreadsheet, JSON for scripts.
 
@@ -28,7 +29,13 @@ struct SeatLink {
 }
 
 pub fn run(remote: &Remote, template: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
-    let servers: Vec<Value> = remote.call("GET", "/servers", None)?;
+    // For a template, its pool's unclaimed servers too: each link takes its server out
+    // of the pool, for its seat, and the pool refills.
+    let listing = match template {
+        Some(_) => "/servers?include_pool=true",
+        None => "/servers",
+    };
+    let servers: Vec<Value> = remote.call("GET", listing, None)?;
     let names: Vec<String> = servers
         .iter()
         .filter(|server| template.is_none_or(|t| server["template"] == t))
