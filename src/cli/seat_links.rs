@@ -1,7 +1,7 @@
-//! `devbox seat-links`: one seat link per server (or per server of a template, ready
-//! pool servers included), asked
-//! of the running devbox, printed for an instructor to hand out: a table to read, CSV
-//! for a mail merge or a spreadsheet, JSON for scripts.
+//! `devbox seat-links`: one seat link per server (or per server of a template, its
+//! ready pool servers included), asked of the running devbox, printed for an instructor
+//! to hand out: a table to read, CSV for a mail merge or a spreadsheet, JSON for
+//! scripts.
 
 use std::process::ExitCode;
 

@@ -313,86 +313,45 @@ mod tests {
 
     #[test]
     fn a_members_state_follows_its_status_and_its_spec() {
-        let status = |phase: Phase, edit: fn(&mut ServerStatus)| {
-            let mut status = ServerStatus::new("pool-python-starter-1", uuid::Uuid::nil(), "x");
-            status.phase = phase;
-            edit(&mut status);
-            status
-        };
-        let plain = |_: &mut ServerStatus| {};
-        let crashed = |s: &mut ServerStatus| s.consecutive_crashes = 2;
-        let retried = |s: &mut ServerStatus| {
+        type Edit = fn(&mut ServerStatus);
+        /// The status's phase and what else it says (`None`: no status yet).
+        type Seen = Option<(Phase, Edit)>;
+        let plain: Edit = |_| {};
+        let crashed: Edit = |s| s.consecutive_crashes = 2;
+        let retried: Edit = |s| {
             s.consecutive_crashes = 2;
             s.next_retry_at = Some("2026-12-06T10:00:00Z".into());
         };
-        let halted = |s: &mut ServerStatus| s.halted_revision = Some("r1".into());
-        let cases = [
-            (None, true, MemberState::Coming),
-            (None, false, MemberState::Dead),
-            (
-                Some(status(Phase::Running, plain)),
-                true,
-                MemberState::Ready,
-            ),
-            (
-                Some(status(Phase::Running, plain)),
-                false,
-                MemberState::Dead,
-            ),
-            (
-                Some(status(Phase::Pending, plain)),
-                true,
-                MemberState::Coming,
-            ),
-            (
-                Some(status(Phase::Provisioning, plain)),
-                true,
-                MemberState::Coming,
-            ),
-            (
-                Some(status(Phase::Starting, plain)),
-                true,
-                MemberState::Coming,
-            ),
-            (
-                Some(status(Phase::Starting, crashed)),
-                true,
-                MemberState::Down,
-            ),
-            (
-                Some(status(Phase::Failed, retried)),
-                true,
-                MemberState::Down,
-            ),
-            (
-                Some(status(Phase::Failed, crashed)),
-                true,
-                MemberState::Dead,
-            ),
-            (
-                Some(status(Phase::Stopped, halted)),
-                true,
-                MemberState::Dead,
-            ),
-            (Some(status(Phase::Stopped, plain)), true, MemberState::Down),
-            (
-                Some(status(Phase::Stopping, plain)),
-                true,
-                MemberState::Down,
-            ),
-            (Some(status(Phase::Invalid, plain)), true, MemberState::Dead),
+        let halted: Edit = |s| s.halted_revision = Some("r1".into());
+        use MemberState::{Coming, Dead, Down, Ready};
+        // (what the status says, whether the spec asks it to run, the state)
+        let cases: [(Seen, bool, MemberState); 14] = [
+            (None, true, Coming),
+            (None, false, Dead),
+            (Some((Phase::Running, plain)), true, Ready),
+            (Some((Phase::Running, plain)), false, Dead),
+            (Some((Phase::Pending, plain)), true, Coming),
+            (Some((Phase::Provisioning, plain)), true, Coming),
+            (Some((Phase::Starting, plain)), true, Coming),
+            (Some((Phase::Starting, crashed)), true, Down),
+            (Some((Phase::Failed, retried)), true, Down),
+            (Some((Phase::Failed, crashed)), true, Dead),
+            (Some((Phase::Stopped, halted)), true, Dead),
+            (Some((Phase::Stopped, plain)), true, Down),
+            (Some((Phase::Stopping, plain)), true, Down),
+            (Some((Phase::Invalid, plain)), true, Dead),
         ];
-        for (status, wants_running, expected) in cases {
+        for (seen, wants_running, expected) in cases {
+            let status = seen.map(|(phase, edit)| {
+                let mut status = ServerStatus::new("pool-python-starter-1", uuid::Uuid::nil(), "x");
+                status.phase = phase;
+                edit(&mut status);
+                status
+            });
             assert_eq!(
                 MemberState::of(status.as_ref(), wants_running),
                 expected,
-                "{:?} (wants running: {wants_running})",
-                status.map(|s| (
-                    s.phase,
-                    s.consecutive_crashes,
-                    s.next_retry_at,
-                    s.halted_revision
-                ))
+                "{status:?} (wants running: {wants_running})"
             );
         }
     }
